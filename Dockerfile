@@ -1,0 +1,23 @@
+# One image for web, worker and beat (docker-compose.yml picks the command).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+RUN useradd --system --home /app --shell /usr/sbin/nologin fetchweb
+
+COPY pyproject.toml README.md ./
+COPY fetchweb fetchweb
+COPY accounts accounts
+COPY retrieval retrieval
+RUN pip install .
+
+COPY manage.py ./
+COPY templates templates
+COPY static static
+RUN DEBUG=true python manage.py collectstatic --noinput --verbosity 0 \
+    && mkdir -p var && chown -R fetchweb /app/var
+
+USER fetchweb
+EXPOSE 8000
+CMD ["gunicorn", "fetchweb.wsgi", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]

@@ -1,0 +1,115 @@
+"""People and the domains they belong to.
+
+Three roles: a superuser runs the installation; a domain administrator manages one or
+more domains and every mailbox in them; a user manages their own mailboxes, either as
+a member of a domain or on their own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.contrib.auth.models import (
+    AbstractBaseUser,
+    BaseUserManager,
+    PermissionsMixin,
+)
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+domain_name_validator = RegexValidator(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+    "Enter a domain name in lower case, such as example.org.",
+)
+
+
+class Domain(models.Model):
+    name = models.CharField(
+        max_length=253, unique=True, validators=[domain_name_validator]
+    )
+    admins = models.ManyToManyField(
+        "accounts.User",
+        related_name="administered_domains",
+        blank=True,
+        help_text="People who manage every mailbox of this domain.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+if TYPE_CHECKING:
+    _UserManagerBase = BaseUserManager["User"]
+else:  # django-stubs' generics are not subscriptable at run time
+    _UserManagerBase = BaseUserManager
+
+
+class UserManager(_UserManagerBase):
+    use_in_migrations = True
+
+    def _create(self, email: str, password: str | None, **extra: Any) -> User:
+        if not email:
+            raise ValueError("An email address is required.")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(
+        self, email: str, password: str | None = None, **extra: Any
+    ) -> User:
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create(email, password, **extra)
+
+    def create_superuser(
+        self, email: str, password: str | None = None, **extra: Any
+    ) -> User:
+        extra["is_staff"] = True
+        extra["is_superuser"] = True
+        return self._create(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A person who logs in with their email address."""
+
+    email = models.EmailField(unique=True)
+    full_name = models.CharField(max_length=150, blank=True)
+    domain = models.ForeignKey(
+        Domain,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="members",
+        help_text="The domain this person belongs to; empty for someone on their own.",
+    )
+    is_staff = models.BooleanField(
+        default=False, help_text="May log in to the administration site."
+    )
+    is_active = models.BooleanField(default=True)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects: ClassVar[UserManager] = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.email = self.email.lower()
+        super().save(*args, **kwargs)
+
+    @property
+    def is_domain_admin(self) -> bool:
+        return self.administered_domains.exists()

@@ -1,0 +1,64 @@
+"""System checks that refuse an unsafe production start.
+
+They run with every management command (migrate, check) and so before the service
+starts; with DEBUG on they stay quiet, because the zero-configuration default is
+meant for one developer's machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, register
+
+DOCS = "See .env.example and the README's configuration table."
+
+
+@register()
+def production_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    if settings.DEBUG:
+        return []
+    errors: list[Error] = []
+    if settings.SECRET_KEY == settings.DEV_SECRET_KEY or len(settings.SECRET_KEY) < 40:
+        errors.append(
+            Error(
+                "SECRET_KEY is the development default or too short.",
+                hint="Set SECRET_KEY to 50 random characters. " + DOCS,
+                id="fetchweb.E001",
+            )
+        )
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        errors.append(
+            Error(
+                "DEBUG is off but the database is SQLite.",
+                hint="Set DATABASE_URL to a PostgreSQL database. " + DOCS,
+                id="fetchweb.E002",
+            )
+        )
+    if not settings.FIELD_ENCRYPTION_KEYS:
+        errors.append(
+            Error(
+                "FIELD_ENCRYPTION_KEYS is empty: mailbox passwords would be encrypted "
+                "with a key derived from SECRET_KEY.",
+                hint="Generate one with `python manage.py generate_encryption_key`. "
+                + DOCS,
+                id="fetchweb.E003",
+            )
+        )
+    broker_error = _broker_unreachable()
+    if broker_error:
+        errors.append(Error(broker_error, hint=DOCS, id="fetchweb.E004"))
+    return errors
+
+
+def _broker_unreachable() -> str:
+    if not settings.REDIS_URL:
+        return "DEBUG is off but no REDIS_URL is set (the file broker serves one host only)."
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        return f"The broker at REDIS_URL cannot be reached: {exc}"
+    return ""

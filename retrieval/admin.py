@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import Q, QuerySet
+
+from retrieval.models import Mailbox, MessageResult, PollRun, SeenMessage
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+
+def _visible(request: HttpRequest, queryset: QuerySet[Any], path: str) -> QuerySet[Any]:
+    """Superusers see everything; others their own and their domains' objects."""
+    user = request.user
+    if user.is_superuser:
+        return queryset
+    return queryset.filter(
+        Q(**{f"{path}owner": user}) | Q(**{f"{path}domain__admins": user})
+    ).distinct()
+
+
+class MailboxForm(forms.ModelForm):
+    """The password is write-only: it is never sent back to the browser."""
+
+    new_password = forms.CharField(
+        label="Password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(
+            render_value=False, attrs={"autocomplete": "new-password"}
+        ),
+        help_text="Leave empty to keep the stored password.",
+    )
+    clear_password = forms.BooleanField(
+        label="Remove the stored password", required=False
+    )
+
+    class Meta:
+        model = Mailbox
+        fields = (
+            "name",
+            "owner",
+            "domain",
+            "enabled",
+            "poll_interval",
+            "protocol",
+            "host",
+            "port",
+            "tls_mode",
+            "verify_tls",
+            "ca_file",
+            "auth",
+            "username",
+            "folders",
+            "keep",
+            "fetchall",
+            "timeout",
+            "delivery_kind",
+            "delivery_host",
+            "delivery_port",
+            "recipient",
+        )
+
+    def clean_new_password(self) -> str:
+        value: str = self.cleaned_data["new_password"]
+        if any(c in value for c in "\r\n\0"):
+            raise forms.ValidationError(
+                "A password cannot contain line breaks or NUL characters."
+            )
+        return value
+
+    def save(self, commit: bool = True) -> Mailbox:  # noqa: FBT001, FBT002 (Django API)
+        mailbox = super().save(commit=False)
+        if self.cleaned_data.get("clear_password"):
+            mailbox.set_password("")
+        elif self.cleaned_data.get("new_password"):
+            mailbox.set_password(self.cleaned_data["new_password"])
+        if commit:
+            mailbox.save()
+        return mailbox
+
+
+@admin.register(Mailbox)
+class MailboxAdmin(admin.ModelAdmin):
+    form = MailboxForm
+    list_display = (
+        "__str__",
+        "owner",
+        "protocol",
+        "host",
+        "enabled",
+        "next_poll_at",
+        "lease_until",
+    )
+    list_filter = ("protocol", "enabled", "tls_mode", "domain")
+    search_fields = ("host", "username", "name", "owner__email")
+    readonly_fields = ("password_state", "next_poll_at", "lease_owner", "lease_until")
+    actions = ("poll_now",)
+    fieldsets = (
+        (None, {"fields": ("name", "owner", "domain", "enabled", "poll_interval")}),
+        (
+            "Remote server",
+            {
+                "fields": (
+                    "protocol",
+                    "host",
+                    "port",
+                    "tls_mode",
+                    "verify_tls",
+                    "ca_file",
+                )
+            },
+        ),
+        (
+            "Login",
+            {
+                "fields": (
+                    "auth",
+                    "username",
+                    "password_state",
+                    "new_password",
+                    "clear_password",
+                )
+            },
+        ),
+        ("Messages", {"fields": ("folders", "keep", "fetchall", "timeout")}),
+        (
+            "Delivery",
+            {
+                "fields": (
+                    "delivery_kind",
+                    "delivery_host",
+                    "delivery_port",
+                    "recipient",
+                )
+            },
+        ),
+        ("Schedule", {"fields": ("next_poll_at", "lease_owner", "lease_until")}),
+    )
+
+    @admin.display(description="Stored password")
+    def password_state(self, obj: Mailbox) -> str:
+        return "set (encrypted)" if obj.has_password else "none"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Mailbox]:
+        return _visible(request, super().get_queryset(request), "")
+
+    @admin.action(description="Poll the selected mailboxes now")
+    def poll_now(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
+        from retrieval.tasks import poll_mailbox
+
+        ids = list(queryset.values_list("pk", flat=True))
+        for pk in ids:
+            transaction.on_commit(partial(poll_mailbox.delay, pk, "manual"))
+        self.message_user(request, f"{len(ids)} poll(s) queued.", messages.SUCCESS)
+
+
+class MessageResultInline(admin.TabularInline):
+    model = MessageResult
+    extra = 0
+    can_delete = False
+    fields = (
+        "folder",
+        "uid",
+        "message_id",
+        "size",
+        "recipients",
+        "status",
+        "listener_reply",
+        "deleted",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(PollRun)
+class PollRunAdmin(admin.ModelAdmin):
+    list_display = (
+        "mailbox",
+        "started_at",
+        "outcome",
+        "exit_code",
+        "delivered",
+        "deleted",
+        "bytes_fetched",
+        "error",
+    )
+    list_filter = ("outcome", "trigger")
+    search_fields = ("mailbox__host", "mailbox__username", "error")
+    inlines = (MessageResultInline,)
+    readonly_fields = [f.name for f in PollRun._meta.fields]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PollRun]:
+        return _visible(request, super().get_queryset(request), "mailbox__")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SeenMessage)
+class SeenMessageAdmin(admin.ModelAdmin):
+    list_display = (
+        "mailbox",
+        "folder",
+        "uidvalidity",
+        "uid",
+        "message_id",
+        "delivered_at",
+    )
+    search_fields = ("uid", "message_id")
+    list_filter = ("folder",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SeenMessage]:
+        return _visible(request, super().get_queryset(request), "mailbox__")

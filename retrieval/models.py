@@ -1,0 +1,246 @@
+"""Remote mailboxes, the ledger of delivered messages, and the record of every poll."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import ClassVar
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from retrieval import crypto
+from retrieval.engine.report import ExitCode
+
+
+def default_poll_interval() -> int:
+    return int(settings.FETCH_DEFAULT_INTERVAL)
+
+
+class Mailbox(models.Model):
+    """A remote account that fetchweb empties, and where its mail goes."""
+
+    class Protocol(models.TextChoices):
+        POP3 = "pop3", "POP3"
+        IMAP = "imap", "IMAP"
+
+    class TlsMode(models.TextChoices):
+        IMPLICIT = "implicit", "TLS from the start (POP3S 995, IMAPS 993)"
+        STARTTLS = "starttls", "STARTTLS, required"
+        NONE = "none", "No encryption (not recommended)"
+
+    class Auth(models.TextChoices):
+        ANY = "any", "Best the server offers"
+        PASSWORD = "password", "USER/PASS or LOGIN"
+        PLAIN = "plain", "SASL PLAIN"
+
+    class DeliveryKind(models.TextChoices):
+        SMTP = "smtp", "SMTP listener"
+        LMTP = "lmtp", "LMTP listener"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100, blank=True, help_text="A label for you.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mailboxes"
+    )
+    domain = models.ForeignKey(
+        "accounts.Domain",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="mailboxes",
+    )
+
+    protocol = models.CharField(max_length=8, choices=Protocol, default=Protocol.IMAP)
+    host = models.CharField(max_length=253, help_text="The remote mail server.")
+    port = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Empty: the usual port for the protocol and encryption.",
+    )
+    tls_mode = models.CharField(
+        max_length=10, choices=TlsMode, default=TlsMode.IMPLICIT
+    )
+    verify_tls = models.BooleanField(
+        default=True,
+        verbose_name="verify certificate",
+        help_text="Refuse servers whose certificate does not verify.",
+    )
+    ca_file = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="A file of CA certificates on this server, for private CAs.",
+    )
+    auth = models.CharField(max_length=10, choices=Auth, default=Auth.ANY)
+    username = models.CharField(max_length=320)
+    password_encrypted = models.TextField(blank=True, editable=False)
+    folders = models.JSONField(
+        default=list, blank=True, help_text="IMAP folders to empty; empty means INBOX."
+    )
+    keep = models.BooleanField(default=False, help_text="Leave messages on the server.")
+    fetchall = models.BooleanField(
+        default=False, help_text="Fetch old messages too, not only new ones."
+    )
+    timeout = models.PositiveIntegerField(
+        default=120, help_text="Seconds to wait for the server at any one step."
+    )
+
+    delivery_kind = models.CharField(
+        max_length=8, choices=DeliveryKind, default=DeliveryKind.SMTP
+    )
+    delivery_host = models.CharField(
+        max_length=500,
+        default="localhost",
+        help_text="The listener's host name or address, or a unix socket path for LMTP.",
+    )
+    delivery_port = models.PositiveIntegerField(
+        default=25, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    recipient = models.CharField(
+        max_length=320,
+        blank=True,
+        help_text="Deliver to this address; empty means the owner's address.",
+    )
+
+    poll_interval = models.PositiveIntegerField(
+        default=default_poll_interval,
+        validators=[MinValueValidator(10)],
+        help_text="Seconds between polls.",
+    )
+    enabled = models.BooleanField(default=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The lease: who polls this mailbox now, until when (see services.mailbox_lease).
+    lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering: ClassVar = ["owner__email", "host", "username"]
+        verbose_name_plural = "mailboxes"
+
+    def __str__(self) -> str:
+        return (
+            self.name or f"{self.username}@{self.host} ({self.get_protocol_display()})"
+        )
+
+    def set_password(self, raw: str) -> None:
+        self.password_encrypted = (
+            crypto.encrypt(raw, bound_to=str(self.uuid)) if raw else ""
+        )
+
+    def get_password(self) -> str:
+        if not self.password_encrypted:
+            return ""
+        return crypto.decrypt(self.password_encrypted, bound_to=str(self.uuid))
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_encrypted)
+
+    def is_due(self, now: datetime) -> bool:
+        return self.enabled and (self.next_poll_at is None or self.next_poll_at <= now)
+
+    def next_after(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.poll_interval)
+
+    @property
+    def delivery_address(self) -> str:
+        return self.recipient or self.owner.email
+
+
+class SeenMessage(models.Model):
+    """A message already delivered, so a rerun or a keep-mode poll never repeats it.
+
+    The row is committed after the listener accepted the message and before the
+    delete is sent to the server: a crash at the worst moment duplicates one message
+    and never loses one. POP3 has no UIDVALIDITY; it is stored as 0.
+    """
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="seen")
+    folder = models.CharField(max_length=500, default="INBOX")
+    uidvalidity = models.BigIntegerField(default=0)
+    uid = models.CharField(max_length=255)
+    message_id = models.CharField(max_length=998, blank=True)
+    delivered_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["mailbox", "folder", "uidvalidity", "uid"], name="seen_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.folder}/{self.uidvalidity}/{self.uid}"
+
+
+class PollRun(models.Model):
+    """One poll of one mailbox: when, how it ended, and what the server said."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCESS = "success", "Mail delivered"
+        NOMAIL = "nomail", "No new mail"
+        ERROR = "error", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Poll now"
+        COMMAND = "command", "Command line"
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=10, choices=Trigger, default=Trigger.SCHEDULE)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome, default=Outcome.RUNNING)
+    exit_code = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="fetchmail's exit status for this poll."
+    )
+    fetched = models.PositiveIntegerField(default=0)
+    delivered = models.PositiveIntegerField(default=0)
+    deleted = models.PositiveIntegerField(default=0)
+    bytes_fetched = models.BigIntegerField(default=0)
+    greeting = models.TextField(blank=True)
+    transcript = models.TextField(blank=True, help_text="Secrets are masked.")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering: ClassVar = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def exit_code_name(self) -> str:
+        if self.exit_code is None:
+            return ""
+        try:
+            return ExitCode(self.exit_code).name
+        except ValueError:
+            return str(self.exit_code)
+
+
+class MessageResult(models.Model):
+    """What happened to one message during one poll."""
+
+    run = models.ForeignKey(PollRun, on_delete=models.CASCADE, related_name="messages")
+    folder = models.CharField(max_length=500, default="INBOX")
+    uid = models.CharField(max_length=255)
+    message_id = models.CharField(max_length=998, blank=True)
+    size = models.BigIntegerField(default=0)
+    recipients = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=10)
+    listener_reply = models.TextField(blank=True)
+    deleted = models.BooleanField(default=False)
+
+    class Meta:
+        ordering: ClassVar = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.uid}: {self.status}"

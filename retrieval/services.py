@@ -1,0 +1,388 @@
+"""Polling a stored mailbox: lock it, build the engine's spec, run, record.
+
+Everything here runs the same way from a Celery task, from ``manage.py poll`` and from
+a test; the task is only an adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q
+from django.utils import timezone
+
+from retrieval import netpolicy
+from retrieval.crypto import DecryptionError
+from retrieval.engine import spec as engine_spec
+from retrieval.engine.report import ExitCode, PollReport
+from retrieval.engine.run import poll as engine_poll
+from retrieval.models import Mailbox, MessageResult, PollRun, SeenMessage
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from django.db.models import QuerySet
+
+    from retrieval.engine.ports import Direction
+
+logger = logging.getLogger(__name__)
+
+MASK = "********"
+
+
+# --- the engine's ports, on the ORM ----------------------------------------------
+
+
+class DatabaseLedger:
+    """The engine's Ledger on SeenMessage rows.
+
+    Django runs in autocommit mode here (the service is never wrapped in a
+    transaction), so ``mark_delivered`` has committed when it returns: the engine
+    deletes from the server only after that.
+    """
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+
+    def _rows(self, folder: str, uidvalidity: int | None) -> QuerySet[SeenMessage]:
+        return SeenMessage.objects.filter(
+            mailbox=self.mailbox, folder=folder, uidvalidity=uidvalidity or 0
+        )
+
+    def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]:
+        return set(self._rows(folder, uidvalidity).values_list("uid", flat=True))
+
+    def mark_delivered(
+        self, folder: str, uidvalidity: int | None, uid: str, message_id: str = ""
+    ) -> None:
+        SeenMessage.objects.get_or_create(
+            mailbox=self.mailbox,
+            folder=folder,
+            uidvalidity=uidvalidity or 0,
+            uid=uid,
+            defaults={"message_id": message_id[:998]},
+        )
+
+    def last_uidvalidity(self, folder: str) -> int | None:
+        latest = (
+            SeenMessage.objects.filter(mailbox=self.mailbox, folder=folder)
+            .order_by("-delivered_at", "-id")
+            .values_list("uidvalidity", flat=True)
+            .first()
+        )
+        return latest or None
+
+    def forget_missing(
+        self, folder: str, uidvalidity: int | None, present: set[str]
+    ) -> None:
+        gone = self.delivered_uids(folder, uidvalidity) - present
+        gone_list = sorted(gone)
+        for start in range(0, len(gone_list), 500):
+            self._rows(folder, uidvalidity).filter(
+                uid__in=gone_list[start : start + 500]
+            ).delete()
+
+
+class RecordingTranscript:
+    """Collects the wire talk for the PollRun, bounded, with secrets masked again.
+
+    The engine masks what it sends; masking here too means a server that echoes the
+    password back in an error line cannot put it into the database either.
+    """
+
+    def __init__(
+        self, *, secrets: tuple[str, ...], limit: int, echo: bool = False
+    ) -> None:
+        self._secrets = tuple(s for s in secrets if s)
+        self._limit = limit
+        self._size = 0
+        self._truncated = False
+        self.lines: list[str] = []
+        self.echo = echo
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+    def record(self, direction: Direction, text: str) -> None:
+        line = f"{direction}: {self.mask(text)}"
+        if self.echo:
+            print(line, flush=True)  # noqa: T201  (manage.py poll -v)
+        if self._size + len(line) > self._limit:
+            if not self._truncated:
+                self.lines.append("*: (transcript truncated)")
+                self._truncated = True
+            return
+        self._size += len(line) + 1
+        self.lines.append(line)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+# --- the lock ----------------------------------------------------------------------
+
+
+def _remote_key(mailbox: Mailbox) -> int:
+    """A 63-bit key for the remote account, shared by every row naming it."""
+    ident = f"{mailbox.host.lower()}|{mailbox.port or 0}|{mailbox.username}".encode()
+    return (zlib.crc32(ident) << 31) ^ zlib.adler32(ident)
+
+
+@contextmanager
+def mailbox_lease(mailbox_id: int) -> Iterator[Mailbox | None]:
+    """Hold the mailbox for one poll, or yield None when someone else holds it.
+
+    Two locks, for two failure modes:
+
+    1. A lease on the row (conditional UPDATE, with an expiry past the task's hard
+       time limit): works on SQLite and PostgreSQL, and shows "polling since" in
+       the admin. A killed worker's lease expires by itself.
+    2. On PostgreSQL, a session advisory lock on the remote account (host, port,
+       user), so two rows naming the same remote mailbox never poll at once; it
+       dies with the worker's database connection.
+    """
+    owner = uuid.uuid4().hex
+    now = timezone.now()
+    claimed = (
+        Mailbox.objects.filter(pk=mailbox_id)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=settings.FETCH_LEASE_SECONDS),
+        )
+    )
+    if claimed != 1:
+        yield None
+        return
+    advisory_key: int | None = None
+    try:
+        mailbox = Mailbox.objects.select_related("owner").get(pk=mailbox_id)
+        if connection.vendor == "postgresql":
+            key = _remote_key(mailbox)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+                if not cursor.fetchone()[0]:
+                    yield None
+                    return
+            advisory_key = key
+        yield mailbox
+    finally:
+        if advisory_key is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [advisory_key])
+        Mailbox.objects.filter(pk=mailbox_id, lease_owner=owner).update(
+            lease_owner="", lease_until=None
+        )
+
+
+# --- building the spec -------------------------------------------------------------
+
+
+class SpecError(Exception):
+    """The mailbox's settings cannot be turned into a poll; the text says why."""
+
+
+def _delivery_spec(mailbox: Mailbox) -> engine_spec.DeliverySpec:
+    kind = engine_spec.DeliveryKind(mailbox.delivery_kind)
+    target = mailbox.delivery_host
+    if not target.startswith("/"):
+        host = f"[{target}]" if ":" in target and not target.startswith("[") else target
+        target = f"{host}/{mailbox.delivery_port}"
+    return engine_spec.DeliverySpec(
+        kind=kind,
+        hosts=(target,),
+        port=mailbox.delivery_port,
+        recipients=(mailbox.delivery_address,),
+        timeout=float(mailbox.timeout),
+    )
+
+
+def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
+    """The engine's frozen view of one row. Decrypts the password."""
+    server = engine_spec.ServerSpec(
+        host=mailbox.host,
+        protocol=engine_spec.Protocol(mailbox.protocol),
+        port=mailbox.port,
+        tls=engine_spec.TlsSpec(
+            mode=engine_spec.TlsMode(mailbox.tls_mode),
+            verify=mailbox.verify_tls,
+            ca_file=mailbox.ca_file or None,
+        ),
+        auth=mailbox.auth,
+        timeout=float(min(mailbox.timeout, settings.FETCH_TIMEOUT)),
+    )
+    if not (mailbox.owner.is_superuser or settings.FETCH_ALLOW_PRIVATE_HOSTS):
+        try:
+            netpolicy.check_destination(server.host, server.effective_port)
+        except netpolicy.DestinationRefused as exc:
+            raise SpecError(str(exc)) from exc
+    try:
+        password = mailbox.get_password()
+    except DecryptionError as exc:
+        raise SpecError(f"The stored password cannot be read: {exc}") from exc
+    return engine_spec.MailboxSpec(
+        server=server,
+        username=mailbox.username,
+        password=engine_spec.Secret(password) if password else None,
+        folders=tuple(mailbox.folders or ()),
+        keep=mailbox.keep,
+        fetchall=mailbox.fetchall,
+        name=str(mailbox),
+        delivery=_delivery_spec(mailbox),
+    )
+
+
+# --- the poll ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollSummary:
+    mailbox_id: int
+    run_id: int | None
+    outcome: str
+    exit_code: int | None
+    delivered: int = 0
+    error: str = ""
+
+    def __str__(self) -> str:
+        text = f"mailbox {self.mailbox_id}: {self.outcome}"
+        if self.run_id is not None:
+            text += f" (run {self.run_id}, exit {self.exit_code}, {self.delivered} delivered)"
+        return text + (f": {self.error}" if self.error else "")
+
+
+def _outcome_for(code: ExitCode) -> str:
+    if code is ExitCode.SUCCESS:
+        return PollRun.Outcome.SUCCESS
+    if code is ExitCode.NOMAIL:
+        return PollRun.Outcome.NOMAIL
+    return PollRun.Outcome.ERROR
+
+
+def mailbox_poll(
+    *,
+    mailbox_id: int,
+    trigger: str = PollRun.Trigger.SCHEDULE,
+    echo: bool = False,
+) -> PollSummary:
+    """Poll one mailbox now, if nobody else is, and record the run.
+
+    Never raises for what a server or listener does: every such fault ends as a
+    PollRun with an error in plain words, so the worker goes on to the next mailbox.
+    """
+    with mailbox_lease(mailbox_id) as mailbox:
+        if mailbox is None:
+            logger.info("mailbox %s is being polled elsewhere; skipped", mailbox_id)
+            return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)
+        return _poll_locked(mailbox, trigger=trigger, echo=echo)
+
+
+def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
+    run = PollRun.objects.create(mailbox=mailbox, trigger=trigger)
+    secrets: tuple[str, ...] = ()
+    try:
+        spec = mailbox_spec(mailbox)
+        if spec.password is not None:
+            secrets = (spec.password.reveal(),)
+        transcript = RecordingTranscript(
+            secrets=secrets, limit=settings.FETCH_TRANSCRIPT_MAX_CHARS, echo=echo
+        )
+        report = engine_poll(
+            spec, ledger=DatabaseLedger(mailbox), transcript=transcript
+        )
+    except SpecError as exc:
+        transcript = RecordingTranscript(secrets=secrets, limit=1000)
+        report = PollReport(exit_code=ExitCode.SYNTAX, error=str(exc))
+    except Exception:
+        # A bug, not a server fault: record it (without the secret) and go on.
+        logger.exception("poll of mailbox %s failed unexpectedly", mailbox.pk)
+        transcript = RecordingTranscript(secrets=secrets, limit=1000)
+        report = PollReport(
+            exit_code=ExitCode.UNDEFINED,
+            error="fetchweb failed unexpectedly; the administrator can see the log.",
+        )
+    _record(run, report, transcript)
+    now = timezone.now()
+    Mailbox.objects.filter(pk=mailbox.pk).update(next_poll_at=mailbox.next_after(now))
+    logger.info(
+        "mailbox %s polled: exit %s, %s delivered%s",
+        mailbox.pk,
+        int(report.exit_code),
+        report.delivered,
+        f", error: {transcript.mask(report.error)}" if report.error else "",
+    )
+    return PollSummary(
+        mailbox.pk,
+        run.pk,
+        run.outcome,
+        run.exit_code,
+        delivered=run.delivered,
+        error=run.error,
+    )
+
+
+def _record(run: PollRun, report: PollReport, transcript: RecordingTranscript) -> None:
+    run.finished_at = timezone.now()
+    run.exit_code = int(report.exit_code)
+    run.outcome = _outcome_for(report.exit_code)
+    run.fetched = sum(1 for m in report.messages if m.status != "skipped")
+    run.delivered = report.delivered
+    run.deleted = report.deleted
+    run.bytes_fetched = report.bytes_fetched
+    run.greeting = transcript.mask(report.greeting)[:2000]
+    run.error = transcript.mask(report.error)
+    notes = [f"*: note: {transcript.mask(n)}" for n in report.notes]
+    run.transcript = "\n".join([transcript.text(), *notes]).strip()
+    run.save()
+    MessageResult.objects.bulk_create(
+        MessageResult(
+            run=run,
+            folder=m.folder,
+            uid=m.uid[:255],
+            message_id=m.message_id[:998],
+            size=m.size,
+            recipients=list(m.recipients),
+            status=str(m.status),
+            listener_reply=transcript.mask(m.listener_reply)[:2000],
+            deleted=m.deleted,
+        )
+        for m in report.messages
+    )
+
+
+# --- the schedule ------------------------------------------------------------------
+
+
+def mailboxes_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Ids of mailboxes due for a poll, each claimed by moving its next poll on.
+
+    Claiming (a conditional UPDATE per row) makes a duplicate dispatcher harmless:
+    the second one finds nothing due. If the queued task is lost, the mailbox is due
+    again after one interval.
+    """
+    now = now or timezone.now()
+    due = (
+        Mailbox.objects.filter(enabled=True)
+        .filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .order_by("next_poll_at")
+        .values_list("pk", "next_poll_at", "poll_interval")[:limit]
+    )
+    claimed: list[int] = []
+    for pk, previous, interval in due:
+        moved = Mailbox.objects.filter(pk=pk, next_poll_at=previous).update(
+            next_poll_at=now + timedelta(seconds=interval)
+        )
+        if moved == 1:
+            claimed.append(pk)
+    return claimed

@@ -1,0 +1,29 @@
+"""Celery tasks: thin adapters over retrieval.services."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+
+from retrieval import services
+
+
+@shared_task(
+    acks_late=True,
+    soft_time_limit=settings.FETCH_SOFT_LIMIT,
+    time_limit=settings.FETCH_HARD_LIMIT,
+)
+def poll_mailbox(mailbox_id: int, trigger: str = "schedule") -> str:
+    return str(services.mailbox_poll(mailbox_id=mailbox_id, trigger=trigger))
+
+
+@shared_task
+def dispatch_due_polls() -> int:
+    """Run by beat every few seconds: queue one poll per mailbox that is due."""
+    due = services.mailboxes_claim_due()
+    for mailbox_id in due:
+        transaction.on_commit(partial(poll_mailbox.delay, mailbox_id))
+    return len(due)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from retrieval import services
+from retrieval.models import Mailbox
+from tests.factories import make_mailbox
+
+pytestmark = pytest.mark.django_db
+
+
+class LeaseTests:
+    def test_it_skips_when_the_lease_is_held(self):
+        mailbox = make_mailbox()
+        with services.mailbox_lease(mailbox.pk) as first:
+            assert first is not None
+            with services.mailbox_lease(mailbox.pk) as second:
+                assert second is None
+        mailbox.refresh_from_db()
+        assert mailbox.lease_until is None and mailbox.lease_owner == ""
+
+    def test_an_expired_lease_frees_the_mailbox(self):
+        mailbox = make_mailbox()
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            lease_owner="dead-worker", lease_until=timezone.now() - timedelta(seconds=1)
+        )
+        with services.mailbox_lease(mailbox.pk) as held:
+            assert held is not None
+
+    def test_a_held_lease_is_reported_as_skipped(self):
+        mailbox = make_mailbox()
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            lease_owner="other", lease_until=timezone.now() + timedelta(minutes=5)
+        )
+        summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+        assert summary.outcome == "skipped"
+        assert mailbox.runs.count() == 0
+
+    def test_release_never_frees_another_holders_lease(self):
+        mailbox = make_mailbox()
+        with services.mailbox_lease(mailbox.pk):
+            # Someone else took over after our lease expired.
+            Mailbox.objects.filter(pk=mailbox.pk).update(lease_owner="other")
+        mailbox.refresh_from_db()
+        assert mailbox.lease_owner == "other"
+
+
+class DispatchTests:
+    def test_it_claims_due_mailboxes_once(self):
+        now = timezone.now()
+        due = make_mailbox(next_poll_at=now - timedelta(seconds=1))
+        never = make_mailbox()  # never polled: due at once
+        make_mailbox(next_poll_at=now + timedelta(minutes=1))  # not yet
+        make_mailbox(enabled=False)
+        assert sorted(services.mailboxes_claim_due(now=now)) == sorted(
+            [due.pk, never.pk]
+        )
+        # A second dispatcher (two beats by mistake) finds nothing.
+        assert services.mailboxes_claim_due(now=now) == []
+        due.refresh_from_db()
+        assert due.next_poll_at == now + timedelta(seconds=due.poll_interval)
+
+    def test_it_leaves_leased_mailboxes_alone(self):
+        now = timezone.now()
+        make_mailbox(lease_owner="w", lease_until=now + timedelta(minutes=1))
+        assert services.mailboxes_claim_due(now=now) == []
+
+    def test_the_dispatch_task_queues_one_poll_per_due_mailbox(
+        self, monkeypatch, django_capture_on_commit_callbacks
+    ):
+        from retrieval import tasks
+
+        queued: list[int] = []
+        monkeypatch.setattr(tasks.poll_mailbox, "delay", queued.append)
+        a, b = make_mailbox(), make_mailbox()
+        with django_capture_on_commit_callbacks(execute=True):
+            assert tasks.dispatch_due_polls() == 2
+        assert sorted(queued) == sorted([a.pk, b.pk])
+
+
+class LedgerTests:
+    def test_it_records_and_forgets_per_folder_and_uidvalidity(self):
+        ledger = services.DatabaseLedger(make_mailbox())
+        ledger.mark_delivered("INBOX", 7, "1", "<a@x>")
+        ledger.mark_delivered("INBOX", 7, "1", "<a@x>")  # a rerun: harmless
+        ledger.mark_delivered("INBOX", 7, "2")
+        ledger.mark_delivered("Sent", 7, "1")
+        ledger.mark_delivered("INBOX", None, "uidl-abc")  # POP3
+        assert ledger.delivered_uids("INBOX", 7) == {"1", "2"}
+        assert ledger.delivered_uids("INBOX", 8) == set()
+        assert ledger.delivered_uids("INBOX", None) == {"uidl-abc"}
+        ledger.forget_missing("INBOX", 7, {"2"})
+        assert ledger.delivered_uids("INBOX", 7) == {"2"}
+        assert ledger.delivered_uids("Sent", 7) == {"1"}
+
+    def test_it_knows_the_last_uidvalidity(self):
+        ledger = services.DatabaseLedger(make_mailbox())
+        assert ledger.last_uidvalidity("INBOX") is None
+        ledger.mark_delivered("INBOX", 7, "1")
+        ledger.mark_delivered("INBOX", 9, "1")
+        assert ledger.last_uidvalidity("INBOX") == 9
+
+
+class TranscriptTests:
+    def test_it_masks_secrets_even_when_the_server_echoes_them(self):
+        transcript = services.RecordingTranscript(secrets=("s3cret",), limit=1000)
+        transcript.record("S", "-ERR no such user s3cret")
+        assert "s3cret" not in transcript.text()
+        assert "********" in transcript.text()
+
+    def test_it_is_bounded(self):
+        transcript = services.RecordingTranscript(secrets=(), limit=100)
+        for i in range(100):
+            transcript.record("S", f"line {i}")
+        assert len(transcript.text()) < 150
+        assert transcript.text().endswith("(transcript truncated)")

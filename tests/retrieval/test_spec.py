@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from retrieval import services
+from retrieval.engine.spec import DeliveryKind, Protocol, TlsMode
+from tests.factories import make_mailbox, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+class SpecTests:
+    def test_it_builds_the_engine_spec_from_the_row(self, settings):
+        settings.FETCH_ALLOW_PRIVATE_HOSTS = True
+        owner = make_user("alice@example.org")
+        mailbox = make_mailbox(
+            owner,
+            password="pw",
+            protocol="pop3",
+            host="127.0.0.1",
+            port=1995,
+            tls_mode="starttls",
+            folders=["INBOX", "Lists"],
+            keep=True,
+            delivery_kind="lmtp",
+            delivery_host="::1",
+            delivery_port=24,
+        )
+        spec = services.mailbox_spec(mailbox)
+        assert spec.server.protocol is Protocol.POP3
+        assert spec.server.tls.mode is TlsMode.STARTTLS
+        assert spec.server.tls.verify is True
+        assert spec.server.effective_port == 1995
+        assert spec.password is not None and spec.password.reveal() == "pw"
+        assert "pw" not in repr(spec)
+        assert spec.folders == ("INBOX", "Lists") and spec.keep
+        assert spec.delivery.kind is DeliveryKind.LMTP
+        assert spec.delivery.hosts == ("[::1]/24",)
+        assert spec.delivery.recipients == ("alice@example.org",)
+
+    @pytest.mark.parametrize(
+        ("host", "port"),
+        [
+            ("127.0.0.1", 993),
+            ("10.0.0.5", 993),
+            ("169.254.169.254", 993),
+            ("::1", 993),
+            ("::ffff:127.0.0.1", 993),
+            ("2130706433", 993),
+            ("localhost", 993),
+            ("100.64.0.1", 993),
+            ("fd00::1", 993),
+            ("192.0.2.10", 6379),
+        ],
+    )
+    def test_self_service_users_only_reach_public_mail_ports(self, host, port):
+        mailbox = make_mailbox(make_user(), host=host, port=port)
+        with pytest.raises(services.SpecError, match="not allowed"):
+            services.mailbox_spec(mailbox)
+
+    def test_a_refused_address_is_recorded_in_plain_words(self):
+        mailbox = make_mailbox(make_user(), host="10.1.2.3")
+        summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+        run = mailbox.runs.get()
+        assert summary.outcome == "error"
+        assert run.exit_code == 5
+        assert "not allowed" in run.error

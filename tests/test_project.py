@@ -1,0 +1,144 @@
+"""The project's shape: settings checks, compose file, .env.example, the README's commands."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from retrieval.crypto import generate_key
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+class SettingsCheckTests:
+    def test_it_refuses_production_with_development_defaults(self):
+        result = _manage("check", env={"DEBUG": "false"})
+        assert result.returncode != 0
+        for code in (
+            "fetchweb.E001",
+            "fetchweb.E002",
+            "fetchweb.E003",
+            "fetchweb.E004",
+        ):
+            assert code in result.stderr
+
+    def test_it_refuses_an_unreachable_broker(self):
+        result = _manage(
+            "check", env={"DEBUG": "false", "REDIS_URL": "redis://127.0.0.1:9/0"}
+        )
+        assert "fetchweb.E004" in result.stderr
+        assert "cannot be reached" in result.stderr
+
+    def test_it_rejects_a_mistyped_boolean(self):
+        result = _manage("check", env={"DEBUG": "flase"})
+        assert result.returncode != 0
+        assert "DEBUG must be true or false" in result.stderr
+
+    def test_check_deploy_is_clean_with_production_settings(self, redis_url):
+        from django.conf import settings
+
+        db = settings.DATABASES["default"]
+        if db["ENGINE"].endswith("sqlite3"):
+            url = ""  # the SQLite pass: only the PostgreSQL pass can show a clean check
+        else:
+            url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        env = {
+            "DEBUG": "false",
+            "SECRET_KEY": "x" * 20 + "-production-secret-key-for-the-test-" + "y" * 20,
+            "FIELD_ENCRYPTION_KEYS": generate_key(),
+            "REDIS_URL": redis_url,
+            "ALLOWED_HOSTS": "mail.example.org",
+        }
+        if url:
+            env["DATABASE_URL"] = url
+            result = _manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+            assert result.returncode == 0, result.stderr
+            assert "no issues" in result.stdout
+        else:
+            result = _manage("check", "--deploy", env=env)
+            assert "fetchweb.E002" in result.stderr
+
+
+class ComposeTests:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+    def test_it_runs_postgres_redis_web_worker_and_beat(self):
+        assert set(self.compose["services"]) == {
+            "postgres",
+            "redis",
+            "web",
+            "worker",
+            "beat",
+        }
+
+    def test_app_services_share_one_image_built_by_the_dockerfile(self):
+        assert (ROOT / "Dockerfile").is_file()
+        for name in ("web", "worker", "beat"):
+            service = self.compose["services"][name]
+            assert service["build"] == "."
+            assert service["image"] == "fetchweb:latest"
+            assert service["environment"]["DATABASE_URL"].startswith("postgres://")
+            assert service["environment"]["REDIS_URL"].startswith("redis://redis:")
+
+    def test_commands_name_real_entry_points(self):
+        from fetchweb import celery_app
+
+        services = self.compose["services"]
+        web = " ".join(services["web"]["command"])
+        assert "manage.py migrate" in web and "gunicorn fetchweb.wsgi" in web
+        assert services["worker"]["command"][:4] == [
+            "celery",
+            "-A",
+            "fetchweb",
+            "worker",
+        ]
+        assert services["beat"]["command"][:4] == ["celery", "-A", "fetchweb", "beat"]
+        assert celery_app.main == "fetchweb"
+        assert (ROOT / "fetchweb" / "wsgi.py").is_file()
+
+    def test_dockerfile_copies_every_package(self):
+        dockerfile = (ROOT / "Dockerfile").read_text()
+        for part in (
+            "fetchweb",
+            "accounts",
+            "retrieval",
+            "templates",
+            "static",
+            "manage.py",
+        ):
+            assert re.search(rf"^COPY {part}\b", dockerfile, re.MULTILINE), part
+
+
+class EnvExampleTests:
+    def test_every_variable_the_settings_read_is_documented(self):
+        example = (ROOT / ".env.example").read_text()
+        documented = set(re.findall(r"^([A-Z_]+)=", example, re.MULTILINE))
+        source = (ROOT / "fetchweb" / "settings.py").read_text()
+        read = set(re.findall(r'env(?:\.\w+|_bool|_secret)\(\s*"([A-Z_]+)"', source))
+        assert read, "no variables found: the pattern is stale"
+        assert read - documented == set()
+
+    def test_the_run_script_variables_are_documented(self):
+        example = (ROOT / ".env.example").read_text()
+        for name in ("PORT", "WORKER_CONCURRENCY", "DJANGO_SUPERUSER_EMAIL"):
+            assert f"\n{name}=" in example
