@@ -11,8 +11,6 @@ from retrieval.models import Mailbox, PollRun
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-    from accounts.models import User
-
 
 def mailboxes_visible_to(
     *, user: AbstractBaseUser | AnonymousUser

@@ -1,0 +1,57 @@
+"""In-memory ``Ledger`` and ``Transcript``, for tests and the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from retrieval.engine.ports import Direction
+
+
+@dataclass
+class MemoryLedger:
+    """Delivered UIDs per (folder, UIDVALIDITY); ``marks`` counts every call."""
+
+    delivered: dict[tuple[str, int | None], dict[str, str]] = field(
+        default_factory=dict
+    )
+    uidvalidity: dict[str, int | None] = field(default_factory=dict)
+    marks: list[tuple[str, int | None, str]] = field(default_factory=list)
+
+    def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]:
+        return set(self.delivered.get((folder, uidvalidity), {}))
+
+    def mark_delivered(
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uid: str,
+        message_id: str = "",
+    ) -> None:
+        self.delivered.setdefault((folder, uidvalidity), {})[uid] = message_id
+        self.uidvalidity[folder] = uidvalidity
+        self.marks.append((folder, uidvalidity, uid))
+
+    def last_uidvalidity(self, folder: str) -> int | None:
+        return self.uidvalidity.get(folder)
+
+    def forget_missing(
+        self, folder: str, uidvalidity: int | None, present: set[str]
+    ) -> None:
+        uids = self.delivered.get((folder, uidvalidity), {})
+        for uid in set(uids) - present:
+            del uids[uid]
+
+
+@dataclass
+class ListTranscript:
+    """Collects ``(direction, text)`` pairs; ``text()`` renders them for people."""
+
+    lines: list[tuple[Direction, str]] = field(default_factory=list)
+
+    def record(self, direction: Direction, text: str) -> None:
+        self.lines.append((direction, text))
+
+    def text(self) -> str:
+        return "\n".join(f"{direction}: {text}" for direction, text in self.lines)

@@ -1,0 +1,95 @@
+"""Where a message waits between the mail server and the listener.
+
+Bodies are written here as they arrive and read back in chunks while they are
+sent on, so no message is ever whole in memory (small ones stay in a memory
+buffer up to ``MEMORY_BYTES``, larger ones roll over to a temporary file).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import TYPE_CHECKING
+
+from retrieval.engine.errors import MessageTooLarge
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import TracebackType
+
+MEMORY_BYTES = 256 * 1024
+# Enough for any sane header block; Return-Path and Message-ID sit near the top.
+MAX_HEADER_CAPTURE = 64 * 1024
+READ_CHUNK = 64 * 1024
+
+
+class MessageSpool:
+    """One message's bytes, exactly as the server sent them (after unstuffing)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=MEMORY_BYTES)  # noqa: SIM115
+        self._max_bytes = max_bytes
+        self._header = bytearray()
+        self._header_done = False
+        self.size = 0
+        self.has_8bit = False
+        self.ends_with_newline = True  # an empty message needs no terminator
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if self._max_bytes and self.size > self._max_bytes:
+            raise MessageTooLarge(
+                f"The message is larger than the limit of {self._max_bytes} bytes; "
+                "it was left on the server."
+            )
+        if not self.has_8bit and not data.isascii():
+            self.has_8bit = True
+        self.ends_with_newline = data.endswith(b"\n")
+        self._capture_header(data)
+        self._file.write(data)
+
+    def _capture_header(self, data: bytes) -> None:
+        if self._header_done:
+            return
+        self._header += data[: MAX_HEADER_CAPTURE + 2 - len(self._header)]
+        if self._header.startswith((b"\r\n", b"\n")):
+            # The message opens with the blank line: it has no header at all.
+            self._header.clear()
+            self._header_done = True
+            return
+        ends = [
+            at
+            for at in (self._header.find(b"\n\r\n"), self._header.find(b"\n\n"))
+            if at >= 0
+        ]
+        if ends:
+            del self._header[min(ends) + 1 :]  # keep the last field's own LF
+            self._header_done = True
+        elif len(self._header) >= MAX_HEADER_CAPTURE:
+            self._header_done = True
+
+    @property
+    def header_block(self) -> bytes:
+        """The header lines (bounded), each with its own line ending."""
+        return bytes(self._header)
+
+    def chunks(self) -> Iterator[bytes]:
+        """Read the message from the start; may be called once per delivery try."""
+        self._file.seek(0)
+        while data := self._file.read(READ_CHUNK):
+            yield data
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> MessageSpool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

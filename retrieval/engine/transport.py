@@ -1,0 +1,338 @@
+"""TCP and TLS connections with a deadline on every wait and a bound on every line.
+
+All protocol sessions (POP3, IMAP, SMTP, LMTP) sit on :class:`Connection`. It owns
+the receive buffer, so that nothing a server sends can be read unbounded, and it
+writes each command and each reply line to the transcript (bodies are not written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING
+
+from retrieval.engine.errors import (
+    ConfigError,
+    DnsError,
+    EngineError,
+    ProtocolError,
+    TimeoutFault,
+    TlsError,
+    TransportError,
+)
+from retrieval.engine.tls import describe_ssl_error
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from retrieval.engine.ports import Transcript
+
+RECV_SIZE = 64 * 1024
+# POP3 and SMTP reply lines (poplib's _MAXLINE); IMAP raises it per call.
+DEFAULT_MAX_LINE = 2048
+
+
+class Connection:
+    """A socket plus a bounded receive buffer; every wait ends by ``timeout``.
+
+    ``peer`` is a label used in messages ("mail.example.org:995"). ``side`` names
+    the far end for error messages ("the mail server", "the local mail listener").
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        timeout: float,
+        transcript: Transcript,
+        peer: str,
+        side: str = "the mail server",
+        error: type[EngineError] = TransportError,
+    ) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+        self._timeout = timeout
+        self._transcript = transcript
+        self._error = error
+        self.peer = peer
+        self.side = side
+        self.closed = False
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def open_tcp(
+        cls,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        transcript: Transcript,
+        side: str = "the mail server",
+        error: type[EngineError] = TransportError,
+    ) -> Connection:
+        """Resolve and connect, trying each address until one answers."""
+        label = f"{host}:{port}"
+        try:
+            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise DnsError(f"The name {host} could not be resolved ({exc}).") from exc
+        except (OSError, OverflowError, ValueError) as exc:
+            raise ConfigError(f"The address {label} cannot be used: {exc}.") from exc
+        deadline = time.monotonic() + timeout
+        last: OSError | None = None
+        for family, kind, proto, _name, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                sock.connect(address)
+                # Commands are small writes awaiting a reply: Nagle plus delayed
+                # ACKs would add tens of milliseconds to each round trip.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            transcript.record("*", f"connected to {label} ({address[0]})")
+            return cls(
+                sock,
+                timeout=timeout,
+                transcript=transcript,
+                peer=label,
+                side=side,
+                error=error,
+            )
+        if isinstance(last, TimeoutError):
+            raise error(
+                f"Connecting to {side} at {label} timed out after {timeout:g} seconds."
+            )
+        reason = _reason(last) if last else "no address"
+        raise error(f"Could not connect to {side} at {label}: {reason}.")
+
+    @classmethod
+    def open_unix(
+        cls,
+        path: str,
+        *,
+        timeout: float,
+        transcript: Transcript,
+        side: str,
+        error: type[EngineError] = TransportError,
+    ) -> Connection:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except OSError as exc:
+            sock.close()
+            raise error(
+                f"Could not connect to {side} at {path}: {_reason(exc)}."
+            ) from exc
+        transcript.record("*", f"connected to {path}")
+        return cls(
+            sock,
+            timeout=timeout,
+            transcript=transcript,
+            peer=path,
+            side=side,
+            error=error,
+        )
+
+    def start_tls(self, context: ssl.SSLContext, server_name: str) -> None:
+        """Wrap the socket in TLS, verifying ``server_name``; used for both modes.
+
+        Bytes already buffered when a STARTTLS upgrade begins were sent in
+        cleartext after the server's go-ahead and could be an injected reply
+        (the "NO STARTTLS" attacks): refuse them instead of reading them as if
+        they had come over TLS.
+        """
+        if self._buffer:
+            raise TlsError(
+                f"{self.side.capitalize()} sent unexpected data before the secure "
+                "connection started; the connection was closed."
+            )
+        self._sock.settimeout(self._timeout)
+        try:
+            self._sock = context.wrap_socket(self._sock, server_hostname=server_name)
+        except ssl.SSLError as exc:
+            raise TlsError(describe_ssl_error(exc)) from exc
+        except TimeoutError as exc:
+            raise TlsError(
+                f"The secure (TLS) handshake with {self.side} timed out after "
+                f"{self._timeout:g} seconds."
+            ) from exc
+        except OSError as exc:
+            raise TlsError(
+                f"The secure (TLS) connection to {self.side} failed: {_reason(exc)}."
+            ) from exc
+        assert isinstance(self._sock, ssl.SSLSocket)
+        self._transcript.record(
+            "*", f"TLS established: {self._sock.version()} {self._cipher_name()}"
+        )
+
+    def _cipher_name(self) -> str:
+        if isinstance(self._sock, ssl.SSLSocket):
+            cipher = self._sock.cipher()
+            if cipher:
+                return cipher[0]
+        return ""
+
+    def peer_certificate(self) -> bytes | None:
+        if isinstance(self._sock, ssl.SSLSocket):
+            return self._sock.getpeercert(binary_form=True)
+        return None
+
+    def peer_address(self) -> str:
+        try:
+            address = self._sock.getpeername()
+        except OSError:
+            return ""
+        return str(address[0]) if isinstance(address, tuple) else str(address)
+
+    @property
+    def is_tls(self) -> bool:
+        return isinstance(self._sock, ssl.SSLSocket)
+
+    # -- writing ------------------------------------------------------------
+
+    def send_line(self, line: str | bytes, *, shown: str | None = None) -> None:
+        """Send one command line (CRLF added); the transcript gets ``shown`` if set."""
+        data = line.encode() if isinstance(line, str) else line
+        if b"\r" in data or b"\n" in data or b"\0" in data:
+            # Protocol arguments must never carry a line break (catalogue 18/43).
+            raise ValueError("a protocol line must not contain CR, LF or NUL")
+        text = shown if shown is not None else data.decode("utf-8", "replace")
+        self._transcript.record("C", text)
+        self.send_raw(data + b"\r\n")
+
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes without transcribing them (message bodies, literals)."""
+        self._sock.settimeout(self._timeout)
+        try:
+            self._sock.sendall(data)
+        except TimeoutError as exc:
+            raise self._timeout_error("sending") from exc
+        except OSError as exc:
+            raise self._error(
+                f"The connection to {self.side} failed while sending: {_reason(exc)}."
+            ) from exc
+
+    # -- reading ------------------------------------------------------------
+
+    def readline(
+        self, max_line: int = DEFAULT_MAX_LINE, *, record: bool = True
+    ) -> bytes:
+        """One line including its LF; more than ``max_line`` bytes is a fault.
+
+        The whole line must arrive within one timeout: a server trickling a byte
+        every few seconds cannot keep us waiting forever.
+        """
+        deadline = time.monotonic() + self._timeout
+        scanned = 0
+        while True:
+            end = self._buffer.find(b"\n", scanned)
+            if end >= 0:
+                if end + 1 > max_line:
+                    break
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                if record:
+                    self._transcript.record("S", _show(line))
+                return line
+            if len(self._buffer) > max_line:
+                break
+            scanned = len(self._buffer)
+            self._fill(deadline)
+        raise ProtocolError(
+            f"{self.side.capitalize()} sent a line longer than {max_line} bytes; "
+            "the connection was closed."
+        )
+
+    def read_fragment(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` bytes ending at the first LF: for long body lines.
+
+        A result without a final LF means the line continues in the next fragment.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            end = self._buffer.find(b"\n", 0, max_bytes)
+            if end >= 0:
+                cut = end + 1
+                break
+            if len(self._buffer) >= max_bytes:
+                cut = max_bytes
+                break
+            self._fill(deadline)
+        data = bytes(self._buffer[:cut])
+        del self._buffer[:cut]
+        return data
+
+    def read_exact(self, size: int, chunk: int = RECV_SIZE) -> Iterator[bytes]:
+        """Yield exactly ``size`` bytes in pieces of at most ``chunk``."""
+        remaining = size
+        while remaining > 0:
+            if not self._buffer:
+                self._fill(time.monotonic() + self._timeout)
+            take = min(remaining, chunk, len(self._buffer))
+            data = bytes(self._buffer[:take])
+            del self._buffer[:take]
+            remaining -= take
+            yield data
+
+    def _fill(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._timeout_error("waiting for an answer")
+        self._sock.settimeout(remaining)
+        try:
+            data = self._sock.recv(RECV_SIZE)
+        except TimeoutError as exc:
+            raise self._timeout_error("waiting for an answer") from exc
+        except ssl.SSLError as exc:
+            raise self._error(
+                f"The secure connection to {self.side} failed: {exc.reason or exc}."
+            ) from exc
+        except OSError as exc:
+            raise self._error(
+                f"The connection to {self.side} failed: {_reason(exc)}."
+            ) from exc
+        if not data:
+            raise self._error(f"{self.side.capitalize()} closed the connection.")
+        self._buffer += data
+
+    def _timeout_error(self, doing: str) -> EngineError:
+        error: type[EngineError] = (
+            TimeoutFault if self._error is TransportError else self._error
+        )
+        return error(
+            f"{self.side.capitalize()} did not answer within {self._timeout:g} "
+            f"seconds ({doing})."
+        )
+
+    def transcribe(self, line: bytes) -> None:
+        """Record a received line that was read with ``record=False``."""
+        self._transcript.record("S", _show(line))
+
+    def note(self, text: str) -> None:
+        self._transcript.record("*", text)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+def _show(line: bytes) -> str:
+    return line.rstrip(b"\r\n").decode("utf-8", "replace")
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    return exc.strerror or str(exc) or type(exc).__name__

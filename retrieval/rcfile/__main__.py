@@ -1,0 +1,7 @@
+"""``python -m retrieval.rcfile FILE``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

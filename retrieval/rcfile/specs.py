@@ -1,0 +1,229 @@
+"""Parsed rcfile -> the engine's frozen specs, one :class:`MailboxSpec` per user of
+every active (non-``skip``) entry.
+
+What the engine has a field for is mapped; every other option the rcfile set is
+kept in ``MailboxSpec.extra`` as ``(name, value)`` so nothing is silently lost
+(secrets there are masked: read them from the :class:`RcConfig`). Choices made
+where fetchmail and the engine differ:
+
+* no ``ssl``: fetchmail 6.4 uses STARTTLS when the server offers it; the engine
+  never downgrades, so the mode is STARTTLS (required), unless ``sslproto ''``
+  asked for no TLS at all (mode NONE);
+* ``proto auto`` becomes IMAP (fetchmail tries IMAP first), ``apop`` is POP3 with
+  auth ``apop``, ``kpop``/``sdps``/``rpop`` are POP3 (noted in ``extra``);
+* ``mda`` is split like a shell word list (``shlex``), never run by a shell;
+* a ``timeout`` of zero or less means fetchmail's default, 300 s.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING
+
+from retrieval.engine.spec import (
+    DeliveryKind,
+    DeliverySpec,
+    MailboxSpec,
+    Protocol,
+    Secret,
+    ServerSpec,
+    TlsMode,
+    TlsSpec,
+)
+
+from .dump import CLIENT_TIMEOUT, effective_password
+from .env import Environment
+from .parser import servport
+
+if TYPE_CHECKING:
+    from .model import GlobalOptions, RcConfig, ServerOptions, UserOptions
+
+_PROTOCOL = {
+    "auto": Protocol.IMAP,
+    "imap": Protocol.IMAP,
+    "pop3": Protocol.POP3,
+    "apop": Protocol.POP3,
+    "rpop": Protocol.POP3,
+    "pop2": Protocol.POP3,
+    "etrn": Protocol.ETRN,
+    "odmr": Protocol.ODMR,
+}
+_MIN_VERSION = {"tls1.2+": "TLS1.2", "tls1.3": "TLS1.3", "tls1.3+": "TLS1.3"}
+_SECRET = "(secret, see the parsed configuration)"
+_MAPPED_SERVER = {"pollname", "skip", "via", "protocol", "service", "auth", "timeout"}
+_MAPPED_USER = {
+    "remote",
+    "password",
+    "folders",
+    "smtphost",
+    "antispam",
+    "mda",
+    "lmtp",
+    "keep",
+    "fetchall",
+    "flush",
+    "limit",
+    "fetchlimit",
+    "batchlimit",
+    "expunge",
+    "ssl",
+    "sslkey",
+    "sslcert",
+    "sslcertck",
+    "sslcertfile",
+    "sslcertpath",
+    "sslcommonname",
+    "sslfingerprint",
+    "smtpname",
+}
+
+
+def _render(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return " ".join(_render(v) for v in value)
+    if isinstance(value, tuple):
+        a, b = value
+        return str(a) if b is None else f"{a}={b}"
+    return str(value)
+
+
+def _extras(
+    g: GlobalOptions, s: ServerOptions, u: UserOptions
+) -> list[tuple[str, str]]:
+    extra: list[tuple[str, str]] = []
+    for name, value in vars(s).items():
+        if name in _MAPPED_SERVER or value is None or value == [] or value is False:
+            continue
+        if name == "no_envelope":
+            extra.append(("envelope", "no"))
+            continue
+        extra.append((name, _SECRET if name == "esmtppassword" else _render(value)))
+    for name, value in vars(u).items():
+        if name in _MAPPED_USER or value is None or value == []:
+            continue
+        extra.append((name, _render(value)))
+    for name, value in vars(g).items():
+        if value is not None and name != "softbounce":
+            extra.append(("set " + name, _render(value)))
+    return extra
+
+
+def _tls(s: ServerOptions, u: UserOptions, extra: list[tuple[str, str]]) -> TlsSpec:
+    if u.ssl:
+        mode = TlsMode.IMPLICIT
+    elif u.sslproto == "":
+        mode = TlsMode.NONE
+    else:
+        mode = TlsMode.STARTTLS
+    min_version = None
+    if u.sslproto:
+        min_version = _MIN_VERSION.get(u.sslproto.lower())
+        if min_version is None and u.sslproto.lower() != "auto":
+            extra.append(("sslproto", u.sslproto))
+    return TlsSpec(
+        mode=mode,
+        verify=u.sslcertck is not False,
+        ca_file=u.sslcertfile,
+        ca_path=u.sslcertpath,
+        cert_file=u.sslcert,
+        key_file=u.sslkey,
+        fingerprint=u.sslfingerprint,
+        min_version=min_version,
+        server_name=u.sslcommonname,
+    )
+
+
+def _delivery(
+    g: GlobalOptions, u: UserOptions, local: str | None, extra: list[tuple[str, str]]
+) -> DeliverySpec:
+    hosts = tuple(u.smtphost) or ("localhost",)
+    recipients: tuple[str, ...] = ()
+    if u.smtpname:
+        recipients = (u.smtpname,)
+    elif local is not None:
+        recipients = (f"{local}@{u.smtpaddress}" if u.smtpaddress else local,)
+    antispam = tuple(u.antispam)
+    softbounce = g.softbounce is not False
+    if u.mda is not None:
+        try:
+            argv = tuple(shlex.split(u.mda))
+        except ValueError:
+            argv = ()
+        if not argv or any(ch in u.mda for ch in "|&;<>`$"):
+            extra.append(("mda", u.mda))
+        kind = DeliveryKind.MDA
+    else:
+        kind = DeliveryKind.LMTP if u.lmtp else DeliveryKind.SMTP
+        argv = ()
+    return DeliverySpec(
+        kind=kind,
+        hosts=hosts,
+        mda=argv,
+        recipients=recipients,
+        antispam=antispam,
+        softbounce=softbounce,
+    )
+
+
+def to_mailbox_specs(
+    config: RcConfig, env: Environment | None = None
+) -> list[MailboxSpec]:
+    """One spec per user of every active entry, in file order.
+
+    ``env`` supplies what fetchmail takes from the invoking user (the default
+    remote and local name, ~/.netrc passwords); importers pass
+    ``Environment.fixed(login)``.
+    """
+    env = env or Environment.current()
+    g = config.globals
+    specs: list[MailboxSpec] = []
+    for server in config.servers:
+        s = server.options
+        if s.skip:
+            continue
+        for u in server.users:
+            extra = _extras(g, s, u)
+            protocol = s.protocol or "auto"
+            if protocol not in ("imap", "pop3", "etrn", "odmr") or s.sdps:
+                extra.append(("protocol", "sdps" if s.sdps else protocol))
+            auth = s.auth or "any"
+            if protocol == "apop":
+                auth = "apop"
+            port = servport(s.service) if s.service is not None else None
+            timeout = (
+                s.timeout if s.timeout is not None and s.timeout > 0 else CLIENT_TIMEOUT
+            )
+            tls = _tls(s, u, extra)
+            server_spec = ServerSpec(
+                host=s.via or s.pollname,
+                protocol=_PROTOCOL[protocol],
+                port=port if port is not None and port > 0 else None,
+                tls=tls,
+                auth=auth,
+                timeout=float(timeout),
+            )
+            names = u.localnames or [(env.user, None)]
+            single = len(names) == 1 and not u.wildcard
+            local = (names[0][1] or names[0][0]) if single else None
+            password = effective_password(s, u, env)
+            specs.append(
+                MailboxSpec(
+                    server=server_spec,
+                    username=u.remote if u.remote is not None else env.user,
+                    password=Secret(password) if password is not None else None,
+                    folders=tuple(u.folders),
+                    keep=bool(u.keep),
+                    fetchall=bool(u.fetchall),
+                    flush=bool(u.flush),
+                    limit=max(u.limit or 0, 0),
+                    fetchlimit=max(u.fetchlimit or 0, 0),
+                    batchlimit=max(u.batchlimit or 0, 0),
+                    expunge=max(u.expunge or 0, 0),
+                    name=s.pollname,
+                    delivery=_delivery(g, u, local, extra),
+                    extra=tuple(extra),
+                )
+            )
+    return specs

@@ -1,0 +1,92 @@
+"""Fixtures shared by the whole suite. Nothing here may import Django at module
+level: ``tests/engine`` and ``tests/rcfile`` run with ``-p no:django``."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.network_guard import loopback_only
+from tests.support.ports import free_port
+from tests.support.redis import redis_url_session
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.support.smtp_listener import SmtpListener
+
+
+# ---- real servers: Dovecot, SMTP/LMTP listeners, Redis, network guard --------
+# (tests/support/; PostgreSQL is started by tests/services_plugin.py)
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Connections beyond loopback raise NetworkBlockedError (see network_guard)."""
+    if request.node.get_closest_marker("allow_network"):
+        yield
+        return
+    with loopback_only():
+        yield
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    """One real Dovecot (pop3, pop3s, imap, imaps, lmtp) for the session."""
+    server = Dovecot.start(tmp_path_factory.mktemp("dovecot"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mailuser(dovecot: Dovecot) -> MailUser:
+    """A fresh Dovecot account with an empty mailbox and a random password."""
+    user = MailUser(
+        name=f"user{secrets.token_hex(5)}", password=secrets.token_urlsafe(12)
+    )
+    dovecot.add_user(user.name, user.password)
+    return user
+
+
+@pytest.fixture
+def smtp_listener() -> Iterator[SmtpListener]:
+    """A real SMTP listener on a free 127.0.0.1 port, capturing what it receives."""
+    from tests.support.smtp_listener import SmtpListener
+
+    listener = SmtpListener.start()
+    try:
+        yield listener
+    finally:
+        listener.stop()
+
+
+@pytest.fixture
+def lmtp_listener() -> Iterator[SmtpListener]:
+    """The same in LMTP mode: one reply per recipient after the final dot."""
+    from tests.support.smtp_listener import SmtpListener
+
+    listener = SmtpListener.start(lmtp=True)
+    try:
+        yield listener
+    finally:
+        listener.stop()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A 127.0.0.1 port nothing listens on (connections are refused)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``REDIS_URL`` from the environment, else a private redis-server's URL."""
+    yield from redis_url_session(tmp_path_factory)
+
+
+# ---- end of real servers -----------------------------------------------------

@@ -1,0 +1,161 @@
+"""The engine's promises to the rest of the project: no Django, no leaked secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+from retrieval.engine.memory import ListTranscript, MemoryLedger
+from retrieval.engine.report import ExitCode
+from retrieval.engine.run import poll
+from retrieval.engine.spec import Protocol, Secret, TlsMode
+from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+
+from .conftest import PASSWORD, make_spec, message
+
+if TYPE_CHECKING:
+    import ssl
+
+
+def test_the_engine_imports_no_django_or_celery() -> None:
+    code = (
+        "import sys\n"
+        "import retrieval.engine, retrieval.engine.run, retrieval.engine.memory\n"
+        "import retrieval.engine.pop3, retrieval.engine.imap, retrieval.engine.smtp\n"
+        "import retrieval.engine.mda, retrieval.engine.testing\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'django', 'celery'})\n"
+        "assert not bad, bad\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": ""}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_a_secret_never_shows_in_its_repr() -> None:
+    assert PASSWORD not in repr(Secret(PASSWORD))
+    assert PASSWORD not in repr(make_spec(FakePop3Server(), password=PASSWORD))
+
+
+def transcript_text(transcript: ListTranscript) -> str:
+    return "\n".join(text for _, text in transcript.lines)
+
+
+def test_the_password_appears_nowhere_in_the_transcript(
+    server_tls: ssl.SSLContext, ca_file: str
+) -> None:
+    """Every login path, plus a server that echoes the password back (case 36)."""
+    echo = f"-ERR [AUTH] you said {PASSWORD}\r\n".encode()
+    cases: list[tuple[object, dict[str, object]]] = [
+        (FakePop3Server([message(1)], password=PASSWORD), {}),
+        (FakePop3Server([message(1)], password="other", overrides={"PASS": echo}), {}),
+        (
+            FakePop3Server(
+                [message(1)], password=PASSWORD, capabilities=["UIDL", "SASL PLAIN"]
+            ),
+            {"auth": "plain"},
+        ),
+        (FakeImapServer([message(1)], password=PASSWORD), {"protocol": Protocol.IMAP}),
+        (
+            FakeImapServer(
+                [message(1)],
+                password=PASSWORD,
+                capabilities=["IMAP4rev1", "AUTH=PLAIN", "SASL-IR"],
+            ),
+            {"protocol": Protocol.IMAP},
+        ),
+        (
+            FakeImapServer([message(1)], password=PASSWORD, capabilities=["IMAP4rev1"]),
+            {"protocol": Protocol.IMAP},
+        ),
+        (
+            FakeImapServer([message(1)], password=PASSWORD, starttls=server_tls),
+            {"protocol": Protocol.IMAP, "tls": TlsMode.STARTTLS, "ca_file": ca_file},
+        ),
+    ]
+    for server, options in cases:
+        assert isinstance(server, FakePop3Server | FakeImapServer)
+        with server, FakeSmtpServer() as listener:
+            transcript = ListTranscript()
+            spec = make_spec(server, listener, password=PASSWORD, **options)  # type: ignore[arg-type]
+            report = poll(spec, ledger=MemoryLedger(), transcript=transcript)
+        text = transcript_text(transcript) + report.error + " ".join(report.notes)
+        assert PASSWORD not in text, (options, text)
+        assert "********" in text
+        if server.password == PASSWORD:
+            assert report.exit_code is ExitCode.SUCCESS, (options, report.error)
+
+
+def test_message_bodies_are_not_transcribed(listener: FakeSmtpServer) -> None:
+    with FakePop3Server([message(1, b"TOP-SECRET-BODY\r\n")]) as server:
+        transcript = ListTranscript()
+        poll(make_spec(server, listener), ledger=MemoryLedger(), transcript=transcript)
+    text = transcript_text(transcript)
+    assert "TOP-SECRET-BODY" not in text
+    assert "RETR 1: " in text and " octets" in text
+
+
+def test_line_breaks_in_credentials_stop_the_poll_before_connecting() -> None:
+    server = FakePop3Server([message(1)])
+    with server:
+        spec = make_spec(server, password="pw\r\nDELE 1")
+        report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
+    assert report.exit_code is ExitCode.SYNTAX
+    assert server.connections == 0
+
+
+def test_a_folder_name_cannot_inject_a_command(listener: FakeSmtpServer) -> None:
+    with FakeImapServer([message(1)]) as server:
+        spec = make_spec(
+            server, listener, protocol=Protocol.IMAP, folders=("INBOX\r\nA1 DELETE x",)
+        )
+        report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
+    assert report.exit_code is ExitCode.SYNTAX
+    assert not any("DELETE" in c for c in server.commands)
+
+
+def test_unsupported_protocols_and_mechanisms_say_so() -> None:
+    with FakePop3Server([message(1)]) as server:
+        etrn = poll(
+            make_spec(server, protocol=Protocol.ETRN),
+            ledger=MemoryLedger(),
+            transcript=ListTranscript(),
+        )
+        cram = poll(
+            make_spec(server, auth="cram-md5"),
+            ledger=MemoryLedger(),
+            transcript=ListTranscript(),
+        )
+    assert etrn.exit_code is ExitCode.SYNTAX and "not supported yet" in etrn.error
+    assert cram.exit_code is ExitCode.SYNTAX and "no password was sent" in cram.error
+    assert not any(c.startswith("PASS") for c in server.commands)
+
+
+def test_unknown_options_are_listed_in_the_report(listener: FakeSmtpServer) -> None:
+    with FakePop3Server() as server:
+        spec = make_spec(server, listener, extra=(("plugin", "ssh x"),))
+        report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
+    assert report.exit_code is ExitCode.NOMAIL
+    assert report.notes == ["The option plugin 'ssh x' is not supported yet."]
+
+
+def test_long_listings_are_summarised_in_the_transcript(
+    listener: FakeSmtpServer,
+) -> None:
+    bodies = [message(i) for i in range(60)]
+    for server in (
+        FakePop3Server(bodies),
+        FakeImapServer(bodies, capabilities=["IMAP4rev1", "AUTH=PLAIN"]),
+    ):
+        with server:
+            transcript = ListTranscript()
+            protocol = (
+                Protocol.POP3 if isinstance(server, FakePop3Server) else Protocol.IMAP
+            )
+            # A size limit below every message: listed and sized, none fetched.
+            spec = make_spec(server, listener, protocol=protocol, keep=True, limit=1)
+            report = poll(spec, ledger=MemoryLedger(), transcript=transcript)
+        assert len(report.messages) == 60 and report.delivered == 0
+        text = transcript_text(transcript)
+        assert "(40 more lines not shown)" in text
+        assert len(transcript.lines) < 100  # not one line per message

@@ -1,0 +1,167 @@
+"""Byte-literal tables for the pure IMAP response parsers (imapclient style)."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval.engine import imap_parse as parse
+
+
+@pytest.mark.parametrize(
+    ("line", "size"),
+    [
+        (b"* 1 FETCH (UID 5 BODY[] {2048}\r\n", 2048),
+        (b"* 1 FETCH (BODY[] {0}\r\n", 0),
+        (b'* LIST () "/" {5+}\r\n', 5),
+        (b"* 1 FETCH (UID 5 BODY[] {9999999999}\r\n", 9999999999),
+        (b"* OK done\r\n", None),
+        (b"* OK {not at end} here\r\n", None),
+    ],
+)
+def test_it_reads_literal_sizes(line: bytes, size: int | None) -> None:
+    assert parse.literal_size(line) == size
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"* 1 FETCH (BODY[] {-1}\r\n", b"* 1 FETCH (BODY[] {" + b"9" * 30 + b"}\r\n"],
+)
+def test_it_rejects_malformed_literal_sizes(line: bytes) -> None:
+    with pytest.raises(parse.ParseError):
+        parse.literal_size(line)
+
+
+def test_it_recognises_the_body_literal() -> None:
+    assert parse.is_body_literal(b"* 3 FETCH (UID 7 BODY[] {12}\r\n")
+    assert not parse.is_body_literal(b"* 3 FETCH (UID 7 BODY[HEADER] {12}\r\n")
+    assert parse.has_nil_body(b"* 3 FETCH (UID 7 BODY[] NIL)\r\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"A0001 OK done\r\n", ("A0001", "OK", "done")),
+        (
+            b"A0002 no [AUTHENTICATIONFAILED] nope\r\n",
+            ("A0002", "NO", "[AUTHENTICATIONFAILED] nope"),
+        ),
+        (b"A3 BAD\r\n", ("A3", "BAD", "")),
+        (b"* OK hello\r\n", None),
+        (b"A1 MAYBE\r\n", None),
+    ],
+)
+def test_it_parses_tagged_lines(
+    line: bytes, expected: tuple[str, str, str] | None
+) -> None:
+    tagged = parse.parse_tagged(line)
+    assert (tagged and (tagged.tag, tagged.status, tagged.text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"[UIDVALIDITY 3857529045] UIDs valid", ("UIDVALIDITY", "3857529045")),
+        (b"[READ-WRITE] done", ("READ-WRITE", "")),
+        (b"no code here", None),
+    ],
+)
+def test_it_parses_response_codes(
+    text: bytes, expected: tuple[str, str] | None
+) -> None:
+    assert parse.response_code(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            b"* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN\r\n",
+            {"IMAP4REV1", "STARTTLS", "AUTH=PLAIN"},
+        ),
+        (b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n", {"IMAP4REV1", "UIDPLUS"}),
+        (b"* OK ready\r\n", None),
+    ],
+)
+def test_it_parses_capabilities(line: bytes, expected: set[str] | None) -> None:
+    assert parse.capabilities(line) == (
+        frozenset(expected) if expected is not None else None
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"* SEARCH 2 84 882\r\n", [2, 84, 882]),
+        (b"* SEARCH\r\n", []),
+        (b"* 3 EXISTS\r\n", None),
+    ],
+)
+def test_it_parses_search_results(line: bytes, expected: list[int] | None) -> None:
+    assert parse.search_results(line) == expected
+
+
+def test_it_rejects_garbage_in_search_results() -> None:
+    with pytest.raises(parse.ParseError):
+        parse.search_results(b"* SEARCH 1 two\r\n")
+    with pytest.raises(parse.ParseError):
+        parse.search_results(b"* SEARCH " + b"9" * 40 + b"\r\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "uid", "size"),
+    [
+        (b"* 1 FETCH (UID 101 RFC822.SIZE 74)\r\n", 101, 74),
+        (b"* 1 FETCH (RFC822.SIZE 74 UID 101)\r\n", 101, 74),
+        (b"* 1 FETCH (FLAGS (\\Seen))\r\n", None, None),
+    ],
+)
+def test_it_reads_fetch_items(line: bytes, uid: int | None, size: int | None) -> None:
+    assert parse.fetch_uid(line) == uid
+    assert parse.fetch_size(line) == size
+
+
+def test_it_numbers_untagged_responses() -> None:
+    assert parse.untagged_number(b"* 23 EXISTS\r\n") == (23, "EXISTS")
+    assert parse.untagged_number(b"* 4 FETCH (UID 1)\r\n") == (4, "FETCH")
+    assert parse.untagged_number(b"* OK hi\r\n") is None
+    assert parse.untagged_status(b"* PREAUTH welcome\r\n") == ("PREAUTH", b"welcome")
+    assert parse.untagged_status(b"* 1 EXISTS\r\n") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("joe", b'"joe"'),
+        ('a"b\\c', b'"a\\"b\\\\c"'),
+        ("j\u00f6e", None),
+        ("a\r\nb", None),
+    ],
+)
+def test_it_quotes_arguments(value: str, expected: bytes | None) -> None:
+    assert parse.quoted(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "encoded"),
+    [
+        ("INBOX", "INBOX"),
+        ("Entw\u00fcrfe", "Entw&APw-rfe"),
+        ("A&B", "A&-B"),
+        ("\u65e5\u672c\u8a9e", "&ZeVnLIqe-"),
+    ],
+)
+def test_it_encodes_mailbox_names_in_modified_utf7(name: str, encoded: str) -> None:
+    assert parse.encode_mailbox(name) == encoded
+
+
+@pytest.mark.parametrize(
+    ("numbers", "text"),
+    [([1, 2, 3, 7, 9, 10], "1:3,7,9:10"), ([5], "5"), ([3, 1, 2], "1:3"), ([], "")],
+)
+def test_it_builds_sequence_sets(numbers: list[int], text: str) -> None:
+    assert parse.sequence_set(numbers) == text
+
+
+def test_it_reads_a_quoted_body() -> None:
+    assert parse.quoted_body(b'* 1 FETCH (UID 3 BODY[] "a\\"b")') == b'a"b'
+    assert parse.quoted_body(b"* 1 FETCH (UID 3 BODY[] NIL)") is None

@@ -1,0 +1,163 @@
+"""Pure helpers: DATA encoding, header fields, addresses, spool, trace, masking."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from retrieval.engine.encoding import SmtpDataEncoder, UnixLineEncoder
+from retrieval.engine.errors import MessageTooLarge
+from retrieval.engine.headers import (
+    header_value,
+    is_valid_address,
+    message_id,
+    return_path,
+)
+from retrieval.engine.memory import ListTranscript
+from retrieval.engine.redact import MASK, RedactingTranscript
+from retrieval.engine.spool import MessageSpool
+from retrieval.engine.trace import received_header
+
+
+def encode(chunks: list[bytes]) -> bytes:
+    encoder = SmtpDataEncoder()
+    return b"".join(encoder.feed(c) for c in chunks) + encoder.finish()
+
+
+@pytest.mark.parametrize(
+    ("chunks", "wire"),
+    [
+        ([b"a\r\nb\r\n"], b"a\r\nb\r\n.\r\n"),
+        ([b".\r\n..x\r\n"], b"..\r\n...x\r\n.\r\n"),
+        ([b"a\nb"], b"a\r\nb\r\n.\r\n"),  # bare LF and a missing final newline
+        ([b"a\r", b"\n.b\r\n"], b"a\r\n..b\r\n.\r\n"),  # CRLF split across chunks
+        ([b"a\r\n", b".b"], b"a\r\n..b\r\n.\r\n"),  # dot at a chunk's line start
+        ([b"x\ry\r\n"], b"x\ry\r\n.\r\n"),  # a lone CR inside a line stays
+        ([b""], b".\r\n"),
+        ([b"8bit \xe9\x00\r\n"], b"8bit \xe9\x00\r\n.\r\n"),
+    ],
+)
+def test_it_encodes_smtp_data(chunks: list[bytes], wire: bytes) -> None:
+    assert encode(chunks) == wire
+
+
+def test_it_encodes_every_chunking_the_same() -> None:
+    body = b".a\r\n\r\n..\r\n.\r\nx\r\n.\r\n"
+    whole = encode([body])
+    for size in range(1, len(body)):
+        assert encode([body[i : i + size] for i in range(0, len(body), size)]) == whole
+
+
+def test_it_writes_unix_line_endings_for_an_mda() -> None:
+    encoder = UnixLineEncoder()
+    out = encoder.feed(b"a\r") + encoder.feed(b"\nb\r\n.c") + encoder.finish()
+    assert out == b"a\nb\n.c\n"
+
+
+HEADER = (
+    b"Return-Path: <bounce@example.org>\r\n"
+    b"Subject: a folded\r\n  subject\r\n"
+    b"Message-ID: <abc@example.org>\r\n"
+)
+
+
+def test_it_reads_header_fields() -> None:
+    assert header_value(HEADER, "subject") == "a folded subject"
+    assert header_value(HEADER, "X-Missing") is None
+    assert return_path(HEADER) == "bounce@example.org"
+    assert message_id(HEADER) == "<abc@example.org>"
+
+
+@pytest.mark.parametrize(
+    ("field", "sender"),
+    [
+        (b"Return-Path: <>\r\n", ""),
+        (b"Return-Path: <@relay.example:user@example.org>\r\n", "user@example.org"),
+        # A bare CR ends the field: what follows can never reach the listener.
+        (b"Return-Path: <evil@x>\rRCPT TO:<x@y>>\r\n", "evil@x"),
+        (b"Return-Path: <a b@example.org>\r\n", ""),
+        (b"Return-Path: plain@example.org\r\n", "plain@example.org"),
+        (b"Subject: none\r\n", ""),
+    ],
+)
+def test_it_turns_bad_return_paths_into_the_null_sender(
+    field: bytes, sender: str
+) -> None:
+    assert return_path(field) == sender
+
+
+@pytest.mark.parametrize(
+    ("address", "valid"),
+    [
+        ("joe@example.com", True),
+        ("joe", True),
+        ('"odd name"@example.com', True),
+        ("joe@[192.0.2.1]", True),
+        ("joe@example.com>\r\nRCPT TO:<x", False),
+        ("joe smith@example.com", False),
+        ("<joe@example.com>", False),
+        ("", False),
+        ("a" * 400 + "@example.com", False),
+    ],
+)
+def test_it_validates_addresses(address: str, valid: bool) -> None:
+    assert is_valid_address(address) is valid
+
+
+def test_it_spools_and_captures_the_header() -> None:
+    with MessageSpool(max_bytes=0) as spool:
+        for piece in (b"Subject: x\r\nReturn-Path: <a@b.c>\r", b"\n\r\nbody \xff\r\n"):
+            spool.write(piece)
+        assert spool.header_block == b"Subject: x\r\nReturn-Path: <a@b.c>\r\n"
+        assert spool.has_8bit and spool.size == 44
+        assert b"".join(spool.chunks()).endswith(b"body \xff\r\n")
+
+
+def test_it_spools_a_message_without_header() -> None:
+    with MessageSpool(max_bytes=0) as spool:
+        spool.write(b"\r\njust a body\r\n")
+        assert spool.header_block == b""
+
+
+def test_it_refuses_a_message_over_the_cap() -> None:
+    with MessageSpool(max_bytes=10) as spool, pytest.raises(MessageTooLarge):
+        spool.write(b"x" * 11)
+
+
+def test_it_builds_a_fetchmail_style_received_header() -> None:
+    header = received_header(
+        server_host="mail.example.org",
+        server_address="192.0.2.10",
+        local_name="mx.local",
+        protocol="POP3",
+        recipients=("joe@example.com",),
+        when=datetime(2025, 11, 25, 13, 37, tzinfo=UTC),
+    )
+    assert header == (
+        b"Received: from mail.example.org [192.0.2.10]\r\n"
+        b"\tby mx.local with POP3 (fetchweb-0.1.0)\r\n"
+        b"\tfor <joe@example.com> (single-drop); Tue, 25 Nov 2025 13:37:00 +0000\r\n"
+    )
+
+
+def test_it_keeps_configuration_from_injecting_header_lines() -> None:
+    header = received_header(
+        server_host="evil\r\nX-Injected: yes",
+        server_address="",
+        local_name="mx",
+        protocol="IMAP",
+        recipients=("a@b", "c@d"),
+    )
+    assert header.count(b"\r\n") == 3 and b"\r\nX-Injected" not in header
+
+
+def test_it_masks_secrets_and_their_base64_in_transcripts() -> None:
+    lines = ListTranscript()
+    wire = RedactingTranscript(lines, ["hunter2-long-secret"])
+    wire.record("S", "-ERR bad password hunter2-long-secret")
+    wire.record("C", "aHVudGVyMi1sb25nLXNlY3JldA==")
+    wire.record("S", "x" * 5000)
+    assert lines.lines[0] == ("S", f"-ERR bad password {MASK}")
+    assert "aHVudGVyMi1sb25nLXNlY3JldA" not in lines.lines[1][1]
+    assert len(lines.lines[2][1]) < 1100
