@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from retrieval.models import Mailbox, MessageResult, PollRun, SeenMessage
+from retrieval.models import Mailbox, MessageResult, MultidropRule, PollRun, SeenMessage
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -64,6 +64,7 @@ class MailboxForm(forms.ModelForm):
             "delivery_host",
             "delivery_port",
             "recipient",
+            "options",
         )
 
     def clean_new_password(self) -> str:
@@ -85,8 +86,15 @@ class MailboxForm(forms.ModelForm):
         return mailbox
 
 
+class MultidropRuleInline(admin.TabularInline):
+    model = MultidropRule
+    extra = 0
+    fields = ("position", "remote", "local")
+
+
 @admin.register(Mailbox)
 class MailboxAdmin(admin.ModelAdmin):
+    inlines = (MultidropRuleInline,)
     form = MailboxForm
     list_display = (
         "__str__",
@@ -140,6 +148,7 @@ class MailboxAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("More fetchmail options", {"classes": ("collapse",), "fields": ("options",)}),
         ("Schedule", {"fields": ("next_poll_at", "lease_owner", "lease_until")}),
     )
 

@@ -25,6 +25,8 @@ class Mailbox(models.Model):
     class Protocol(models.TextChoices):
         POP3 = "pop3", "POP3"
         IMAP = "imap", "IMAP"
+        ETRN = "etrn", "ETRN (ask the server to flush a domain's queue)"
+        ODMR = "odmr", "ODMR (on-demand mail relay)"
 
     class TlsMode(models.TextChoices):
         IMPLICIT = "implicit", "TLS from the start (POP3S 995, IMAPS 993)"
@@ -33,12 +35,25 @@ class Mailbox(models.Model):
 
     class Auth(models.TextChoices):
         ANY = "any", "Best the server offers"
-        PASSWORD = "password", "USER/PASS or LOGIN"
+        PASSWORD = "password", "Password (USER/PASS, LOGIN, PLAIN)"
         PLAIN = "plain", "SASL PLAIN"
+        LOGIN = "login", "SASL LOGIN"
+        CRAM_MD5 = "cram-md5", "CRAM-MD5"
+        APOP = "apop", "APOP (POP3)"
+        XOAUTH2 = "xoauth2", "XOAUTH2 (token as password)"
+        OAUTHBEARER = "oauthbearer", "OAUTHBEARER (token as password)"
+        EXTERNAL = "external", "EXTERNAL (client certificate)"
+        GSSAPI = "gssapi", "GSSAPI (Kerberos)"
+        KERBEROS_V5 = "kerberos_v5", "Kerberos V5"
+        NTLM = "ntlm", "NTLM"
+        OTP = "otp", "One-time password"
+        MSN = "msn", "MSN"
+        SSH = "ssh", "None (preauthenticated tunnel)"
 
     class DeliveryKind(models.TextChoices):
         SMTP = "smtp", "SMTP listener"
         LMTP = "lmtp", "LMTP listener"
+        MDA = "mda", "A program on this server (superusers only)"
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=100, blank=True, help_text="A label for you.")
@@ -74,7 +89,7 @@ class Mailbox(models.Model):
         blank=True,
         help_text="A file of CA certificates on this server, for private CAs.",
     )
-    auth = models.CharField(max_length=10, choices=Auth, default=Auth.ANY)
+    auth = models.CharField(max_length=12, choices=Auth, default=Auth.ANY)
     username = models.CharField(max_length=320)
     password_encrypted = models.TextField(blank=True, editable=False)
     folders = models.JSONField(
@@ -104,6 +119,10 @@ class Mailbox(models.Model):
         blank=True,
         help_text="Deliver to this address; empty means the owner's address.",
     )
+    # The rest of fetchmail's language, keyed as retrieval.rcfile.model names it:
+    # {"globals": {...}, "server": {...}, "user": {...}}; see retrieval/rcmap.py.
+    options = models.JSONField(default=dict, blank=True)
+    esmtp_password_encrypted = models.TextField(blank=True, editable=False)
 
     poll_interval = models.PositiveIntegerField(
         default=default_poll_interval,
@@ -142,6 +161,19 @@ class Mailbox(models.Model):
     def has_password(self) -> bool:
         return bool(self.password_encrypted)
 
+    def set_esmtp_password(self, raw: str) -> None:
+        """The password for SMTP AUTH to the listener (fetchmail's esmtppassword)."""
+        self.esmtp_password_encrypted = (
+            crypto.encrypt(raw, bound_to=f"{self.uuid}:esmtp") if raw else ""
+        )
+
+    def get_esmtp_password(self) -> str:
+        if not self.esmtp_password_encrypted:
+            return ""
+        return crypto.decrypt(
+            self.esmtp_password_encrypted, bound_to=f"{self.uuid}:esmtp"
+        )
+
     def is_due(self, now: datetime) -> bool:
         return self.enabled and (self.next_poll_at is None or self.next_poll_at <= now)
 
@@ -151,6 +183,34 @@ class Mailbox(models.Model):
     @property
     def delivery_address(self) -> str:
         return self.recipient or self.owner.email
+
+
+class MultidropRule(models.Model):
+    """One local name of a multidrop mailbox, in order (fetchmail's ``is ... here``).
+
+    ``remote`` is the name as it appears in the envelope's local part (or ``*``:
+    any local part passes through unchanged); ``local`` is who gets the mail,
+    empty meaning the same name. ``is joe jane here`` is two rules with an empty
+    ``local``; ``is jdoe=joe here`` is one rule ``jdoe -> joe``.
+    """
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="rules")
+    position = models.PositiveIntegerField(default=0)
+    remote = models.CharField(max_length=320)
+    local = models.CharField(max_length=320, blank=True)
+
+    class Meta:
+        ordering: ClassVar = ["mailbox", "position", "id"]
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["mailbox", "position"], name="rule_position"
+            )
+        ]
+
+    def __str__(self) -> str:
+        if self.remote == "*":
+            return "*"
+        return f"{self.remote}={self.local}" if self.local else self.remote
 
 
 class SeenMessage(models.Model):

@@ -167,6 +167,50 @@ def _delivery(
     )
 
 
+def user_spec(
+    g: GlobalOptions, s: ServerOptions, u: UserOptions, env: Environment
+) -> MailboxSpec:
+    """The engine's spec for one user description of one entry."""
+    extra = _extras(g, s, u)
+    protocol = s.protocol or "auto"
+    if protocol not in ("imap", "pop3", "etrn", "odmr") or s.sdps:
+        extra.append(("protocol", "sdps" if s.sdps else protocol))
+    auth = s.auth or "any"
+    if protocol == "apop":
+        auth = "apop"
+    port = servport(s.service) if s.service is not None else None
+    timeout = s.timeout if s.timeout is not None and s.timeout > 0 else CLIENT_TIMEOUT
+    tls = _tls(s, u, extra)
+    server_spec = ServerSpec(
+        host=s.via or s.pollname,
+        protocol=_PROTOCOL[protocol],
+        port=port if port is not None and port > 0 else None,
+        tls=tls,
+        auth=auth,
+        timeout=float(timeout),
+    )
+    names = u.localnames or [(env.user, None)]
+    single = len(names) == 1 and not u.wildcard
+    local = (names[0][1] or names[0][0]) if single else None
+    password = effective_password(s, u, env)
+    return MailboxSpec(
+        server=server_spec,
+        username=u.remote if u.remote is not None else env.user,
+        password=Secret(password) if password is not None else None,
+        folders=tuple(u.folders),
+        keep=bool(u.keep),
+        fetchall=bool(u.fetchall),
+        flush=bool(u.flush),
+        limit=max(u.limit or 0, 0),
+        fetchlimit=max(u.fetchlimit or 0, 0),
+        batchlimit=max(u.batchlimit or 0, 0),
+        expunge=max(u.expunge or 0, 0),
+        name=s.pollname,
+        delivery=_delivery(g, u, local, extra),
+        extra=tuple(extra),
+    )
+
+
 def to_mailbox_specs(
     config: RcConfig, env: Environment | None = None
 ) -> list[MailboxSpec]:
@@ -177,53 +221,9 @@ def to_mailbox_specs(
     ``Environment.fixed(login)``.
     """
     env = env or Environment.current()
-    g = config.globals
-    specs: list[MailboxSpec] = []
-    for server in config.servers:
-        s = server.options
-        if s.skip:
-            continue
-        for u in server.users:
-            extra = _extras(g, s, u)
-            protocol = s.protocol or "auto"
-            if protocol not in ("imap", "pop3", "etrn", "odmr") or s.sdps:
-                extra.append(("protocol", "sdps" if s.sdps else protocol))
-            auth = s.auth or "any"
-            if protocol == "apop":
-                auth = "apop"
-            port = servport(s.service) if s.service is not None else None
-            timeout = (
-                s.timeout if s.timeout is not None and s.timeout > 0 else CLIENT_TIMEOUT
-            )
-            tls = _tls(s, u, extra)
-            server_spec = ServerSpec(
-                host=s.via or s.pollname,
-                protocol=_PROTOCOL[protocol],
-                port=port if port is not None and port > 0 else None,
-                tls=tls,
-                auth=auth,
-                timeout=float(timeout),
-            )
-            names = u.localnames or [(env.user, None)]
-            single = len(names) == 1 and not u.wildcard
-            local = (names[0][1] or names[0][0]) if single else None
-            password = effective_password(s, u, env)
-            specs.append(
-                MailboxSpec(
-                    server=server_spec,
-                    username=u.remote if u.remote is not None else env.user,
-                    password=Secret(password) if password is not None else None,
-                    folders=tuple(u.folders),
-                    keep=bool(u.keep),
-                    fetchall=bool(u.fetchall),
-                    flush=bool(u.flush),
-                    limit=max(u.limit or 0, 0),
-                    fetchlimit=max(u.fetchlimit or 0, 0),
-                    batchlimit=max(u.batchlimit or 0, 0),
-                    expunge=max(u.expunge or 0, 0),
-                    name=s.pollname,
-                    delivery=_delivery(g, u, local, extra),
-                    extra=tuple(extra),
-                )
-            )
-    return specs
+    return [
+        user_spec(config.globals, server.options, u, env)
+        for server in config.servers
+        if not server.options.skip
+        for u in server.users
+    ]
