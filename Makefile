@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint install system-deps clean
+.PHONY: run test lint bench install system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fetchweb needs Python 3.11 or newer")'
@@ -22,6 +22,10 @@ system-deps:
 
 test: install system-deps
 	bin/test
+
+# Benchmarks against fetchmail; ARGS="--cases pop3,imap --messages 200" for a quick run.
+bench: install system-deps
+	$(PY) -m bench $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -192,6 +192,9 @@ FETCH_LEASE_SECONDS = env.int("FETCH_LEASE_SECONDS", default=FETCH_HARD_LIMIT + 
 # Let mailboxes of non-superusers reach private and loopback addresses (labs only).
 FETCH_ALLOW_PRIVATE_HOSTS = env_bool("FETCH_ALLOW_PRIVATE_HOSTS", default=False)
 FETCH_TRANSCRIPT_MAX_CHARS = env.int("FETCH_TRANSCRIPT_MAX_CHARS", default=200_000)
+# Listeners non-superusers may deliver to when importing an rcfile ("host" or
+# "host/port"; a bare host means port 25).
+FETCH_ALLOWED_DELIVERY = env.list("FETCH_ALLOWED_DELIVERY", default=["localhost"])
 
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-polls": {

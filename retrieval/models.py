@@ -227,6 +227,10 @@ class SeenMessage(models.Model):
     uid = models.CharField(max_length=255)
     message_id = models.CharField(max_length=998, blank=True)
     delivered_at = models.DateTimeField(default=timezone.now)
+    # A partial delivery (LMTP accepted some recipients, deferred others) is a row
+    # with complete=False listing who already has it: the retry skips them.
+    recipients = models.JSONField(default=list, blank=True)
+    complete = models.BooleanField(default=True)
 
     class Meta:
         constraints: ClassVar = [

@@ -10,28 +10,31 @@ import logging
 import uuid
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from retrieval import netpolicy
+from retrieval import netpolicy, rcmap
 from retrieval.crypto import DecryptionError
-from retrieval.engine import spec as engine_spec
 from retrieval.engine.report import ExitCode, PollReport
 from retrieval.engine.run import poll as engine_poll
 from retrieval.models import Mailbox, MessageResult, PollRun, SeenMessage
+from retrieval.rcfile.env import Environment
+from retrieval.rcfile.specs import user_spec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
 
     from django.db.models import QuerySet
 
+    from retrieval.engine import spec as engine_spec
     from retrieval.engine.ports import Direction
+    from retrieval.rcfile.model import ServerOptions, UserOptions
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +61,44 @@ class DatabaseLedger:
         )
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]:
-        return set(self._rows(folder, uidvalidity).values_list("uid", flat=True))
+        rows = self._rows(folder, uidvalidity).filter(complete=True)
+        return set(rows.values_list("uid", flat=True))
 
     def mark_delivered(
         self, folder: str, uidvalidity: int | None, uid: str, message_id: str = ""
     ) -> None:
-        SeenMessage.objects.get_or_create(
+        SeenMessage.objects.update_or_create(
             mailbox=self.mailbox,
             folder=folder,
             uidvalidity=uidvalidity or 0,
             uid=uid,
-            defaults={"message_id": message_id[:998]},
+            defaults={"complete": True},
+            create_defaults={"message_id": message_id[:998], "complete": True},
         )
+
+    def delivered_recipients(
+        self, folder: str, uidvalidity: int | None, uid: str
+    ) -> set[str]:
+        row = self._rows(folder, uidvalidity).filter(uid=uid).first()
+        return set(row.recipients) if row is not None else set()
+
+    def mark_recipients_delivered(
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uid: str,
+        recipients: Collection[str],
+    ) -> None:
+        with transaction.atomic():
+            row, _ = SeenMessage.objects.select_for_update().get_or_create(
+                mailbox=self.mailbox,
+                folder=folder,
+                uidvalidity=uidvalidity or 0,
+                uid=uid,
+                defaults={"complete": False},
+            )
+            row.recipients = sorted(set(row.recipients) | set(recipients))
+            row.save(update_fields=["recipients"])
 
     def last_uidvalidity(self, folder: str) -> int | None:
         latest = (
@@ -83,7 +112,8 @@ class DatabaseLedger:
     def forget_missing(
         self, folder: str, uidvalidity: int | None, present: set[str]
     ) -> None:
-        gone = self.delivered_uids(folder, uidvalidity) - present
+        known = set(self._rows(folder, uidvalidity).values_list("uid", flat=True))
+        gone = known - present
         gone_list = sorted(gone)
         for start in range(0, len(gone_list), 500):
             self._rows(folder, uidvalidity).filter(
@@ -192,54 +222,46 @@ class SpecError(Exception):
     """The mailbox's settings cannot be turned into a poll; the text says why."""
 
 
-def _delivery_spec(mailbox: Mailbox) -> engine_spec.DeliverySpec:
-    kind = engine_spec.DeliveryKind(mailbox.delivery_kind)
-    target = mailbox.delivery_host
-    if not target.startswith("/"):
-        host = f"[{target}]" if ":" in target and not target.startswith("[") else target
-        target = f"{host}/{mailbox.delivery_port}"
-    return engine_spec.DeliverySpec(
-        kind=kind,
-        hosts=(target,),
-        port=mailbox.delivery_port,
-        recipients=(mailbox.delivery_address,),
-        timeout=float(mailbox.timeout),
-    )
+def _refuse_server_commands(mailbox: Mailbox, s: ServerOptions, u: UserOptions) -> None:
+    """The run-time guard beside the importer's: commands are for superusers only."""
+    if mailbox.owner.is_superuser:
+        if mailbox.delivery_kind == Mailbox.DeliveryKind.MDA and u.mda is None:
+            raise SpecError("Delivery to a program is chosen but no command is set.")
+        return
+    names = list(rcmap.commands_in(s, u))
+    if mailbox.delivery_kind == Mailbox.DeliveryKind.MDA and "mda" not in names:
+        names.insert(0, "mda")
+    if names:
+        raise SpecError(
+            f"This mailbox asks to run commands on the server ({', '.join(names)}); "
+            "only a mailbox of an administrator (superuser) may do that."
+        )
 
 
 def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
-    """The engine's frozen view of one row. Decrypts the password."""
-    server = engine_spec.ServerSpec(
-        host=mailbox.host,
-        protocol=engine_spec.Protocol(mailbox.protocol),
-        port=mailbox.port,
-        tls=engine_spec.TlsSpec(
-            mode=engine_spec.TlsMode(mailbox.tls_mode),
-            verify=mailbox.verify_tls,
-            ca_file=mailbox.ca_file or None,
-        ),
-        auth=mailbox.auth,
-        timeout=float(min(mailbox.timeout, settings.FETCH_TIMEOUT)),
-    )
+    """The engine's frozen view of one row, built as for an rcfile entry.
+
+    Decrypts the password. The recipient is the owner's address unless the row
+    names one (``recipient``, multidrop rules).
+    """
+    try:
+        g, s, u = rcmap.mailbox_to_rc(mailbox, with_password=True)
+    except DecryptionError as exc:
+        raise SpecError(f"The stored password cannot be read: {exc}") from exc
+    _refuse_server_commands(mailbox, s, u)
+    spec = user_spec(g, s, u, Environment.fixed(mailbox.owner.email))
+    timeout = min(spec.server.timeout, float(settings.FETCH_TIMEOUT))
+    server = replace(spec.server, timeout=timeout)
     if not (mailbox.owner.is_superuser or settings.FETCH_ALLOW_PRIVATE_HOSTS):
         try:
             netpolicy.check_destination(server.host, server.effective_port)
         except netpolicy.DestinationRefused as exc:
             raise SpecError(str(exc)) from exc
-    try:
-        password = mailbox.get_password()
-    except DecryptionError as exc:
-        raise SpecError(f"The stored password cannot be read: {exc}") from exc
-    return engine_spec.MailboxSpec(
-        server=server,
-        username=mailbox.username,
-        password=engine_spec.Secret(password) if password else None,
-        folders=tuple(mailbox.folders or ()),
-        keep=mailbox.keep,
-        fetchall=mailbox.fetchall,
-        name=str(mailbox),
-        delivery=_delivery_spec(mailbox),
-    )
+    recipients = spec.delivery.recipients
+    if not recipients or not (u.smtpname or u.localnames):
+        recipients = (mailbox.delivery_address,)
+    delivery = replace(spec.delivery, recipients=recipients, timeout=timeout)
+    return replace(spec, server=server, delivery=delivery)
 
 
 # --- the poll ----------------------------------------------------------------------
@@ -262,7 +284,8 @@ class PollSummary:
 
 
 def _outcome_for(code: ExitCode) -> str:
-    if code is ExitCode.SUCCESS:
+    # MAXFETCH: the poll stopped at the fetch limit after delivering; more waits.
+    if code in (ExitCode.SUCCESS, ExitCode.MAXFETCH):
         return PollRun.Outcome.SUCCESS
     if code is ExitCode.NOMAIL:
         return PollRun.Outcome.NOMAIL

@@ -7,6 +7,7 @@ protocol line (CR, LF, NUL) in the SMTP dialogue.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 # RFC 5321 Mailbox: a dot-atom or quoted local part, "@", a domain or address
@@ -65,6 +66,98 @@ def return_path(header_block: bytes) -> str:
     if address and "@" in address and is_valid_address(address):
         return address
     return ""
+
+
+# Where fetchmail looks for a sender when there is no Return-Path, best first.
+_SENDER_FIELDS = (
+    "Resent-Sender",
+    "Sender",
+    "Resent-From",
+    "From",
+    "Reply-To",
+    "Apparently-From",
+)
+
+
+def first_address(value: str) -> str:
+    """The first address of an address-list field value, without its brackets.
+
+    Comments are dropped; a ``<...>`` route address wins over the display name
+    around it; otherwise the first item of the list, whitespace removed.
+    """
+    text = re.sub(r"\([^()]*\)", " ", value[:4096])
+    item: list[str] = []
+    quoted = angle = False
+    for ch in text:
+        if ch == '"' and not angle:
+            quoted = not quoted
+        elif ch == "<" and not quoted:
+            angle = True
+        elif ch == ">" and not quoted:
+            angle = False
+        elif ch == "," and not (quoted or angle):
+            break
+        item.append(ch)
+    first = "".join(item)
+    match = re.search(r"<([^<>]*)>", first)
+    if match:
+        return match.group(1).strip()
+    return "".join(first.split())
+
+
+def domain_literal(host: str) -> str:
+    """``host`` as the domain part of an address: IP addresses become literals."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    return f"[{ip}]" if ip.version == 4 else f"[IPv6:{ip}]"
+
+
+def envelope_sender(header_block: bytes, *, remote_user: str, server: str) -> str:
+    """The MAIL FROM address for a fetched message, chosen as fetchmail does.
+
+    Return-Path when present (``<>`` or a malformed one give the null sender,
+    a bare local name gets the mail server's name);
+    else the first of Resent-Sender, Sender, Resent-From, From, Reply-To,
+    Apparently-From; a bare local name is qualified with the mail server's
+    name; with no candidate at all, the remote account at the mail server.
+    """
+    value = header_value(header_block, "Return-Path")
+    if value is not None:
+        bare = first_address(value)
+        if bare and "@" not in bare and is_valid_address(bare):
+            return _qualified_sender(bare, server)  # a local Return-Path
+        return return_path(header_block)
+    for name in _SENDER_FIELDS:
+        value = header_value(header_block, name)
+        if value is None:
+            continue
+        address = first_address(value)
+        if name.endswith("Sender") and not any(c in address for c in "@!"):
+            continue  # fetchmail: a Sender without a domain names no mailbox
+        if address:
+            return _qualified_sender(address, server)
+    return _qualified_sender(remote_user, server)
+
+
+def _qualified_sender(address: str, server: str) -> str:
+    if "@" not in address and server:
+        address = f"{address}@{domain_literal(server)}"
+    return address if "@" in address and is_valid_address(address) else ""
+
+
+def bad_header_line(header_block: bytes) -> bytes | None:
+    """The first header line that is neither a field nor a continuation, if any.
+
+    fetchmail refuses such messages unless ``bad-header accept`` is set.
+    """
+    for line in header_block.splitlines():
+        if not line or line[:1] in (b" ", b"\t"):
+            continue
+        if b":" not in line:
+            return line[:200]
+    return None
 
 
 def message_id(header_block: bytes) -> str:

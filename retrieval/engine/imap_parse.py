@@ -22,6 +22,10 @@ _FETCH_UID = re.compile(rb"\bUID (\d{1,10})\b", re.I)
 _FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d{1,20})\b", re.I)
 _BODY_LITERAL = re.compile(rb"\bBODY\[\] \{\d+\+?\}\r?\n\Z", re.I)
 _BODY_NIL = re.compile(rb"\bBODY\[\] NIL\b", re.I)
+_ESEARCH = re.compile(
+    rb"^\* ESEARCH(?: \(TAG \"([^\"]*)\"\))?((?: [A-Za-z0-9]+(?: [0-9:,*]+)?)*)\s*\Z",
+    re.I,
+)
 
 
 class ParseError(ValueError):
@@ -123,6 +127,44 @@ def search_results(line: bytes) -> list[int] | None:
             raise ParseError(f"bad SEARCH result {word[:20]!r}")
         numbers.append(int(word))
     return numbers
+
+
+def esearch_all(line: bytes, *, limit: int) -> tuple[str, list[int]] | None:
+    """``* ESEARCH (TAG "A5") UID ALL 1:3,7`` -> ("A5", [1, 2, 3, 7]).
+
+    RFC 4731 / IMAP4rev2 search results. A result without ALL is empty. At
+    most ``limit`` numbers are expanded: "1:4294967295" must not become a list
+    of four billion.
+    """
+    if line[:9].upper() != b"* ESEARCH":
+        return None
+    match = _ESEARCH.match(line.rstrip(b"\r\n"))
+    if match is None:
+        raise ParseError(f"bad ESEARCH response {line[:60]!r}")
+    tag = (match.group(1) or b"").decode("ascii", "replace")
+    words = match.group(2).split()
+    for index, word in enumerate(words[:-1]):
+        if word.upper() == b"ALL":
+            return tag, expand_set(words[index + 1].decode("ascii"), limit=limit)
+    return tag, []
+
+
+def expand_set(text: str, *, limit: int) -> list[int]:
+    """``1:3,7`` -> [1, 2, 3, 7], sorted and unique, at most ``limit`` numbers."""
+    found: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition(":")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ParseError(f"bad sequence set {text[:40]!r}")
+        if len(low) > 10 or len(high) > 10:
+            raise ParseError(f"number too large in {text[:40]!r}")
+        start, end = int(low), int(high or low)
+        start, end = min(start, end), max(start, end)
+        end = min(end, start + limit - len(found))
+        found.update(range(start, end + 1))
+        if len(found) >= limit:
+            break
+    return sorted(found)[:limit]
 
 
 def fetch_uid(text: bytes) -> int | None:

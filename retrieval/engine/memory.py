@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from retrieval.engine.ports import Direction
 
 
@@ -18,6 +20,8 @@ class MemoryLedger:
     )
     uidvalidity: dict[str, int | None] = field(default_factory=dict)
     marks: list[tuple[str, int | None, str]] = field(default_factory=list)
+    # Partial deliveries: recipients that already have a message still kept.
+    partial: dict[tuple[str, int | None, str], set[str]] = field(default_factory=dict)
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]:
         return set(self.delivered.get((folder, uidvalidity), {}))
@@ -42,6 +46,24 @@ class MemoryLedger:
         uids = self.delivered.get((folder, uidvalidity), {})
         for uid in set(uids) - present:
             del uids[uid]
+        for key in [k for k in self.partial if k[:2] == (folder, uidvalidity)]:
+            if key[2] not in present:
+                del self.partial[key]
+
+    def delivered_recipients(
+        self, folder: str, uidvalidity: int | None, uid: str
+    ) -> set[str]:
+        return set(self.partial.get((folder, uidvalidity, uid), ()))
+
+    def mark_recipients_delivered(
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uid: str,
+        recipients: Collection[str],
+    ) -> None:
+        self.partial.setdefault((folder, uidvalidity, uid), set()).update(recipients)
+        self.uidvalidity[folder] = uidvalidity
 
 
 @dataclass

@@ -6,9 +6,18 @@ memory (see :mod:`retrieval.engine.memory`).
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 Direction = Literal["S", "C", "*"]  # server said, client said, engine note
+
+# The points of one message's journey at which a test may stop the poll (see
+# ``poll(..., observe=...)``): after the fetch, once DATA is under way, after the
+# final dot but before the reply is read, after the reply but before the
+# ledger commit, after the commit, and after the delete command was answered.
+PollStep = Literal["fetched", "data", "dot", "replied", "recorded", "deleted"]
 
 
 class Ledger(Protocol):
@@ -36,6 +45,43 @@ class Ledger(Protocol):
     ) -> None:
         """Drop UIDs no longer on the server, as fetchmail prunes its .fetchids."""
         ...
+
+
+@runtime_checkable
+class RecipientLedger(Ledger, Protocol):
+    """A ledger that also remembers partial deliveries, per envelope recipient.
+
+    When an LMTP listener (or a per-recipient MDA) accepts a message for some
+    recipients and defers it for others, the message stays on the server; the
+    next poll must deliver it only to those still without it. Ledgers that lack
+    these two methods get fetchmail's behaviour: the retry goes to everyone.
+    """
+
+    def delivered_recipients(
+        self, folder: str, uidvalidity: int | None, uid: str
+    ) -> set[str]:
+        """Recipients already given this message; empty when none is recorded."""
+        ...
+
+    def mark_recipients_delivered(
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uid: str,
+        recipients: Collection[str],
+    ) -> None:
+        """Add ``recipients`` to the message's record; durable when it returns.
+
+        The message does not count as delivered (``delivered_uids``) until
+        ``mark_delivered``; ``forget_missing`` drops these records too.
+        """
+        ...
+
+
+class StepObserver(Protocol):
+    """Told each :data:`PollStep` a message reaches; tests use it to crash there."""
+
+    def __call__(self, step: PollStep, uid: str) -> None: ...
 
 
 class Transcript(Protocol):

@@ -55,6 +55,7 @@ class PollReport:
     messages: list[MessageResult] = field(default_factory=list)
     bytes_fetched: int = 0
     notes: list[str] = field(default_factory=list)  # warnings, quirks, ignored options
+    properties: str = ""  # the mailbox's opaque ``properties``, passed through
 
     @property
     def delivered(self) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
+from retrieval.engine import idle, selection
 from retrieval.engine.errors import (
     ConfigError,
     EngineError,
@@ -22,36 +23,67 @@ from retrieval.engine.errors import (
     MessageFetchError,
     ServerError,
 )
-from retrieval.engine.headers import is_valid_address, message_id, return_path
+from retrieval.engine.etrn import etrn
+from retrieval.engine.handover import hand_over
+from retrieval.engine.headers import is_valid_address, message_id
+from retrieval.engine.multidrop import DomainRouter
+from retrieval.engine.odmr import odmr
+from retrieval.engine.ports import RecipientLedger
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode, MessageResult, MessageStatus, PollReport
 from retrieval.engine.session import FolderListing, MailSession, open_session
-from retrieval.engine.sink import DeliveryOutcome, Envelope, Sink, Verdict, open_sink
-from retrieval.engine.spool import MessageSpool
-from retrieval.engine.trace import received_header
+from retrieval.engine.sink import Sink, open_sink
+from retrieval.engine.spec import Protocol
+from retrieval.engine.trace import TraceInfo
 
 if TYPE_CHECKING:
-    from retrieval.engine.ports import Ledger, Transcript
+    from collections.abc import Callable
+
+    from retrieval.engine.policy import Decision
+    from retrieval.engine.ports import Ledger, PollStep, StepObserver, Transcript
     from retrieval.engine.session import RemoteMessage
     from retrieval.engine.spec import MailboxSpec
 
 
-def poll(spec: MailboxSpec, *, ledger: Ledger, transcript: Transcript) -> PollReport:
-    """Run one poll and describe it; see the module docstring for the contract."""
-    report = PollReport()
+def poll(
+    spec: MailboxSpec,
+    *,
+    ledger: Ledger,
+    transcript: Transcript,
+    observe: StepObserver | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> PollReport:
+    """Run one poll and describe it; see the module docstring for the contract.
+
+    ``observe`` is told each step every message reaches (tests crash there).
+    ``stop`` ends an IMAP IDLE poll (``spec.idle``) when it returns True; it is
+    asked about once a second while waiting (see :mod:`retrieval.engine.idle`).
+    """
+    report = PollReport(properties=spec.properties)
     wire = RedactingTranscript(
         transcript, [spec.password.reveal()] if spec.password else []
     )
     for key, value in spec.extra:
         report.notes.append(f"The option {key} {value!r} is not supported yet.")
+    job: _Poll | None = None
     try:
-        _Poll(spec, ledger, wire, report).run()
+        if spec.server.protocol is Protocol.ETRN:
+            etrn(spec, wire, report)
+        elif spec.server.protocol is Protocol.ODMR:
+            odmr(spec, wire, report)
+        else:
+            job = _Poll(spec, ledger, wire, report, observe, stop)
+            job.run()
     except EngineError as exc:
         report.exit_code = exc.exit_code
         report.error = str(exc)
         wire.record("*", f"poll ended: {exc}")
     else:
         _conclude(report)
+        if job is None and report.exit_code is ExitCode.NOMAIL:
+            report.exit_code = ExitCode.SUCCESS  # ETRN/ODMR, as fetchmail counts
+        if job and job.fetchlimit_hit and report.exit_code is ExitCode.SUCCESS:
+            report.exit_code = ExitCode.MAXFETCH  # as fetchmail: more mail waits
     _mask_report(report, wire)
     return report
 
@@ -119,12 +151,20 @@ class _Poll:
         ledger: Ledger,
         wire: RedactingTranscript,
         report: PollReport,
+        observe: StepObserver | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
         self.spec = spec
         self.ledger = ledger
         self.wire = wire
         self.report = report
+        self.observe = observe
+        self.stop = stop
+        self.fetchlimit_hit = False
         self.recipients = default_recipients(spec)
+        self.router = DomainRouter.for_spec(
+            spec, self.recipients, lambda text: wire.record("*", text)
+        )
         self.local_name = spec.delivery.helo_name or socket.gethostname()
         # Messages whose delete was sent but not yet confirmed, by (folder, uid).
         self.pending: dict[tuple[str, str], MessageResult] = {}
@@ -141,14 +181,24 @@ class _Poll:
         def greeted(text: str) -> None:
             self.report.greeting = text
 
+        if note := idle.check(self.spec):
+            self.report.notes.append(note)
         session = open_session(self.spec, self.wire, on_greeting=greeted)
         sink: Sink | None = None
         try:
             sink = open_sink(
-                self.spec.delivery, self.wire, batch_limit=self.spec.batchlimit
+                self.spec.delivery,
+                self.wire,
+                batch_limit=self.spec.batchlimit,
+                # set invisible: the listener is told the mail server sent it.
+                helo=self.spec.server.host
+                if self.spec.delivery.invisible
+                else self.local_name,
+                message=self.spec.message,
             )
             for folder in self.spec.folders or ("INBOX",):
                 self._folder(session, sink, folder)
+            self._idle(session, sink, folder)
         except ListenerError:
             self._finish(session)
             raise
@@ -168,6 +218,28 @@ class _Poll:
         except EngineError as exc:
             self.report.notes.append(f"Ending the session failed: {exc}")
             session.abort()
+        self._session_notes(session)
+
+    def _session_notes(self, session: MailSession) -> None:
+        self.report.notes.extend(session.notes)
+        session.notes.clear()
+
+    def _idle(self, session: MailSession, sink: Sink, folder: str) -> None:
+        """spec.idle: wait for new mail on ``folder`` and fetch it, within bounds."""
+
+        def settle() -> None:
+            self._confirm(session.close_folder())
+            self._session_notes(session)
+            sink.close()  # reopened by the next delivery
+
+        idle.watch(
+            self.spec,
+            session,
+            settle=settle,
+            again=lambda: self._folder(session, sink, folder),
+            stop=self.stop,
+            note=lambda text: self.wire.record("*", text),
+        )
 
     def _confirm(self, uids: list[str]) -> None:
         for uid in uids:
@@ -176,33 +248,44 @@ class _Poll:
                 result.deleted = True
 
     def _folder(self, session: MailSession, sink: Sink, folder: str) -> None:
+        """List, sort (see :mod:`retrieval.engine.selection`), then act."""
         spec = self.spec
         if self.folder:
             self._confirm(session.close_folder())
-        read_only = spec.keep and not spec.flush
-        listing = session.open_folder(folder, read_only=read_only)
+        listing = session.open_folder(
+            folder,
+            read_only=selection.read_only(spec),
+            known=self._fast_known() if selection.fastuidl_applies(spec) else None,
+        )
         self.folder = listing.folder
         self.report.notes.extend(listing.notes)
         if self._uidvalidity_changed(listing):
             return
-        known = self._known(listing)
-        new: list[RemoteMessage] = []
-        for message in listing.messages:
-            if message.uid in known and not spec.fetchall:
-                if not read_only:
-                    # Delivered and recorded by an earlier poll that did not get
-                    # to delete it (invariant 5): delete now, never redeliver.
-                    self._delete_known(session, listing, message)
-                continue
-            new.append(message)
-        if spec.fetchlimit and len(new) > spec.fetchlimit:
-            self.report.notes.append(
-                f"{len(new) - spec.fetchlimit} message(s) in {folder} are left for "
-                "the next poll (fetch limit)."
-            )
-            new = new[: spec.fetchlimit]
-        for message in session.with_sizes(new):
-            self._message(session, sink, listing, message)
+        plan = selection.plan_folder(
+            spec, listing, self._known(listing), sized=session.with_sizes
+        )
+        self.report.notes.extend(plan.notes)
+        self.fetchlimit_hit = self.fetchlimit_hit or plan.left > 0
+        session.prefetch(plan.fetch)
+        for step in plan.in_order(listing):
+            if isinstance(step, selection.Untouched):
+                self._untouched(session, listing, step)
+            else:
+                self._message(session, sink, listing, step)
+        self._session_notes(session)
+
+    def _fast_known(self) -> Callable[[str], bool]:
+        """fastuidl: POP3's binary search asks the ledger one UID at a time."""
+        known: set[str] = set()
+        loaded = False
+
+        def is_known(uid: str) -> bool:
+            nonlocal known, loaded
+            if not loaded:
+                known, loaded = self.ledger.delivered_uids("INBOX", None), True
+            return uid in known
+
+        return is_known
 
     def _uidvalidity_changed(self, listing: FolderListing) -> bool:
         """True when the folder must be left alone this time (keep mode only).
@@ -243,18 +326,24 @@ class _Poll:
             self.ledger.forget_missing(listing.folder, listing.uidvalidity, present)
         return known & present
 
-    def _delete_known(
-        self, session: MailSession, listing: FolderListing, message: RemoteMessage
+    def _untouched(
+        self,
+        session: MailSession,
+        listing: FolderListing,
+        untouched: selection.Untouched,
     ) -> None:
+        """A message not fetched: reported, and deleted when the plan says so."""
+        message = untouched.message
         result = MessageResult(
             folder=listing.folder,
             uid=message.uid,
             size=max(message.size, 0),
             status=MessageStatus.SKIPPED,
-            listener_reply="delivered by an earlier poll",
+            listener_reply=untouched.reason,
         )
         self.report.messages.append(result)
-        self._delete(session, message, result)
+        if untouched.delete:
+            self._delete(session, message, result)
 
     def _message(
         self,
@@ -272,20 +361,14 @@ class _Poll:
             recipients=self.recipients,
         )
         self.report.messages.append(result)
-        too_big = self._size_refusal(message.size)
-        if too_big:
-            result.status = MessageStatus.SKIPPED
-            result.listener_reply = too_big
-            self.report.notes.append(f"Message {message.uid}: {too_big}")
+        try:
+            spool = session.fetch(message)
+        except MessageFetchError as exc:
+            result.status = MessageStatus.FAILED
+            result.listener_reply = str(exc)
+            self.report.notes.append(str(exc))
             return
-        with MessageSpool(spec.max_message_bytes) as spool:
-            try:
-                session.fetch(message, spool)
-            except MessageFetchError as exc:
-                result.status = MessageStatus.FAILED
-                result.listener_reply = str(exc)
-                self.report.notes.append(str(exc))
-                return
+        with spool:
             self.report.bytes_fetched += spool.size
             if message.size >= 0 and spool.size != message.size:
                 self.wire.record(
@@ -293,68 +376,83 @@ class _Poll:
                     f"message {message.uid}: server declared {message.size} octets, "
                     f"sent {spool.size}",
                 )
+            self._step("fetched", message.uid)
             result.size = spool.size
             result.message_id = message_id(spool.header_block)
-            envelope = Envelope(return_path(spool.header_block), self.recipients)
-            trace = received_header(
-                server_host=spec.server.host,
-                server_address=session.server_address,
+            served = self._served(listing, message.uid)
+            recipients = self.recipients
+            if self.router is not None:  # multidrop: per message, from its header
+                routed = self.router.route(spool.header_block, result.message_id)
+                recipients, served = routed.recipients, served | routed.duplicates
+            handed = hand_over(
+                spool,
+                spec=spec,
+                sink=sink,
+                recipients=recipients,
+                served=served,
+                trace=self._trace(session, listing),
                 local_name=self.local_name,
-                protocol=session.protocol_label,
-                recipients=self.recipients,
+                observe=lambda step: self._step(step, message.uid),
             )
-            outcome = sink.deliver(spool, envelope, trace)
-        result.listener_reply = outcome.reply
-        if self._should_delete(outcome, result):
-            if not listing.ephemeral_uids:
-                # Durable record first: a crash after this line causes no loss
-                # and no redelivery; a crash before it one duplicate at most.
-                self.ledger.mark_delivered(
-                    listing.folder, listing.uidvalidity, message.uid, result.message_id
-                )
+        self._step("replied", message.uid)
+        if self.router is not None:
+            self.router.settle(routed, handed)
+        decision = handed.decision
+        result.recipients = handed.recipients
+        result.listener_reply = handed.reply
+        result.status = decision.status
+        for note in [decision.note, *handed.notes]:
+            if note:
+                self.report.notes.append(f"Message {message.uid}: {note}")
+        if not listing.ephemeral_uids:
+            # Durable record first: a crash after this line causes no loss
+            # and no redelivery; a crash before it one duplicate at most.
+            self._record(listing, message.uid, result, decision, served)
+            self._step("recorded", message.uid)
+        if decision.delete:
             self._delete(session, message, result)
-        elif result.status is MessageStatus.DELIVERED and not listing.ephemeral_uids:
-            self.ledger.mark_delivered(
-                listing.folder, listing.uidvalidity, message.uid, result.message_id
+
+    def _step(self, step: PollStep, uid: str) -> None:
+        if self.observe is not None:
+            self.observe(step, uid)
+
+    def _served(self, listing: FolderListing, uid: str) -> set[str]:
+        """Recipients that got this message in an earlier, partial delivery."""
+        if listing.ephemeral_uids or not isinstance(self.ledger, RecipientLedger):
+            return set()
+        return self.ledger.delivered_recipients(
+            listing.folder, listing.uidvalidity, uid
+        )
+
+    def _record(
+        self,
+        listing: FolderListing,
+        uid: str,
+        result: MessageResult,
+        decision: Decision,
+        served: set[str],
+    ) -> None:
+        folder, uidvalidity = listing.folder, listing.uidvalidity
+        if decision.delete or decision.status is MessageStatus.DELIVERED:
+            self.ledger.mark_delivered(folder, uidvalidity, uid, result.message_id)
+        elif decision.served and isinstance(self.ledger, RecipientLedger):
+            self.ledger.mark_recipients_delivered(
+                folder, uidvalidity, uid, served | set(decision.served)
             )
 
-    def _size_refusal(self, size: int) -> str:
+    def _trace(self, session: MailSession, listing: FolderListing) -> TraceInfo:
         spec = self.spec
-        if spec.limit and size > spec.limit:
-            return f"larger than the size limit ({size} > {spec.limit} bytes); kept"
-        if spec.max_message_bytes and size > spec.max_message_bytes:
-            return (
-                f"larger than the largest message accepted ({size} > "
-                f"{spec.max_message_bytes} bytes); kept"
-            )
-        return ""
-
-    def _should_delete(self, outcome: DeliveryOutcome, result: MessageResult) -> bool:
-        """Set the status from the listener's answer and decide about the copy."""
-        delivery = self.spec.delivery
-        if outcome.verdict is Verdict.ACCEPTED:
-            result.status = MessageStatus.DELIVERED
-            return not self.spec.keep
-        if outcome.verdict is Verdict.DEFERRED:
-            result.status = MessageStatus.DEFERRED
-            return False
-        result.status = MessageStatus.REFUSED
-        if self.spec.keep:
-            return False
-        codes = outcome.refusal_codes
-        if codes and codes <= set(delivery.antispam):
-            self.report.notes.append(
-                f"Message {result.uid} was refused as spam ({outcome.reply}); "
-                "deleted as configured."
-            )
-            return True
-        if not delivery.softbounce:
-            self.report.notes.append(
-                f"Message {result.uid} was refused ({outcome.reply}); deleted "
-                "because soft bounces are off."
-            )
-            return True
-        return False
+        return TraceInfo(
+            server_host=spec.server.host,
+            server_address=session.server_address,
+            local_name=self.local_name,
+            protocol=session.protocol_label,
+            poll_name=spec.name or spec.server.host,
+            account=spec.username,
+            folder=listing.folder if spec.folders else "",
+            tracepolls=spec.message.tracepolls,
+            multidrop=spec.multidrop is not None,
+        )
 
     def _delete(
         self, session: MailSession, message: RemoteMessage, result: MessageResult
@@ -365,5 +463,6 @@ class _Poll:
             # Recorded already, so the next poll deletes it without redelivery.
             self.report.notes.append(str(exc))
             return
+        self._step("deleted", message.uid)
         self.pending[(self.folder, message.uid)] = result
         self._confirm(confirmed)

@@ -8,12 +8,17 @@ so ``run.py`` holds the delivery rules once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from retrieval.engine.errors import ConfigError, TlsError
 from retrieval.engine.spec import Protocol as MailProtocol
 from retrieval.engine.spec import TlsMode
-from retrieval.engine.tls import check_fingerprint, client_context
+from retrieval.engine.tls import (
+    check_fingerprint,
+    client_context,
+    fingerprint_algorithm,
+    version_note,
+)
 from retrieval.engine.transport import Connection
 
 if TYPE_CHECKING:
@@ -26,7 +31,11 @@ if TYPE_CHECKING:
 # A server that claims more messages than this gets the first ones handled and
 # the rest left for the next poll (catalogue 33: STAT claiming 4 billion).
 MAX_MESSAGES_PER_FOLDER = 100_000
-MAX_UID_LENGTH = 512
+# RFC 1939 allows 70 characters; fetchmail keeps 128 (IDLEN), which also fits
+# the database column the Django ledger stores UIDs in.
+MAX_UID_LENGTH = 128
+RFC_UID_LENGTH = 70
+_Key = TypeVar("_Key", str, int)
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class RemoteMessage:
     uid: str  # POP3 UIDL or IMAP UID, as text; the ledger's key
     number: int  # POP3 message number or IMAP UID, what commands name
     size: int = -1  # as the server declared it; -1 when unknown
+    seen: bool = False  # IMAP \\Seen when listed (read by some client): "old"
 
 
 @dataclass
@@ -44,7 +54,9 @@ class FolderListing:
     # The ledger cannot be trusted for this folder (POP3 without UIDL): every
     # message counts as new and nothing is recorded.
     ephemeral_uids: bool = False
-    truncated: bool = False  # more messages than MAX_MESSAGES_PER_FOLDER
+    # Not every message was listed (more than MAX_MESSAGES_PER_FOLDER, or a
+    # fastuidl search): the ledger must not be pruned from this listing.
+    truncated: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -52,17 +64,36 @@ class MailSession(Protocol):
     greeting: str
     protocol_label: str  # "POP3", "IMAPS", ... for the trace header
     server_address: str
+    # Things worth telling the user that happened outside any one call's result
+    # (a deferred DELE refused, a server quirk); run.py moves them to the report.
+    notes: list[str]
 
-    def open_folder(self, folder: str, *, read_only: bool) -> FolderListing:
-        """Select ``folder`` and list what it holds, oldest first."""
+    def open_folder(
+        self,
+        folder: str,
+        *,
+        read_only: bool,
+        known: Callable[[str], bool] | None = None,
+    ) -> FolderListing:
+        """Select ``folder`` and list what it holds, oldest first.
+
+        ``known`` (POP3 fastuidl): the session may skip listing the messages
+        before the first one ``known`` rejects, found by binary search.
+        """
         ...
 
     def with_sizes(self, messages: list[RemoteMessage]) -> list[RemoteMessage]:
         """The same messages with their declared sizes, for the size limits."""
         ...
 
-    def fetch(self, message: RemoteMessage, spool: MessageSpool) -> None:
-        """Stream the message into ``spool``; MessageFetchError if just this fails."""
+    def prefetch(self, messages: list[RemoteMessage]) -> None:
+        """These will be fetched in this order: the session may ask for several
+        at once (POP3 PIPELINING, IMAP UID FETCH of a set)."""
+        ...
+
+    def fetch(self, message: RemoteMessage) -> MessageSpool:
+        """The message in a spool the caller closes; MessageFetchError if just
+        this one cannot be read."""
         ...
 
     def delete(self, message: RemoteMessage) -> list[str]:
@@ -95,6 +126,9 @@ def open_session(
     3. The protocol session reads the greeting, upgrades with STARTTLS when the
        mode asks for it (and ends the poll if it cannot), re-reads capabilities,
        and only then sends credentials.
+
+    A POP3 session keeps the means to do all this again: ``expunge N`` ends the
+    session with QUIT every N deletions and logs in anew.
     """
     # Imported here: each protocol module imports this one for the dataclasses.
     from retrieval.engine.imap import ImapSession
@@ -110,37 +144,59 @@ def open_session(
     _check_line_safe(spec.username, "user name")
     for folder in spec.folders:
         _check_line_safe(folder, f"folder name {folder!r}")
-    port = server.effective_port
     mode = server.tls.mode
     context = client_context(server.tls) if mode is not TlsMode.NONE else None
+    if context is not None and server.tls.fingerprint:
+        fingerprint_algorithm(server.tls.fingerprint)  # a typo fails before connecting
+    if context is not None and (note := version_note(server.tls.min_version)):
+        transcript.record("*", note)
     server_name = server.tls.server_name or server.host
-    conn = Connection.open_tcp(
-        server.via or server.host, port, timeout=server.timeout, transcript=transcript
+
+    def connect(greeted: Callable[[str], None] | None) -> MailSession:
+        conn = Connection.open_tcp(
+            server.via or server.host,
+            server.effective_port,
+            timeout=server.timeout,
+            transcript=transcript,
+        )
+        try:
+            if context is not None and mode is TlsMode.IMPLICIT:
+                conn.start_tls(context, server_name)
+                check_fingerprint(conn.peer_certificate(), server.tls.fingerprint)
+
+            def upgrade() -> None:
+                if context is None:  # pragma: no cover - guarded by the sessions
+                    raise TlsError("TLS was requested without a TLS configuration.")
+                conn.start_tls(context, server_name)
+                check_fingerprint(conn.peer_certificate(), server.tls.fingerprint)
+
+            if server.protocol is MailProtocol.POP3:
+                pop3 = Pop3Session.login(
+                    conn, spec, upgrade=upgrade, on_greeting=greeted
+                )
+                pop3.reconnect = lambda: connect(None)
+                return pop3
+            return ImapSession.login(conn, spec, upgrade=upgrade, on_greeting=greeted)
+        except BaseException:
+            conn.close()
+            raise
+
+    return connect(on_greeting)
+
+
+def progress_note(label: str, size: int) -> str:
+    """fetchmail's showdots in one transcript line: a dot per KiB, at most 60."""
+    return f"reading message {label} ({size} octets) " + "." * min(
+        60, max(1, size // 1024)
     )
-    try:
-        if context is not None and mode is TlsMode.IMPLICIT:
-            conn.start_tls(context, server_name)
-            check_fingerprint(conn.peer_certificate(), server.tls.fingerprint)
 
-        def upgrade() -> None:
-            if context is None:  # pragma: no cover - guarded by the sessions
-                raise TlsError("TLS was requested without a TLS configuration.")
-            conn.start_tls(context, server_name)
-            check_fingerprint(conn.peer_certificate(), server.tls.fingerprint)
 
-        session: MailSession
-        if server.protocol is MailProtocol.POP3:
-            session = Pop3Session.login(
-                conn, spec, upgrade=upgrade, on_greeting=on_greeting
-            )
-        else:
-            session = ImapSession.login(
-                conn, spec, upgrade=upgrade, on_greeting=on_greeting
-            )
-    except BaseException:
-        conn.close()
-        raise
-    return session
+def discard_spools(parked: dict[_Key, MessageSpool | str]) -> None:
+    """Close spools read ahead of their turn that nobody will ask for now."""
+    for value in parked.values():
+        if not isinstance(value, str):
+            value.close()
+    parked.clear()
 
 
 def _check_line_safe(value: str, what: str) -> None:

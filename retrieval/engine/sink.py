@@ -1,8 +1,9 @@
 """Where fetched mail goes: the shared shape of SMTP, LMTP and MDA delivery.
 
-A sink takes one spooled message at a time and says, per recipient, what the
-listener answered. ``run.py`` turns the :class:`DeliveryOutcome` into keep or
-delete; the sinks themselves never decide anything about the remote copy.
+A sink takes one message at a time and says, per recipient, what the listener
+answered. ``run.py`` (with :mod:`retrieval.engine.policy`) turns the
+:class:`DeliveryOutcome` into keep or delete; the sinks themselves never decide
+anything about the remote copy.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import TYPE_CHECKING, Protocol
 from retrieval.engine.spec import DeliveryKind
 
 if TYPE_CHECKING:
-    from retrieval.engine.ports import Transcript
-    from retrieval.engine.spec import DeliverySpec
-    from retrieval.engine.spool import MessageSpool
+    from collections.abc import Callable, Iterator, Sequence
+
+    from retrieval.engine.ports import PollStep, Transcript
+    from retrieval.engine.spec import DeliverySpec, MessageOptions
+
+    Observe = Callable[[PollStep], None]
 
 
 class Verdict(StrEnum):
@@ -37,6 +41,17 @@ class RecipientReply:
     code: int  # SMTP reply code; 0 when the connection failed before a reply
     text: str
 
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+    def shown(self) -> str:
+        return f"{self.code} {self.text}".strip() if self.code else self.text
+
 
 @dataclass
 class DeliveryOutcome:
@@ -46,49 +61,84 @@ class DeliveryOutcome:
 
     @property
     def refusal_codes(self) -> set[int]:
-        return {r.code for r in self.recipients if 500 <= r.code < 600}
+        return {r.code for r in self.recipients if r.permanent}
+
+    @property
+    def accepted(self) -> list[str]:
+        """Recipients that have the message now."""
+        return [r.recipient for r in self.recipients if r.accepted]
 
     @classmethod
     def from_replies(cls, replies: list[RecipientReply]) -> DeliveryOutcome:
-        """Combine per-recipient replies: one temporary failure keeps the message."""
-        temporary = [r for r in replies if not 200 <= r.code < 300 and r.code < 500]
-        permanent = [r for r in replies if r.code >= 500]
+        """Combine per-recipient replies: one temporary failure keeps the message.
+
+        530 (STARTTLS required) counts as temporary, as in fetchmail: it is a
+        listener configuration problem, not a verdict on the message.
+        """
+        temporary = [
+            r for r in replies if not r.accepted and (not r.permanent or r.code == 530)
+        ]
+        permanent = [r for r in replies if r.permanent and r.code != 530]
         if temporary:
-            worst = temporary[0]
-            return cls(Verdict.DEFERRED, _show(worst), replies)
+            return cls(Verdict.DEFERRED, temporary[0].shown(), replies)
         if permanent:
-            return cls(Verdict.REFUSED, _show(permanent[0]), replies)
+            return cls(Verdict.REFUSED, permanent[0].shown(), replies)
         last = replies[-1] if replies else RecipientReply("", 0, "no recipients")
-        return cls(Verdict.ACCEPTED, _show(last), replies)
+        return cls(Verdict.ACCEPTED, last.shown(), replies)
 
 
-def _show(reply: RecipientReply) -> str:
-    return f"{reply.code} {reply.text}".strip() if reply.code else reply.text
+class Deliverable(Protocol):
+    """A message as a sink sends it (see :class:`~retrieval.engine.transforms.
+    OutgoingMessage`; bounces are deliverables too)."""
+
+    @property
+    def needs_8bit(self) -> bool: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self, recipients: Sequence[str]) -> Iterator[bytes]:
+        """The bytes to send, given the recipients the listener accepted."""
+        ...
 
 
 class Sink(Protocol):
     """Opened lazily on the first message; one connection serves the whole poll."""
 
     def deliver(
-        self, message: MessageSpool, envelope: Envelope, trace: bytes
+        self,
+        message: Deliverable,
+        envelope: Envelope,
+        observe: Observe | None = None,
     ) -> DeliveryOutcome:
-        """Hand over ``trace`` + ``message``; ListenerUnavailable if nothing answers."""
+        """Hand over ``message``; ListenerUnavailable if nothing answers.
+
+        ``observe`` is told "data" once the first bytes of the message are
+        on their way and "dot" when all of it is, before any reply is read.
+        """
         ...
 
     def close(self) -> None: ...
 
 
 def open_sink(
-    delivery: DeliverySpec, transcript: Transcript, *, batch_limit: int = 0
+    delivery: DeliverySpec,
+    transcript: Transcript,
+    *,
+    batch_limit: int = 0,
+    helo: str = "",
+    message: MessageOptions | None = None,
 ) -> Sink:
+    """The sink for ``delivery``; ``helo`` is the name we give in EHLO/LHLO."""
     from retrieval.engine.mda import MdaSink
     from retrieval.engine.smtp import SmtpSink
 
     if delivery.kind is DeliveryKind.MDA:
-        return MdaSink(delivery, transcript)
+        return MdaSink(delivery, transcript, message=message)
     return SmtpSink(
         delivery,
         transcript,
         lmtp=delivery.kind is DeliveryKind.LMTP,
         batch_limit=batch_limit,
+        helo=helo,
     )

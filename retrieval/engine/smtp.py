@@ -1,15 +1,22 @@
 """SMTP (RFC 5321) and LMTP (RFC 2033) delivery to the local listener.
 
-One connection serves the whole poll (RSET between messages), as fetchmail's
-does. A listener that drops, times out or answers nonsense makes that message
-DEFERRED and the next message opens a fresh connection; when no listener in the
-list accepts a connection at all, :class:`ListenerUnavailable` ends the poll.
+One connection serves the whole poll (RSET between messages, a fresh one after
+``batchlimit`` messages), as fetchmail's does. The listener list is tried in
+order; an absolute path is a unix socket spoken to in LMTP, as in fetchmail.
+ESMTP extensions used when offered: PIPELINING (RSET, MAIL and every RCPT go
+out in one write; DATA waits for their replies, so a refused recipient never
+gets an empty message), SIZE (``SIZE=`` on MAIL; a message over the listener's
+limit is refused here with 552 and never sent) and 8BITMIME (``BODY=8BITMIME``
+for 8-bit content).
+
+A listener that drops, times out or answers nonsense makes that message
+DEFERRED and the next message opens a fresh connection; when no listener in
+the list accepts a connection at all, :class:`ListenerUnavailable` ends the poll.
 """
 
 from __future__ import annotations
 
 import re
-import socket
 from typing import TYPE_CHECKING
 
 from retrieval.engine.encoding import SmtpDataEncoder
@@ -19,13 +26,14 @@ from retrieval.engine.errors import (
     ListenerError,
     ListenerUnavailable,
 )
+from retrieval.engine.headers import domain_literal
 from retrieval.engine.sink import DeliveryOutcome, Envelope, RecipientReply, Verdict
 from retrieval.engine.transport import Connection
 
 if TYPE_CHECKING:
     from retrieval.engine.ports import Transcript
+    from retrieval.engine.sink import Deliverable, Observe
     from retrieval.engine.spec import DeliverySpec
-    from retrieval.engine.spool import MessageSpool
 
 MAX_REPLY_LINE = 4096  # RFC 5321 says 512; be lenient, never unbounded
 MAX_REPLY_LINES = 100
@@ -35,6 +43,26 @@ _REPLY = re.compile(rb"^([2-5][0-9][0-9])([ -])(.*?)\r?\n\Z", re.S)
 
 class ListenerFault(ListenerError):
     """The conversation with the listener broke; this message is deferred."""
+
+
+class _Listener:
+    """What one connection's greeting told us."""
+
+    def __init__(self, conn: Connection, *, lmtp: bool, domain: str) -> None:
+        self.conn = conn
+        self.lmtp = lmtp
+        self.domain = domain  # for bare recipient names (fetchmail's destaddr)
+        self.extensions: dict[str, str] = {}
+        self.transactions = 0
+
+    @property
+    def name(self) -> str:
+        return "LMTP" if self.lmtp else "SMTP"
+
+    @property
+    def size_limit(self) -> int:
+        value = self.extensions.get("SIZE", "")
+        return int(value) if value.isdigit() else 0
 
 
 class SmtpSink:
@@ -47,83 +75,81 @@ class SmtpSink:
         *,
         lmtp: bool,
         batch_limit: int = 0,
+        helo: str = "",
     ) -> None:
         self._delivery = delivery
-        self._batch_limit = (
-            batch_limit  # fetchmail's batchlimit: messages per connection
-        )
+        self._batch_limit = batch_limit  # fetchmail's batchlimit
         self._transcript = transcript
         self._lmtp = lmtp
-        self._conn: Connection | None = None
-        self._extensions: set[str] = set()
-        self._transactions = 0  # on this connection
-
-    @property
-    def _name(self) -> str:
-        return "LMTP" if self._lmtp else "SMTP"
+        self._helo = helo or "localhost"
+        self._listener: _Listener | None = None
 
     # -- connection ------------------------------------------------------------
 
-    def _connect(self) -> Connection:
+    def _connect(self) -> _Listener:
         """Try each listener in order, like fetchmail's smtphost list."""
         failures: list[str] = []
         for entry in self._delivery.hosts:
             try:
-                conn = self._open(entry)
+                listener = self._open(entry)
             except (ListenerError, DnsError) as exc:
                 failures.append(str(exc))
                 continue
             try:
-                self._greet(conn)
+                self._greet(listener)
             except EngineError as exc:
-                conn.close()
+                listener.conn.close()
                 failures.append(str(exc))
                 continue
-            self._transactions = 0
-            return conn
+            return listener
         raise ListenerUnavailable(
             "Local delivery is unavailable: "
             + ("; ".join(failures) or "no listener is configured")
             + " Nothing was deleted from the server."
         )
 
-    def _open(self, entry: str) -> Connection:
-        side = f"the local {self._name} listener"
+    def _open(self, entry: str) -> _Listener:
         timeout = self._delivery.timeout
         if entry.startswith("/"):
-            return Connection.open_unix(
+            conn = Connection.open_unix(
                 entry,
                 timeout=timeout,
                 transcript=self._transcript,
-                side=side,
+                side="the local LMTP listener",
                 error=ListenerError,
             )
+            return _Listener(
+                conn, lmtp=True, domain=self._delivery.smtpaddress or "localhost"
+            )
         host, port = split_host_port(entry, self._delivery.port)
-        return Connection.open_tcp(
+        conn = Connection.open_tcp(
             host,
             port,
             timeout=timeout,
             transcript=self._transcript,
-            side=side,
+            side=f"the local {'LMTP' if self._lmtp else 'SMTP'} listener",
             error=ListenerError,
         )
+        domain = self._delivery.smtpaddress or domain_literal(host)
+        return _Listener(conn, lmtp=self._lmtp, domain=domain)
 
-    def _greet(self, conn: Connection) -> None:
+    def _greet(self, listener: _Listener) -> None:
+        conn = listener.conn
         code, text = self._reply(conn)
         if code != 220:
             raise ListenerFault(f"The listener's greeting was {code} {text}.")
-        helo = self._delivery.helo_name or socket.gethostname() or "localhost"
-        conn.send_line(f"{'LHLO' if self._lmtp else 'EHLO'} {helo}")
-        code, text = self._reply(conn)
-        if code != 250 and not self._lmtp:
-            conn.send_line(f"HELO {helo}")
-            code, text = self._reply(conn)
+        code, text = self._command(
+            conn, f"{'LHLO' if listener.lmtp else 'EHLO'} {self._helo}"
+        )
+        if code != 250 and not listener.lmtp:
+            code, text = self._command(conn, f"HELO {self._helo}")
         if code != 250:
             raise ListenerFault(f"The listener refused our greeting: {code} {text}.")
         # The first line of the EHLO reply is the server's name, not an extension.
-        self._extensions = {
-            line.split()[0].upper() for line in text.splitlines()[1:] if line.strip()
-        }
+        for line in text.splitlines()[1:]:
+            keyword, _, value = line.strip().partition(" ")
+            if keyword:
+                listener.extensions[keyword.upper()] = value.strip()
 
     def _reply(self, conn: Connection) -> tuple[int, str]:
         """A (possibly multi-line) reply; anything malformed is a fault (CVE-2025-61962)."""
@@ -146,102 +172,189 @@ class SmtpSink:
         conn.send_line(line)
         return self._reply(conn)
 
+    def _send_batch(self, conn: Connection, lines: list[str]) -> None:
+        """PIPELINING: several commands in one write, each transcribed."""
+        for line in lines:
+            if any(ch in line for ch in "\r\n\0"):
+                raise ValueError("a protocol line must not contain CR, LF or NUL")
+            self._transcript.record("C", line)
+        conn.send_raw("".join(f"{line}\r\n" for line in lines).encode())
+
     # -- delivery -------------------------------------------------------------
 
     def deliver(
-        self, message: MessageSpool, envelope: Envelope, trace: bytes
+        self,
+        message: Deliverable,
+        envelope: Envelope,
+        observe: Observe | None = None,
     ) -> DeliveryOutcome:
-        if self._conn is not None and self._batch_full():
+        listener = self._listener
+        if listener is not None and self._batch_full(listener):
             self.close()
-        if self._conn is not None and not self._reset():
-            # The kept connection went stale between messages (idle timeout,
-            # 421): nothing of this message was sent yet, so start afresh.
-            self._drop()
-        if self._conn is None:
-            self._conn = self._connect()
-        conn = self._conn
+            listener = None
+        if listener is not None and listener.transactions:
+            try:
+                return self._attempt(listener, message, envelope, observe, reset=True)
+            except _StaleConnection:
+                # The kept connection went stale between messages (idle
+                # timeout, 421): nothing of this message was sent; start afresh.
+                self._drop()
+        self._listener = listener = self._connect()
         try:
-            outcome = self._transaction(conn, message, envelope, trace)
+            return self._attempt(listener, message, envelope, observe, reset=False)
+        except _StaleConnection as exc:
+            return self._failed(envelope, str(exc))
+
+    def _attempt(
+        self,
+        listener: _Listener,
+        message: Deliverable,
+        envelope: Envelope,
+        observe: Observe | None,
+        *,
+        reset: bool,
+    ) -> DeliveryOutcome:
+        try:
+            outcome = self._transaction(
+                listener, message, envelope, observe, reset=reset
+            )
+        except _StaleConnection:
+            raise
         except ListenerError as exc:
             # Dropped, timed out or garbled: we cannot know whether the listener
             # kept the message, so keep ours and start afresh next time.
             self._drop()
-            return DeliveryOutcome(
-                Verdict.DEFERRED,
-                str(exc),
-                [RecipientReply(r, 0, str(exc)) for r in envelope.recipients],
-            )
-        self._transactions += 1
+            return self._failed(envelope, str(exc))
+        listener.transactions += 1
         if any(r.code == 421 for r in outcome.recipients):
             self._drop()  # 421: the listener is closing this connection
         return outcome
 
-    def _reset(self) -> bool:
-        """RSET before every transaction but a connection's first one."""
-        if self._conn is None or not self._transactions:
-            return True
-        try:
-            code, _ = self._command(self._conn, "RSET")
-        except ListenerError:
-            return False
-        return code == 250
+    def _failed(self, envelope: Envelope, reason: str) -> DeliveryOutcome:
+        return DeliveryOutcome(
+            Verdict.DEFERRED,
+            reason,
+            [RecipientReply(r, 0, reason) for r in envelope.recipients],
+        )
 
     def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        self._conn = None
+        if self._listener is not None:
+            self._listener.conn.close()
+        self._listener = None
 
-    def _batch_full(self) -> bool:
-        return bool(self._batch_limit) and self._transactions >= self._batch_limit
+    def _batch_full(self, listener: _Listener) -> bool:
+        return bool(self._batch_limit) and listener.transactions >= self._batch_limit
 
     def _transaction(
-        self, conn: Connection, message: MessageSpool, envelope: Envelope, trace: bytes
+        self,
+        listener: _Listener,
+        message: Deliverable,
+        envelope: Envelope,
+        observe: Observe | None,
+        *,
+        reset: bool,
     ) -> DeliveryOutcome:
-        recipients = [self._qualify(r) for r in envelope.recipients]
-        body = (
-            " BODY=8BITMIME"
-            if message.has_8bit and "8BITMIME" in self._extensions
-            else ""
-        )
-        code, text = self._command(conn, f"MAIL FROM:<{envelope.mail_from}>{body}")
-        if code != 250:
-            return DeliveryOutcome.from_replies(
-                [RecipientReply(r, code, text) for r in recipients]
+        conn = listener.conn
+        recipients = [self._qualify(listener, r) for r in envelope.recipients]
+        limit = listener.size_limit
+        if limit and message.size > limit:
+            text = (
+                f"5.3.4 The message ({message.size} octets) is larger than the "
+                f"{listener.name} listener takes ({limit} octets); not sent."
             )
-        replies: list[RecipientReply] = []
-        for recipient in recipients:
-            code, text = self._command(conn, f"RCPT TO:<{recipient}>")
-            replies.append(RecipientReply(recipient, code, text))
-        accepted = [r for r in replies if 200 <= r.code < 300]
-        if not accepted or any(400 <= r.code < 500 for r in replies):
-            # A temporary RCPT failure sends no DATA at all: a partial delivery
-            # now would become a duplicate for the others on the retry.
-            return DeliveryOutcome.from_replies(replies)
+            return DeliveryOutcome.from_replies(
+                [RecipientReply(r, 552, text) for r in recipients]
+            )
+        params = ""
+        if message.needs_8bit and "8BITMIME" in listener.extensions:
+            params += " BODY=8BITMIME"
+        if "SIZE" in listener.extensions:
+            params += f" SIZE={message.size}"
+        commands = [f"MAIL FROM:<{envelope.mail_from}>{params}"]
+        commands += [f"RCPT TO:<{r}>" for r in recipients]
+        if reset:
+            commands.insert(0, "RSET")
+        replies = self._envelope_replies(listener, commands, reset=reset)
+        mail_code, mail_text = replies[0]
+        if mail_code != 250:
+            return DeliveryOutcome.from_replies(
+                [RecipientReply(r, mail_code, mail_text) for r in recipients]
+            )
+        rcpts = [
+            RecipientReply(r, code, text)
+            for r, (code, text) in zip(recipients, replies[1:], strict=True)
+        ]
+        accepted = [r for r in rcpts if r.accepted]
+        if not accepted or any(400 <= r.code < 500 for r in rcpts):
+            # A temporary RCPT failure sends no DATA at all (fetchmail: "do not
+            # risk dataloss"); RSET clears the half-built transaction.
+            return DeliveryOutcome.from_replies(rcpts)
         code, text = self._command(conn, "DATA")
         if code != 354:
             return DeliveryOutcome.from_replies(
-                [RecipientReply(r.recipient, code, text) for r in replies]
+                [RecipientReply(r.recipient, code, text) for r in rcpts]
             )
-        self._send_data(conn, message, trace)
-        finals = {r.recipient: r for r in replies}
-        # LMTP answers once per accepted recipient, in RCPT order (RFC 2033 4.2).
-        for recipient in (r.recipient for r in accepted) if self._lmtp else ():
-            code, text = self._reply(conn)
-            finals[recipient] = RecipientReply(recipient, code, text)
-        if not self._lmtp:
+        self._send_data(conn, message, [r.recipient for r in accepted], observe)
+        if observe is not None:
+            observe("dot")
+        finals = {r.recipient: r for r in rcpts}
+        if listener.lmtp:
+            # One reply per accepted recipient, in RCPT order (RFC 2033 4.2).
+            for r in accepted:
+                code, text = self._reply(conn)
+                finals[r.recipient] = RecipientReply(r.recipient, code, text)
+        else:
             code, text = self._reply(conn)
             for r in accepted:
                 finals[r.recipient] = RecipientReply(r.recipient, code, text)
         return DeliveryOutcome.from_replies([finals[r] for r in recipients])
 
-    def _send_data(self, conn: Connection, message: MessageSpool, trace: bytes) -> None:
+    def _envelope_replies(
+        self, listener: _Listener, commands: list[str], *, reset: bool
+    ) -> list[tuple[int, str]]:
+        """Send RSET/MAIL/RCPT (pipelined when offered); the replies after RSET's."""
+        conn = listener.conn
+        replies: list[tuple[int, str]] = []
+        try:
+            if "PIPELINING" in listener.extensions:
+                self._send_batch(conn, commands)
+                if reset:
+                    self._check_reset(*self._reply(conn))
+                replies = [self._reply(conn) for _ in commands[reset:]]
+                return replies
+            if reset:
+                self._check_reset(*self._command(conn, commands[0]))
+            for line in commands[reset:]:
+                replies.append(self._command(conn, line))
+                if replies[0][0] != 250:
+                    break  # MAIL refused: no RCPT
+        except ListenerError as exc:
+            if reset and not replies:
+                raise _StaleConnection(str(exc)) from exc
+            raise
+        return replies + [replies[0]] * (len(commands) - reset - len(replies))
+
+    @staticmethod
+    def _check_reset(code: int, text: str) -> None:
+        if code != 250:
+            raise _StaleConnection(f"The listener answered {code} {text} to RSET.")
+
+    def _send_data(
+        self,
+        conn: Connection,
+        message: Deliverable,
+        recipients: list[str],
+        observe: Observe | None,
+    ) -> None:
         encoder = SmtpDataEncoder()
-        pending = bytearray(encoder.feed(trace))
+        pending = bytearray()
         sent = 0
-        for chunk in message.chunks():
+        for chunk in message.chunks(recipients):
             pending += encoder.feed(chunk)
-            if len(pending) >= SEND_BUFFER:
+            if len(pending) >= SEND_BUFFER or not sent:
                 conn.send_raw(bytes(pending))
+                if not sent and observe is not None:
+                    observe("data")  # the listener has the first bytes
                 sent += len(pending)
                 pending.clear()
         pending += encoder.finish()
@@ -249,23 +362,32 @@ class SmtpSink:
         sent += len(pending)
         conn.note(f"message data: {sent} octets sent")
 
-    def _qualify(self, recipient: str) -> str:
-        # fetchmail appends "@localhost" to a bare local name for SMTP; LMTP
-        # servers (Dovecot) look bare names up themselves.
-        if self._lmtp or "@" in recipient:
+    def _qualify(self, listener: _Listener, recipient: str) -> str:
+        """fetchmail's rcpt_address: a bare name gets the listener's domain.
+
+        LMTP servers (Dovecot, Cyrus) look bare names up themselves, so over
+        LMTP a bare name is qualified only when ``smtpaddress`` asks for it.
+        """
+        if "@" in recipient:
             return recipient
-        return f"{recipient}@localhost"
+        if listener.lmtp and not self._delivery.smtpaddress:
+            return recipient
+        return f"{recipient}@{listener.domain}"
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
+        listener, self._listener = self._listener, None
+        if listener is None:
             return
         try:
-            self._command(conn, "QUIT")
+            self._command(listener.conn, "QUIT")
         except EngineError:
             pass  # a rude goodbye changes nothing once the replies are in
         finally:
-            conn.close()
+            listener.conn.close()
+
+
+class _StaleConnection(ListenerError):
+    """A kept connection failed before any of this message was sent."""
 
 
 def split_host_port(entry: str, default_port: int) -> tuple[str, int]:

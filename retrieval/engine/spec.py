@@ -79,7 +79,9 @@ class TlsSpec:
     cert_file: str | None = None  # sslcert: client certificate
     key_file: str | None = None  # sslkey
     fingerprint: str | None = None  # sslfingerprint: MD5 colon form or SHA-256 hex
-    min_version: str | None = None  # "TLS1.2", "TLS1.3"; None means the default (1.2)
+    # "TLS1.2"/"TLS1.3" (minimums), "=TLS1.2"/"=TLS1.3" (exactly), or a fetchmail
+    # sslproto word (tls1.2+, auto, ...); None means TLS 1.2 or newer.
+    min_version: str | None = None
     server_name: str | None = None  # name to verify when it differs from the host
 
 
@@ -116,6 +118,62 @@ class DeliverySpec:
     # Codes that mean "refused as spam": delete without bounce (fetchmail antispam).
     antispam: tuple[int, ...] = ()
     softbounce: bool = True  # keep messages the listener refused permanently
+    # Domain for bare recipient names (fetchmail smtpaddress); None: the listener's
+    # host name (an address literal for an IP), "localhost" for a unix socket.
+    smtpaddress: str | None = None
+    invisible: bool = False  # no Received header; EHLO with the mail server's name
+    pass8bits: bool = False  # always declare BODY=8BITMIME to a listener offering it
+    # Bounces (RFC 3464 reports) when a refused message is deleted; never on 553
+    # or antispam codes unless spambounce. Off by default: no backscatter.
+    bouncemail: bool = False  # to the envelope sender; else to ``postmaster``
+    spambounce: bool = False
+    postmaster: str = ""  # "" discards what would go to the postmaster
+    # An MDA that exits 0 but wrote to stderr: failed (getmail, reliability.md)
+    # unless this is set (fetchmail counts the exit status only).
+    mda_ignore_stderr: bool = False
+
+
+@dataclass(frozen=True)
+class MessageOptions:
+    """How messages are edited on their way (fetchmail's per-user message options).
+
+    The defaults change nothing: bytes reach the listener as the server sent them
+    plus the trace header. All edits stream; none loads a message into memory.
+    """
+
+    tracepolls: bool = False  # name the poll, account and folder in Received
+    dropstatus: bool = False  # drop Status: and X-Mozilla-Status: fields
+    dropdelivered: bool = False  # drop Delivered-To: fields
+    mimedecode: bool = False  # quoted-printable text parts to 8bit, RFC 2047 words
+    rewrite: bool = False  # qualify bare addresses in From/To/Cc/... with the server
+    badheader_accept: bool = True  # False: refuse a header line without a colon
+    stripcr: bool | None = None  # MDA only: None = strip unless forcecr (fetchmail)
+    forcecr: bool = False  # MDA only: CRLF line endings (SMTP always has them)
+
+
+@dataclass(frozen=True)
+class MultidropSpec:
+    """A mailbox holding the mail of many people (fetchmail's multidrop mode).
+
+    Each message's envelope recipients are found in its header (see
+    :mod:`retrieval.engine.multidrop`) and mapped to local users; a message
+    nobody matches goes to ``DeliverySpec.postmaster`` (or, when that is
+    empty, to the mailbox's own recipient). Nothing here is ever resolved in
+    the DNS unless ``dns`` says so.
+    """
+
+    # (name or address on the server, local name); a name maps case-blind.
+    names: tuple[tuple[str, str], ...] = ()
+    wildcard: bool = False  # "*": a local part nobody mapped passes as it is
+    envelope: str | None = "Received"  # None: guess from To/Cc/Bcc ("no envelope")
+    envskip: int = 0  # skip this many envelope headers first
+    qvirtual: str = ""  # prefix stripped from every address (qmail virtual domains)
+    localdomains: tuple[str, ...] = ()  # whole addresses here pass through
+    aka: tuple[str, ...] = ()  # other names of the mail server (suffix match)
+    dns: bool = False  # resolve unknown domains to compare with the server name
+    checkalias: bool = False  # with dns: also compare their IP addresses
+    # One Message-ID reaches each recipient once per poll, whatever the copies.
+    suppress_duplicates: bool = True
 
 
 @dataclass(frozen=True)
@@ -133,9 +191,29 @@ class MailboxSpec:
     fetchlimit: int = 0  # at most this many messages per poll; 0 = no limit
     batchlimit: int = 0  # at most this many messages per listener connection
     expunge: int = 0  # POP3: QUIT and reconnect every N deletions; IMAP: every N
+    limitflush: bool = False  # delete messages over ``limit`` without fetching them
+    warnings: int = 3600  # seconds between oversize notices (for the notifier)
+    fetchsizelimit: int = 100  # IMAP sizes asked per command; 0 = one command
+    # POP3 with keep: find the first new message by binary search with UIDL n in
+    # N-1 of N polls (fetchmail's fastuidl); ``poll_number`` says which poll this
+    # is (0, as for a one-shot run, always lists everything).
+    fastuidl: int = 4
+    poll_number: int = 0
+    # IMAP IDLE (one folder): after fetching, wait for new mail and fetch again;
+    # ``idle_rounds`` IDLE waits at most (0 = until poll()'s ``stop`` says so),
+    # each re-issued after ``idle_reissue`` seconds (servers drop idle clients).
+    idle: bool = False
+    idle_rounds: int = 0
+    idle_reissue: float = 29 * 60
+    showdots: bool = False  # a progress line per message in the transcript
+    properties: str = ""  # opaque text for other tools, copied into the report
     max_message_bytes: int = 512 * 1024 * 1024  # hard cap against hostile servers
     name: str = ""  # label for the transcript and the trace header ("poll NAME")
     delivery: DeliverySpec = field(default_factory=DeliverySpec)
+    message: MessageOptions = field(default_factory=MessageOptions)
+    multidrop: MultidropSpec | None = None  # None: every message to ``recipients``
+    # ETRN / ODMR: the domains whose queued mail the server should send.
+    fetchdomains: tuple[str, ...] = ()
     # Options the engine does not act on yet, kept so that nothing a user
     # configured is silently lost; the report lists them.
     extra: tuple[tuple[str, str], ...] = ()

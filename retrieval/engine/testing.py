@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import hmac
 import re
+import select
 import socket
 import ssl
 import threading
@@ -74,6 +77,18 @@ class FakeClient:
         self.sock = context.wrap_socket(self.sock, server_side=True)
         self.sock.settimeout(CLIENT_WAIT)
 
+    def line_ready(self, wait: float) -> bool:
+        """True when a whole line from the client is buffered within ``wait``."""
+        if b"\n" in self.buffer:
+            return True
+        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+        if pending or select.select([self.sock], [], [], wait)[0]:
+            self._fill()
+        return b"\n" in self.buffer
+
+    def has_client_certificate(self) -> bool:
+        return isinstance(self.sock, ssl.SSLSocket) and bool(self.sock.getpeercert())
+
     def wait_until_gone(self) -> None:
         """A stall: read and ignore until the client hangs up."""
         with contextlib.suppress(ClientGone):
@@ -109,7 +124,9 @@ class FakeServer:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(self.unix_path)
         else:
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # ``host`` may be set to "::1" before start() for an IPv6 listener.
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            listener = socket.socket(family, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((self.host, 0))
             self.port = listener.getsockname()[1]
@@ -181,11 +198,14 @@ class _Scripted(FakeServer):
         overrides: dict[str, bytes] | None = None,
         stall_on: str | None = None,
         drop_on: str | None = None,
+        hangup_after: dict[str, bytes] | None = None,
     ) -> None:
         super().__init__(tls=tls, unix_path=unix_path)
         self.overrides = dict(overrides or {})
         self.stall_on = stall_on
         self.drop_on = drop_on
+        # Send these bytes for the verb, then close: a server dying mid-reply.
+        self.hangup_after = dict(hangup_after or {})
         self.commands: list[str] = []
 
     def _fault(self, client: FakeClient, verb: str, tag: str = "") -> bool:
@@ -196,17 +216,109 @@ class _Scripted(FakeServer):
         if verb == self.stall_on:
             client.wait_until_gone()
             raise ClientGone
+        if verb in self.hangup_after:
+            client.send(self.hangup_after[verb].replace(b"{tag}", tag.encode()))
+            client.close()
+            raise ClientGone
         if verb in self.overrides:
             client.send(self.overrides[verb].replace(b"{tag}", tag.encode()))
             return True
         return False
 
 
+# -- SASL (server side, for both fakes) ------------------------------------------
+
+
+CRAM_CHALLENGE = b"<4711.1234567890@fake.example>"
+
+
+def serve_sasl(
+    client: FakeClient,
+    mechanism: str,
+    initial: str | None,
+    *,
+    user: str,
+    secret: str,
+    hostile: bytes | None = None,
+    record: list[str] | None = None,
+) -> bool:
+    """Run the server side of one SASL exchange; True when it authenticated.
+
+    ``secret`` is the password, or the token for XOAUTH2/OAUTHBEARER.
+    ``hostile`` replaces the first challenge with these bytes (a test of the
+    client's defences); the exchange then fails.
+    """
+
+    def ask(challenge: bytes) -> bytes | None:
+        if hostile is not None:
+            client.send(hostile)
+        else:
+            client.send(b"+ " + base64.b64encode(challenge) + b"\r\n")
+        line = client.readline().strip()
+        if record is not None:
+            record.append(line.decode("ascii", "replace"))
+        if line == b"*" or hostile is not None:
+            return None
+        return base64.b64decode(line) if line not in (b"", b"=") else b""
+
+    def first() -> bytes | None:
+        if initial is not None and hostile is None:
+            return b"" if initial == "=" else base64.b64decode(initial)
+        return ask(b"")
+
+    name = mechanism.upper()
+    if name == "PLAIN":
+        data = first()
+        return data is not None and data.split(b"\0")[1:] == [
+            user.encode(),
+            secret.encode(),
+        ]
+    if name == "LOGIN":
+        given_user = ask(b"Username:")
+        given_password = None if given_user is None else ask(b"Password:")
+        return (given_user, given_password) == (user.encode(), secret.encode())
+    if name == "CRAM-MD5":
+        answer = ask(CRAM_CHALLENGE)
+        digest = hmac.new(secret.encode(), CRAM_CHALLENGE, hashlib.md5).hexdigest()
+        return answer == f"{user} {digest}".encode()
+    if name in ("XOAUTH2", "OAUTHBEARER"):
+        data = first()
+        if data is None:
+            return False
+        if name == "XOAUTH2":
+            good = data == f"user={user}\x01auth=Bearer {secret}\x01\x01".encode()
+        else:
+            fields = data.split(b"\x01")
+            good = fields[0] == f"n,a={user},".encode() and (
+                f"auth=Bearer {secret}".encode() in fields
+            )
+        if not good:
+            ask(b'{"status":"401","schemes":"bearer","scope":"mail"}')
+        return good
+    if name == "EXTERNAL":
+        return first() is not None and client.has_client_certificate()
+    return False
+
+
 # -- POP3 ---------------------------------------------------------------------
 
 
 class FakePop3Server(_Scripted):
-    """A POP3 maildrop: DELE takes effect only at QUIT, as RFC 1939 says."""
+    """A POP3 maildrop: DELE takes effect only at QUIT, as RFC 1939 says.
+
+    Beyond USER/PASS it speaks APOP (``apop=True`` puts a timestamp in the
+    greeting), AUTH with the mechanisms of :func:`serve_sasl` (advertise them
+    with ``capabilities=[..., "SASL PLAIN CRAM-MD5"]``), TOP, UIDL n, LIST n,
+    RSET, and pipelined commands (advertise ``PIPELINING``). Known server
+    quirks on request: ``quirks={"top-truncates"}`` (TOP cuts a message after
+    ``TOP_CUT`` bytes), ``"top-double-ok"`` (a second +OK line before the
+    message), ``"list-lies"`` / ``"list-short"`` (LIST sizes ``LIST_LIE`` bytes
+    too large / too small). ``refused_mechanisms`` fail whatever is sent.
+    """
+
+    APOP_STAMP = "<1896.697170952@fake.example>"
+    TOP_CUT = 40
+    LIST_LIE = 17
 
     def __init__(
         self,
@@ -219,10 +331,15 @@ class FakePop3Server(_Scripted):
         starttls: ssl.SSLContext | None = None,
         greeting: bytes = b"+OK fake POP3 server ready\r\n",
         retr_errors: Iterable[int] = (),
+        apop: bool = False,
+        quirks: Iterable[str] = (),
+        hostile_sasl: bytes | None = None,
+        refused_mechanisms: Iterable[str] = (),
         **faults: object,
     ) -> None:
         super().__init__(**faults)  # type: ignore[arg-type]
         bodies = list(messages)
+        self.refused_mechanisms = {name.upper() for name in refused_mechanisms}
         self.mailbox: list[tuple[str, bytes]] = list(
             zip(
                 uids or [f"uid-{i + 1}" for i in range(len(bodies))],
@@ -236,9 +353,14 @@ class FakePop3Server(_Scripted):
             ["USER", "UIDL", "TOP"] if capabilities is None else capabilities
         )
         self.starttls_context = starttls
+        if apop:
+            greeting = greeting.rstrip(b"\r\n") + f" {self.APOP_STAMP}\r\n".encode()
         self.greeting = greeting
         self.retr_errors = set(retr_errors)
+        self.quirks = set(quirks)
+        self.hostile_sasl = hostile_sasl
         self.quit_count = 0
+        self.logins = 0
 
     def handle(self, client: FakeClient) -> None:
         client.send(self.greeting)
@@ -260,18 +382,10 @@ class FakePop3Server(_Scripted):
             elif verb == "STLS" and self.starttls_context is not None:
                 client.send("+OK begin TLS\r\n")
                 client.start_tls(self.starttls_context)
-            elif verb == "USER":
-                user = arg
-                client.send("+OK\r\n")
-            elif verb == "PASS":
-                authed = user == self.user and arg == self.password
-                client.send(
-                    "+OK logged in\r\n" if authed else "-ERR [AUTH] bad login\r\n"
-                )
-            elif verb == "AUTH" and arg.upper().startswith("PLAIN "):
-                raw = base64.b64decode(arg.split(" ", 1)[1])
-                authed = raw == f"\0{self.user}\0{self.password}".encode()
-                client.send("+OK\r\n" if authed else "-ERR [AUTH] bad login\r\n")
+            elif verb in ("USER", "PASS", "APOP", "AUTH"):
+                authed = self._login(client, verb, arg, user)
+                user = arg if verb == "USER" else user
+                self.logins += authed
             elif verb == "QUIT":
                 self.quit_count += 1
                 # The UPDATE state: deletions become real only now.
@@ -282,29 +396,83 @@ class FakePop3Server(_Scripted):
                 return
             elif not authed:
                 client.send("-ERR not logged in\r\n")
-            elif verb in ("UIDL", "LIST"):
-                rows = [
-                    f"{i} {uid if verb == 'UIDL' else len(body)}\r\n"
-                    for i, (uid, body) in enumerate(self.mailbox, 1)
-                    if i not in deleted
-                ]
-                client.send("+OK\r\n" + "".join(rows) + ".\r\n")
-            elif verb == "STAT":
-                client.send(f"+OK {len(self.mailbox)} 0\r\n")
-            elif verb == "RETR":
-                number = int(arg)
-                if number in self.retr_errors or not 0 < number <= len(self.mailbox):
-                    client.send("-ERR cannot read that message\r\n")
-                    continue
-                body = self.mailbox[number - 1][1]
-                client.send(b"+OK message follows\r\n" + dot_stuff(body) + b".\r\n")
-            elif verb == "DELE":
-                deleted.add(int(arg))
-                client.send("+OK marked\r\n")
-            elif verb == "NOOP":
-                client.send("+OK\r\n")
             else:
-                client.send("-ERR unknown command\r\n")
+                self._transaction(client, verb, arg, deleted)
+
+    def _login(self, client: FakeClient, verb: str, arg: str, user: str) -> bool:
+        """USER, PASS, APOP or AUTH; True once logged in."""
+        refused = "-ERR [AUTH] bad login\r\n"
+        if verb == "USER":
+            client.send("+OK\r\n")
+            return False
+        if verb == "PASS":
+            authed = user == self.user and arg == self.password
+        elif verb == "APOP":
+            digest = hashlib.md5((self.APOP_STAMP + self.password).encode()).hexdigest()
+            authed = b"<" in self.greeting and arg == f"{self.user} {digest}"
+        elif arg.split(" ")[0].upper() in self.refused_mechanisms:
+            authed = False
+        else:
+            mechanism, _, initial = arg.partition(" ")
+            authed = serve_sasl(
+                client,
+                mechanism,
+                initial or None,
+                user=self.user,
+                secret=self.password,
+                hostile=self.hostile_sasl,
+                record=self.commands,
+            )
+        client.send("+OK logged in\r\n" if authed else refused)
+        return authed
+
+    def _transaction(
+        self, client: FakeClient, verb: str, arg: str, deleted: set[int]
+    ) -> None:
+        live = [
+            (i, uid, body)
+            for i, (uid, body) in enumerate(self.mailbox, 1)
+            if i not in deleted
+        ]
+        if verb in ("UIDL", "LIST"):
+            lie = self.LIST_LIE * ("list-lies" in self.quirks) - self.LIST_LIE * (
+                "list-short" in self.quirks
+            )
+            rows = {
+                i: f"{i} {uid if verb == 'UIDL' else len(body) + lie}"
+                for i, uid, body in live
+            }
+            if not arg:
+                client.send("+OK\r\n" + "".join(f"{r}\r\n" for r in rows.values()))
+                client.send(".\r\n")
+            elif arg.isdigit() and int(arg) in rows:
+                client.send(f"+OK {rows[int(arg)]}\r\n")
+            else:
+                client.send("-ERR no such message\r\n")
+        elif verb == "STAT":
+            client.send(f"+OK {len(live)} {sum(len(b) for _, _, b in live)}\r\n")
+        elif verb in ("RETR", "TOP"):
+            number = int(arg.split()[0])
+            if number in self.retr_errors or not 0 < number <= len(self.mailbox):
+                client.send("-ERR cannot read that message\r\n")
+                return
+            body = self.mailbox[number - 1][1]
+            head = b"+OK message follows\r\n"
+            if verb == "TOP" and "top-truncates" in self.quirks:
+                body = body[: self.TOP_CUT]
+            if verb == "TOP" and "top-double-ok" in self.quirks:
+                head += b"+OK top of message follows\r\n"
+            client.send(head + dot_stuff(body) + b".\r\n")
+        elif verb == "DELE":
+            deleted.add(int(arg))
+            client.send("+OK marked\r\n")
+        elif verb == "RSET":
+            deleted.clear()
+            client.send("+OK\r\n")
+        elif verb == "NOOP":
+            client.send("+OK\r\n")
+        else:
+            client.send("-ERR unknown command\r\n")
 
 
 def dot_stuff(body: bytes) -> bytes:
@@ -326,7 +494,14 @@ class ImapMessage:
 
 
 class FakeImapServer(_Scripted):
-    """One INBOX with UIDs, \\Deleted flags and (UID) EXPUNGE."""
+    """One INBOX with UIDs, \\Seen and \\Deleted flags and (UID) EXPUNGE.
+
+    Also: AUTHENTICATE with the mechanisms of :func:`serve_sasl`, SASL-IR,
+    ESEARCH replies (``UID SEARCH RETURN (ALL)``) when ``ESEARCH`` or
+    ``IMAP4rev2`` is advertised, IDLE, and ``arrivals``: messages that arrive
+    one per IDLE or NOOP command (announced with EXISTS), for idle tests.
+    ``read_only=True`` answers SELECT with [READ-ONLY].
+    """
 
     def __init__(
         self,
@@ -339,6 +514,10 @@ class FakeImapServer(_Scripted):
         capabilities: list[str] | None = None,
         starttls: ssl.SSLContext | None = None,
         greeting: bytes = b"* OK fake IMAP4rev1 ready\r\n",
+        arrivals: Iterable[bytes] = (),
+        read_only: bool = False,
+        hostile_sasl: bytes | None = None,
+        refused_mechanisms: Iterable[str] = (),
         **faults: object,
     ) -> None:
         super().__init__(**faults)  # type: ignore[arg-type]
@@ -356,6 +535,10 @@ class FakeImapServer(_Scripted):
         self.starttls_context = starttls
         self.greeting = greeting
         self.folders = {"INBOX"}
+        self.arrivals = list(arrivals)
+        self.read_only = read_only
+        self.hostile_sasl = hostile_sasl
+        self.refused_mechanisms = {name.upper() for name in refused_mechanisms}
 
     def _caps(self) -> str:
         caps = list(self.capabilities)
@@ -396,19 +579,8 @@ class FakeImapServer(_Scripted):
             elif verb == "STARTTLS" and self.starttls_context is not None:
                 client.send(f"{tag} OK begin TLS\r\n")
                 client.start_tls(self.starttls_context)
-            elif verb == "LOGIN":
-                args = _imap_strings(arg)
-                authed = args == [self.user, self.password]
-                client.send(
-                    ok if authed else f"{tag} NO [AUTHENTICATIONFAILED] bad\r\n"
-                )
-            elif verb == "AUTHENTICATE":
-                _mechanism, _, initial = arg.partition(" ")
-                if not initial:
-                    client.send(b"+ \r\n")
-                    initial = client.readline().strip().decode()
-                raw = base64.b64decode(initial)
-                authed = raw == f"\0{self.user}\0{self.password}".encode()
+            elif verb in ("LOGIN", "AUTHENTICATE"):
+                authed = self._login(client, verb, arg)
                 client.send(
                     ok if authed else f"{tag} NO [AUTHENTICATIONFAILED] bad\r\n"
                 )
@@ -416,6 +588,8 @@ class FakeImapServer(_Scripted):
                 client.send(f"* BYE see you\r\n{ok}")
                 return
             elif verb == "NOOP":
+                client.send(self._arrive() + ok)
+            elif verb == "ENABLE":
                 client.send(ok)
             elif not authed:
                 client.send(f"{tag} NO not logged in\r\n")
@@ -425,42 +599,89 @@ class FakeImapServer(_Scripted):
                     client.send(f"{tag} NO no such folder\r\n")
                     continue
                 selected = True
+                mode = (
+                    "READ-ONLY" if self.read_only or verb == "EXAMINE" else "READ-WRITE"
+                )
                 client.send(
                     f"* {len(self.messages)} EXISTS\r\n* 0 RECENT\r\n"
                     f"* OK [UIDVALIDITY {self.uidvalidity}] UIDs valid\r\n"
                     f"* OK [UIDNEXT {self._uidnext()}] next\r\n"
-                    f"{tag} OK [READ-WRITE] {verb} completed\r\n"
+                    f"{tag} OK [{mode}] {verb} completed\r\n"
                 )
             elif not selected:
                 client.send(f"{tag} BAD no folder selected\r\n")
-            elif verb == "UID SEARCH":
-                uids = " ".join(
-                    str(m.uid)
-                    for m in self.messages
-                    if "NOT DELETED" not in arg.upper() or "\\Deleted" not in m.flags
-                )
-                client.send(f"* SEARCH {uids}\r\n{ok}".replace("SEARCH \r", "SEARCH\r"))
-            elif verb == "UID FETCH":
-                self._fetch(client, arg, ok)
-            elif verb == "UID STORE":
-                wanted = _parse_set(arg.split(" ", 1)[0], self._uidnext() - 1)
-                for message in self.messages:
-                    if message.uid in wanted and "\\DELETED" in arg.upper():
-                        message.flags.add("\\Deleted")
-                client.send(ok)
-            elif verb in ("EXPUNGE", "UID EXPUNGE"):
-                limit = _parse_set(arg, self._uidnext() - 1) if arg else None
-                out = []
-                for index in range(len(self.messages), 0, -1):
-                    message = self.messages[index - 1]
-                    if "\\Deleted" in message.flags and (
-                        limit is None or message.uid in limit
-                    ):
-                        out.append(f"* {index} EXPUNGE\r\n")
-                        del self.messages[index - 1]
-                client.send("".join(out) + ok)
+            elif verb == "IDLE":
+                self._idle(client, ok)
             else:
-                client.send(f"{tag} BAD unknown command\r\n")
+                self._selected(client, tag, verb, arg, ok)
+
+    def _login(self, client: FakeClient, verb: str, arg: str) -> bool:
+        if verb == "LOGIN":
+            return _imap_strings(arg) == [self.user, self.password]
+        mechanism, _, initial = arg.partition(" ")
+        if mechanism.upper() in self.refused_mechanisms:
+            return False
+        return serve_sasl(
+            client,
+            mechanism,
+            initial or None,
+            user=self.user,
+            secret=self.password,
+            hostile=self.hostile_sasl,
+            record=self.commands,
+        )
+
+    def _arrive(self) -> str:
+        """Deliver the next arrival, if any; returns its EXISTS announcement."""
+        if not self.arrivals:
+            return ""
+        body = self.arrivals.pop(0)
+        self.messages.append(ImapMessage(self._uidnext(), body))
+        return f"* {len(self.messages)} EXISTS\r\n"
+
+    def _idle(self, client: FakeClient, ok: str) -> None:
+        client.send("+ idling\r\n")
+        client.send(self._arrive())
+        while not client.line_ready(0.05):
+            pass
+        done = client.readline().strip()
+        self.commands.append(done.decode("utf-8", "replace"))
+        client.send(ok if done.upper() == b"DONE" else "* BAD expected DONE\r\n")
+
+    def _selected(
+        self, client: FakeClient, tag: str, verb: str, arg: str, ok: str
+    ) -> None:
+        if verb == "UID SEARCH":
+            extended = arg.upper().startswith("RETURN (ALL) ")
+            criteria = arg.upper().removeprefix("RETURN (ALL) ")
+            found = [m.uid for m in self.messages if _matches(m, criteria)]
+            if extended:
+                result = f" ALL {_sequence(found)}" if found else ""
+                client.send(f'* ESEARCH (TAG "{tag}") UID{result}\r\n{ok}')
+            else:
+                uids = "".join(f" {uid}" for uid in found)
+                client.send(f"* SEARCH{uids}\r\n{ok}")
+        elif verb == "UID FETCH":
+            self._fetch(client, arg, ok)
+        elif verb == "UID STORE":
+            wanted = _parse_set(arg.split(" ", 1)[0], self._uidnext() - 1)
+            for message in self.messages:
+                if message.uid in wanted and "\\DELETED" in arg.upper():
+                    message.flags.add("\\Deleted")
+            client.send(ok)
+        elif verb in ("EXPUNGE", "UID EXPUNGE"):
+            limit = _parse_set(arg, self._uidnext() - 1) if arg else None
+            out = []
+            for index in range(len(self.messages), 0, -1):
+                message = self.messages[index - 1]
+                if "\\Deleted" in message.flags and (
+                    limit is None or message.uid in limit
+                ):
+                    out.append(f"* {index} EXPUNGE\r\n")
+                    del self.messages[index - 1]
+            client.send("".join(out) + ok)
+        else:
+            client.send(f"{tag} BAD unknown command\r\n")
 
     def _uidnext(self) -> int:
         return (self.messages[-1].uid + 1) if self.messages else 1
@@ -484,6 +705,31 @@ class FakeImapServer(_Scripted):
                     f"RFC822.SIZE {len(message.body)})\r\n"
                 )
         client.send(ok)
+
+
+def _matches(message: ImapMessage, criteria: str) -> bool:
+    """The few SEARCH keys the engine uses: [NOT] DELETED, SEEN, UNSEEN, ALL."""
+    flags = {flag.upper() for flag in message.flags}
+    words = criteria.split()
+    result = True
+    negate = False
+    for word in words:
+        if word == "NOT":
+            negate = True
+            continue
+        if word in ("DELETED", "SEEN"):
+            hit = f"\\{word}" in flags
+        elif word == "UNSEEN":
+            hit = "\\SEEN" not in flags
+        else:
+            hit = True  # ALL
+        result = result and (hit != negate)
+        negate = False
+    return result
+
+
+def _sequence(numbers: list[int]) -> str:
+    return ",".join(str(n) for n in numbers)
 
 
 def _imap_strings(arg: str) -> list[str]:

@@ -1,48 +1,73 @@
-"""The ``Received:`` trace header prepended to every delivered message.
+"""The ``Received:`` trace header added to every delivered message.
 
-Shaped like fetchmail's (``sink.c``) so that people who grep their mail for
-"by ... with POP3 (fetchmail-...)" find the same three lines::
+Shaped like the one fetchmail 6.4 writes (``transact.c``), so that filters and
+people who grep their mail for "by ... with POP3 (fetchmail-..." find the same
+three lines; only the program name differs::
 
     Received: from mail.example.org [192.0.2.10]
-    \tby localhost with POP3S (fetchweb-0.1.0)
-    \tfor <joe@example.com> (single-drop); Tue, 25 Nov 2025 13:37:00 +0000
+    \tby myhost with POP3S (fetchweb-0.1.0 polling work account joe folder INBOX)
+    \tfor <joe@example.com> (single-drop); Tue, 25 Nov 2025 13:37:00 +0000 (UTC)
+
+The part in parentheses after the version appears only with ``tracepolls``;
+the "for" clause only when exactly one recipient was accepted, as in fetchmail.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 VERSION = "0.1.0"
-# Only these characters reach the header from configuration; anything else is
-# dropped so that a host or user name can never start a new header line.
-_UNSAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]@+=/]")
+# Only these characters reach the header from configuration or a server; the
+# rest is dropped so that no name can start a new header line.
+_UNSAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]@+=/!#$%&'*?^`{|}~]")
+
+
+@dataclass(frozen=True)
+class TraceInfo:
+    """What the header says about where the message came from."""
+
+    server_host: str  # the mail server's name (fetchmail's truename)
+    server_address: str  # its numeric address, "" when unknown
+    local_name: str  # this host's name (fetchmail's fetchmailhost)
+    protocol: str  # "POP3", "IMAPS", ...
+    poll_name: str = ""  # with tracepolls: the poll label ...
+    account: str = ""  # ... the remote account ...
+    folder: str = ""  # ... and the folder (IMAP), or ""
+    tracepolls: bool = False
+    multidrop: bool = False
 
 
 def received_header(
-    *,
-    server_host: str,
-    server_address: str,
-    local_name: str,
-    protocol: str,
-    recipients: tuple[str, ...],
-    when: datetime | None = None,
+    info: TraceInfo, recipients: Sequence[str], when: datetime | None = None
 ) -> bytes:
-    """The header as CRLF-terminated bytes, ready to precede the message."""
-    stamp = format_datetime(when or datetime.now().astimezone())
-    source = _clean(server_host)
-    if server_address and server_address != server_host:
-        source += f" [{_clean(server_address)}]"
+    """The header as CRLF-terminated bytes, for the recipients actually accepted."""
+    moment = when or datetime.now().astimezone()
+    zone = moment.strftime("%Z")
+    stamp = format_datetime(moment) + (f" ({_clean(zone)})" if zone else "")
+    source = _clean(info.server_host) or "unknown"
+    if info.server_address:
+        source += f" [{_clean(info.server_address)}]"
+    comment = f"fetchweb-{VERSION}"
+    if info.tracepolls:
+        comment += f" polling {_clean(info.poll_name)} account {_clean(info.account)}"
+        if info.folder:
+            comment += f" folder {_clean(info.folder)}"
     lines = [
         f"Received: from {source}",
-        f"\tby {_clean(local_name) or 'localhost'} with {_clean(protocol)} "
-        f"(fetchweb-{VERSION})",
+        f"\tby {_clean(info.local_name) or 'localhost'} with "
+        f"{_clean(info.protocol)} ({comment})",
     ]
     if len(recipients) == 1:
-        lines.append(f"\tfor <{_clean(recipients[0])}> (single-drop); {stamp}")
+        drop = "multi-drop" if info.multidrop else "single-drop"
+        lines.append(f"\tfor <{_clean(recipients[0])}> ({drop}); {stamp}")
     else:
-        lines[-1] += ";"
         lines.append(f"\t{stamp}")
     return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
 

@@ -8,6 +8,7 @@ writes each command and each reply line to the transcript (bodies are not writte
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import time
@@ -25,7 +26,7 @@ from retrieval.engine.errors import (
 from retrieval.engine.tls import describe_ssl_error
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from retrieval.engine.ports import Transcript
 
@@ -199,13 +200,20 @@ class Connection:
 
     def send_line(self, line: str | bytes, *, shown: str | None = None) -> None:
         """Send one command line (CRLF added); the transcript gets ``shown`` if set."""
-        data = line.encode() if isinstance(line, str) else line
-        if b"\r" in data or b"\n" in data or b"\0" in data:
-            # Protocol arguments must never carry a line break (catalogue 18/43).
-            raise ValueError("a protocol line must not contain CR, LF or NUL")
-        text = shown if shown is not None else data.decode("utf-8", "replace")
-        self._transcript.record("C", text)
-        self.send_raw(data + b"\r\n")
+        self.send_lines([(line, shown)])
+
+    def send_lines(self, lines: Sequence[tuple[str | bytes, str | None]]) -> None:
+        """Send command lines in one write (pipelining), each recorded as sent."""
+        data = bytearray()
+        for line, shown in lines:
+            encoded = line.encode() if isinstance(line, str) else line
+            if b"\r" in encoded or b"\n" in encoded or b"\0" in encoded:
+                # Protocol arguments must never carry a line break (catalogue 18/43).
+                raise ValueError("a protocol line must not contain CR, LF or NUL")
+            text = shown if shown is not None else encoded.decode("utf-8", "replace")
+            self._transcript.record("C", text)
+            data += encoded + b"\r\n"
+        self.send_raw(bytes(data))
 
     def send_raw(self, data: bytes) -> None:
         """Send bytes without transcribing them (message bodies, literals)."""
@@ -280,6 +288,54 @@ class Connection:
             del self._buffer[:take]
             remaining -= take
             yield data
+
+    def wait_for_data(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for bytes from the far end (an IMAP IDLE wait).
+
+        True once data is buffered; False after silence. Only application data
+        counts: a TLS record without any (a session ticket) is consumed quietly.
+        """
+        if self._buffer:
+            return True
+        deadline = time.monotonic() + max(0.0, seconds)
+        while True:
+            remaining = deadline - time.monotonic()
+            pending = isinstance(self._sock, ssl.SSLSocket) and self._sock.pending()
+            if not pending:
+                try:
+                    ready, _, _ = select.select([self._sock], [], [], max(0, remaining))
+                except (OSError, ValueError) as exc:
+                    raise self._error(
+                        f"The connection to {self.side} failed while waiting."
+                    ) from exc
+                if not ready:
+                    return False
+            if self._fill_nowait():
+                return True
+            if remaining <= 0:
+                return False
+
+    def _fill_nowait(self) -> bool:
+        """Read what is there without blocking; True when data arrived."""
+        self._sock.settimeout(0)
+        try:
+            data = self._sock.recv(RECV_SIZE)
+        except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
+            return False
+        except ssl.SSLError as exc:
+            raise self._error(
+                f"The secure connection to {self.side} failed: {exc.reason or exc}."
+            ) from exc
+        except OSError as exc:
+            raise self._error(
+                f"The connection to {self.side} failed: {_reason(exc)}."
+            ) from exc
+        finally:
+            self._sock.settimeout(self._timeout)
+        if not data:
+            raise self._error(f"{self.side.capitalize()} closed the connection.")
+        self._buffer += data
+        return True
 
     def _fill(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()

@@ -24,6 +24,8 @@ from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
+    MessageOptions,
+    MultidropSpec,
     Protocol,
     Secret,
     ServerSpec,
@@ -48,9 +50,45 @@ _PROTOCOL = {
     "etrn": Protocol.ETRN,
     "odmr": Protocol.ODMR,
 }
-_MIN_VERSION = {"tls1.2+": "TLS1.2", "tls1.3": "TLS1.3", "tls1.3+": "TLS1.3"}
+# fetchmail's sslproto words go to the engine as they are (tls.py reads them),
+# except the exact versions, which the engine spells with "=" (its "TLS1.2"
+# alone is a minimum); unknown words mean "auto" in fetchmail, so here too.
+_SSLPROTO_EXACT = {"tls1.2": "=TLS1.2", "tls1.3": "=TLS1.3"}
+_SSLPROTO_WORDS = {
+    "auto", "ssl23", "ssl3", "ssl3+", "tls1", "tls1+", "tls1.1", "tls1.1+",
+    "tls1.2+", "tls1.3+",
+}  # fmt: skip
 _SECRET = "(secret, see the parsed configuration)"
-_MAPPED_SERVER = {"pollname", "skip", "via", "protocol", "service", "auth", "timeout"}
+_MAPPED_SERVER = {
+    "pollname",
+    "skip",
+    "via",
+    "protocol",
+    "service",
+    "auth",
+    "timeout",
+    "tracepolls",
+    "badheader",
+    "uidl",  # the engine always tracks POP3 UIDs itself, as "uidl" asks
+    # multidrop (see _multidrop)
+    "envelope",
+    "no_envelope",
+    "envskip",
+    "qvirtual",
+    "localdomains",
+    "aka",
+    "dns",
+    "checkalias",
+}
+_MAPPED_GLOBAL = {
+    "softbounce",
+    "invisible",
+    "bouncemail",
+    "spambounce",
+    "postmaster",
+    "showdots",
+    "properties",
+}
 _MAPPED_USER = {
     "remote",
     "password",
@@ -75,6 +113,24 @@ _MAPPED_USER = {
     "sslcommonname",
     "sslfingerprint",
     "smtpname",
+    "localnames",
+    "wildcard",
+    "fetchdomains",
+    "smtpaddress",
+    "pass8bits",
+    "dropstatus",
+    "dropdelivered",
+    "mimedecode",
+    "rewrite",
+    "stripcr",
+    "forcecr",
+    "limitflush",
+    "warnings",
+    "fetchsizelimit",
+    "fastuidl",
+    "idle",
+    "properties",
+    "sslproto",
 }
 
 
@@ -105,7 +161,7 @@ def _extras(
             continue
         extra.append((name, _render(value)))
     for name, value in vars(g).items():
-        if value is not None and name != "softbounce":
+        if value is not None and name not in _MAPPED_GLOBAL:
             extra.append(("set " + name, _render(value)))
     return extra
 
@@ -119,9 +175,10 @@ def _tls(s: ServerOptions, u: UserOptions, extra: list[tuple[str, str]]) -> TlsS
         mode = TlsMode.STARTTLS
     min_version = None
     if u.sslproto:
-        min_version = _MIN_VERSION.get(u.sslproto.lower())
-        if min_version is None and u.sslproto.lower() != "auto":
-            extra.append(("sslproto", u.sslproto))
+        word = u.sslproto.lower()
+        min_version = _SSLPROTO_EXACT.get(
+            word, word if word in _SSLPROTO_WORDS else None
+        )
     return TlsSpec(
         mode=mode,
         verify=u.sslcertck is not False,
@@ -136,14 +193,18 @@ def _tls(s: ServerOptions, u: UserOptions, extra: list[tuple[str, str]]) -> TlsS
 
 
 def _delivery(
-    g: GlobalOptions, u: UserOptions, local: str | None, extra: list[tuple[str, str]]
+    g: GlobalOptions,
+    u: UserOptions,
+    local: str | None,
+    extra: list[tuple[str, str]],
+    env: Environment,
 ) -> DeliverySpec:
     hosts = tuple(u.smtphost) or ("localhost",)
     recipients: tuple[str, ...] = ()
     if u.smtpname:
         recipients = (u.smtpname,)
     elif local is not None:
-        recipients = (f"{local}@{u.smtpaddress}" if u.smtpaddress else local,)
+        recipients = (local,)  # qualified with smtpaddress by the sink
     antispam = tuple(u.antispam)
     softbounce = g.softbounce is not False
     if u.mda is not None:
@@ -164,6 +225,33 @@ def _delivery(
         recipients=recipients,
         antispam=antispam,
         softbounce=softbounce,
+        smtpaddress=u.smtpaddress,
+        invisible=bool(g.invisible),
+        pass8bits=bool(u.pass8bits),
+        # fetchmail's defaults: bounces on, to the sender; the postmaster is the
+        # invoking user ("postmaster" for root). Softbounce (on by default)
+        # keeps refused mail, and only a final refusal bounces (policy.py).
+        bouncemail=g.bouncemail is not False,
+        spambounce=bool(g.spambounce),
+        postmaster=g.postmaster
+        if g.postmaster is not None
+        else ("postmaster" if env.is_root else env.user),
+        mda_ignore_stderr=True,  # fetchmail judges an MDA by its exit status
+    )
+
+
+def _message(s: ServerOptions, u: UserOptions) -> MessageOptions:
+    """fetchmail's message options, with its defaults (rewrite on, bad headers
+    refused) where the rcfile says nothing."""
+    return MessageOptions(
+        tracepolls=bool(s.tracepolls),
+        dropstatus=bool(u.dropstatus),
+        dropdelivered=bool(u.dropdelivered),
+        mimedecode=bool(u.mimedecode),
+        rewrite=u.rewrite is not False,
+        badheader_accept=bool(s.badheader),
+        stripcr=u.stripcr,
+        forcecr=bool(u.forcecr),
     )
 
 
@@ -192,6 +280,9 @@ def user_spec(
     names = u.localnames or [(env.user, None)]
     single = len(names) == 1 and not u.wildcard
     local = (names[0][1] or names[0][0]) if single else None
+    fetchdomains = tuple(u.fetchdomains)
+    if not fetchdomains and protocol in ("etrn", "odmr"):
+        fetchdomains = (env.fqdn(),)  # fetchmail: this host's canonical name
     password = effective_password(s, u, env)
     return MailboxSpec(
         server=server_spec,
@@ -205,9 +296,45 @@ def user_spec(
         fetchlimit=max(u.fetchlimit or 0, 0),
         batchlimit=max(u.batchlimit or 0, 0),
         expunge=max(u.expunge or 0, 0),
+        limitflush=bool(u.limitflush),
+        warnings=u.warnings if u.warnings is not None else 3600,
+        fetchsizelimit=max(
+            u.fetchsizelimit if u.fetchsizelimit is not None else 100, 0
+        ),
+        fastuidl=max(u.fastuidl if u.fastuidl is not None else 4, 0),
+        idle=bool(u.idle),
+        showdots=bool(g.showdots),
+        properties=u.properties or g.properties or "",
         name=s.pollname,
-        delivery=_delivery(g, u, local, extra),
+        delivery=_delivery(g, u, local, extra, env),
+        message=_message(s, u),
+        multidrop=None if single else _multidrop(s, u, names),
+        fetchdomains=fetchdomains,
         extra=tuple(extra),
+    )
+
+
+def _multidrop(
+    s: ServerOptions, u: UserOptions, names: list[tuple[str, str | None]]
+) -> MultidropSpec:
+    """Two or more local names, or ``*``: fetchmail's multidrop options.
+
+    ``dns`` is on in fetchmail unless ``no dns`` is said; here it is on only when
+    the rcfile says ``dns``: the names looked up come from message headers
+    (anyone can write them), and ``aka`` does the same job without a lookup.
+    """
+    return MultidropSpec(
+        names=tuple((server, local or server) for server, local in names),
+        wildcard=bool(u.wildcard),
+        envelope=None
+        if s.no_envelope
+        else (s.envelope if s.envelope is not None else "Received"),
+        envskip=max(s.envskip or 0, 0),
+        qvirtual=s.qvirtual or "",
+        localdomains=tuple(s.localdomains),
+        aka=tuple(s.aka),
+        dns=s.dns is True,
+        checkalias=s.checkalias is True,
     )
 
 

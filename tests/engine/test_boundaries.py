@@ -92,7 +92,7 @@ def test_message_bodies_are_not_transcribed(listener: FakeSmtpServer) -> None:
         poll(make_spec(server, listener), ledger=MemoryLedger(), transcript=transcript)
     text = transcript_text(transcript)
     assert "TOP-SECRET-BODY" not in text
-    assert "RETR 1: " in text and " octets" in text
+    assert "TOP 1: " in text and " octets" in text
 
 
 def test_line_breaks_in_credentials_stop_the_poll_before_connecting() -> None:
@@ -114,21 +114,23 @@ def test_a_folder_name_cannot_inject_a_command(listener: FakeSmtpServer) -> None
     assert not any("DELETE" in c for c in server.commands)
 
 
-def test_unsupported_protocols_and_mechanisms_say_so() -> None:
+def test_unsupported_or_unoffered_mechanisms_say_so_before_any_secret() -> None:
     with FakePop3Server([message(1)]) as server:
-        etrn = poll(
-            make_spec(server, protocol=Protocol.ETRN),
-            ledger=MemoryLedger(),
-            transcript=ListTranscript(),
-        )
-        cram = poll(
-            make_spec(server, auth="cram-md5"),
-            ledger=MemoryLedger(),
-            transcript=ListTranscript(),
-        )
-    assert etrn.exit_code is ExitCode.SYNTAX and "not supported yet" in etrn.error
-    assert cram.exit_code is ExitCode.SYNTAX and "no password was sent" in cram.error
-    assert not any(c.startswith("PASS") for c in server.commands)
+        reports = {
+            auth: poll(
+                make_spec(server, auth=auth),
+                ledger=MemoryLedger(),
+                transcript=ListTranscript(),
+            )
+            for auth in ("cram-md5", "ntlm", "gssapi", "external", "unheard-of")
+        }
+    assert reports["cram-md5"].exit_code is ExitCode.AUTHFAIL
+    assert "does not offer CRAM-MD5" in reports["cram-md5"].error
+    for auth in ("ntlm", "gssapi", "unheard-of"):
+        assert reports[auth].exit_code is ExitCode.SYNTAX, auth
+        assert "no password was sent" in reports[auth].error, auth
+    assert reports["external"].exit_code is ExitCode.AUTHFAIL
+    assert not any(c.startswith(("PASS", "USER", "AUTH")) for c in server.commands)
 
 
 def test_unknown_options_are_listed_in_the_report(listener: FakeSmtpServer) -> None:
@@ -159,3 +161,34 @@ def test_long_listings_are_summarised_in_the_transcript(
         text = transcript_text(transcript)
         assert "(40 more lines not shown)" in text
         assert len(transcript.lines) < 100  # not one line per message
+
+
+def test_the_rcfile_retrieval_options_reach_the_spec() -> None:
+    from retrieval.rcfile import Environment, parse_text, to_mailbox_specs
+
+    text = (
+        'set properties "global"\nset showdots\n'
+        "poll mail.example.org proto imap uidl user joe pass pw\n"
+        "  limit 5000 limitflush warnings 60 fetchsizelimit 0 fastuidl 2\n"
+        '  sslproto tls1.2 sslfingerprint "AB:CD" properties "mine"\n'
+        "poll other.example.org proto pop3 user ann pass pw sslproto tls1\n"
+        "poll third.example.org proto pop3 user bob pass pw sslproto ''\n"
+    )
+    first, second, third = to_mailbox_specs(
+        parse_text(text), Environment.fixed("joe@example.org")
+    )
+    assert (first.limit, first.limitflush, first.warnings) == (5000, True, 60)
+    assert (first.fetchsizelimit, first.fastuidl) == (0, 2)
+    assert (first.showdots, first.properties) == (True, "mine")
+    assert first.server.tls.min_version == "=TLS1.2"
+    assert first.server.tls.fingerprint == "AB:CD"
+    assert not any(key in ("uidl", "sslproto", "idle") for key, _ in first.extra)
+    assert (second.fastuidl, second.warnings, second.fetchsizelimit) == (4, 3600, 100)
+    assert second.server.tls.min_version == "tls1"
+    assert second.properties == "global"
+    assert third.server.tls.mode is TlsMode.NONE
+    (idler,) = to_mailbox_specs(
+        parse_text("poll a.example.org proto imap user joe pass pw idle\n"),
+        Environment.fixed("joe@example.org"),
+    )
+    assert idler.idle and not any(key == "idle" for key, _ in idler.extra)

@@ -271,3 +271,290 @@ class ImapTlsTests:
             report, _, _ = run(server, listener, tls=TlsMode.IMPLICIT, ca_file=ca_file)
         assert report.exit_code is ExitCode.SUCCESS, report.error
         assert b"with IMAPS" in listener.received[0].data
+
+
+class ImapSeenAndFlushTests:
+    def read(self, server: FakeImapServer, *uids: int) -> None:
+        for m in server.messages:
+            if m.uid in uids:
+                m.flags.add("\\Seen")
+
+    def test_messages_read_elsewhere_are_old_unless_fetchall(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakeImapServer([message(1), message(2)]) as server:
+            self.read(server, 101)
+            report, _, _ = run(server, listener, keep=True)
+            assert [m.uid for m in report.messages] == ["102"]
+            again, _, _ = run(server, listener, keep=True, fetchall=True)
+        assert [m.uid for m in again.messages] == ["101", "102"]
+        assert "UID SEARCH UNSEEN NOT DELETED" in sent(server)
+
+    def test_flush_deletes_read_messages_without_fetching_them(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakeImapServer([message(1), message(2)]) as server:
+            self.read(server, 101)
+            report, _, _ = run(server, listener, keep=True, flush=True)
+        assert [m.uid for m in server.messages] == [102]
+        assert [(m.uid, m.status, m.deleted) for m in report.messages] == [
+            ("101", MessageStatus.SKIPPED, True),
+            ("102", MessageStatus.DELIVERED, False),
+        ]
+        assert len(listener.received) == 1
+        assert any("deleted without fetching (flush)" in n for n in report.notes)
+
+
+class ImapBatchTests:
+    def test_bodies_come_in_one_uid_fetch_of_a_set(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(i) for i in range(6)]
+        with FakeImapServer(bodies) as server:
+            report, _, _ = run(server, listener)
+        assert [without_trace(r.data) for r in listener.received] == bodies
+        assert [c for c in sent(server) if "BODY" in c] == [
+            "UID FETCH 101:106 (UID BODY.PEEK[])"
+        ]
+        assert report.deleted == 6 and server.messages == []
+
+    def test_a_message_missing_from_the_batch_is_skipped_alone(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(i) for i in range(3)]
+        with FakeImapServer(bodies) as server:
+            original = server._fetch
+
+            def without_102(client, arg, ok):  # type: ignore[no-untyped-def]
+                gone = next(m for m in server.messages if m.uid == 102)
+                server.messages.remove(gone)  # another client expunged it
+                original(client, arg, ok)
+                server.messages.insert(1, gone)
+
+            server._fetch = without_102  # type: ignore[method-assign]
+            report, _, _ = run(server, listener)
+        assert [m.status for m in report.messages] == [
+            MessageStatus.DELIVERED,
+            MessageStatus.FAILED,
+            MessageStatus.DELIVERED,
+        ]
+        assert "no longer on the server" in report.messages[1].listener_reply
+        assert [m.uid for m in server.messages] == [102]
+
+    def test_a_listener_failure_mid_batch_still_commits_the_delivered(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(i) for i in range(4)]
+        with FakeImapServer(bodies) as server:
+            spec = make_spec(server, listener, protocol=Protocol.IMAP)
+            listener.stop()  # the listener is gone before the first delivery
+            report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
+        assert report.exit_code is ExitCode.SMTP
+        assert len(server.messages) == 4
+        assert sent(server)[-1] == "LOGOUT"
+
+
+class ImapRev2Tests:
+    def test_an_imap4rev2_server_gets_esearch_and_uid_expunge(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(i) for i in range(3)]
+        with FakeImapServer(bodies, capabilities=["IMAP4rev2", "AUTH=PLAIN"]) as server:
+            server.messages[1].flags.add("\\Seen")
+            report, _, _ = run(server, listener)
+        assert [m.uid for m in report.messages] == ["101", "103"]
+        assert "UID SEARCH RETURN (ALL) UNSEEN NOT DELETED" in sent(server)
+        assert "UID EXPUNGE 101,103" in sent(server)
+        assert [m.uid for m in server.messages] == [102]
+
+
+class ImapIdleTests:
+    def test_it_fetches_what_arrives_while_idle(self, listener: FakeSmtpServer) -> None:
+        with FakeImapServer(
+            [message(1)],
+            capabilities=["IMAP4rev1", "AUTH=PLAIN", "IDLE"],
+            arrivals=[message(2)],
+        ) as server:
+            report, _, transcript = run(
+                server, listener, idle=True, idle_rounds=2, idle_reissue=0.3
+            )
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert [without_trace(r.data) for r in listener.received] == [
+            message(1),
+            message(2),
+        ]
+        assert server.messages == []
+        assert sent(server).count("IDLE") == 2 and "DONE" in server.commands
+        notes = [t for _, t in transcript.lines]
+        assert "idle round 1: new mail" in notes
+        assert "idle round 2: nothing new" in notes
+
+    def test_the_stop_hook_ends_an_idle_poll(self, listener: FakeSmtpServer) -> None:
+        calls = []
+
+        def stop() -> bool:
+            calls.append(1)
+            return len(calls) > 2
+
+        with FakeImapServer(
+            [], capabilities=["IMAP4rev1", "AUTH=PLAIN", "IDLE"]
+        ) as server:
+            spec = make_spec(
+                server, listener, protocol=Protocol.IMAP, idle=True, idle_reissue=60
+            )
+            started = time.monotonic()
+            report = poll(
+                spec, ledger=MemoryLedger(), transcript=ListTranscript(), stop=stop
+            )
+        assert time.monotonic() - started < 30  # not the 60 s re-issue
+        assert report.exit_code is ExitCode.NOMAIL
+        assert sent(server)[-1] == "LOGOUT"
+
+    def test_without_idle_it_watches_with_noop(self, listener: FakeSmtpServer) -> None:
+        with FakeImapServer([], arrivals=[message(1)]) as server:
+            report, _, _ = run(
+                server, listener, idle=True, idle_rounds=1, idle_reissue=0.2
+            )
+        assert report.delivered == 1 and "NOOP" in sent(server)
+        assert "IDLE" not in sent(server)
+
+    def test_idle_watches_one_folder_only(self, listener: FakeSmtpServer) -> None:
+        with FakeImapServer([message(1)]) as server:
+            report, _, _ = run(server, listener, idle=True, folders=("INBOX", "B"))
+        assert report.exit_code is ExitCode.SYNTAX and server.connections == 0
+
+    def test_idle_on_pop3_is_noted_and_the_poll_runs_once(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        from retrieval.engine.testing import FakePop3Server
+
+        with FakePop3Server([message(1)]) as server:
+            spec = make_spec(server, listener, idle=True)
+            report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
+        assert report.delivered == 1
+        assert "The option idle works with IMAP only; this poll ran once." in (
+            report.notes
+        )
+
+
+class ImapAuthTests:
+    def test_any_prefers_cram_md5(self, listener: FakeSmtpServer) -> None:
+        caps = ["IMAP4rev1", "AUTH=PLAIN", "AUTH=CRAM-MD5"]
+        with FakeImapServer([message(1)], capabilities=caps) as server:
+            report, _, _ = run(server, listener)
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert "AUTHENTICATE CRAM-MD5" in sent(server)
+        assert not any(
+            c.startswith(("LOGIN", "AUTHENTICATE PLAIN")) for c in sent(server)
+        )
+
+    def test_any_moves_on_when_cram_md5_is_refused(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        caps = ["IMAP4rev1", "AUTH=CRAM-MD5"]
+        with FakeImapServer(
+            [message(1)], capabilities=caps, refused_mechanisms=["CRAM-MD5"]
+        ) as server:
+            report, _, _ = run(server, listener)
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert [c.split()[0] for c in sent(server)][1:3] == ["AUTHENTICATE", "LOGIN"]
+
+    def test_a_named_mechanism_is_never_replaced(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        caps = ["IMAP4rev1", "AUTH=CRAM-MD5"]
+        with FakeImapServer(
+            [message(1)], capabilities=caps, refused_mechanisms=["CRAM-MD5"]
+        ) as server:
+            report, _, _ = run(server, listener, auth="cram-md5")
+        assert report.exit_code is ExitCode.AUTHFAIL
+        assert not any(c.startswith("LOGIN") for c in sent(server))
+
+    def test_sasl_login_and_tokens(self, listener: FakeSmtpServer) -> None:
+        for mechanism, caps in [
+            ("login", ["IMAP4rev1", "AUTH=LOGIN", "LOGINDISABLED"]),
+            ("xoauth2", ["IMAP4rev1", "AUTH=XOAUTH2", "SASL-IR"]),
+            ("oauthbearer", ["IMAP4rev1", "AUTH=OAUTHBEARER"]),
+        ]:
+            with FakeImapServer(
+                [message(1)], capabilities=caps, password="tok"
+            ) as server:
+                report, _, transcript = run(
+                    server, listener, auth=mechanism, password="tok"
+                )
+            assert report.exit_code is ExitCode.SUCCESS, (mechanism, report.error)
+            assert f"AUTHENTICATE {mechanism.upper()}" in " ".join(sent(server))
+            assert "tok" not in "\n".join(t for _, t in transcript.lines)
+
+    def test_a_rejected_token_reports_the_servers_reason(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        caps = ["IMAP4rev1", "AUTH=OAUTHBEARER", "SASL-IR"]
+        with FakeImapServer([message(1)], capabilities=caps, password="good") as server:
+            report, _, _ = run(server, listener, auth="oauthbearer", password="expired")
+        assert report.exit_code is ExitCode.AUTHFAIL
+        assert "Token error: status 401, scope mail" in report.error
+        assert "AQ==" in server.commands  # RFC 7628's answer to the error challenge
+
+    def test_hostile_challenges_cancel_the_login(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        caps = ["IMAP4rev1", "AUTH=CRAM-MD5"]
+        for challenge in (b"+ !!not base64!!\r\n", b"+ " + b"QUFB" * 3000 + b"\r\n"):
+            with FakeImapServer(
+                [message(1)], capabilities=caps, hostile_sasl=challenge
+            ) as server:
+                report, _, _ = run(server, listener, auth="cram-md5")
+            assert report.exit_code is ExitCode.PROTOCOL, report.error
+            assert "cannot be answered" in report.error
+            assert "*" in server.commands
+            assert len(server.messages) == 1
+
+    def test_a_read_only_folder_is_lockbusy(self, listener: FakeSmtpServer) -> None:
+        with FakeImapServer([message(1)], read_only=True) as server:
+            report, _, _ = run(server, listener)
+        assert report.exit_code is ExitCode.LOCKBUSY
+        assert listener.received == []
+
+
+class ImapHostileTests:
+    def test_a_server_closing_mid_literal_deletes_nothing(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        cut = {"UID FETCH BODY": b"* 1 FETCH (UID 101 BODY[] {500}\r\nSubject: hal"}
+        with FakeImapServer([message(1), message(2)], hangup_after=cut) as server:
+            report, ledger, _ = run(server, listener)
+        assert report.exit_code is ExitCode.SOCKET
+        assert len(server.messages) == 2 and ledger.marks == []
+        assert listener.received == []
+
+    def test_nul_bytes_in_a_message_arrive_unchanged(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        body = message(1, b"a\0b\0\r\n\0\r\n")
+        with FakeImapServer([body]) as server:
+            report, _, _ = run(server, listener)
+        assert report.delivered == 1
+        assert without_trace(listener.received[0].data) == body
+
+    def test_a_reply_that_never_ends_is_cut_off(self, listener: FakeSmtpServer) -> None:
+        endless = {"UID SEARCH": b"* SEARCH" + b" 1" * 700_000}  # no line end
+        with FakeImapServer([message(1)], overrides=endless) as server:
+            report, _, _ = run(server, listener)
+        assert report.exit_code is ExitCode.PROTOCOL
+        assert "longer than" in report.error and len(server.messages) == 1
+
+
+def test_fetchsizelimit_sets_the_sizes_asked_per_command(
+    listener: FakeSmtpServer,
+) -> None:
+    with FakeImapServer([message(i) for i in range(5)]) as server:
+        report, _, transcript = run(server, listener, fetchsizelimit=2, showdots=True)
+    assert report.delivered == 5
+    assert [c for c in sent(server) if "RFC822.SIZE" in c] == [
+        "UID FETCH 101:102 (UID RFC822.SIZE)",
+        "UID FETCH 103:104 (UID RFC822.SIZE)",
+        "UID FETCH 105 (UID RFC822.SIZE)",
+    ]
+    dots = [t for _, t in transcript.lines if t.startswith("reading message UID")]
+    assert len(dots) == 5

@@ -165,3 +165,37 @@ def test_it_builds_sequence_sets(numbers: list[int], text: str) -> None:
 def test_it_reads_a_quoted_body() -> None:
     assert parse.quoted_body(b'* 1 FETCH (UID 3 BODY[] "a\\"b")') == b'a"b'
     assert parse.quoted_body(b"* 1 FETCH (UID 3 BODY[] NIL)") is None
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'* ESEARCH (TAG "A5") UID ALL 1:3,7\r\n', ("A5", [1, 2, 3, 7])),
+        (b'* ESEARCH (TAG "A5") UID\r\n', ("A5", [])),
+        (b"* ESEARCH UID COUNT 2 ALL 9,4\r\n", ("", [4, 9])),
+        (b"* SEARCH 1 2\r\n", None),
+    ],
+)
+def test_it_parses_esearch_results(
+    line: bytes, expected: tuple[str, list[int]] | None
+) -> None:
+    assert parse.esearch_all(line, limit=100) == expected
+
+
+def test_a_hostile_esearch_range_is_expanded_only_up_to_the_limit() -> None:
+    assert parse.esearch_all(
+        b'* ESEARCH (TAG "A1") UID ALL 1:4294967295,7:9\r\n', limit=5
+    ) == ("A1", [1, 2, 3, 4, 5])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"* ESEARCH UID ALL 1:x\r\n",
+        b"* ESEARCH UID ALL 99999999999\r\n",
+        b"* ESEARCH (",
+    ],
+)
+def test_it_rejects_bad_esearch_results(line: bytes) -> None:
+    with pytest.raises(parse.ParseError):
+        parse.esearch_all(line, limit=10)

@@ -190,7 +190,7 @@ class Pop3FaultsTests:
         assert not any(c.startswith("PASS") for c in server.commands)
 
     def test_a_stalled_server_times_out(self, listener: FakeSmtpServer) -> None:
-        with FakePop3Server([message(1)], stall_on="RETR") as server:
+        with FakePop3Server([message(1)], stall_on="TOP") as server:
             started = time.monotonic()
             report, _, _ = run(server, listener, timeout=0.5)
         assert time.monotonic() - started < 3
@@ -201,7 +201,9 @@ class Pop3FaultsTests:
     def test_a_connection_dropped_mid_poll_deletes_nothing(
         self, listener: FakeSmtpServer
     ) -> None:
-        with FakePop3Server([message(1), message(2)], drop_on="RETR") as server:
+        with FakePop3Server(
+            [message(1), message(2)], capabilities=["USER", "UIDL"], drop_on="RETR"
+        ) as server:
             report, ledger, _ = run(server, listener)
         assert report.exit_code is ExitCode.SOCKET
         assert len(server.mailbox) == 2 and ledger.marks == []
@@ -209,7 +211,7 @@ class Pop3FaultsTests:
     def test_an_endless_body_hits_the_message_cap(
         self, listener: FakeSmtpServer
     ) -> None:
-        overrides = {"RETR": b"+OK\r\n" + b"line\r\n" * 2000}  # and no final dot
+        overrides = {"TOP": b"+OK\r\n" + b"line\r\n" * 2000}  # and no final dot
         with FakePop3Server([message(1)], overrides=overrides) as server:
             report, _, _ = run(server, listener, max_message_bytes=4096)
         assert report.exit_code is ExitCode.PROTOCOL
@@ -302,3 +304,389 @@ class Pop3TlsTests:
         assert report.exit_code is ExitCode.SOCKET
         assert "mail.example.org" in report.error
         assert server.commands == []
+
+
+def client_runs(transcript: ListTranscript) -> list[list[str]]:
+    """Client lines grouped by the server replies between them: a run of more
+    than one command was sent without waiting (pipelined)."""
+    runs: list[list[str]] = [[]]
+    verbs = ("CAPA", "USER", "PASS", "LIST", "UIDL", "TOP", "RETR", "DELE", "QUIT")
+    for direction, text in transcript.lines:
+        if direction == "C" and text.startswith(verbs):
+            runs[-1].append(text)
+        elif direction == "S" and runs[-1]:
+            runs.append([])
+    return [run for run in runs if run]
+
+
+PIPELINED = ["USER", "UIDL", "TOP", "PIPELINING"]
+
+
+class Pop3PipeliningTests:
+    def test_it_sends_a_window_of_fetches_without_waiting(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(i) for i in range(5)]
+        with FakePop3Server(bodies, capabilities=PIPELINED) as server:
+            report, _, transcript = run(server, listener)
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert [without_trace(r.data) for r in listener.received] == bodies
+        assert server.mailbox == []
+        runs = client_runs(transcript)
+        assert ["LIST", "UIDL"] in runs
+        assert [f"TOP {n} 99999999" for n in range(1, 6)] in runs
+        # The DELEs ride together with QUIT's flush, in one write.
+        assert [f"DELE {n}" for n in range(1, 6)] in runs
+
+    def test_without_pipelining_every_command_waits(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server([message(1), message(2)]) as server:
+            _, _, transcript = run(server, listener)
+        assert all(len(group) == 1 for group in client_runs(transcript))
+
+    def test_one_failed_fetch_in_a_window_spares_the_others(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(i) for i in range(4)]
+        with FakePop3Server(bodies, capabilities=PIPELINED, retr_errors=[2]) as server:
+            report, _, _ = run(server, listener)
+        assert [m.status for m in report.messages] == [
+            MessageStatus.DELIVERED,
+            MessageStatus.FAILED,
+            MessageStatus.DELIVERED,
+            MessageStatus.DELIVERED,
+        ]
+        assert [uid for uid, _ in server.mailbox] == ["uid-2"]
+
+    def test_refused_deletes_are_reported_and_delivery_is_remembered(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server(
+            [message(1), message(2)],
+            capabilities=PIPELINED,
+            overrides={"DELE": b"-ERR not today\r\n"},
+        ) as server:
+            report, ledger, _ = run(server, listener)
+            assert report.exit_code is ExitCode.SUCCESS
+            assert len(server.mailbox) == 2
+            assert sum("refused to delete" in note for note in report.notes) == 2
+            server.overrides.clear()
+            again, _, _ = run(server, listener, ledger=ledger)
+        assert server.mailbox == [] and len(listener.received) == 2
+        assert [m.listener_reply for m in again.messages] == [
+            "delivered by an earlier poll"
+        ] * 2
+
+    def test_a_server_closing_mid_message_deletes_nothing(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        partial = {"TOP": b"+OK\r\nSubject: half\r\n\r\nthe first ha"}
+        with FakePop3Server(
+            [message(1), message(2)], capabilities=PIPELINED, hangup_after=partial
+        ) as server:
+            report, ledger, _ = run(server, listener)
+        assert report.exit_code is ExitCode.SOCKET
+        assert "closed the connection" in report.error
+        assert len(server.mailbox) == 2 and listener.received == []
+        assert ledger.marks == []
+
+
+class Pop3ExpungeTests:
+    def test_expunge_n_quits_and_logs_in_again_every_n_deletions(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(i) for i in range(5)]
+        with FakePop3Server(bodies) as server:
+            report, _, _ = run(server, listener, expunge=2)
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert server.mailbox == [] and len(listener.received) == 5
+        assert (server.logins, server.quit_count) == (3, 3)
+        assert all(m.deleted for m in report.messages)
+
+    def test_expunge_n_with_pipelining_renumbers_by_uid(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(i) for i in range(5)]
+        with FakePop3Server(bodies, capabilities=PIPELINED) as server:
+            report, _, transcript = run(server, listener, expunge=2)
+        assert server.mailbox == [] and report.deleted == 5
+        assert [without_trace(r.data) for r in listener.received] == bodies
+        assert server.quit_count == 3
+        # After each reconnect the remaining messages are numbered from 1 again.
+        fetched = [t for d, t in transcript.lines if d == "C" and t.startswith("TOP")]
+        assert [f.split()[1] for f in fetched] == ["1", "2", "1", "2", "1"]
+
+    def test_without_uidl_expunge_waits_for_the_end(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server([message(1), message(2)], capabilities=["USER"]) as server:
+            server.overrides["UIDL"] = b"-ERR no UIDL here\r\n"
+            report, _, _ = run(server, listener, expunge=1)
+        assert server.mailbox == [] and server.quit_count == 1
+        assert any("'expunge' cannot split" in note for note in report.notes)
+
+
+class Pop3TopAndQuirksTests:
+    def test_top_reads_without_marking_and_fetchall_uses_retr(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server([message(1)]) as server:
+            run(server, listener, keep=True)
+            run(server, listener, keep=True, fetchall=True)
+        fetches = [c.split()[0] for c in server.commands if c[:4] in ("TOP ", "RETR")]
+        assert fetches == ["TOP", "RETR"]
+
+    def test_a_maillennium_server_gets_retr(self, listener: FakeSmtpServer) -> None:
+        greeting = b"+OK Maillennium POP3/PROXY server #1\r\n"
+        with FakePop3Server([message(1)], greeting=greeting) as server:
+            report, _, _ = run(server, listener)
+        assert report.delivered == 1
+        assert "RETR 1" in server.commands
+        assert not any(c.startswith("TOP") for c in server.commands)
+
+    def test_a_truncating_top_is_caught_and_retr_used_from_then_on(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(1), message(2), message(3)]
+        with FakePop3Server(
+            bodies, capabilities=PIPELINED, quirks={"top-truncates"}
+        ) as server:
+            report, _, _ = run(server, listener)
+        assert [without_trace(r.data) for r in listener.received] == bodies
+        assert server.mailbox == []
+        assert [c.split()[0] for c in server.commands if c[:4] in ("TOP ", "RETR")] == [
+            *["TOP"] * 3,
+            "RETR",  # message 1 again, in full
+            "RETR",  # 2 and 3 were read ahead by TOP: fetched again with RETR
+            "RETR",
+        ]
+        assert any("cut message 1 short" in note for note in report.notes)
+
+    def test_a_doubled_ok_before_the_message_is_dropped(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server([message(1)], quirks={"top-double-ok"}) as server:
+            report, _, _ = run(server, listener)
+        assert without_trace(listener.received[0].data) == message(1)
+        assert any("second +OK" in note for note in report.notes)
+
+    def test_list_sizes_that_lie_are_tolerated_and_said(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(1), message(2)]
+        for quirk in ("list-lies", "list-short"):
+            with FakePop3Server(bodies, quirks={quirk}) as server:
+                report, _, transcript = run(server, listener)
+            assert report.delivered == 2 and server.mailbox == [], quirk
+            text = "\n".join(t for _, t in transcript.lines)
+            assert "server declared" in text, quirk
+        # Too large: TOP looked truncated, RETR said the same: LIST is wrong,
+        # and once known the sizes are not checked again.
+        assert sum(c.startswith("RETR") for c in server.commands) == 0
+        listener.received.clear()
+        with FakePop3Server(bodies, quirks={"list-lies"}) as server:
+            report, _, _ = run(server, listener)
+        assert [c.split()[0] for c in server.commands if c[:4] in ("TOP ", "RETR")] == [
+            "TOP",
+            "RETR",
+            "TOP",
+        ]
+        assert any("LIST sizes do not match" in note for note in report.notes)
+
+
+class Pop3OptionsTests:
+    def test_fetchlimit_ends_with_maxfetch_and_leaves_the_rest(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(i) for i in range(5)]
+        with FakePop3Server(bodies) as server:
+            report, ledger, _ = run(server, listener, fetchlimit=2)
+            assert report.exit_code is ExitCode.MAXFETCH
+            assert report.delivered == 2 and len(server.mailbox) == 3
+            assert any("3 message(s) in INBOX are left" in n for n in report.notes)
+            again, _, _ = run(server, listener, fetchlimit=3, ledger=ledger)
+        assert again.exit_code is ExitCode.SUCCESS and server.mailbox == []
+
+    def test_flush_with_keep_deletes_what_was_delivered_before(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server([message(1)]) as server:
+            _, ledger, _ = run(server, listener, keep=True)
+            server.mailbox.append(("uid-new", message(2)))
+            report, _, _ = run(server, listener, keep=True, flush=True, ledger=ledger)
+        assert [uid for uid, _ in server.mailbox] == ["uid-new"]
+        assert [(m.uid, m.status, m.deleted) for m in report.messages] == [
+            ("uid-1", MessageStatus.SKIPPED, True),
+            ("uid-new", MessageStatus.DELIVERED, False),
+        ]
+
+    def test_limitflush_deletes_oversized_messages_unread(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        big = message(2, b"x" * 5000)
+        with FakePop3Server([message(1), big]) as server:
+            report, _, _ = run(server, listener, limit=1000, limitflush=True, keep=True)
+        assert [uid for uid, _ in server.mailbox] == ["uid-1"]
+        assert "TOP 2 99999999" not in server.commands
+        assert report.messages[1].deleted
+        assert "deleted (limitflush)" in report.messages[1].listener_reply
+
+    def test_showdots_writes_a_progress_line_per_message(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        big = message(2, b"y" * 3000 + b"\r\n")
+        with FakePop3Server([message(1), big]) as server:
+            _, _, transcript = run(server, listener, showdots=True)
+        dots = [t for _, t in transcript.lines if t.startswith("reading message")]
+        assert dots == [
+            f"reading message 1 ({len(message(1))} octets) .",
+            f"reading message 2 ({len(big)} octets) ...",
+        ]
+
+    def test_properties_are_passed_through(self, listener: FakeSmtpServer) -> None:
+        with FakePop3Server() as server:
+            report, _, _ = run(server, listener, properties="team=blue")
+        assert report.properties == "team=blue"
+
+    def test_pop3_has_no_folders(self, listener: FakeSmtpServer) -> None:
+        with FakePop3Server([message(1)]) as server:
+            report, _, _ = run(server, listener, folders=("Archive",))
+        assert report.exit_code is ExitCode.SYNTAX
+        # Ended in step: RSET and QUIT, and nothing fetched.
+        assert server.commands[-2:] == ["RSET", "QUIT"]
+        assert len(server.mailbox) == 1
+
+    def test_fastuidl_finds_the_first_new_message_by_binary_search(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        bodies = [message(i) for i in range(20)]
+        ledger = MemoryLedger()
+        for n in range(1, 16):
+            ledger.mark_delivered("INBOX", None, f"uid-{n}")
+        with FakePop3Server(bodies) as server:
+            report, _, _ = run(
+                server, listener, keep=True, fastuidl=4, poll_number=1, ledger=ledger
+            )
+        assert [m.uid for m in report.messages] == [f"uid-{n}" for n in range(16, 21)]
+        assert "UIDL" not in server.commands and "LIST" not in server.commands
+        probes = [c for c in server.commands if c.startswith("UIDL ")]
+        assert len(probes) <= 5 + 5  # log2(20) probes, then one per new message
+        assert len(ledger.delivered[("INBOX", None)]) == 20  # nothing pruned
+
+    def test_fastuidl_lists_everything_every_nth_poll(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server([message(i) for i in range(10)]) as server:
+            run(server, listener, keep=True, fastuidl=4, poll_number=4)
+        assert "UIDL" in server.commands
+
+
+class Pop3HostileUidlTests:
+    def test_long_and_unprintable_uids_are_left_alone(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        uids = ["a" * 71, "b" * 129, "ok"]
+        with FakePop3Server([message(1), message(2), message(3)], uids=uids) as server:
+            report, _, _ = run(server, listener)
+        assert [m.uid for m in report.messages] == ["a" * 71, "ok"]
+        assert [uid for uid, _ in server.mailbox] == ["b" * 129]
+        assert any("longer than the 70 characters" in n for n in report.notes)
+        assert any("unusable UID" in n for n in report.notes)
+
+    def test_a_uid_with_spaces_ends_the_poll_before_anything_is_fetched(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server([message(1)], uids=["two words"]) as server:
+            report, ledger, _ = run(server, listener)
+        assert report.exit_code is ExitCode.PROTOCOL
+        assert "malformed listing line" in report.error
+        assert len(server.mailbox) == 1 and ledger.marks == []
+        assert not any(c.startswith(("TOP", "RETR", "DELE")) for c in server.commands)
+
+    def test_a_uid_with_a_nul_byte_is_left_alone(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server([message(1), message(2)], uids=["nul\0", "b"]) as server:
+            report, _, _ = run(server, listener)
+        assert [m.uid for m in report.messages] == ["b"]
+        assert [uid for uid, _ in server.mailbox] == ["nul\0"]
+
+
+class Pop3AuthTests:
+    SASL = ["USER", "UIDL", "SASL PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER"]
+
+    def test_any_takes_cram_md5_and_never_sends_the_password(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server([message(1)], capabilities=self.SASL) as server:
+            report, _, transcript = run(server, listener)
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert "AUTH CRAM-MD5" in server.commands
+        assert not any(c.startswith(("PASS", "AUTH PLAIN")) for c in server.commands)
+        assert "secret" not in "\n".join(t for _, t in transcript.lines)
+
+    def test_any_moves_on_after_a_refused_cram_md5(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server(
+            [message(1)], capabilities=self.SASL, refused_mechanisms=["CRAM-MD5"]
+        ) as server:
+            report, _, _ = run(server, listener)
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert [c.split()[1] for c in server.commands if c.startswith("AUTH")] == [
+            "CRAM-MD5",
+            "PLAIN",
+        ]
+
+    def test_each_named_mechanism(self, listener: FakeSmtpServer) -> None:
+        for auth in ("plain", "login", "cram-md5", "xoauth2", "oauthbearer"):
+            with FakePop3Server([message(1)], capabilities=self.SASL) as server:
+                report, _, _ = run(server, listener, auth=auth)
+            assert report.exit_code is ExitCode.SUCCESS, (auth, report.error)
+            assert any(c.startswith(f"AUTH {auth.upper()}") for c in server.commands)
+
+    def test_a_wrong_password_with_a_named_mechanism_is_authfail(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakePop3Server([message(1)], capabilities=self.SASL) as server:
+            report, _, _ = run(server, listener, auth="cram-md5", password="nope")
+        assert report.exit_code is ExitCode.AUTHFAIL
+        assert sum(c.startswith("AUTH") for c in server.commands) == 1
+
+    def test_hostile_challenges_end_the_poll_cleanly(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        for hostile in (b"+ %%%\r\n", b"+ " + b"QUFB" * 600 + b"\r\n"):
+            with FakePop3Server(
+                [message(1)], capabilities=self.SASL, hostile_sasl=hostile
+            ) as server:
+                report, _, _ = run(server, listener, auth="cram-md5")
+            assert report.exit_code is ExitCode.PROTOCOL, report.error
+            assert len(server.mailbox) == 1
+            assert not any(
+                c.startswith(("LIST", "TOP", "DELE")) for c in server.commands
+            )
+
+    def test_apop(self, listener: FakeSmtpServer) -> None:
+        with FakePop3Server([message(1)], apop=True) as server:
+            report, _, transcript = run(server, listener, auth="apop")
+            wrong, _, _ = run(server, listener, auth="apop", password="nope")
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert ("C", "APOP joe ********") in transcript.lines
+        assert wrong.exit_code is ExitCode.AUTHFAIL
+
+    def test_apop_without_a_valid_timestamp_sends_nothing(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        for greeting in (b"+OK no stamp\r\n", b"+OK <no at sign>\r\n"):
+            with FakePop3Server([message(1)], greeting=greeting) as server:
+                report, _, _ = run(server, listener, auth="apop")
+            assert report.exit_code is ExitCode.AUTHFAIL
+            assert server.commands == ["CAPA"]
+
+    def test_a_login_delay_is_lockbusy(self, listener: FakeSmtpServer) -> None:
+        refused = b"-ERR [LOGIN-DELAY] wait 15 minutes between logins\r\n"
+        with FakePop3Server([message(1)], overrides={"PASS": refused}) as server:
+            report, _, _ = run(server, listener)
+        assert report.exit_code is ExitCode.LOCKBUSY

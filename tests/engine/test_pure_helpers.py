@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retrieval.engine.encoding import SmtpDataEncoder, UnixLineEncoder
 from retrieval.engine.errors import MessageTooLarge
@@ -17,7 +20,9 @@ from retrieval.engine.headers import (
 from retrieval.engine.memory import ListTranscript
 from retrieval.engine.redact import MASK, RedactingTranscript
 from retrieval.engine.spool import MessageSpool
-from retrieval.engine.trace import received_header
+from retrieval.engine.trace import TraceInfo, received_header
+
+WHEN = datetime(2025, 11, 25, 13, 37, tzinfo=UTC)
 
 
 def encode(chunks: list[bytes]) -> bytes:
@@ -125,31 +130,79 @@ def test_it_refuses_a_message_over_the_cap() -> None:
         spool.write(b"x" * 11)
 
 
+INFO = TraceInfo(
+    server_host="mail.example.org",
+    server_address="192.0.2.10",
+    local_name="mx.local",
+    protocol="POP3",
+    poll_name="work",
+    account="joe",
+)
+
+
 def test_it_builds_a_fetchmail_style_received_header() -> None:
-    header = received_header(
-        server_host="mail.example.org",
-        server_address="192.0.2.10",
-        local_name="mx.local",
-        protocol="POP3",
-        recipients=("joe@example.com",),
-        when=datetime(2025, 11, 25, 13, 37, tzinfo=UTC),
-    )
+    # fetchmail 6.4.37 wrote, for the same poll (program name and version aside):
+    #   Received: from mail.example.org [192.0.2.10]
+    #   \tby mx.local with POP3 (fetchmail-6.4.37)
+    #   \tfor <joe@example.com> (single-drop); Tue, 25 Nov 2025 13:37:00 +0000 (UTC)
+    header = received_header(INFO, ("joe@example.com",), when=WHEN)
     assert header == (
         b"Received: from mail.example.org [192.0.2.10]\r\n"
         b"\tby mx.local with POP3 (fetchweb-0.1.0)\r\n"
-        b"\tfor <joe@example.com> (single-drop); Tue, 25 Nov 2025 13:37:00 +0000\r\n"
+        b"\tfor <joe@example.com> (single-drop); Tue, 25 Nov 2025 13:37:00 +0000 (UTC)\r\n"
     )
+
+
+def test_tracepolls_names_the_poll_and_several_recipients_get_no_for() -> None:
+    info = replace(INFO, tracepolls=True, folder="Lists")
+    header = received_header(info, ("a@b", "c@d"), when=WHEN)
+    assert header.split(b"\r\n")[1:3] == [
+        b"\tby mx.local with POP3 (fetchweb-0.1.0 polling work account joe folder Lists)",
+        b"\tTue, 25 Nov 2025 13:37:00 +0000 (UTC)",
+    ]
 
 
 def test_it_keeps_configuration_from_injecting_header_lines() -> None:
-    header = received_header(
-        server_host="evil\r\nX-Injected: yes",
-        server_address="",
-        local_name="mx",
-        protocol="IMAP",
-        recipients=("a@b", "c@d"),
-    )
+    info = replace(INFO, server_host="evil\r\nX-Injected: yes", server_address="")
+    header = received_header(info, ("a@b", "c@d"))
     assert header.count(b"\r\n") == 3 and b"\r\nX-Injected" not in header
+
+
+def unstuff(wire: bytes) -> bytes:
+    """What a listener makes of DATA: lines up to the lone dot, one dot removed."""
+    assert wire.endswith(b"\r\n.\r\n") or wire == b".\r\n"
+    lines = wire.split(b"\r\n")[:-1]
+    out = []
+    for line in lines:
+        if line == b".":
+            break
+        out.append(line[1:] if line.startswith(b".") else line)
+    assert len(out) == len(lines) - 1, "the message ended before its last line"
+    return b"".join(line + b"\r\n" for line in out)
+
+
+def crlf(data: bytes) -> bytes:
+    """The message with every line end CRLF and a final one added if missing."""
+    out = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return out if not out or out.endswith(b"\n") else out + b"\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"a", b"\xe9", b"\x00"])),
+    st.lists(st.integers(min_value=1, max_value=7), min_size=1),
+)
+def test_dot_stuffing_preserves_every_byte(
+    pieces: list[bytes], cuts: list[int]
+) -> None:
+    data = b"".join(pieces)
+    chunks, at = [], 0
+    for size in cuts * (len(data) + 1):
+        if at >= len(data):
+            break
+        chunks.append(data[at : at + size])
+        at += size
+    assert unstuff(encode(chunks)) == crlf(data)
 
 
 def test_it_masks_secrets_and_their_base64_in_transcripts() -> None:

@@ -96,6 +96,20 @@ class LedgerTests:
         assert ledger.delivered_uids("INBOX", 7) == {"2"}
         assert ledger.delivered_uids("Sent", 7) == {"1"}
 
+    def test_it_remembers_partial_deliveries_per_recipient(self):
+        from retrieval.engine.ports import RecipientLedger
+
+        ledger = services.DatabaseLedger(make_mailbox())
+        assert isinstance(ledger, RecipientLedger)
+        ledger.mark_recipients_delivered("INBOX", 7, "1", ["a@x"])
+        ledger.mark_recipients_delivered("INBOX", 7, "1", ["b@x", "a@x"])
+        assert ledger.delivered_recipients("INBOX", 7, "1") == {"a@x", "b@x"}
+        assert ledger.delivered_uids("INBOX", 7) == set()  # not complete yet
+        ledger.mark_delivered("INBOX", 7, "1")
+        assert ledger.delivered_uids("INBOX", 7) == {"1"}
+        ledger.forget_missing("INBOX", 7, set())
+        assert ledger.delivered_recipients("INBOX", 7, "1") == set()
+
     def test_it_knows_the_last_uidvalidity(self):
         ledger = services.DatabaseLedger(make_mailbox())
         assert ledger.last_uidvalidity("INBOX") is None

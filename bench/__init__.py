@@ -1,0 +1,4 @@
+"""fetchweb's benchmark against fetchmail: ``python -m bench`` (see README.md).
+
+Not part of the installed package; dev dependencies (trustme, matplotlib) only.
+"""

@@ -1,0 +1,160 @@
+"""The whole fetchweb service as one benchmark tool: PostgreSQL, Redis, Celery.
+
+For the ``many`` cases: the run's rcfile is imported into a fresh database with
+``manage.py import_fetchmailrc`` (so every mailbox is due at once), then Celery
+workers and beat start, and the clock runs from beat's start to the last message
+the listener received. Every delivery must also be recorded in PostgreSQL: the
+summed ``PollRun.delivered`` is checked against the expected count, so a fast
+but unrecorded run does not count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tests.support.postgres import PostgresCluster
+from tests.support.redis import RedisServer
+
+if TYPE_CHECKING:
+    from bench.tools import Measurement, Workspace
+
+REPO = Path(__file__).resolve().parent.parent
+OWNER = "bench@example.org"
+WORKERS = int(os.environ.get("BENCH_SERVICE_WORKERS", "4"))
+
+
+def _manage(env: dict[str, str], *args: str, log: Path) -> None:
+    with log.open("ab") as out:
+        subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=True,
+            timeout=600,
+        )
+
+
+def _celery(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "fetchweb", *args],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _last_delivery(records: Path, expected: int, deadline: float) -> float | None:
+    """The wall-clock time of the last delivery, once ``expected`` have arrived."""
+    while time.time() < deadline:
+        if records.exists():
+            lines = records.read_text().splitlines()
+            if len(lines) >= expected:
+                return max(json.loads(line)["t"] for line in lines)
+        time.sleep(0.2)
+    return None
+
+
+def _recorded_deliveries(env: dict[str, str]) -> int:
+    code = (
+        "from django.db.models import Sum; from retrieval.models import PollRun; "
+        "print(PollRun.objects.aggregate(n=Sum('delivered'))['n'] or 0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def measure_service(work: Workspace, timeout: float) -> tuple[Measurement, int]:
+    """Run the service over ``work.rcfile``; return the measurement and the number
+    of deliveries recorded in PostgreSQL."""
+    from bench.tools import Measurement
+
+    if work.records is None:
+        raise ValueError("the service tool needs the bench listener's records")
+    state = work.dir / "service"
+    state.mkdir(exist_ok=True)
+    log = work.log
+    pg = PostgresCluster.start()
+    redis = RedisServer.start(state / "redis")
+    try:
+        env = {
+            **os.environ,
+            "DATABASE_URL": pg.url,
+            "REDIS_URL": redis.url,
+            "DEBUG": "true",
+            "FETCH_DISPATCH_INTERVAL": "1",
+            "FETCH_ALLOW_PRIVATE_HOSTS": "true",
+            "DJANGO_SUPERUSER_EMAIL": OWNER,
+            "DJANGO_SUPERUSER_PASSWORD": "bench-only-password",
+            "HOME": str(work.dir),
+        }
+        _manage(env, "migrate", "--noinput", log=log)
+        _manage(env, "createsuperuser", "--noinput", log=log)
+        _manage(env, "import_fetchmailrc", str(work.rcfile), "--owner", OWNER, log=log)
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        worker = _celery(
+            env,
+            log,
+            "worker",
+            "--loglevel",
+            "warning",
+            "--concurrency",
+            str(WORKERS),
+            "--without-gossip",
+            "--without-mingle",
+        )
+        time.sleep(3)  # the worker's pool is up before the clock starts
+        started = time.time()
+        beat = _celery(
+            env, log, "beat", "--loglevel", "warning", "--schedule", str(state / "beat")
+        )
+        last = _last_delivery(work.records, work.expected, started + timeout)
+        recorded_deadline = time.time() + 60
+        recorded = _recorded_deliveries(env)
+        while recorded < work.expected and time.time() < recorded_deadline:
+            time.sleep(0.5)  # the last poll records its run after its last delivery
+            recorded = _recorded_deliveries(env)
+        for process in (beat, worker):
+            process.terminate()
+        for process in (beat, worker):
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finally:
+        redis.stop()
+        pg.stop()
+
+    wall = (last - started) if last is not None else timeout
+    return (
+        Measurement(
+            wall_s=wall,
+            user_s=after.ru_utime - before.ru_utime,
+            sys_s=after.ru_stime - before.ru_stime,
+            maxrss_kb=after.ru_maxrss,
+            exit_code=0 if last is not None else 1,
+            timed_out=last is None,
+            rss_source="wait4",
+        ),
+        recorded,
+    )

@@ -1,0 +1,7 @@
+"""``python -m retrieval.engine -f RCFILE [options] [server ...]``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
