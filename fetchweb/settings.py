@@ -195,6 +195,25 @@ FETCH_TRANSCRIPT_MAX_CHARS = env.int("FETCH_TRANSCRIPT_MAX_CHARS", default=200_0
 # Listeners non-superusers may deliver to when importing an rcfile ("host" or
 # "host/port"; a bare host means port 25).
 FETCH_ALLOWED_DELIVERY = env.list("FETCH_ALLOWED_DELIVERY", default=["localhost"])
+# Where a mailbox added in the web pages delivers; only a superuser may change it.
+FETCH_DEFAULT_DELIVERY_KIND = env.str("FETCH_DEFAULT_DELIVERY_KIND", default="smtp")
+FETCH_DEFAULT_DELIVERY_HOST = env.str(
+    "FETCH_DEFAULT_DELIVERY_HOST", default="localhost"
+)
+FETCH_DEFAULT_DELIVERY_PORT = env.int("FETCH_DEFAULT_DELIVERY_PORT", default=25)
+if FETCH_DEFAULT_DELIVERY_KIND not in {"smtp", "lmtp"}:
+    raise environ.ImproperlyConfigured(
+        "FETCH_DEFAULT_DELIVERY_KIND must be smtp or lmtp"
+    )
+# "Poll now" and "Test connection" are rate-limited in the cache: one count for
+# every web process through Redis when there is one, per process otherwise.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        }
+    }
 
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-polls": {

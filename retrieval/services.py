@@ -222,6 +222,18 @@ class SpecError(Exception):
     """The mailbox's settings cannot be turned into a poll; the text says why."""
 
 
+BSMTP_STDOUT = (
+    "bsmtp '-' writes to standard output, which only the command line has; name "
+    "a file for the web service."
+)
+
+
+def _refuse_command_line_only(spec: engine_spec.MailboxSpec) -> None:
+    """What only makes sense for ``python -m retrieval.engine``."""
+    if spec.delivery.bsmtp == "-":
+        raise SpecError(BSMTP_STDOUT)
+
+
 def _refuse_server_commands(mailbox: Mailbox, s: ServerOptions, u: UserOptions) -> None:
     """The run-time guard beside the importer's: commands are for superusers only."""
     if mailbox.owner.is_superuser:
@@ -315,8 +327,10 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
     secrets: tuple[str, ...] = ()
     try:
         spec = mailbox_spec(mailbox)
-        if spec.password is not None:
-            secrets = (spec.password.reveal(),)
+        _refuse_command_line_only(spec)
+        secrets = tuple(
+            s.reveal() for s in (spec.password, spec.delivery.esmtp_password) if s
+        )
         transcript = RecordingTranscript(
             secrets=secrets, limit=settings.FETCH_TRANSCRIPT_MAX_CHARS, echo=echo
         )

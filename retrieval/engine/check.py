@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from retrieval.engine import hooks
 from retrieval.engine.errors import EngineError
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode
@@ -42,29 +43,36 @@ def check(spec: MailboxSpec, *, ledger: Ledger, transcript: Transcript) -> Check
     def greeted(text: str) -> None:
         report.greeting = text
 
-    try:
-        session = open_session(spec, wire, on_greeting=greeted)
+    def session() -> None:
         try:
-            for n, folder in enumerate(spec.folders or ("INBOX",)):
-                if n:
-                    session.close_folder()
-                listing = session.open_folder(folder, read_only=_read_only(spec))
-                report.notes.extend(listing.notes)
-                known: set[str] = set()
-                if not (listing.ephemeral_uids or spec.fetchall):
-                    known = ledger.delivered_uids(listing.folder, listing.uidvalidity)
-                report.total += len(listing.messages)
-                report.waiting += sum(m.uid not in known for m in listing.messages)
-            session.close_folder()
-            session.logout()
-        except BaseException:
-            session.abort()
-            raise
-    except EngineError as exc:
-        report.exit_code = exc.exit_code
-        report.error = wire.mask(str(exc))
-        return report
-    report.exit_code = ExitCode.SUCCESS if report.waiting else ExitCode.NOMAIL
+            session = open_session(spec, wire, on_greeting=greeted)
+            try:
+                for n, folder in enumerate(spec.folders or ("INBOX",)):
+                    if n:
+                        session.close_folder()
+                    listing = session.open_folder(folder, read_only=_read_only(spec))
+                    report.notes.extend(listing.notes)
+                    known: set[str] = set()
+                    if not (listing.ephemeral_uids or spec.fetchall):
+                        known = ledger.delivered_uids(
+                            listing.folder, listing.uidvalidity
+                        )
+                    report.total += len(listing.messages)
+                    report.waiting += sum(m.uid not in known for m in listing.messages)
+                session.close_folder()
+                session.logout()
+            except BaseException:
+                session.abort()
+                raise
+        except EngineError as exc:
+            report.exit_code = exc.exit_code
+            report.error = str(exc)
+            return
+        report.exit_code = ExitCode.SUCCESS if report.waiting else ExitCode.NOMAIL
+
+    # As fetchmail -c: link checks, preconnect and postconnect around it.
+    hooks.around(spec, wire, report, session)
+    report.error = wire.mask(report.error)
     return report
 
 

@@ -1,5 +1,7 @@
 """``python -m retrieval.engine -f RCFILE [options] [server ...]``: one poll of
-every active rcfile entry, like ``fetchmail -f RCFILE``, without the database.
+every active rcfile entry, like ``fetchmail -f RCFILE``, without the database;
+with ``-d N`` (or ``set daemon N``) a poll every N seconds until stopped
+(:mod:`retrieval.engine.daemon`).
 
 Steps, in fetchmail's order: read the command line (exit 5 on a bad one); check
 that the rcfile is private (exit 6, fetchmail's rule: see
@@ -7,7 +9,8 @@ that the rcfile is private (exit 6, fetchmail's rule: see
 message); select entries and apply the command line
 (:mod:`retrieval.engine.cli_config`); find every password (exit 3 when one is
 missing and there is no terminal to ask on); lock and read the idfile (exit 6, or
-8 when another poll holds it); poll each selected user description in turn.
+8 when another poll holds it); poll each selected user description in turn,
+once or (daemon mode) in cycles.
 
 The exit status combines the polls as fetchmail does: 0 when any poll delivered
 mail, otherwise the status of the last poll (1 when nothing was polled).
@@ -25,6 +28,7 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, TextIO
 
+from retrieval.engine import daemon, unsupported
 from retrieval.engine.check import check
 from retrieval.engine.cli_config import (
     Poll,
@@ -55,12 +59,13 @@ from retrieval.rcfile import Environment, RcConfig, RcfileError, parse_bytes
 from retrieval.rcfile.parser import MAX_INPUT_BYTES
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from retrieval.engine.check import CheckReport
     from retrieval.engine.ports import Direction
 
 IDFILE_SUFFIX = ".fetchids"
+PIDFILE_SUFFIX = ".pid"
 
 
 class Fatal(Exception):
@@ -118,6 +123,17 @@ def default_idfile(rcfile: str) -> str:
     return rcfile + IDFILE_SUFFIX
 
 
+def default_pidfile(rcfile: str) -> str:
+    """Beside the rcfile, like the idfile: one daemon per rcfile."""
+    if rcfile == "-":
+        raise Fatal(
+            ExitCode.SYNTAX,
+            "A daemon reading its rcfile from standard input needs --pidfile (or "
+            "'set pidfile').",
+        )
+    return rcfile + PIDFILE_SUFFIX
+
+
 def load_rcfile(path: str) -> RcConfig:
     """Check and parse; a missing file is an empty one, as in fetchmail."""
     problem = insecure_file(path)
@@ -158,6 +174,14 @@ class Command:
             refuse_unsupported(cmd, selected)
         except UsageError as exc:
             raise Fatal(ExitCode.SYNTAX, f"{PROG}: {exc}") from exc
+        pidfile = cmd.pidfile or merged.globals.pidfile or ""
+        if cmd.quit:
+            self._quit(pidfile or default_pidfile(rcfile))
+            if not (cmd.daemon or cmd.servers):
+                return ExitCode.SUCCESS
+        interval = 0 if cmd.check else cmd.daemon
+        if interval is None:
+            interval = merged.globals.daemon or 0
         if not merged.servers:
             raise Fatal(
                 ExitCode.SYNTAX,
@@ -171,13 +195,20 @@ class Command:
         if not selected:
             self.out.say(f"Every entry of {rcfile} is marked 'skip': nothing to poll.")
             return ExitCode.NOMAIL
+        beside = "" if rcfile == "-" else default_pidfile(rcfile)
+        if not interval and not cmd.servers and not cmd.check:
+            holder = daemon.running(pidfile or beside) if pidfile or beside else None
+            if holder is not None and holder[0] and holder[1]:
+                # fetchmail without arguments: the daemon polls now instead.
+                daemon.wake(holder[0])
+                self.out.say(f"{PROG}: background daemon at {holder[0]} awakened.")
+                return ExitCode.SUCCESS
         selected = [self._with_password(p) for p in selected]
-        try:
-            ids = IdFile.open(idfile)
-        except IdfileBusy as exc:
-            raise Fatal(ExitCode.EXCLUDE, str(exc)) from exc
-        except IdfileError as exc:
-            raise Fatal(ExitCode.IOERR, str(exc)) from exc
+        if interval:
+            logfile = cmd.logfile or merged.globals.logfile
+            pidfile = pidfile or default_pidfile(rcfile)
+            return self._daemon(selected, idfile, pidfile, interval, logfile)
+        ids = self._open_idfile(idfile)
         with ids:
             try:
                 codes = [self._poll(p, ids) for p in selected]  # every poll runs
@@ -189,6 +220,72 @@ class Command:
                     "last message may be delivered again by the next poll.",
                 ) from exc
         return combine_exit_codes(codes)
+
+    def _quit(self, pidfile: str) -> None:
+        """``-q``: stop the daemon of this PID file, as ``fetchmail -q``."""
+        try:
+            pid = daemon.quit_daemon(pidfile)
+        except TimeoutError as exc:
+            raise Fatal(
+                ExitCode.EXCLUDE, f"{PROG}: the daemon is still running: {exc}."
+            ) from exc
+        if pid is None:
+            if not (self.cmd.daemon or self.cmd.servers):
+                raise Fatal(
+                    ExitCode.EXCLUDE, f"{PROG}: no other daemon is running ({pidfile})."
+                )
+            return
+        self.out.say(f"{PROG}: background daemon at {pid} killed.")
+
+    def _daemon(
+        self,
+        selected: list[Poll],
+        idfile: str,
+        pidfile: str,
+        interval: int,
+        logfile: str | None,
+    ) -> int:
+        """Poll every ``interval`` seconds until a signal stops it."""
+        try:
+            held = daemon.PidFile.acquire(pidfile, interval)
+        except daemon.DaemonBusy as exc:
+            raise Fatal(ExitCode.EXCLUDE, f"{PROG}: {exc}.") from exc
+        except OSError as exc:
+            raise Fatal(ExitCode.IOERR, f"{pidfile}: {exc.strerror or exc}") from exc
+        try:
+            ids = self._open_idfile(idfile)
+            with ids:
+                if not self.cmd.nodetach:
+                    daemon.detach(logfile)
+                    held.write()
+                self.out.say(
+                    f"{PROG}: starting fetchweb {VERSION} daemon, polling every "
+                    f"{interval} seconds"
+                )
+                cycle = daemon.Daemon(
+                    interval,
+                    [(p.server.name, p.server.options.interval or 0) for p in selected],
+                    lambda index: self._poll(
+                        selected[index], ids, stop=lambda: cycle.stopping
+                    ),
+                    self.out.say,
+                    self.out.chatter,
+                )
+                try:
+                    return cycle.run()
+                except IdfileError as exc:
+                    raise Fatal(ExitCode.IOERR, f"{exc} The daemon stopped.") from exc
+        finally:
+            held.release()
+
+    @staticmethod
+    def _open_idfile(idfile: str) -> IdFile:
+        try:
+            return IdFile.open(idfile)
+        except IdfileBusy as exc:
+            raise Fatal(ExitCode.EXCLUDE, str(exc)) from exc
+        except IdfileError as exc:
+            raise Fatal(ExitCode.IOERR, str(exc)) from exc
 
     def _with_password(self, p: Poll) -> Poll:
         """fetchmail asks on the terminal, or gives up at once without one."""
@@ -202,7 +299,9 @@ class Command:
         secret = Secret(getpass.getpass(f"Enter password for {where}: "))
         return dataclasses.replace(p, spec=dataclasses.replace(p.spec, password=secret))
 
-    def _poll(self, p: Poll, ids: IdFile) -> int:
+    def _poll(
+        self, p: Poll, ids: IdFile, stop: Callable[[], bool] | None = None
+    ) -> int:
         ledger = ids.ledger(mailbox_key(p.spec))
         transcript = ConsoleTranscript(sys.stdout) if self.cmd.verbose else None
         self.out.started(p)
@@ -211,7 +310,9 @@ class Command:
             self.out.checked(p, checked)
             code = checked.exit_code
         else:
-            report = poll(p.spec, ledger=ledger, transcript=transcript or _Quiet())
+            report = poll(
+                p.spec, ledger=ledger, transcript=transcript or _Quiet(), stop=stop
+            )
             self.out.polled(p, report)
             code = report.exit_code
         self.out.completed(p, code)
@@ -251,6 +352,11 @@ class Output:
     def say(self, text: str) -> None:
         if not self.silent:
             print(text, flush=True)
+
+    def chatter(self, text: str) -> None:
+        """What fetchmail says only with -v (the daemon's sleeps and skips)."""
+        if self.verbose:
+            print(f"{PROG}: {text}", flush=True)
 
     def error(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -328,7 +434,7 @@ class Output:
                 f"{', fetch all' if s.fetchall else ''}."
             )
             for key, value in s.extra:
-                print(f"  not supported yet, ignored by the engine: {key} {value}")
+                print(f"  {unsupported.describe(key, value)}")
 
 
 def _outcome(status: MessageStatus, *, deleted: bool, reply: str) -> str:

@@ -25,6 +25,7 @@ import copy
 import dataclasses
 from typing import TYPE_CHECKING
 
+from retrieval.engine import unsupported
 from retrieval.rcfile.model import (
     SERVER_FIELDS,
     USER_FIELDS,
@@ -163,11 +164,11 @@ def polls(config: RcConfig, names: list[str], env: Environment) -> list[Poll]:
     """The engine's specs for every selected user description, in poll order.
 
     A ``skip`` entry named on the command line is polled like any other (its
-    password may then come from ~/.netrc). ``set idfile`` is the command's to
-    honour, not the engine's: it is left out of what the engine would report
-    as unsupported.
+    password may then come from ~/.netrc). ``set idfile``, ``set pidfile`` and
+    ``set logfile`` are the command's to honour (daemon mode), not the engine's:
+    they are left out of what the engine would report as unsupported.
     """
-    g = dataclasses.replace(config.globals, idfile=None)
+    g = dataclasses.replace(config.globals, idfile=None, pidfile=None, logfile=None)
     return [
         Poll(server, user, user_spec(g, active, user, env))
         for server in selected(config, names)
@@ -189,7 +190,8 @@ def refuse_unsupported(cmd: CommandLine, selected: list[Poll]) -> None:
         for poll in selected:
             for extra_key, value in poll.spec.extra:
                 if extra_key == key:
+                    why = unsupported.reason(key, value)
                     raise UsageError(
                         f"{written} is refused: the engine does not act on "
-                        f"'{key} {value}' yet."
+                        f"'{key} {value}'" + (f": {why}." if why else " yet.")
                     )

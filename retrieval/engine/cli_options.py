@@ -9,11 +9,11 @@ stored the way fetchmail stores them before ``optmerge``: in a
 :class:`~retrieval.rcfile.model.GlobalOptions` whose ``None`` means "not given".
 :mod:`retrieval.engine.cli_config` merges them into the parsed rcfile.
 
-Options that steer fetchmail's process rather than a poll (daemon mode,
-``--quit``, logging to a file or syslog) are refused here, with the reason,
-because this command polls once in the foreground. Options whose value reaches
-the engine are refused later, by :mod:`retrieval.engine.cli_config`, only if the
-engine cannot act on them.
+Options that steer the process rather than a poll are fetchmail's too: daemon
+mode (``-d N``, ``-N``, ``-L``, ``--pidfile``, ``-q``; see
+:mod:`retrieval.engine.daemon`); syslog and the parser trace are refused here,
+with the reason. Options whose value reaches the engine are refused later, by
+:mod:`retrieval.engine.cli_config`, only if the engine cannot act on them.
 
 Where fetchmail differs from what an administrator expects, we differ from
 fetchmail and say so in ``docs/cli.md``: an unknown option is an error (exit 5),
@@ -52,6 +52,11 @@ class CommandLine:
     check: bool = False
     version: bool = False
     help: bool = False
+    daemon: int | None = None  # -d N: None when not given (set daemon applies)
+    quit: bool = False
+    nodetach: bool = False
+    pidfile: str | None = None
+    logfile: str | None = None
     servers: list[str] = field(default_factory=list)
     globals: GlobalOptions = field(default_factory=GlobalOptions)
     server: ServerOptions = field(default_factory=ServerOptions)
@@ -176,7 +181,6 @@ def _o(*names: str, target: str, **kw: Any) -> _Option:
     return _Option(names, target, **kw)
 
 
-_ONE_POLL = "this command polls once in the foreground"
 OPTIONS: tuple[_Option, ...] = (
     _o("-?", "--help", target="run.help", help="show this help and exit"),
     _o("-V", "--version", target="run.version", help="show the version and the polls"),
@@ -205,40 +209,40 @@ OPTIONS: tuple[_Option, ...] = (
         target="run.daemon",
         convert=c_int,
         metavar="SECONDS",
-        help="only 0 (poll once) is accepted",
+        help="poll every SECONDS until stopped (0: once, overriding set daemon)",
     ),
     _o(
         "-N",
         "--nodetach",
         target="run.nodetach",
-        help="accepted: this command never detaches",
+        help="daemon mode: stay in the foreground",
     ),
     _o("--nosyslog", target="run.nosyslog", help="accepted: nothing goes to syslog"),
     _o(
         "-q",
         "--quit",
         target="run.quit",
-        refused=f"there is no daemon to stop: {_ONE_POLL}",
+        help="stop the running daemon (then start anew if -d is given)",
     ),
     _o(
         "--syslog",
         target="run.syslog",
-        refused="messages go to standard output and error only",
+        refused="messages go to standard output and error (or -L in daemon mode)",
     ),
     _o(
         "-L",
         "--logfile",
         target="run.logfile",
-        convert=str,
+        convert=local_path,
         metavar="FILE",
-        refused="redirect standard output and error instead",
+        help="daemon mode: where output goes once detached",
     ),
     _o(
         "--pidfile",
         target="run.pidfile",
-        convert=str,
+        convert=local_path,
         metavar="FILE",
-        refused="the lock is taken beside the idfile",
+        help="the daemon's PID file (default: RCFILE.pid)",
     ),
     _o(
         "--configdump",
@@ -561,6 +565,12 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
     return cmd
 
 
+_RUN_SETTINGS = {
+    "rcfile", "idfile", "check", "version", "help", "quit", "nodetach", "pidfile",
+    "logfile",
+}  # fmt: skip
+
+
 def _run_option(cmd: CommandLine, name: str, value: Any) -> None:
     # -s and -v set one output level in fetchmail: the last one given wins.
     if name == "verbose":
@@ -568,11 +578,9 @@ def _run_option(cmd: CommandLine, name: str, value: Any) -> None:
     elif name == "silent":
         cmd.verbose, cmd.silent = 0, True
     elif name == "daemon":
-        if value != 0:
-            raise UsageError(
-                f"--daemon {value} is not supported: {_ONE_POLL}; run it from cron, "
-                "or use the web service's schedule."
-            )
-    elif name in ("rcfile", "idfile", "check", "version", "help"):
+        if value < 0:
+            raise UsageError(f"--daemon {value}: give a number of seconds (0: once).")
+        cmd.daemon = value
+    elif name in _RUN_SETTINGS:
         setattr(cmd, name, value)
-    # nodetach, nosyslog: what this command does anyway.
+    # nosyslog: what this command does anyway.

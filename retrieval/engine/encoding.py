@@ -1,8 +1,10 @@
-"""Line-ending transforms between a message and a listener: SMTP DATA, MDA stdin.
+"""Line-ending and dot transforms on the wire: POP3 bodies in, SMTP DATA and MDA
+stdin out.
 
 All work chunk by chunk with a little carried state, so a message of any size
-passes through in constant memory. A CR at the end of a chunk is held back
-because it may be the first half of a CRLF split across two reads.
+passes through in constant memory, and each chunk is scanned with ``bytes.find``
+and ``bytes.replace`` rather than line by line. A CR at the end of a chunk is
+held back because it may be the first half of a CRLF split across two reads.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ class CrlfLineEncoder(_HeldCr):
         chunk = self._take(chunk)
         if not chunk:
             return b""
-        out = self._edit(chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        if chunk.count(b"\n") != chunk.count(b"\r\n"):  # bare LFs: rare, copy
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        out = self._edit(chunk)
         self._at_line_start = out.endswith(b"\n")
         return out
 
@@ -89,3 +93,52 @@ class PlainEncoder:
 
     def finish(self) -> bytes:
         return b""
+
+
+class DotDecoder:
+    """A POP3 multi-line answer (RFC 1939 3): dot-unstuffing and its end, in chunks.
+
+    :meth:`feed` takes the bytes after the ``+OK`` line as they arrive and
+    returns ``(body, rest)``: ``body`` is the message with each line's leading
+    dot removed; ``rest`` is None until the terminating line (``.`` CRLF, or a
+    bare LF from a sloppy server) was seen, then the bytes that followed it
+    (pipelined answers). Lines may be of any length: only a dot at the start of
+    a line, and the two bytes after it, are looked at. A ``.`` or ``.`` CR at the
+    very end of a chunk is held back until the next one says what it is.
+    """
+
+    def __init__(self) -> None:
+        self._at_line_start = True
+        self._held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
+        if self._held:
+            data, self._held = self._held + data, b""
+        pieces: list[bytes] = []
+        start = 0  # of the bytes not yet taken into ``pieces``
+        dot = 0 if self._at_line_start and data[:1] == b"." else _line_dot(data, 0)
+        while dot >= 0:
+            after = data[dot + 1 : dot + 3]
+            if after[:1] == b"\n" or after == b"\r\n":
+                pieces.append(data[start:dot])
+                end = dot + (3 if after == b"\r\n" else 2)
+                return b"".join(pieces), data[end:]
+            if after in (b"", b"\r"):
+                pieces.append(data[start:dot])
+                self._held, self._at_line_start = data[dot:], True
+                return b"".join(pieces), None
+            pieces.append(data[start:dot])  # a stuffed dot: drop it
+            start = dot + 1
+            dot = _line_dot(data, start)
+        if data:
+            self._at_line_start = data.endswith(b"\n")
+        if not start:
+            return data, None
+        pieces.append(data[start:])
+        return b"".join(pieces), None
+
+
+def _line_dot(data: bytes, start: int) -> int:
+    """The index of the next dot that starts a line after ``start``, or -1."""
+    found = data.find(b"\n.", start)
+    return found + 1 if found >= 0 else -1

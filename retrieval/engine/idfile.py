@@ -1,6 +1,6 @@
-"""The command line's ledger: seen UIDs in one JSON file, replaced atomically.
+"""The command line's ledger: seen UIDs in one JSON file plus an append-only journal.
 
-Layout (``FORMAT``, version 1)::
+Layout of the file (``FORMAT``, version 1)::
 
     {"format": "fetchweb-idfile", "version": 1,
      "mailboxes": {"pop3://alice@mail.example.org":
@@ -17,12 +17,17 @@ IMAP UIDs of one account differ, so the protocol is part of the name). A folder
 keeps the UIDs of its latest UIDVALIDITY only: recording a UID under a new
 UIDVALIDITY drops the old numbering, whose UIDs mean nothing any more.
 
-Every change is written to a temporary file in the same directory, flushed with
-``fsync``, renamed over the idfile, and the directory is synced, before the
-call returns: ``mark_delivered`` is durable when it returns, as the engine's
-``Ledger`` contract requires, and a crash leaves either the old file or the new
-one, never a torn one. The whole file is rewritten each time: cheap for the
-hundreds of UIDs a mailbox usually holds, linear in their number.
+Durability: every change is one JSON line appended to ``IDFILE.journal`` and
+flushed with ``fdatasync`` before the call returns (the directory is synced
+once, when the journal is created), so ``mark_delivered`` is durable when it
+returns, as the engine's ``Ledger`` contract requires, at the cost of one small
+write instead of rewriting every UID the mailbox holds. The journal is folded
+into the file (written to a temporary file, synced, renamed over the idfile,
+directory synced; then the journal is removed) when the idfile is closed, when
+the journal passes ``COMPACT_BYTES``, and on opening after a crash. Replaying
+a change twice does nothing more, so a crash at any point of that fold loses
+nothing; a line torn by a crash while it was appended belongs to a call that
+never returned, and is ignored.
 
 One process at a time: :meth:`IdFile.open` takes an exclusive ``flock`` on
 ``IDFILE.lock``; a second poll with the same idfile is refused (exit 8, as
@@ -48,6 +53,9 @@ if TYPE_CHECKING:
 FORMAT = "fetchweb-idfile"
 VERSION = 1
 MAX_BYTES = 256 * 1024 * 1024
+JOURNAL_SUFFIX = ".journal"
+# A journal this long is folded into the file even while the idfile stays open.
+COMPACT_BYTES = 1024 * 1024
 
 
 class IdfileError(Exception):
@@ -97,13 +105,24 @@ class IdFile:
 
     def __init__(self, path: str, lock_fd: int, mailboxes: dict[str, Any]) -> None:
         self.path = path
+        self.journal_path = path + JOURNAL_SUFFIX
         self._lock_fd = lock_fd
         self._mailboxes: dict[str, dict[str, dict[str, Any]]] = mailboxes
+        self._journal_fd = -1
+        self._journal_size = 0
 
     @classmethod
     def open(cls, path: str) -> IdFile:
-        """Check, lock and read ``path`` (a missing file is an empty ledger)."""
-        problem = insecure_file(path)
+        """Check, lock and read ``path`` (a missing file is an empty ledger).
+
+        A journal left by a poll that did not close the idfile (a crash) is
+        replayed and folded into the file before anything else happens.
+        """
+        if path == os.devnull:
+            # Remember nothing, as fetchmail does with it (and never write
+            # beside it: a rename over /dev/null would replace the device).
+            return cls(path, -1, {})
+        problem = insecure_file(path) or insecure_file(path + JOURNAL_SUFFIX)
         if problem:
             raise IdfileError(problem)
         directory = Path(path).parent
@@ -115,15 +134,28 @@ class IdFile:
         lock_fd = _lock(path + ".lock")
         try:
             mailboxes = _read(path)
+            ids = cls(path, lock_fd, mailboxes)
+            if _replay(ids.journal_path, mailboxes):
+                ids.save()
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(path, lock_fd, mailboxes)
+        return ids
 
     def close(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = -1
+        """Fold the journal into the file and release the lock.
+
+        A fold that fails leaves the journal, which is as durable as the file:
+        the next :meth:`open` replays it.
+        """
+        if self._lock_fd < 0:
+            return
+        if self._journal_fd >= 0:
+            with contextlib.suppress(IdfileError):
+                self.save()
+            self._close_journal()
+        os.close(self._lock_fd)  # releases the flock
+        self._lock_fd = -1
 
     def __enter__(self) -> IdFile:
         return self
@@ -132,12 +164,62 @@ class IdFile:
         self.close()
 
     def ledger(self, key: str) -> FileLedger:
-        return FileLedger(self, self._mailboxes.setdefault(key, {}))
+        return FileLedger(self, key)
+
+    def folders(self, key: str) -> dict[str, dict[str, Any]]:
+        return self._mailboxes.setdefault(key, {})
+
+    def commit(self, change: dict[str, Any]) -> None:
+        """Journal ``change`` durably, then apply it to the loaded record."""
+        if self.path == os.devnull:
+            _apply(self._mailboxes, change)
+            return
+        line = json.dumps(change, separators=(",", ":")).encode() + b"\n"
+        try:
+            self._append(line)
+        except OSError as exc:
+            raise IdfileError(
+                f"The idfile {self.path} could not be written: {exc.strerror or exc}."
+            ) from exc
+        _apply(self._mailboxes, change)
+        if self._journal_size > COMPACT_BYTES:
+            self.save()
+
+    def _append(self, line: bytes) -> None:
+        if self._journal_fd < 0:
+            self._journal_fd = os.open(
+                self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
+            self._journal_size = os.fstat(self._journal_fd).st_size
+            _sync_directory(Path(self.path).parent)  # the journal must be found
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(self._journal_fd, line[written:])
+            os.fdatasync(self._journal_fd)
+        except OSError:
+            # Cut a torn line off, so that the next change starts a clean one.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._journal_fd, self._journal_size)
+            raise
+        self._journal_size += len(line)
+
+    def _close_journal(self) -> None:
+        if self._journal_fd >= 0:
+            os.close(self._journal_fd)
+            self._journal_fd = -1
+            self._journal_size = 0
 
     def save(self) -> None:
-        """Replace the file atomically and durably with the current record."""
+        """Replace the file atomically and durably with the current record, then
+        drop the journal it now contains."""
         try:
             self._write()
+            if self._journal_fd >= 0:
+                os.ftruncate(self._journal_fd, 0)
+                self._journal_size = 0
+            Path(self.journal_path).unlink(missing_ok=True)
+            self._close_journal()
         except OSError as exc:
             raise IdfileError(
                 f"The idfile {self.path} could not be written: {exc.strerror or exc}."
@@ -163,33 +245,32 @@ class IdFile:
             with contextlib.suppress(OSError):
                 temporary.unlink()
             raise
-        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)  # the rename itself must survive a crash
-        finally:
-            os.close(dir_fd)
+        _sync_directory(target.parent)  # the rename itself must survive a crash
 
 
 class FileLedger:
     """:class:`~retrieval.engine.ports.Ledger` for one mailbox of an :class:`IdFile`."""
 
-    def __init__(self, idfile: IdFile, folders: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, idfile: IdFile, key: str) -> None:
         self._idfile = idfile
-        self._folders = folders
+        self._key = key
+        self._folders = idfile.folders(key)
 
     def _record(self, folder: str, uidvalidity: int | None) -> dict[str, Any] | None:
-        record = self._folders.get(folder)
-        if record is None or record["uidvalidity"] != uidvalidity:
-            return None
-        return record
+        return _record(self._folders, folder, uidvalidity)
 
-    def _writable(self, folder: str, uidvalidity: int | None) -> dict[str, Any]:
-        """The folder's record for this numbering; a new numbering drops the old."""
-        record = self._record(folder, uidvalidity)
-        if record is None:
-            record = {"uidvalidity": uidvalidity, "uids": {}}
-            self._folders[folder] = record
-        return record
+    def _commit(
+        self, op: str, folder: str, uidvalidity: int | None, **fields: Any
+    ) -> None:
+        self._idfile.commit(
+            {
+                "op": op,
+                "mailbox": self._key,
+                "folder": folder,
+                "uidvalidity": uidvalidity,
+                **fields,
+            }
+        )
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]:
         record = self._record(folder, uidvalidity)
@@ -202,10 +283,7 @@ class FileLedger:
         uid: str,
         message_id: str = "",
     ) -> None:
-        record = self._writable(folder, uidvalidity)
-        record["uids"][uid] = message_id
-        record.get("partial", {}).pop(uid, None)
-        self._idfile.save()
+        self._commit(_DELIVERED, folder, uidvalidity, uid=uid, message_id=message_id)
 
     def delivered_recipients(
         self, folder: str, uidvalidity: int | None, uid: str
@@ -220,10 +298,9 @@ class FileLedger:
         uid: str,
         recipients: Collection[str],
     ) -> None:
-        record = self._writable(folder, uidvalidity)
-        done = record.setdefault("partial", {}).setdefault(uid, [])
-        done.extend(r for r in recipients if r not in done)
-        self._idfile.save()
+        self._commit(
+            _RECIPIENTS, folder, uidvalidity, uid=uid, recipients=list(recipients)
+        )
 
     def last_uidvalidity(self, folder: str) -> int | None:
         record = self._folders.get(folder)
@@ -235,14 +312,106 @@ class FileLedger:
         record = self._record(folder, uidvalidity)
         if record is None:
             return
-        uids, partial = record["uids"], record.get("partial", {})
-        gone = (set(uids) | set(partial)) - present
-        if not gone:
-            return
-        for uid in gone:
-            uids.pop(uid, None)
-            partial.pop(uid, None)
-        self._idfile.save()
+        gone = (set(record["uids"]) | set(record.get("partial", {}))) - present
+        if gone:
+            self._commit(_FORGET, folder, uidvalidity, uids=sorted(gone))
+
+
+# The journal's changes; each is idempotent, so a replay may repeat any tail.
+_DELIVERED, _RECIPIENTS, _FORGET = "delivered", "recipients", "forget"
+
+
+def _record(
+    folders: dict[str, dict[str, Any]], folder: str, uidvalidity: int | None
+) -> dict[str, Any] | None:
+    record = folders.get(folder)
+    if record is None or record["uidvalidity"] != uidvalidity:
+        return None
+    return record
+
+
+def _writable(
+    folders: dict[str, dict[str, Any]], folder: str, uidvalidity: int | None
+) -> dict[str, Any]:
+    """The folder's record for this numbering; a new numbering drops the old."""
+    record = _record(folders, folder, uidvalidity)
+    if record is None:
+        record = {"uidvalidity": uidvalidity, "uids": {}}
+        folders[folder] = record
+    return record
+
+
+def _apply(mailboxes: dict[str, Any], change: dict[str, Any]) -> None:
+    folders = mailboxes.setdefault(change["mailbox"], {})
+    folder, uidvalidity, op = change["folder"], change["uidvalidity"], change["op"]
+    if op == _FORGET:
+        record = _record(folders, folder, uidvalidity)
+        if record is not None:
+            partial = record.get("partial", {})
+            for uid in change["uids"]:
+                record["uids"].pop(uid, None)
+                partial.pop(uid, None)
+        return
+    record = _writable(folders, folder, uidvalidity)
+    uid = change["uid"]
+    if op == _DELIVERED:
+        record["uids"][uid] = change["message_id"]
+        record.get("partial", {}).pop(uid, None)
+    else:
+        done = record.setdefault("partial", {}).setdefault(uid, [])
+        done.extend(r for r in change["recipients"] if r not in done)
+
+
+def _replay(path: str, mailboxes: dict[str, Any]) -> bool:
+    """Apply the journal at ``path`` to ``mailboxes``; True when it held changes."""
+    try:
+        with open(path, "rb") as fh:  # noqa: PTH123
+            raw = fh.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise IdfileError(f"{path}: {exc.strerror or exc}") from exc
+    lines = raw.split(b"\n")
+    # The last piece is empty, or a line torn by a crash: its call never returned.
+    for line in lines[:-1]:
+        try:
+            change = json.loads(line)
+        except ValueError:
+            change = None
+        if not _valid_change(change):
+            raise IdfileError(f"{path} is damaged; move it away.")
+        _apply(mailboxes, change)
+    return bool(raw)
+
+
+def _valid_change(change: Any) -> bool:
+    if not isinstance(change, dict) or not isinstance(change.get("mailbox"), str):
+        return False
+    if not isinstance(change.get("folder"), str):
+        return False
+    validity = change.get("uidvalidity")
+    if validity is not None and not isinstance(validity, int):
+        return False
+    op = change.get("op")
+    if op == _FORGET:
+        return _strings(change.get("uids"))
+    if not isinstance(change.get("uid"), str):
+        return False
+    if op == _DELIVERED:
+        return isinstance(change.get("message_id"), str)
+    return op == _RECIPIENTS and _strings(change.get("recipients"))
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _sync_directory(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _lock(path: str) -> int:

@@ -35,6 +35,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from retrieval.engine import sasl
+from retrieval.engine.encoding import DotDecoder
 from retrieval.engine.errors import (
     AuthError,
     ConfigError,
@@ -199,28 +200,29 @@ class Pop3Session:
             yield line[1:] if line.startswith(b".") else line
 
     def _read_body(self, message: RemoteMessage) -> MessageSpool:
-        """A multi-line body after its +OK, into a new spool, undoing dot-stuffing."""
+        """A multi-line body after its +OK, into a new spool, undoing dot-stuffing.
+
+        Read in whatever chunks arrive (see :class:`DotDecoder`); the bytes after
+        the terminating line are the next pipelined answers and go back to the
+        connection. Only the first line is read as a line, for the quirk check.
+        """
         spool = MessageSpool(self._spec.max_message_bytes)
-        at_line_start = True
-        first = True
+        decoder = DotDecoder()
         try:
-            while True:
-                piece = self._conn.read_fragment(BODY_FRAGMENT)
-                if at_line_start and piece.startswith(b"."):
-                    if piece in (b".\r\n", b".\n"):
-                        break
-                    piece = piece[1:]
-                if first and _second_ok(piece):
-                    self._quirk(
-                        "doubled-ok",
-                        f"The server sent a second +OK line before message "
-                        f"{message.number}; it was dropped (a known server quirk).",
-                    )
-                    first = False
-                    continue
-                first = False
-                at_line_start = piece.endswith(b"\n")
-                spool.write(piece)
+            first = self._conn.read_fragment(BODY_FRAGMENT)
+            if _second_ok(first):
+                self._quirk(
+                    "doubled-ok",
+                    f"The server sent a second +OK line before message "
+                    f"{message.number}; it was dropped (a known server quirk).",
+                )
+                first = self._conn.read_chunk()
+            body, rest = decoder.feed(first)
+            while rest is None:
+                spool.write(body)
+                body, rest = decoder.feed(self._conn.read_chunk())
+            spool.write(body)
+            self._conn.unread(rest)
         except MessageFetchError as exc:
             spool.close()
             # The rest of the body is still on the wire and may never end:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-from retrieval.engine import idle, selection
+from retrieval.engine import hooks, idle, selection, unsupported
 from retrieval.engine.errors import (
     ConfigError,
     EngineError,
@@ -60,30 +60,33 @@ def poll(
     asked about once a second while waiting (see :mod:`retrieval.engine.idle`).
     """
     report = PollReport(properties=spec.properties)
-    wire = RedactingTranscript(
-        transcript, [spec.password.reveal()] if spec.password else []
-    )
-    for key, value in spec.extra:
-        report.notes.append(f"The option {key} {value!r} is not supported yet.")
-    job: _Poll | None = None
-    try:
-        if spec.server.protocol is Protocol.ETRN:
-            etrn(spec, wire, report)
-        elif spec.server.protocol is Protocol.ODMR:
-            odmr(spec, wire, report)
+    secrets = [s.reveal() for s in (spec.password, spec.delivery.esmtp_password) if s]
+    wire = RedactingTranscript(transcript, secrets)
+    report.notes.extend(unsupported.notes(spec))
+
+    def session() -> None:
+        job: _Poll | None = None
+        try:
+            if spec.server.protocol is Protocol.ETRN:
+                etrn(spec, wire, report)
+            elif spec.server.protocol is Protocol.ODMR:
+                odmr(spec, wire, report)
+            else:
+                job = _Poll(spec, ledger, wire, report, observe, stop)
+                job.run()
+        except EngineError as exc:
+            report.exit_code = exc.exit_code
+            report.error = str(exc)
+            wire.record("*", f"poll ended: {exc}")
         else:
-            job = _Poll(spec, ledger, wire, report, observe, stop)
-            job.run()
-    except EngineError as exc:
-        report.exit_code = exc.exit_code
-        report.error = str(exc)
-        wire.record("*", f"poll ended: {exc}")
-    else:
-        _conclude(report)
-        if job is None and report.exit_code is ExitCode.NOMAIL:
-            report.exit_code = ExitCode.SUCCESS  # ETRN/ODMR, as fetchmail counts
-        if job and job.fetchlimit_hit and report.exit_code is ExitCode.SUCCESS:
-            report.exit_code = ExitCode.MAXFETCH  # as fetchmail: more mail waits
+            _conclude(report)
+            if job is None and report.exit_code is ExitCode.NOMAIL:
+                report.exit_code = ExitCode.SUCCESS  # ETRN/ODMR, as fetchmail counts
+            if job and job.fetchlimit_hit and report.exit_code is ExitCode.SUCCESS:
+                report.exit_code = ExitCode.MAXFETCH  # as fetchmail: more mail waits
+
+    # Link checks, preconnect and postconnect around the session (hooks.py).
+    hooks.around(spec, wire, report, session)
     _mask_report(report, wire)
     return report
 

@@ -51,7 +51,12 @@ UNSUPPORTED = {
     "otp": "one-time passwords (OTP) are not supported",
     "ntlm": "NTLM is not supported",
     "msn": "MSN (NTLM) authentication is not supported",
-    "ssh": "ssh pre-authentication needs a plugin, which is not supported",
+    # With a plugin that logs in by itself, an IMAP server greets with PREAUTH
+    # and no method is asked for; reaching here means it did not.
+    "ssh": (
+        "it means the plugin program (ssh ... imapd) has logged in already, and "
+        "the server did not greet as logged in (IMAP PREAUTH)"
+    ),
 }
 # Client-side stand-ins for the plain-password commands, in plan() results.
 USER_PASS = "USER/PASS"  # POP3 USER + PASS

@@ -19,7 +19,7 @@ from retrieval.engine.tls import (
     fingerprint_algorithm,
     version_note,
 )
-from retrieval.engine.transport import Connection
+from retrieval.engine.tunnel import connect_server
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -153,12 +153,7 @@ def open_session(
     server_name = server.tls.server_name or server.host
 
     def connect(greeted: Callable[[str], None] | None) -> MailSession:
-        conn = Connection.open_tcp(
-            server.via or server.host,
-            server.effective_port,
-            timeout=server.timeout,
-            transcript=transcript,
-        )
+        conn = connect_server(server, transcript)  # TCP, or the plugin program
         try:
             if context is not None and mode is TlsMode.IMPLICIT:
                 conn.start_tls(context, server_name)

@@ -130,9 +130,12 @@ def open_sink(
     message: MessageOptions | None = None,
 ) -> Sink:
     """The sink for ``delivery``; ``helo`` is the name we give in EHLO/LHLO."""
+    from retrieval.engine.bsmtp import BsmtpSink
     from retrieval.engine.mda import MdaSink
     from retrieval.engine.smtp import SmtpSink
 
+    if delivery.kind is DeliveryKind.BSMTP:
+        return BsmtpSink(delivery, transcript)
     if delivery.kind is DeliveryKind.MDA:
         return MdaSink(delivery, transcript, message=message)
     return SmtpSink(

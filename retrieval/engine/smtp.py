@@ -12,6 +12,10 @@ for 8-bit content).
 A listener that drops, times out or answers nonsense makes that message
 DEFERRED and the next message opens a fresh connection; when no listener in
 the list accepts a connection at all, :class:`ListenerUnavailable` ends the poll.
+
+``plugout`` replaces the TCP connection with a program (:mod:`retrieval.engine.
+tunnel`); ``esmtpname``/``esmtppassword`` log in after EHLO, upgrading with
+STARTTLS first (:mod:`retrieval.engine.listener_auth`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from retrieval.engine import listener_auth
 from retrieval.engine.encoding import SmtpDataEncoder
 from retrieval.engine.errors import (
     DnsError,
@@ -29,6 +34,7 @@ from retrieval.engine.errors import (
 from retrieval.engine.headers import domain_literal
 from retrieval.engine.sink import DeliveryOutcome, Envelope, RecipientReply, Verdict
 from retrieval.engine.transport import Connection
+from retrieval.engine.tunnel import open_tunnel
 
 if TYPE_CHECKING:
     from retrieval.engine.ports import Transcript
@@ -48,10 +54,20 @@ class ListenerFault(ListenerError):
 class _Listener:
     """What one connection's greeting told us."""
 
-    def __init__(self, conn: Connection, *, lmtp: bool, domain: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        lmtp: bool,
+        domain: str,
+        host: str = "",
+        local: bool = True,
+    ) -> None:
         self.conn = conn
         self.lmtp = lmtp
         self.domain = domain  # for bare recipient names (fetchmail's destaddr)
+        self.host = host  # "" for a unix socket
+        self.local = local  # on this host: see listener_auth
         self.extensions: dict[str, str] = {}
         self.transactions = 0
 
@@ -122,22 +138,52 @@ class SmtpSink:
                 conn, lmtp=True, domain=self._delivery.smtpaddress or "localhost"
             )
         host, port = split_host_port(entry, self._delivery.port)
-        conn = Connection.open_tcp(
-            host,
-            port,
-            timeout=timeout,
-            transcript=self._transcript,
-            side=f"the local {'LMTP' if self._lmtp else 'SMTP'} listener",
-            error=ListenerError,
-        )
+        side = f"the local {'LMTP' if self._lmtp else 'SMTP'} listener"
+        if self._delivery.plugout:  # fetchmail's plugout: a program speaks for it
+            opened: Connection = open_tunnel(
+                self._delivery.plugout,
+                host=host,
+                port=port,
+                timeout=timeout,
+                transcript=self._transcript,
+                label="plugout",
+                side=side,
+                error=ListenerError,
+            )
+        else:
+            opened = Connection.open_tcp(
+                host,
+                port,
+                timeout=timeout,
+                transcript=self._transcript,
+                side=side,
+                error=ListenerError,
+            )
         domain = self._delivery.smtpaddress or domain_literal(host)
-        return _Listener(conn, lmtp=self._lmtp, domain=domain)
+        local = bool(self._delivery.plugout) or listener_auth.on_this_host(host)
+        return _Listener(opened, lmtp=self._lmtp, domain=domain, host=host, local=local)
 
     def _greet(self, listener: _Listener) -> None:
         conn = listener.conn
         code, text = self._reply(conn)
         if code != 220:
             raise ListenerFault(f"The listener's greeting was {code} {text}.")
+        self._hello(listener)
+        if self._delivery.esmtp_password is not None:
+            listener_auth.login(
+                conn,
+                listener.extensions,
+                delivery=self._delivery,
+                host=listener.host,
+                local=listener.local,
+                command=lambda line: self._command(conn, line),
+                reply=lambda: self._reply(conn),
+                hello=lambda: self._hello(listener),
+            )
+
+    def _hello(self, listener: _Listener) -> dict[str, str]:
+        """EHLO (LHLO), HELO as a fallback; the extensions it announced."""
+        conn = listener.conn
         code, text = self._command(
             conn, f"{'LHLO' if listener.lmtp else 'EHLO'} {self._helo}"
         )
@@ -146,10 +192,12 @@ class SmtpSink:
         if code != 250:
             raise ListenerFault(f"The listener refused our greeting: {code} {text}.")
         # The first line of the EHLO reply is the server's name, not an extension.
+        listener.extensions.clear()
         for line in text.splitlines()[1:]:
             keyword, _, value = line.strip().partition(" ")
             if keyword:
                 listener.extensions[keyword.upper()] = value.strip()
+        return listener.extensions
 
     def _reply(self, conn: Connection) -> tuple[int, str]:
         """A (possibly multi-line) reply; anything malformed is a fault (CVE-2025-61962)."""
@@ -347,19 +395,22 @@ class SmtpSink:
         observe: Observe | None,
     ) -> None:
         encoder = SmtpDataEncoder()
-        pending = bytearray()
-        sent = 0
+        pending: list[bytes] = []  # joined only when sent: one copy at most
+        size = sent = 0
         for chunk in message.chunks(recipients):
-            pending += encoder.feed(chunk)
-            if len(pending) >= SEND_BUFFER or not sent:
-                conn.send_raw(bytes(pending))
+            pending.append(encoder.feed(chunk))
+            size += len(pending[-1])
+            if size >= SEND_BUFFER or not sent:
+                conn.send_raw(b"".join(pending))
                 if not sent and observe is not None:
                     observe("data")  # the listener has the first bytes
-                sent += len(pending)
+                sent += size
                 pending.clear()
-        pending += encoder.finish()
-        conn.send_raw(bytes(pending))
-        sent += len(pending)
+                size = 0
+        pending.append(encoder.finish())
+        data = b"".join(pending)
+        conn.send_raw(data)
+        sent += len(data)
         conn.note(f"message data: {sent} octets sent")
 
     def _qualify(self, listener: _Listener, recipient: str) -> str:

@@ -54,6 +54,7 @@ class DeliveryKind(StrEnum):
     SMTP = "smtp"
     LMTP = "lmtp"
     MDA = "mda"
+    BSMTP = "bsmtp"  # append to a batch SMTP file (see retrieval.engine.bsmtp)
 
 
 DEFAULT_PORTS: dict[tuple[Protocol, TlsMode], int] = {
@@ -94,6 +95,9 @@ class ServerSpec:
     auth: str = "any"  # any, password, plain, login, cram-md5, apop, xoauth2, ...
     timeout: float = 300.0  # seconds, every single wait on the network
     via: str | None = None  # connect here instead of ``host`` (name still verified)
+    # fetchmail's plugin: argv of a program whose stdin/stdout is the connection
+    # (%h host, %p port); never a shell line. See retrieval.engine.tunnel.
+    plugin: tuple[str, ...] = ()
 
     @property
     def effective_port(self) -> int:
@@ -131,6 +135,16 @@ class DeliverySpec:
     # An MDA that exits 0 but wrote to stderr: failed (getmail, reliability.md)
     # unless this is set (fetchmail counts the exit status only).
     mda_ignore_stderr: bool = False
+    bsmtp: str = ""  # kind BSMTP: the batch file, "-" for standard output
+    plugout: tuple[str, ...] = ()  # argv speaking to the listener, as ``plugin``
+    # SMTP AUTH to the listener (esmtpname/esmtppassword), only with a password;
+    # see retrieval.engine.listener_auth for STARTTLS and the certificate check:
+    # ``listener_verify`` None means "checked unless the listener is on this
+    # host"; ``listener_ca_file`` replaces the system CAs for that check.
+    esmtp_name: str = ""
+    esmtp_password: Secret | None = None
+    listener_verify: bool | None = None
+    listener_ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +228,15 @@ class MailboxSpec:
     multidrop: MultidropSpec | None = None  # None: every message to ``recipients``
     # ETRN / ODMR: the domains whose queued mail the server should send.
     fetchdomains: tuple[str, ...] = ()
+    # Programs run before and after the session (fetchmail's preconnect and
+    # postconnect), as argv; see retrieval.engine.hooks.
+    preconnect: tuple[str, ...] = ()
+    postconnect: tuple[str, ...] = ()
+    # Dial-up era link checks (see retrieval.engine.link): poll only while the
+    # interface "IF/ADDRESS[/MASK]" is up with that address; skip the poll when
+    # the ``monitor`` interface saw no traffic since the previous poll.
+    interface: str = ""
+    monitor: str = ""
     # Options the engine does not act on yet, kept so that nothing a user
     # configured is silently lost; the report lists them.
     extra: tuple[tuple[str, str], ...] = ()

@@ -16,11 +16,12 @@ from retrieval.engine.errors import ConfigError, EngineError, ProtocolError, Tls
 from retrieval.engine.report import ExitCode
 from retrieval.engine.spec import TlsMode
 from retrieval.engine.tls import check_fingerprint, client_context
-from retrieval.engine.transport import Connection
+from retrieval.engine.tunnel import connect_server
 
 if TYPE_CHECKING:
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import MailboxSpec
+    from retrieval.engine.transport import Connection
 
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100
@@ -74,12 +75,7 @@ class TurnClient:
         mode = server.tls.mode
         context = client_context(server.tls) if mode is not TlsMode.NONE else None
         name = server.tls.server_name or server.host
-        conn = Connection.open_tcp(
-            server.via or server.host,
-            server.effective_port,
-            timeout=server.timeout,
-            transcript=transcript,
-        )
+        conn = connect_server(server, transcript)  # TCP, or the plugin program
         client = cls(conn)
         try:
             if context is not None and mode is TlsMode.IMPLICIT:

@@ -11,15 +11,23 @@ where fetchmail and the engine differ:
   asked for no TLS at all (mode NONE);
 * ``proto auto`` becomes IMAP (fetchmail tries IMAP first), ``apop`` is POP3 with
   auth ``apop``, ``kpop``/``sdps``/``rpop`` are POP3 (noted in ``extra``);
-* ``mda`` is split like a shell word list (``shlex``), never run by a shell;
+* ``mda``, ``plugin``, ``plugout``, ``preconnect`` and ``postconnect`` are split
+  like a shell word list (``shlex``), never run by a shell; one that needs a
+  shell stays in ``extra`` and the engine refuses the poll with the reason
+  (:mod:`retrieval.engine.unsupported`);
+* ``bsmtp`` wins over ``mda``, which wins over ``smtphost``, as in fetchmail;
+* ``set daemon`` and ``interval`` say when to poll, not how: whoever schedules
+  polls applies them (the command line's daemon mode, the web service's poll
+  interval), and the spec does not carry them;
+* ``esmtpname`` defaults to the invoking user when ``esmtppassword`` is set;
 * a ``timeout`` of zero or less means fetchmail's default, 300 s.
 """
 
 from __future__ import annotations
 
-import shlex
 from typing import TYPE_CHECKING
 
+from retrieval.engine.commands import split_command
 from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
@@ -79,8 +87,17 @@ _MAPPED_SERVER = {
     "aka",
     "dns",
     "checkalias",
+    "sdps",  # reported with the protocol
+    "interval",  # scheduling, see the module docstring
+    "interface",
+    "monitor",
+    "plugin",
+    "plugout",
+    "esmtpname",
+    "esmtppassword",
 }
 _MAPPED_GLOBAL = {
+    "daemon",  # scheduling, see the module docstring
     "softbounce",
     "invisible",
     "bouncemail",
@@ -131,6 +148,9 @@ _MAPPED_USER = {
     "idle",
     "properties",
     "sslproto",
+    "bsmtp",
+    "preconnect",
+    "postconnect",
 }
 
 
@@ -192,8 +212,22 @@ def _tls(s: ServerOptions, u: UserOptions, extra: list[tuple[str, str]]) -> TlsS
     )
 
 
+def _command(
+    name: str, text: str | None, extra: list[tuple[str, str]]
+) -> tuple[str, ...]:
+    """A command option as argv; one that needs a shell is kept in ``extra``."""
+    if text is None:
+        return ()
+    argv = split_command(text)
+    if argv is None:
+        extra.append((name, text))
+        return ()
+    return argv
+
+
 def _delivery(
     g: GlobalOptions,
+    s: ServerOptions,
     u: UserOptions,
     local: str | None,
     extra: list[tuple[str, str]],
@@ -207,17 +241,14 @@ def _delivery(
         recipients = (local,)  # qualified with smtpaddress by the sink
     antispam = tuple(u.antispam)
     softbounce = g.softbounce is not False
-    if u.mda is not None:
-        try:
-            argv = tuple(shlex.split(u.mda))
-        except ValueError:
-            argv = ()
-        if not argv or any(ch in u.mda for ch in "|&;<>`$"):
-            extra.append(("mda", u.mda))
+    argv = _command("mda", u.mda, extra)
+    if u.bsmtp is not None:
+        kind = DeliveryKind.BSMTP
+    elif u.mda is not None:
         kind = DeliveryKind.MDA
     else:
         kind = DeliveryKind.LMTP if u.lmtp else DeliveryKind.SMTP
-        argv = ()
+    password = s.esmtppassword
     return DeliverySpec(
         kind=kind,
         hosts=hosts,
@@ -237,6 +268,10 @@ def _delivery(
         if g.postmaster is not None
         else ("postmaster" if env.is_root else env.user),
         mda_ignore_stderr=True,  # fetchmail judges an MDA by its exit status
+        bsmtp=u.bsmtp or "",
+        plugout=_command("plugout", s.plugout, extra),
+        esmtp_name=s.esmtpname or (env.user if password is not None else ""),
+        esmtp_password=Secret(password) if password is not None else None,
     )
 
 
@@ -261,7 +296,7 @@ def user_spec(
     """The engine's spec for one user description of one entry."""
     extra = _extras(g, s, u)
     protocol = s.protocol or "auto"
-    if protocol not in ("imap", "pop3", "etrn", "odmr") or s.sdps:
+    if protocol in ("auto", "pop2", "rpop") or s.sdps:
         extra.append(("protocol", "sdps" if s.sdps else protocol))
     auth = s.auth or "any"
     if protocol == "apop":
@@ -276,6 +311,7 @@ def user_spec(
         tls=tls,
         auth=auth,
         timeout=float(timeout),
+        plugin=_command("plugin", s.plugin, extra),
     )
     names = u.localnames or [(env.user, None)]
     single = len(names) == 1 and not u.wildcard
@@ -306,10 +342,14 @@ def user_spec(
         showdots=bool(g.showdots),
         properties=u.properties or g.properties or "",
         name=s.pollname,
-        delivery=_delivery(g, u, local, extra, env),
+        delivery=_delivery(g, s, u, local, extra, env),
         message=_message(s, u),
         multidrop=None if single else _multidrop(s, u, names),
         fetchdomains=fetchdomains,
+        preconnect=_command("preconnect", u.preconnect, extra),
+        postconnect=_command("postconnect", u.postconnect, extra),
+        interface=s.interface or "",
+        monitor=s.monitor or "",
         extra=tuple(extra),
     )
 

@@ -135,10 +135,10 @@ def test_unsupported_or_unoffered_mechanisms_say_so_before_any_secret() -> None:
 
 def test_unknown_options_are_listed_in_the_report(listener: FakeSmtpServer) -> None:
     with FakePop3Server() as server:
-        spec = make_spec(server, listener, extra=(("plugin", "ssh x"),))
+        spec = make_spec(server, listener, extra=(("nonesuch", "x"),))
         report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
     assert report.exit_code is ExitCode.NOMAIL
-    assert report.notes == ["The option plugin 'ssh x' is not supported yet."]
+    assert report.notes == ["The option nonesuch 'x' is not supported yet."]
 
 
 def test_long_listings_are_summarised_in_the_transcript(

@@ -128,6 +128,13 @@ service lmtp {{
     port = {lmtp_port}
   }}
 }}
+# For a Postfix that authenticates SMTP clients against these users
+# (tests/support/postfix.py, SASL mode); Postfix's smtpd is another user.
+service auth {{
+  unix_listener auth-postfix {{
+    mode = 0666
+  }}
+}}
 # Without root these cannot chroot ("chroot =" clears it; empty line as root).
 service imap-urlauth-login {{
   {chroot}
@@ -207,6 +214,10 @@ class Dovecot:
     """PEM of another CA that did not sign it: verification must fail."""
     cert_file: str
     """PEM chain of the server certificate (for "localhost" and 127.0.0.1)."""
+    key_file: str
+    """Its private key (a Postfix in SASL mode uses the same certificate)."""
+    auth_socket: str
+    """Dovecot's SASL socket for Postfix (``smtpd_sasl_type = dovecot``)."""
     base: Path
     startup_seconds: float
 
@@ -275,6 +286,8 @@ class Dovecot:
         self.ca_file = str(tls / "ca.pem")
         self.wrong_ca_file = str(tls / "wrong-ca.pem")
         self.cert_file = str(tls / "server.pem")
+        self.key_file = str(tls / "server.key")
+        self.auth_socket = str(self.base / "run" / "auth-postfix")
 
         users = self.base / "users"
         users.mkdir(mode=0o750)

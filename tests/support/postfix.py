@@ -19,6 +19,11 @@ The instance has its own ``config_directory``, ``queue_directory`` and
 as our child, so stopping it is one signal. No DNS at all: every lookup is
 ``native`` (the hosts file) and every next hop is a bracketed loopback address.
 
+SASL mode (``Postfix.start(lmtp_port, sasl=SaslSetup(...))``) adds listeners
+that relay only for clients that authenticated (SMTP AUTH, checked by the
+fixture Dovecot's users through its SASL socket), for the ESMTP AUTH tests of
+fetchmail's ``esmtpname``/``esmtppassword``; see :data:`AUTH_LISTENERS`.
+
 As root (the usual case in CI), Postfix's daemons run as the Debian package's
 ``postfix`` user, which must traverse the directory tree: the files live in a
 fresh 0755 directory under the system temp dir, removed by :meth:`stop`.
@@ -38,6 +43,7 @@ import smtplib
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +146,45 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+@dataclass(frozen=True)
+class SaslSetup:
+    """What the AUTH listeners need: Dovecot's SASL socket and a certificate."""
+
+    socket: str
+    cert_file: str
+    key_file: str
+
+
+# SASL mode's listeners (name -> overrides). Each relays only for a client that
+# authenticated; "tls" offers AUTH only after STARTTLS (every mechanism Dovecot
+# has: CRAM-MD5, PLAIN, LOGIN), "plain"/"login" offer only that one,
+# "cleartext" has no TLS at all and takes AUTH in clear.
+AUTH_LISTENERS: dict[str, dict[str, str]] = {
+    "tls": {},
+    "plain": {"smtpd_sasl_mechanism_filter": "plain"},
+    "login": {"smtpd_sasl_mechanism_filter": "login"},
+    "cleartext": {"smtpd_tls_security_level": "none", "smtpd_tls_auth_only": "no"},
+}
+
+
+def _auth_service(host: str, port: int, sasl: SaslSetup, extra: dict[str, str]) -> str:
+    options = {
+        "smtpd_sasl_auth_enable": "yes",
+        "smtpd_sasl_type": "dovecot",
+        "smtpd_sasl_path": sasl.socket,
+        "smtpd_tls_security_level": "may",
+        "smtpd_tls_auth_only": "yes",
+        "smtpd_tls_cert_file": sasl.cert_file,
+        "smtpd_tls_key_file": sasl.key_file,
+        "smtpd_relay_restrictions": "permit_sasl_authenticated,reject",
+        "smtpd_recipient_restrictions": "permit_sasl_authenticated,reject",
+        **extra,
+    }
+    lines = [f"{host}:{port} inet n - n - - smtpd"]
+    lines += [f"  -o {name}={value}" for name, value in options.items()]
+    return "\n".join(lines) + "\n"
+
+
 # (name, mode, group postdrop?) as Debian's postfix-files lays them out.
 _QUEUE_DIRS = [
     ("pid", 0o755, False),
@@ -179,9 +224,13 @@ class Postfix:
     port: int  # smtpd
     base: Path
 
-    def __init__(self, base: Path, lmtp_port: int) -> None:
+    def __init__(
+        self, base: Path, lmtp_port: int, sasl: SaslSetup | None = None
+    ) -> None:
         self.host = LOOPBACK
         self.port = 0
+        self.sasl = sasl
+        self.auth_ports: dict[str, int] = {}  # SASL mode: AUTH_LISTENERS' ports
         self.base = base
         self.lmtp_port = lmtp_port
         self.etc = base / "etc"
@@ -191,11 +240,11 @@ class Postfix:
     # -- lifecycle --------------------------------------------------------------
 
     @classmethod
-    def start(cls, lmtp_port: int) -> Postfix:
+    def start(cls, lmtp_port: int, sasl: SaslSetup | None = None) -> Postfix:
         """Configure and start; returns once smtpd accepts connections."""
         base = Path(tempfile.mkdtemp(prefix="fetchweb-postfix-"))
         base.chmod(0o755)
-        server = cls(base, lmtp_port)
+        server = cls(base, lmtp_port, sasl)
         try:
             server._launch()
         except BaseException:
@@ -214,9 +263,18 @@ class Postfix:
             "lmtp_port": self.lmtp_port,
             "smtp_port": self.port,
         }
-        for name, text in (("main.cf", _MAIN_CF), ("master.cf", _MASTER_CF)):
+        master = _MASTER_CF.format(**values)
+        if self.sasl is not None:
+            master += "".join(
+                _auth_service(self.host, self.auth_ports[name], self.sasl, extra)
+                for name, extra in AUTH_LISTENERS.items()
+            )
+        for name, text in (
+            ("main.cf", _MAIN_CF.format(**values)),
+            ("master.cf", master),
+        ):
             path = self.etc / name
-            path.write_text(text.format(**values))
+            path.write_text(text)
             # Postfix waits until a just-written main.cf is a few seconds old
             # (it could be half written): make it old.
             past = time.time() - 60
@@ -238,6 +296,8 @@ class Postfix:
     def _launch(self) -> None:
         for attempt in range(_ATTEMPTS):
             self.port = free_port()
+            if self.sasl is not None:
+                self.auth_ports = {name: free_port() for name in AUTH_LISTENERS}
             self._write_config()
             self._make_queue()
             log = (self.base / "master.out").open("ab")
@@ -254,7 +314,7 @@ class Postfix:
             try:
                 wait_for_ports(
                     self.host,
-                    [self.port],
+                    [self.port, *self.auth_ports.values()],
                     _START_TIMEOUT,
                     alive=self._alive,
                     what="postfix",

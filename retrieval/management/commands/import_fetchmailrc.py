@@ -48,11 +48,14 @@ from django.db import transaction
 from accounts.models import Domain, User
 from retrieval import rcmap
 from retrieval.engine.spec import DEFAULT_PORTS, Protocol, TlsMode
+from retrieval.engine.unsupported import run_time_notes
 from retrieval.models import Mailbox, MultidropRule
 from retrieval.rcfile import RcfileError, parse_file
 from retrieval.rcfile.env import Environment, netrc_lookup
 from retrieval.rcfile.export import quote
 from retrieval.rcfile.model import GlobalOptions
+from retrieval.rcfile.specs import user_spec
+from retrieval.services import BSMTP_STDOUT
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -184,6 +187,8 @@ class Entry:
     row: rcmap.Row
     mailbox: Mailbox | None = None
     created: bool = False
+    # What a poll will refuse or not apply (retrieval.engine.unsupported).
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _texts(value: Any) -> list[str]:
@@ -458,7 +463,11 @@ class Command(BaseCommand):
                     for p in refusals(scope, config.globals, server.options, u)
                 ]
                 found += [f"{where}: {p}" for p in self._bad_values(server, u, row)]
-                entry = Entry(where, server, u, row)
+                spec = user_spec(config.globals, server.options, u, env)
+                notes = run_time_notes(spec)
+                if u.bsmtp == "-":
+                    notes.append(BSMTP_STDOUT)
+                entry = Entry(where, server, u, row, notes=notes)
                 if not found:
                     matches = existing[_account_key(row.columns)]
                     entry.created = not matches
@@ -564,6 +573,8 @@ class Command(BaseCommand):
         if said:
             self.stdout.write("    options: " + ", ".join(said))
         self.stdout.write("    " + password)
+        for note in entry.notes:
+            self.stdout.write(f"    at poll time: {note}")
         commands = rcmap.commands_in(entry.server.options, entry.user)
         if commands and not scope.owner.is_superuser:
             self.stdout.write(

@@ -1,0 +1,143 @@
+"""What the mailbox pages change: the writes behind the forms and buttons.
+
+The views decide who may ask (retrieval.permissions) and the forms what may be
+asked (retrieval.forms); these functions only carry it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from retrieval import services
+from retrieval.engine.probe import LoginCheck, check_login
+from retrieval.models import Mailbox, MultidropRule, SeenMessage
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from accounts.models import User
+
+# Seconds one person waits between two "Poll now" (or two tests) of one mailbox.
+ACTION_INTERVAL = 10
+# Seconds for each network wait of a connection test: someone watches the page.
+PROBE_TIMEOUT = 15.0
+PROBE_TRANSCRIPT_CHARS = 20_000
+# A change of any of these names another remote mailbox, whose UIDs mean nothing
+# to the ledger kept for this one.
+REMOTE_IDENTITY = ("protocol", "host", "username")
+
+
+class MailboxBusy(Exception):
+    """The mailbox is being polled; the text says until when at the latest."""
+
+
+def mailbox_new() -> Mailbox:
+    """An unsaved mailbox delivering where the installation delivers by default."""
+    return Mailbox(
+        delivery_kind=settings.FETCH_DEFAULT_DELIVERY_KIND,
+        delivery_host=settings.FETCH_DEFAULT_DELIVERY_HOST,
+        delivery_port=settings.FETCH_DEFAULT_DELIVERY_PORT,
+    )
+
+
+@transaction.atomic
+def mailbox_save(
+    *,
+    mailbox: Mailbox,
+    owner: User | None = None,
+    new_password: str = "",
+    clear_password: bool = False,
+    mda: str | None = None,
+) -> Mailbox:
+    """Store a validated mailbox. ``owner`` is used once, when it is created.
+
+    ``mda``: the program to deliver to, for a superuser's form; None leaves the
+    stored command alone. When the remote account changes, the record of what was
+    delivered from the old one is dropped: its UIDs could name other messages on
+    the new server, which a poll would then delete as already delivered.
+    """
+    if mailbox._state.adding:
+        if owner is None:
+            raise ValueError("A new mailbox needs an owner.")
+        mailbox.owner = owner
+        mailbox.domain = owner.domain
+    else:
+        before = Mailbox.objects.filter(pk=mailbox.pk).values(*REMOTE_IDENTITY).get()
+        if any(before[name] != getattr(mailbox, name) for name in REMOTE_IDENTITY):
+            SeenMessage.objects.filter(mailbox=mailbox).delete()
+    if mda is not None:
+        options = dict(mailbox.options) if isinstance(mailbox.options, dict) else {}
+        user = dict(options.get("user") or {})
+        if mailbox.delivery_kind == Mailbox.DeliveryKind.MDA and mda:
+            user["mda"] = mda
+        else:
+            user.pop("mda", None)
+        options["user"] = user
+        mailbox.options = options
+    if clear_password:
+        mailbox.set_password("")
+    elif new_password:
+        mailbox.set_password(new_password)
+    mailbox.save()
+    return mailbox
+
+
+@transaction.atomic
+def mailbox_rules_replace(
+    *, mailbox: Mailbox, rules: Sequence[tuple[str, str]]
+) -> None:
+    """The mailbox's multidrop rules become ``rules`` (remote, local), in order."""
+    MultidropRule.objects.filter(mailbox=mailbox).delete()
+    MultidropRule.objects.bulk_create(
+        MultidropRule(mailbox=mailbox, position=n, remote=remote, local=local)
+        for n, (remote, local) in enumerate(rules)
+    )
+
+
+def mailbox_delete(*, mailbox: Mailbox) -> None:
+    """Delete the mailbox with its polls and ledger; not while a poll runs, whose
+    record would then have nowhere to go."""
+    now = timezone.now()
+    if mailbox.lease_until is not None and mailbox.lease_until > now:
+        until = timezone.localtime(mailbox.lease_until)
+        raise MailboxBusy(
+            "This mailbox is being polled right now; delete it when the poll has "
+            f"ended (at {until:%H:%M} at the latest)."
+        )
+    mailbox.delete()
+
+
+def action_allowed(*, user: User, mailbox: Mailbox, action: str) -> bool:
+    """True at most once per ACTION_INTERVAL for one person, mailbox and action."""
+    key = f"fetchweb:{action}:{user.pk}:{mailbox.pk}"
+    return bool(cache.add(key, 1, timeout=ACTION_INTERVAL))
+
+
+def mailbox_poll_request(*, mailbox: Mailbox) -> None:
+    """Queue a poll now, once the surrounding transaction (if any) has committed."""
+    from retrieval.tasks import poll_mailbox as poll_mailbox_task
+
+    transaction.on_commit(partial(poll_mailbox_task.delay, mailbox.pk, "manual"))
+
+
+def mailbox_login_check(*, mailbox: Mailbox) -> tuple[LoginCheck, str]:
+    """Log in to the remote server and out again, as a poll would; nothing is
+    fetched or recorded. Returns the answer and the masked transcript."""
+    try:
+        spec = services.mailbox_spec(mailbox)
+    except services.SpecError as exc:
+        return LoginCheck(ok=False, greeting="", error=str(exc)), ""
+    timeout = min(spec.server.timeout, PROBE_TIMEOUT)
+    spec = replace(spec, server=replace(spec.server, timeout=timeout))
+    transcript = services.RecordingTranscript(
+        secrets=(spec.password.reveal(),) if spec.password else (),
+        limit=PROBE_TRANSCRIPT_CHARS,
+    )
+    return check_login(spec, transcript), transcript.text()

@@ -1,0 +1,54 @@
+"""Log in and out without fetching: the "Test connection" button of the web pages.
+
+The session is opened exactly as a poll opens it (the TLS policy, STARTTLS before
+any credential, the configured mechanism never replaced by a weaker one), then
+ended at once. No folder is opened, so nothing is listed, read, marked or
+deleted, and no listener is contacted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+from retrieval.engine.errors import EngineError
+from retrieval.engine.memory import ListTranscript
+from retrieval.engine.redact import RedactingTranscript
+from retrieval.engine.session import open_session
+
+if TYPE_CHECKING:
+    from retrieval.engine.ports import Transcript
+    from retrieval.engine.spec import MailboxSpec
+
+
+class LoginCheck(NamedTuple):
+    ok: bool
+    greeting: str  # the server's first line, secrets masked; "" if none came
+    error: str  # plain words when not ok, secrets masked
+
+
+def check_login(spec: MailboxSpec, transcript: Transcript | None = None) -> LoginCheck:
+    """Connect, secure and log in with ``spec``'s settings, then log out."""
+    wire = RedactingTranscript(
+        transcript if transcript is not None else ListTranscript(),
+        [spec.password.reveal()] if spec.password else [],
+    )
+    greeting = ""
+
+    def greeted(text: str) -> None:
+        nonlocal greeting
+        greeting = text
+
+    try:
+        session = open_session(spec, wire, on_greeting=greeted)
+    except EngineError as exc:
+        return LoginCheck(
+            ok=False, greeting=wire.mask(greeting), error=wire.mask(str(exc))
+        )
+    try:
+        session.logout()
+    except EngineError:
+        # The login worked; a rude goodbye does not change the answer.
+        session.abort()
+    return LoginCheck(
+        ok=True, greeting=wire.mask(session.greeting or greeting), error=""
+    )

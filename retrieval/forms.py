@@ -1,0 +1,496 @@
+"""The forms of the mailbox pages: what each role may set, refused in plain words.
+
+A field a person may not change is not in their form at all, so crafted POST data
+for it is ignored: ownership, delivery, server-run commands and CA files stay as
+their administrator set them. The stricter rules for non-superusers (no
+cleartext, no unverified certificates, a minimum interval...) apply to values
+they change: what a superuser set for them earlier stays until changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+from retrieval import netpolicy
+from retrieval.engine.spec import DEFAULT_PORTS
+from retrieval.engine.spec import Protocol as EngineProtocol
+from retrieval.engine.spec import TlsMode as EngineTlsMode
+from retrieval.models import Mailbox
+from retrieval.rcmap import MAX_POLL_INTERVAL
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator
+
+    from django.db.models import QuerySet
+
+    from accounts.models import User
+
+# A minute: faster polling of somebody else's server looks like abuse to them.
+MIN_USER_INTERVAL = 60
+MIN_INTERVAL = 10  # Mailbox.poll_interval's validator, for superusers
+MAX_RULES = 500
+LINE_BREAKS = ("\r", "\n", "\0")
+STORED_PASSWORD_HELP = (
+    "A password is stored; it is never shown. Leave empty to keep it."
+)
+
+# Choices that need something only a superuser can provide on this server: a
+# tunnel program, a client certificate, a Kerberos ticket; ETRN and ODMR hand a
+# whole domain's mail to the local MTA.
+USER_PROTOCOLS = {Mailbox.Protocol.POP3, Mailbox.Protocol.IMAP}
+SUPERUSER_AUTHS = {
+    Mailbox.Auth.SSH,
+    Mailbox.Auth.EXTERNAL,
+    Mailbox.Auth.GSSAPI,
+    Mailbox.Auth.KERBEROS_V5,
+}
+SUPERUSER_FIELDS = (
+    "ca_file",
+    "timeout",
+    "delivery_kind",
+    "delivery_host",
+    "delivery_port",
+    "recipient",
+    "mda",
+)
+# Where the remote server is: a change re-checks the network policy.
+DESTINATION_FIELDS = {"host", "port", "protocol", "tls_mode"}
+
+_HOST_LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_HOST_LABEL}(\.{_HOST_LABEL})*\.?$")
+# A local part or an address: RFC 5322 atext, dots and one "@"; no "=" (the
+# rcfile's own separator), no "*" but the wildcard alone.
+_RULE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'+/?^_`{|}~.-]+(@[A-Za-z0-9.-]+)?$")
+
+
+def refuse_line_breaks(value: str, what: str) -> None:
+    if any(ch in value for ch in LINE_BREAKS):
+        raise ValidationError(
+            f"The {what} cannot contain a line break or a NUL character."
+        )
+
+
+def default_port(protocol: str, tls_mode: str) -> int:
+    """The port the engine uses when none is given; 0 when there is none."""
+    try:
+        key = (EngineProtocol(protocol), EngineTlsMode(tls_mode))
+    except ValueError:
+        return 0
+    return DEFAULT_PORTS.get(key, 0)
+
+
+class FoldersField(forms.CharField):
+    """A list of folder names, typed one per line."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return "\n".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        text = super().to_python(value) or ""
+        lines = (line.removesuffix("\r").strip() for line in text.split("\n"))
+        return [line for line in lines if line]
+
+    def validate(self, value: Any) -> None:
+        for name in value:
+            refuse_line_breaks(name, "folder name")
+            if len(name) > 500:
+                raise ValidationError("A folder name is at most 500 characters.")
+        if len(set(value)) != len(value):
+            raise ValidationError("A folder is listed twice.")
+
+
+def _restrict_choices(
+    field: forms.Field,
+    choices: list[tuple[str, str]],
+    allowed: Collection[str],
+    current: str,
+) -> None:
+    """Offer only ``allowed``, plus the value stored now (left as it is)."""
+    assert isinstance(field, forms.ChoiceField)
+    field.choices = [(v, label) for v, label in choices if v in allowed or v == current]
+
+
+class MailboxForm(forms.ModelForm):
+    port = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=65535,
+        error_messages={
+            "invalid": "A port is a whole number from 1 to 65535.",
+            "min_value": "A port is a whole number from 1 to 65535.",
+            "max_value": "A port is a whole number from 1 to 65535.",
+        },
+        help_text="Empty: the usual port for the protocol and encryption "
+        "(IMAP 993 or 143, POP3 995 or 110).",
+    )
+    new_password = forms.CharField(
+        label="Password",
+        required=False,
+        strip=False,
+        max_length=1000,
+        widget=forms.PasswordInput(
+            render_value=False, attrs={"autocomplete": "new-password"}
+        ),
+    )
+    clear_password = forms.BooleanField(
+        label="Remove the stored password", required=False
+    )
+    folders = FoldersField(
+        required=False,
+        help_text="IMAP only: one folder per line; empty means INBOX.",
+    )
+    poll_interval = forms.IntegerField(
+        label="Poll every (seconds)",
+        error_messages={"invalid": "Enter a number of seconds."},
+    )
+    mda = forms.CharField(
+        label="Program (MDA)",
+        required=False,
+        max_length=1000,
+        help_text="For delivery to a program: the command, with %T for the "
+        "recipient and %F for the sender. Run on this server without a shell.",
+    )
+
+    class Meta:
+        model = Mailbox
+        fields = (
+            "owner",
+            "name",
+            "enabled",
+            "poll_interval",
+            "protocol",
+            "host",
+            "port",
+            "tls_mode",
+            "verify_tls",
+            "ca_file",
+            "auth",
+            "username",
+            "folders",
+            "keep",
+            "fetchall",
+            "timeout",
+            "delivery_kind",
+            "delivery_host",
+            "delivery_port",
+            "recipient",
+        )
+        labels = {
+            "tls_mode": "Encryption",
+            "auth": "Authentication",
+            "ca_file": "CA file",
+            "username": "User name",
+            "fetchall": "Fetch all",
+        }
+        widgets = {"host": forms.TextInput(attrs={"spellcheck": "false"})}
+
+    SECTIONS = (
+        ("Mailbox", ("owner", "name", "enabled", "poll_interval")),
+        ("Remote server", ("protocol", "host", "port", "tls_mode", "verify_tls")),
+        ("Login", ("auth", "username", "new_password", "clear_password")),
+        ("Messages", ("folders", "keep", "fetchall")),
+        ("Delivery and server (superusers only)", SUPERUSER_FIELDS),
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        editor: User,
+        owners: QuerySet[User] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+        self.editor = editor
+        self.adding = self.instance._state.adding
+        if self.adding and owners is not None:
+            owner_field = self.fields["owner"]
+            assert isinstance(owner_field, forms.ModelChoiceField)
+            owner_field.queryset = owners
+            owner_field.empty_label = None
+            self.initial.setdefault("owner", editor.pk)
+        else:
+            # Set once, on creation, by the view: never from the request.
+            del self.fields["owner"]
+        if editor.is_superuser:
+            mda = ((self.instance.options or {}).get("user") or {}).get("mda")
+            self.fields["mda"].initial = mda if isinstance(mda, str) else ""
+        else:
+            for name in SUPERUSER_FIELDS:
+                del self.fields[name]
+            tls = {Mailbox.TlsMode.IMPLICIT, Mailbox.TlsMode.STARTTLS}
+            if settings.FETCH_ALLOW_PRIVATE_HOSTS:
+                tls.add(Mailbox.TlsMode.NONE)
+            _restrict_choices(
+                self.fields["protocol"],
+                Mailbox.Protocol.choices,
+                USER_PROTOCOLS,
+                self.instance.protocol,
+            )
+            _restrict_choices(
+                self.fields["tls_mode"],
+                Mailbox.TlsMode.choices,
+                tls,
+                self.instance.tls_mode,
+            )
+            _restrict_choices(
+                self.fields["auth"],
+                Mailbox.Auth.choices,
+                set(Mailbox.Auth) - SUPERUSER_AUTHS,
+                self.instance.auth,
+            )
+        if self.instance.has_password:
+            self.fields["new_password"].help_text = STORED_PASSWORD_HELP
+        else:
+            del self.fields["clear_password"]
+
+    # --- who the mailbox belongs to, and what that allows -----------------------
+
+    def owner(self) -> User:
+        if self.adding:
+            chosen: User | None = self.cleaned_data.get("owner")
+            return chosen or self.editor
+        return self.instance.owner
+
+    def sections(self) -> Iterator[tuple[str, list[forms.BoundField]]]:
+        """The fields this person has, grouped for the page."""
+        for title, names in self.SECTIONS:
+            bound = [self[name] for name in names if name in self.fields]
+            if bound:
+                yield title, bound
+
+    # --- one field at a time --------------------------------------------------
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"]
+        refuse_line_breaks(name, "name")
+        return name
+
+    def clean_host(self) -> str:
+        host: str = self.cleaned_data["host"]
+        refuse_line_breaks(host, "server address")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            pass
+        if ":" in host:
+            raise ValidationError(
+                "Put the port number in the Port field, not after the server name."
+            )
+        if "/" in host or "@" in host:
+            raise ValidationError(
+                "Enter only the server's name, such as imap.example.org."
+            )
+        try:
+            ascii_name = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            ascii_name = ""
+        if not _HOST_NAME.match(ascii_name.lower()):
+            raise ValidationError(
+                "This is not a server name: enter one such as imap.example.org, "
+                "or an IP address."
+            )
+        return host.lower()
+
+    def clean_username(self) -> str:
+        username: str = self.cleaned_data["username"]
+        refuse_line_breaks(username, "user name")
+        return username
+
+    def clean_new_password(self) -> str:
+        password: str = self.cleaned_data["new_password"]
+        refuse_line_breaks(password, "password")
+        return password
+
+    def clean_poll_interval(self) -> int:
+        seconds: int = self.cleaned_data["poll_interval"]
+        minimum = MIN_INTERVAL
+        if not self.editor.is_superuser and "poll_interval" in self.changed_data:
+            minimum = MIN_USER_INTERVAL
+        if seconds < minimum:
+            raise ValidationError(
+                f"Poll at most once every {minimum} seconds: enter {minimum} or more."
+            )
+        if seconds > MAX_POLL_INTERVAL:
+            raise ValidationError("That is longer than fetchweb can wait.")
+        return seconds
+
+    def clean_ca_file(self) -> str:
+        path: str = self.cleaned_data["ca_file"]
+        refuse_line_breaks(path, "CA file name")
+        if path and not Path(path).is_file():
+            raise ValidationError("There is no such file on this server.")
+        return path
+
+    def clean_delivery_host(self) -> str:
+        host: str = self.cleaned_data["delivery_host"]
+        refuse_line_breaks(host, "listener address")
+        if any(ch.isspace() for ch in host):
+            raise ValidationError("The listener address cannot contain spaces.")
+        return host
+
+    def clean_recipient(self) -> str:
+        recipient: str = self.cleaned_data["recipient"]
+        if recipient:
+            validate_email(recipient)
+        return recipient
+
+    def clean_mda(self) -> str:
+        command: str = self.cleaned_data["mda"]
+        refuse_line_breaks(command, "command")
+        return command.strip()
+
+    # --- rules across fields --------------------------------------------------
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        changed = set(self.changed_data)
+        if cleaned.get("new_password") and cleaned.get("clear_password"):
+            self.add_error(
+                "clear_password",
+                "Either type a new password or remove the stored one, not both.",
+            )
+        if (
+            "host" in changed
+            and self.instance.has_password
+            and not (cleaned.get("new_password") or cleaned.get("clear_password"))
+        ):
+            # Otherwise whoever may edit the row could send its owner's stored
+            # password to a server of their choosing.
+            self.add_error(
+                "new_password",
+                "The server address changed: type the password again. A stored "
+                "password is only sent to the server it was typed for.",
+            )
+        turned_off = "verify_tls" in changed and not cleaned.get("verify_tls")
+        if turned_off and not self.editor.is_superuser:
+            self.add_error(
+                "verify_tls", "Only a superuser may turn off the certificate check."
+            )
+        protocol = cleaned.get("protocol", self.instance.protocol)
+        if (
+            protocol == Mailbox.Protocol.POP3
+            and cleaned.get("folders")
+            and changed & {"protocol", "folders"}
+        ):
+            self.add_error(
+                "folders",
+                "A POP3 server has only the inbox: leave Folders empty, or choose IMAP.",
+            )
+        if "delivery_kind" in self.fields:
+            self._clean_delivery(cleaned)
+        if changed & DESTINATION_FIELDS and not self.errors.keys() & DESTINATION_FIELDS:
+            self._check_destination(cleaned)
+        return cleaned
+
+    def _clean_delivery(self, cleaned: dict[str, Any]) -> None:
+        if cleaned.get("delivery_kind") != Mailbox.DeliveryKind.MDA:
+            return
+        if not cleaned.get("mda"):
+            self.add_error("mda", "Delivery to a program needs the command to run.")
+        if not self.owner().is_superuser:
+            self.add_error(
+                "delivery_kind",
+                "Only a mailbox owned by a superuser may deliver to a program.",
+            )
+
+    def _check_destination(self, cleaned: dict[str, Any]) -> None:
+        """Where the mailbox's owner may connect (the poll checks it again)."""
+        if self.owner().is_superuser or settings.FETCH_ALLOW_PRIVATE_HOSTS:
+            return
+        host = cleaned.get("host")
+        if not host:
+            return
+        port = cleaned.get("port") or default_port(
+            cleaned.get("protocol", self.instance.protocol),
+            cleaned.get("tls_mode", self.instance.tls_mode),
+        )
+        try:
+            netpolicy.check_destination(host, port)
+        except netpolicy.DestinationRefused as exc:
+            self.add_error("host", str(exc))
+
+
+class RulesForm(forms.Form):
+    """A multidrop mailbox's local names, in order: ``remote -> local``, or
+    ``name`` for the same name on both sides, or ``*`` for every other name."""
+
+    rules = forms.CharField(
+        label="Rules",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false"}),
+        help_text="One per line, in order: “remote -> local”, or a name alone "
+        "when it is the same on both sides, or * to let every other name through.",
+    )
+
+    @staticmethod
+    def as_text(rules: list[tuple[str, str]]) -> str:
+        return "\n".join(f"{r} -> {loc}" if loc else r for r, loc in rules)
+
+    def clean_rules(self) -> list[tuple[str, str]]:
+        text: str = self.cleaned_data["rules"]
+        rules: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        problems: list[str] = []
+        for number, raw in enumerate(text.split("\n"), start=1):
+            line = raw.removesuffix("\r").strip()
+            if not line:
+                continue
+            try:
+                remote, local = self._parse(line)
+            except ValidationError as exc:
+                problems.append(f"Line {number}: {exc.messages[0]}")
+                continue
+            if remote.lower() in seen:
+                problems.append(f"Line {number}: {remote} is listed twice.")
+                continue
+            seen.add(remote.lower())
+            rules.append((remote, local))
+        if problems:
+            raise ValidationError(problems)
+        if len(rules) > MAX_RULES:
+            raise ValidationError(f"At most {MAX_RULES} rules.")
+        return rules
+
+    @staticmethod
+    def _parse(line: str) -> tuple[str, str]:
+        refuse_line_breaks(line, "rule")
+        parts = [p.strip() for p in line.split("->")]
+        if len(parts) > 2:
+            raise ValidationError("write one “->” per rule.")
+        if not all(parts):
+            raise ValidationError("a name is missing on one side of “->”.")
+        remote, local = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], "")
+        if remote == "*":
+            if local:
+                raise ValidationError(
+                    "* takes no local name: it passes every other name through."
+                )
+            return remote, ""
+        for name in (remote, local) if local else (remote,):
+            if len(name) > 320 or not _RULE_NAME.match(name):
+                raise ValidationError(
+                    f"“{name}” is not a mail name: use letters, digits and . _ - "
+                    "(or a whole address)."
+                )
+        if local.lower() == remote.lower():
+            local = ""
+        return remote, local

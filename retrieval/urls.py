@@ -1,0 +1,20 @@
+"""The mailbox pages, under /mailboxes/ (see fetchweb/urls.py)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from retrieval import views
+
+app_name = "retrieval"
+
+urlpatterns = [
+    path("new/", views.mailbox_add, name="mailbox-add"),
+    path("<int:pk>/", views.mailbox_detail, name="mailbox-detail"),
+    path("<int:pk>/edit/", views.mailbox_edit, name="mailbox-edit"),
+    path("<int:pk>/rules/", views.mailbox_rules, name="mailbox-rules"),
+    path("<int:pk>/poll/", views.mailbox_poll, name="mailbox-poll"),
+    path("<int:pk>/test/", views.mailbox_test, name="mailbox-test"),
+    path("<int:pk>/delete/", views.mailbox_delete, name="mailbox-delete"),
+    path("<int:pk>/runs/<int:run_pk>/", views.run_detail, name="run-detail"),
+]
