@@ -7,11 +7,12 @@ uses the same words so that the error does not reveal what is listening where.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 
+from retrieval.engine.transport import NOT_PUBLIC, is_public_address
+
 MAIL_PORTS = frozenset({25, 110, 143, 366, 465, 587, 993, 995, 2525})
-REFUSAL = "This server address is not allowed: use a public mail server on a mail port."
+REFUSAL = NOT_PUBLIC
 
 
 class DestinationRefused(Exception):
@@ -19,16 +20,16 @@ class DestinationRefused(Exception):
 
 
 def check_destination(host: str, port: int) -> None:
-    """Raise DestinationRefused unless every address of ``host`` is public."""
+    """Raise DestinationRefused unless every address of ``host`` is public.
+
+    The engine checks the addresses again when it connects (``public_only``): this
+    early check gives the form its error, the late one closes the DNS-rebinding gap.
+    """
     if port not in MAIL_PORTS:
         raise DestinationRefused(REFUSAL)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise DestinationRefused(f"The name {host!r} does not resolve.") from exc
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if not address.is_global:
-            raise DestinationRefused(REFUSAL)
+    if not all(is_public_address(info[4][0]) for info in infos):
+        raise DestinationRefused(REFUSAL)

@@ -269,6 +269,7 @@ def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
             netpolicy.check_destination(server.host, server.effective_port)
         except netpolicy.DestinationRefused as exc:
             raise SpecError(str(exc)) from exc
+        server = replace(server, public_only=True)
     recipients = spec.delivery.recipients
     if not recipients or not (u.smtpname or u.localnames):
         recipients = (mailbox.delivery_address,)

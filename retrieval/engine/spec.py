@@ -98,6 +98,10 @@ class ServerSpec:
     # fetchmail's plugin: argv of a program whose stdin/stdout is the connection
     # (%h host, %p port); never a shell line. See retrieval.engine.tunnel.
     plugin: tuple[str, ...] = ()
+    # Connect only to globally routable addresses. Checked on the very addresses
+    # connected to, so a name that resolves differently between a policy check and
+    # the connect (DNS rebinding) still cannot reach a private network.
+    public_only: bool = False
 
     @property
     def effective_port(self) -> int:

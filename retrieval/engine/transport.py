@@ -8,6 +8,7 @@ writes each command and each reply line to the transcript (bodies are not writte
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import select
 import socket
 import ssl
@@ -33,6 +34,22 @@ if TYPE_CHECKING:
 RECV_SIZE = 64 * 1024
 # POP3 and SMTP reply lines (poplib's _MAXLINE); IMAP raises it per call.
 DEFAULT_MAX_LINE = 2048
+
+
+NOT_PUBLIC = (
+    "This server address is not allowed: use a public mail server on a mail port."
+)
+
+
+def is_public_address(address: object) -> bool:
+    """True for a globally routable IP address (an IPv4-mapped one counts as IPv4)."""
+    try:
+        ip = ipaddress.ip_address(str(address).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global
 
 
 class Connection:
@@ -73,8 +90,13 @@ class Connection:
         transcript: Transcript,
         side: str = "the mail server",
         error: type[EngineError] = TransportError,
+        public_only: bool = False,
     ) -> Connection:
-        """Resolve and connect, trying each address until one answers."""
+        """Resolve and connect, trying each address until one answers.
+
+        With ``public_only``, every resolved address must be globally routable;
+        otherwise nothing is connected to at all.
+        """
         label = f"{host}:{port}"
         try:
             addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -82,6 +104,8 @@ class Connection:
             raise DnsError(f"The name {host} could not be resolved ({exc}).") from exc
         except (OSError, OverflowError, ValueError) as exc:
             raise ConfigError(f"The address {label} cannot be used: {exc}.") from exc
+        if public_only and not all(is_public_address(a[4][0]) for a in addresses):
+            raise ConfigError(NOT_PUBLIC)
         deadline = time.monotonic() + timeout
         last: OSError | None = None
         for family, kind, proto, _name, address in addresses:

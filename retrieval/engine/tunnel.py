@@ -66,7 +66,11 @@ def connect_server(server: ServerSpec, transcript: Transcript) -> Connection:
             label="plugin",
         )
     return Connection.open_tcp(
-        host, port, timeout=server.timeout, transcript=transcript
+        host,
+        port,
+        timeout=server.timeout,
+        transcript=transcript,
+        public_only=server.public_only,
     )
 
 

@@ -65,3 +65,27 @@ class SpecTests:
         assert summary.outcome == "error"
         assert run.exit_code == 5
         assert "not allowed" in run.error
+
+
+class RebindingTests:
+    def test_a_name_that_turns_private_after_the_check_is_refused_at_connect(
+        self, monkeypatch
+    ):
+        """GIVEN a host the policy check saw as public
+        WHEN it resolves to loopback by the time the engine connects
+        THEN the poll is refused with the same words and nothing is connected."""
+        from retrieval import netpolicy
+
+        monkeypatch.setattr(netpolicy, "check_destination", lambda host, port: None)
+        mailbox = make_mailbox(make_user(), host="127.0.0.1", port=993)
+        assert services.mailbox_spec(mailbox).server.public_only
+
+        summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+
+        run = mailbox.runs.get()
+        assert summary.exit_code == 5
+        assert "not allowed" in run.error
+
+    def test_superusers_are_not_restricted(self):
+        mailbox = make_mailbox(make_user(superuser=True), host="127.0.0.1", port=993)
+        assert not services.mailbox_spec(mailbox).server.public_only
