@@ -364,32 +364,14 @@ class ImapSession:
             cleartext=() if disabled else (sasl.IMAP_LOGIN,),
             logindisabled=disabled,
         )
-        methods = sasl.plan(
-            spec.server.auth, offer, client_cert=bool(spec.server.tls.cert_file)
+        sasl.authenticate(
+            spec,
+            offer,
+            _SaslWire(self),
+            native={sasl.IMAP_LOGIN: self.login_command},
+            initial_response="SASL-IR" in self.capabilities,
+            note=self._conn.note,
         )
-        password = spec.password.reveal() if spec.password else ""
-        for index, method in enumerate(methods):
-            try:
-                if method == sasl.IMAP_LOGIN:
-                    self.login_command(spec.username, password)
-                else:
-                    mech = sasl.mechanism(
-                        method,
-                        spec.username,
-                        password,
-                        host=spec.server.host,
-                        port=spec.server.effective_port,
-                    )
-                    sasl.exchange(
-                        mech,
-                        _SaslWire(self),
-                        initial_response="SASL-IR" in self.capabilities,
-                    )
-                return
-            except AuthError as exc:
-                if index == len(methods) - 1:
-                    raise
-                self._conn.note(f"{method} was refused ({exc}); trying the next way")
 
     # -- listing -------------------------------------------------------------------
 

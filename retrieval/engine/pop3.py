@@ -303,30 +303,14 @@ class Pop3Session:
             cleartext=(sasl.USER_PASS,),
             apop="<" in self.greeting and ">" in self.greeting,
         )
-        methods = sasl.plan(
-            spec.server.auth, offer, client_cert=bool(spec.server.tls.cert_file)
+        sasl.authenticate(
+            spec,
+            offer,
+            _SaslWire(self),
+            native={sasl.USER_PASS: self._user_pass, sasl.APOP: self._apop},
+            initial_response=True,
+            note=self._conn.note,
         )
-        password = spec.password.reveal() if spec.password else ""
-        for index, method in enumerate(methods):
-            try:
-                if method == sasl.USER_PASS:
-                    self._user_pass(spec.username, password)
-                elif method == sasl.APOP:
-                    self._apop(spec.username, password)
-                else:
-                    mech = sasl.mechanism(
-                        method,
-                        spec.username,
-                        password,
-                        host=spec.server.host,
-                        port=spec.server.effective_port,
-                    )
-                    sasl.exchange(mech, _SaslWire(self), initial_response=True)
-                return
-            except AuthError as exc:
-                if index == len(methods) - 1:
-                    raise
-                self._conn.note(f"{method} was refused ({exc}); trying the next way")
 
     def _user_pass(self, user: str, password: str) -> None:
         try:

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Protocol
 from retrieval.engine.errors import AuthError, ConfigError, EngineError, ProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+
+    from retrieval.engine.spec import MailboxSpec
 
 MAX_CHALLENGE = 4096  # decoded bytes; CRAM-MD5 and LOGIN prompts are tiny
 MAX_STEPS = 4  # challenges answered per exchange (LOGIN needs two)
@@ -342,6 +344,44 @@ class SaslWire(Protocol):
     def refusal(self, text: str) -> EngineError:
         """The error for a refused login (AuthError, or MailboxBusy...)."""
         ...
+
+
+def authenticate(
+    spec: MailboxSpec,
+    offer: Offer,
+    wire: SaslWire,
+    *,
+    native: Mapping[str, Callable[[str, str], None]],
+    initial_response: bool,
+    note: Callable[[str], None],
+) -> None:
+    """Log in by each way :func:`plan` allows, in its order, until one works.
+
+    ``native`` holds the protocol's own commands by method name (POP3 USER/PASS
+    and APOP, IMAP LOGIN), each called with the user name and password; every
+    other method is a SASL exchange over ``wire``. The last refusal is raised.
+    """
+    methods = plan(spec.server.auth, offer, client_cert=bool(spec.server.tls.cert_file))
+    password = spec.password.reveal() if spec.password else ""
+    for index, method in enumerate(methods):
+        try:
+            command = native.get(method)
+            if command is not None:
+                command(spec.username, password)
+            else:
+                mech = mechanism(
+                    method,
+                    spec.username,
+                    password,
+                    host=spec.server.host,
+                    port=spec.server.effective_port,
+                )
+                exchange(mech, wire, initial_response=initial_response)
+            return
+        except AuthError as exc:
+            if index == len(methods) - 1:
+                raise
+            note(f"{method} was refused ({exc}); trying the next way")
 
 
 def exchange(mech: Mechanism, wire: SaslWire, *, initial_response: bool) -> None:
