@@ -221,8 +221,17 @@ class MailboxForm(forms.ModelForm):
             owner_field = self.fields["owner"]
             assert isinstance(owner_field, forms.ModelChoiceField)
             owner_field.queryset = owners
-            owner_field.empty_label = None
-            self.initial.setdefault("owner", editor.pk)
+            # The instance's own initial (owner None) is already there, so the
+            # default must be set, not setdefault. The person adding is the owner
+            # unless they choose someone; when they may not own it themselves,
+            # nobody is preselected: a browser would otherwise submit the first
+            # name of the list without anyone having chosen it.
+            if owners.filter(pk=editor.pk).exists():
+                owner_field.empty_label = None
+                self.initial["owner"] = editor.pk
+            else:
+                owner_field.empty_label = "Choose the owner"
+                self.initial["owner"] = None
         else:
             # Set once, on creation, by the view: never from the request.
             del self.fields["owner"]
