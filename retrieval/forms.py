@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from accounts.models import User
 from retrieval import netpolicy
 from retrieval.engine.spec import DEFAULT_PORTS
 from retrieval.engine.spec import Protocol as EngineProtocol
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
     from django.db.models import QuerySet
 
-    from accounts.models import User
 
 # A minute: faster polling of somebody else's server looks like abuse to them.
 MIN_USER_INTERVAL = 60
@@ -450,6 +450,11 @@ class RulesForm(forms.Form):
         "when it is the same on both sides, or * to let every other name through.",
     )
 
+    def __init__(self, *args: Any, mailbox: Mailbox, editor: User, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.mailbox = mailbox
+        self.editor = editor
+
     @staticmethod
     def as_text(rules: list[tuple[str, str]]) -> str:
         return "\n".join(f"{r} -> {loc}" if loc else r for r, loc in rules)
@@ -468,6 +473,10 @@ class RulesForm(forms.Form):
             except ValidationError as exc:
                 problems.append(f"Line {number}: {exc.messages[0]}")
                 continue
+            outside = self._outside(local or remote)
+            if outside:
+                problems.append(f"Line {number}: {outside}")
+                continue
             if remote.lower() in seen:
                 problems.append(f"Line {number}: {remote} is listed twice.")
                 continue
@@ -478,6 +487,40 @@ class RulesForm(forms.Form):
         if len(rules) > MAX_RULES:
             raise ValidationError(f"At most {MAX_RULES} rules.")
         return rules
+
+    def _outside(self, target: str) -> str:
+        """Why mail may not be handed to ``target``; "" when it may.
+
+        A rule delivers inside the mailbox's domain: to a bare local name (the
+        listener of this installation resolves it), to an address in the domain,
+        or to a person whose account belongs to the domain. Anything else would
+        make the listener relay the domain's mail to an outside address, as the
+        rcfile importer refuses too (import_fetchmailrc._recipient_refusals).
+        Superusers get the same rule, plus the address of any person who has an
+        account here: a superuser may move mail between tenants, never out of
+        the installation.
+        """
+        if target == "*" or "@" not in target:
+            return ""
+        domain = self.mailbox.domain
+        address = target.lower()
+        if domain is not None and address.rpartition("@")[2] == domain.name.lower():
+            return ""
+        people = User.objects.filter(email__iexact=target, is_active=True)
+        if domain is not None and people.filter(domain=domain).exists():
+            return ""
+        if self.editor.is_superuser and people.exists():
+            return ""
+        where = f"people of {domain.name}" if domain is not None else "people here"
+        example = (
+            f"a name such as “anna” or an address ending in @{domain.name}"
+            if domain is not None
+            else "a name such as “anna”"
+        )
+        return (
+            f"{target} is outside this mailbox's domain. Rules deliver only to "
+            f"{where}: write {example}."
+        )
 
     @staticmethod
     def _parse(line: str) -> tuple[str, str]:

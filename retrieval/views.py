@@ -168,6 +168,8 @@ def mailbox_rules(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     form = RulesForm(
         request.POST if request.method == "POST" else None,
         initial={"rules": RulesForm.as_text(stored)},
+        mailbox=mailbox,
+        editor=request.user,
     )
     if request.method == "POST" and form.is_valid():
         editing.mailbox_rules_replace(mailbox=mailbox, rules=form.cleaned_data["rules"])
