@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from accounts.models import User
-from retrieval import netpolicy
+from retrieval import netpolicy, services
 from retrieval.engine.spec import DEFAULT_PORTS
 from retrieval.engine.spec import Protocol as EngineProtocol
 from retrieval.engine.spec import TlsMode as EngineTlsMode
@@ -403,6 +403,13 @@ class MailboxForm(forms.ModelForm):
                 "folders",
                 "A POP3 server has only the inbox: leave Folders empty, or choose IMAP.",
             )
+        if self.adding:
+            # Said here in words; editing.mailbox_save checks again under a lock.
+            refusal = services.mailbox_quota_refusal(
+                owner=self.owner(), creator=self.editor
+            )
+            if refusal:
+                self.add_error("owner" if "owner" in self.fields else None, refusal)
         if "delivery_kind" in self.fields:
             self._clean_delivery(cleaned)
         if changed & DESTINATION_FIELDS and not self.errors.keys() & DESTINATION_FIELDS:
