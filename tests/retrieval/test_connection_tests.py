@@ -290,3 +290,24 @@ class QuotaTests:
                 creator=trio.alice,
             )
         assert Mailbox.objects.filter(owner=trio.alice).count() == 1
+
+    def test_the_rcfile_importer_keeps_the_quota_too(self, trio, settings, tmp_path):
+        import io
+
+        from django.core.management import CommandError, call_command
+
+        settings.FETCH_MAX_MAILBOXES_PER_USER = 2  # alice has one: room for one
+        path = tmp_path / "fetchmailrc"
+        path.write_text(
+            'poll imap.example.net proto imap user "a1" there password "pw"\n'
+            'poll imap.example.com proto imap user "a2" there password "pw"\n'
+        )
+        with pytest.raises(CommandError, match="the most one person may have"):
+            call_command(
+                "import_fetchmailrc",
+                str(path),
+                owner="alice@example.org",
+                netrc="/nonexistent",
+                stdout=io.StringIO(),
+            )
+        assert Mailbox.objects.filter(owner=trio.alice).count() == 1
