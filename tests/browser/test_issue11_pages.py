@@ -32,3 +32,43 @@ class AddOwnerTests:
 
         expect(page.get_by_role("heading", name="bobs")).to_be_visible()
         assert Mailbox.objects.get(name="bobs").owner == bob
+
+
+class ConnectionTestPageTests:
+    def test_the_page_follows_the_test_until_it_is_done(
+        self, page, live_server, monkeypatch
+    ):
+        from retrieval import editing
+        from retrieval.models import ConnectionTest
+        from retrieval.tasks import probe_connection
+        from tests.factories import make_mailbox
+
+        # The worker, held back: the test runs the task when the page is waiting.
+        queued: list[int] = []
+        monkeypatch.setattr(probe_connection, "delay", queued.append)
+        monkeypatch.setattr(
+            editing,
+            "mailbox_login_check",
+            lambda *, mailbox: (
+                editing.LoginCheck(ok=True, greeting="* OK fake ready", error=""),
+                "S: * OK fake ready",
+            ),
+        )
+        alice = make_user("alice@example.org")
+        mailbox = make_mailbox(alice, name="alices", host="1.1.1.1")
+        _log_in(page, live_server, "alice@example.org")
+        page.goto(f"{live_server.url}/mailboxes/{mailbox.pk}/")
+        page.get_by_role("button", name="Test connection").click()
+
+        expect(
+            page.get_by_role("heading", name="Connection test of alices")
+        ).to_be_visible()
+        expect(page.locator("#connection-test")).to_contain_text("waiting for a worker")
+        assert len(queued) == 1
+        probe_connection(queued[0])
+        assert ConnectionTest.objects.get().ok is True
+        # No reload: static/js/poll-status.js fetches the status part again.
+        expect(page.locator("#connection-test")).to_contain_text(
+            "Connected and logged in to 1.1.1.1"
+        )
+        expect(page.locator("pre.greeting")).to_have_text("* OK fake ready")
