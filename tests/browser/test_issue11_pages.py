@@ -44,7 +44,7 @@ class ConnectionTestPageTests:
         from tests.factories import make_mailbox
 
         # The worker, held back: the test runs the task when the page is waiting.
-        queued: list[int] = []
+        queued = []
         monkeypatch.setattr(probe_connection, "delay", queued.append)
         monkeypatch.setattr(
             editing,

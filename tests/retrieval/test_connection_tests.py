@@ -37,7 +37,7 @@ pytestmark = pytest.mark.django_db
 def no_network(monkeypatch):
     """The login check, replaced: records who was tested and answers at once. Every
     connection of these tests would otherwise go to a public address."""
-    calls: list[int] = []
+    calls = []
 
     def fake(*, mailbox):
         calls.append(mailbox.pk)
@@ -53,7 +53,7 @@ def no_network(monkeypatch):
 @pytest.fixture
 def queued(monkeypatch):
     """What the view hands to Celery: the ids given to probe_connection.delay."""
-    ids: list[int] = []
+    ids = []
     monkeypatch.setattr(probe_connection, "delay", ids.append)
     return ids
 
