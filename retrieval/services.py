@@ -495,6 +495,7 @@ def mailbox_quota_check(
 # Seconds after which a test still queued or running is taken as lost (a worker
 # died, the broker dropped it): it no longer counts against its requester.
 PROBE_STALE_SECONDS = 300
+PROBES_KEPT = 20  # per mailbox; older tests are deleted when a new one is asked for
 
 
 class ProbeLimit(Exception):
@@ -522,6 +523,11 @@ def connection_test_request(*, mailbox: Mailbox, user: User) -> ConnectionTest:
                 "at once: wait for one to finish."
             )
         probe = ConnectionTest.objects.create(mailbox=mailbox, requested_by=user)
+        # The history of tests is for looking at the last few, not an archive.
+        old = ConnectionTest.objects.filter(mailbox=mailbox).order_by("-created_at")
+        ConnectionTest.objects.filter(
+            pk__in=list(old.values_list("pk", flat=True)[PROBES_KEPT:])
+        ).delete()
         transaction.on_commit(partial(probe_connection.delay, probe.pk))
     return probe
 

@@ -207,3 +207,12 @@ class StaffCheckTests:
     def test_manage_py_check_reports_it(self, world):
         with pytest.raises(SystemCheckError, match=r"fetchweb\.W001"):
             call_command("check", "--fail-level", "WARNING")
+
+
+def test_the_pages_link_to_the_admin_for_superusers_only(world):
+    client = Client()
+    admin_link = f'href="{reverse("admin:index")}"'
+    client.force_login(world.staff_admin)
+    assert admin_link not in client.get(reverse("home")).content.decode()
+    client.force_login(world.root)
+    assert admin_link in client.get(reverse("home")).content.decode()

@@ -311,3 +311,14 @@ class QuotaTests:
                 stdout=io.StringIO(),
             )
         assert Mailbox.objects.filter(owner=trio.alice).count() == 1
+
+
+def test_only_the_last_tests_of_a_mailbox_are_kept(trio, queued):
+    for _ in range(services.PROBES_KEPT + 3):
+        ConnectionTest.objects.create(
+            mailbox=trio.mailbox, status=ConnectionTest.Status.DONE
+        )
+    newest = services.connection_test_request(mailbox=trio.mailbox, user=trio.alice)
+    kept = ConnectionTest.objects.filter(mailbox=trio.mailbox)
+    assert kept.count() == services.PROBES_KEPT
+    assert kept.filter(pk=newest.pk).exists()
