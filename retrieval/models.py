@@ -351,3 +351,9 @@ class ConnectionTest(models.Model):
     @property
     def done(self) -> bool:
         return self.status == self.Status.DONE
+
+    def lost(self, *, stale_after: float) -> bool:
+        """Still not done ``stale_after`` seconds after it was asked for: a worker
+        died or the broker dropped it, and nothing will finish it."""
+        age = (timezone.now() - self.created_at).total_seconds()
+        return not self.done and age > stale_after

@@ -269,6 +269,7 @@ def _connection_test(
         "greeting": shown.text(probe.greeting),
         "error": shown.text(probe.error),
         "transcript": shown.text(probe.transcript),
+        "lost": probe.lost(stale_after=services.PROBE_STALE_SECONDS),
         "status_url": reverse(
             "retrieval:connection-test-status", args=[mailbox.pk, probe.pk]
         ),

@@ -322,3 +322,15 @@ def test_only_the_last_tests_of_a_mailbox_are_kept(trio, queued):
     kept = ConnectionTest.objects.filter(mailbox=trio.mailbox)
     assert kept.count() == services.PROBES_KEPT
     assert kept.filter(pk=newest.pk).exists()
+
+
+def test_a_lost_test_says_so_and_is_no_longer_followed(client, trio):
+    probe = ConnectionTest.objects.create(mailbox=trio.mailbox, requested_by=trio.alice)
+    ConnectionTest.objects.filter(pk=probe.pk).update(
+        created_at=timezone.now() - timedelta(seconds=services.PROBE_STALE_SECONDS + 1)
+    )
+    _as(client, trio.alice)
+    page = client.get(_page(trio.mailbox.pk, probe.pk)).content.decode()
+    assert "This test did not finish" in page and "data-status-url" not in page
+    part = client.get(_page(trio.mailbox.pk, probe.pk, status=True)).content.decode()
+    assert 'data-done="true"' in part
