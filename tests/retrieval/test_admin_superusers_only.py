@@ -216,3 +216,10 @@ def test_the_pages_link_to_the_admin_for_superusers_only(world):
     assert admin_link not in client.get(reverse("home")).content.decode()
     client.force_login(world.root)
     assert admin_link in client.get(reverse("home")).content.decode()
+
+
+def test_the_user_form_says_what_staff_status_gives(world):
+    client = Client()
+    client.force_login(world.root)
+    url = reverse("admin:accounts_user_change", args=[world.staff_admin.pk])
+    assert "Gives nothing on its own" in client.get(url).content.decode()
