@@ -41,12 +41,17 @@ _QUOTED = re.compile(
 )
 
 
+# fetchmail's placeholders (%T recipient, %F sender, %h host, %p port, ...): the
+# engine prints a command with them filled in.
+_PLACEHOLDER = re.compile(r"%[A-Za-z%]")
+
+
 @dataclass(frozen=True)
 class Shown:
     """How texts are shown to one person for one mailbox."""
 
     reveal: bool
-    commands: tuple[str, ...] = ()
+    commands: tuple[re.Pattern[str], ...] = ()
 
     def text(self, value: str) -> str:
         if self.reveal or not value:
@@ -54,19 +59,30 @@ class Shown:
         value = _COMMAND_LINE.sub(lambda m: f"{m['head']}: {HIDDEN}", value)
         value = _QUOTED.sub(lambda m: f"{m['head']} {HIDDEN}", value)
         for command in self.commands:
-            value = value.replace(command, HIDDEN)
+            value = command.sub(HIDDEN, value)
         return value
 
 
-def _command_forms(mailbox: Mailbox) -> tuple[str, ...]:
-    """The configured command lines, as typed and as the engine prints them,
-    longest first so that no part of one is left behind by a shorter one.
+def _pattern(argv: list[str]) -> re.Pattern[str]:
+    """A command line as printed, quoted or not, placeholders filled in or not."""
+
+    def one(arg: str) -> str:
+        parts = _PLACEHOLDER.split(arg)
+        literal = r"\S*?".join(re.escape(part) for part in parts)
+        return rf"'?{literal}'?"
+
+    return re.compile(r"\s+".join(one(arg) for arg in argv))
+
+
+def _command_forms(mailbox: Mailbox) -> tuple[re.Pattern[str], ...]:
+    """The configured command lines, longest first so that no part of one is
+    left behind by a shorter one.
 
     Read from the row's stored options (no query): plugin and plugout under
     "server", the others under "user", as rcmap stores them.
     """
     options = mailbox.options if isinstance(mailbox.options, dict) else {}
-    forms: set[str] = set()
+    commands: list[list[str]] = []
     for scope in ("server", "user"):
         values = options.get(scope)
         if not isinstance(values, dict):
@@ -75,13 +91,14 @@ def _command_forms(mailbox: Mailbox) -> tuple[str, ...]:
             text = values.get(name)
             if not isinstance(text, str) or not text.strip():
                 continue
-            forms.add(text.strip())
             try:
                 argv = shlex.split(text)
             except ValueError:
-                continue
-            forms.update((shlex.join(argv), " ".join(argv)))
-    return tuple(sorted((f for f in forms if len(f) > 1), key=len, reverse=True))
+                argv = text.split()
+            if argv:
+                commands.append(argv)
+    commands.sort(key=lambda argv: len(" ".join(argv)), reverse=True)
+    return tuple(_pattern(argv) for argv in commands)
 
 
 def shown_to(user: AbstractBaseUser | AnonymousUser, mailbox: Mailbox) -> Shown:

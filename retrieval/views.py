@@ -110,6 +110,10 @@ def run_detail(request: AuthenticatedHttpRequest, pk: int, run_pk: int) -> HttpR
         except ValueError:
             meaning = ""
     shown = shown_to(request.user, mailbox)
+    page.object_list = list(page.object_list)
+    for message in page.object_list:
+        # An MDA's answer can quote its command line; for this page only.
+        message.listener_reply = shown.text(message.listener_reply)
     context = {
         "mailbox": mailbox,
         "run": run,

@@ -17,7 +17,7 @@ from retrieval.display import HIDDEN
 from retrieval.engine.commands import run_command, shown
 from retrieval.engine.errors import EngineError
 from retrieval.engine.tunnel import open_tunnel
-from retrieval.models import ConnectionTest, PollRun
+from retrieval.models import ConnectionTest, MessageResult, PollRun
 from retrieval.services import RecordingTranscript
 from tests.factories import make_mailbox
 from tests.retrieval.test_views import PUBLIC, _as, _quick_settings, trio
@@ -82,6 +82,12 @@ def commands_mailbox(trio):
         finished_at=timezone.now(),
         transcript=transcript,
         error=error,
+    )
+    MessageResult.objects.create(
+        run=run,
+        uid="1",
+        status="deferred",
+        listener_reply=f"451 {MDA.replace('%T', 'alice')}: exited with status 75",
     )
     probe = ConnectionTest.objects.create(
         mailbox=mailbox,

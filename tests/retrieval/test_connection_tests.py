@@ -81,6 +81,26 @@ class RequestTests:
         assert probe.status == ConnectionTest.Status.QUEUED
         assert probe.mailbox == trio.mailbox and probe.requested_by == trio.alice
 
+    def test_a_tarpit_is_not_contacted_by_the_web_request(
+        self, client, trio, settings, queued, django_capture_on_commit_callbacks
+    ):
+        # A server that accepts and never speaks: before, the request itself
+        # connected and waited for its greeting, holding a web worker.
+        import select
+        import socket
+
+        settings.FETCH_ALLOW_PRIVATE_HOSTS = True
+        with socket.create_server(("127.0.0.1", 0)) as tarpit:
+            Mailbox.objects.filter(pk=trio.mailbox.pk).update(
+                host="127.0.0.1", port=tarpit.getsockname()[1], tls_mode="none"
+            )
+            with django_capture_on_commit_callbacks(execute=True):
+                response = _as(client, trio.alice).post(_test_url(trio.mailbox, 0))
+            assert response.status_code == 302
+            knocked, _, _ = select.select([tarpit], [], [], 0)
+            assert knocked == []  # no connection is waiting to be accepted
+        assert len(queued) == 1
+
     def test_the_task_runs_the_check_and_the_page_shows_the_result(
         self, client, trio, no_network
     ):
