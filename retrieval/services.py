@@ -441,6 +441,10 @@ class QuotaExceeded(Exception):
     """A new mailbox would pass a quota; the text says which, in plain words."""
 
 
+def _mailboxes(count: int) -> str:
+    return f"{count} mailbox" if count == 1 else f"{count} mailboxes"
+
+
 def mailbox_quota_refusal(
     *, owner: User, creator: User, domain: Domain | None = None
 ) -> str:
@@ -458,7 +462,7 @@ def mailbox_quota_refusal(
     if per_user and Mailbox.objects.filter(owner=owner).count() >= per_user:
         whose = "You have" if owner.pk == creator.pk else f"{owner.email} has"
         return (
-            f"{whose} {per_user} mailboxes, the most one person may have here. "
+            f"{whose} {_mailboxes(per_user)}, the most one person may have here. "
             "Delete one first, or ask an administrator to raise the limit."
         )
     per_domain = settings.FETCH_MAX_MAILBOXES_PER_DOMAIN
@@ -468,7 +472,7 @@ def mailbox_quota_refusal(
         and Mailbox.objects.filter(domain=domain).count() >= per_domain
     ):
         return (
-            f"The domain {domain.name} has {per_domain} mailboxes, the most one "
+            f"The domain {domain.name} has {_mailboxes(per_domain)}, the most one "
             "domain may have here. Delete one first, or ask an administrator to "
             "raise the limit."
         )

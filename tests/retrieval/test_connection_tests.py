@@ -246,7 +246,7 @@ class QuotaTests:
         response = _as(client, trio.alice).post(
             reverse("retrieval:mailbox-add"), _form(name="second")
         )
-        assert "You have 1 mailboxes, the most one person may have" in _errors(response)
+        assert "You have 1 mailbox, the most one person may have" in _errors(response)
         assert not Mailbox.objects.filter(name="second").exists()
         settings.FETCH_MAX_MAILBOXES_PER_USER = 0  # no limit
         response = client.post(reverse("retrieval:mailbox-add"), _form(name="second"))
@@ -260,7 +260,7 @@ class QuotaTests:
             reverse("retrieval:mailbox-add"),
             _form(name="for-alice", owner=str(trio.alice.pk)),
         )
-        assert "alice@example.org has 1 mailboxes" in _errors(response)
+        assert "alice@example.org has 1 mailbox," in _errors(response)
         # bob himself has none yet: he may add his own.
         response = client.post(
             reverse("retrieval:mailbox-add"),
@@ -274,7 +274,7 @@ class QuotaTests:
             reverse("retrieval:mailbox-add"),
             _form(name="bobs", owner=str(trio.bob.pk)),
         )
-        assert "The domain example.org has 1 mailboxes" in _errors(response)
+        assert "The domain example.org has 1 mailbox," in _errors(response)
         assert not Mailbox.objects.filter(name="bobs").exists()
         # A person outside any domain is held only by their own quota.
         assert (
