@@ -19,6 +19,14 @@ class EmailUserChangeForm(UserChangeForm):
     class Meta:
         model = User
         fields = "__all__"
+        help_texts = {
+            # The admin admits superusers only (fetchweb/adminsite.py); say so
+            # where the flag is set, so nobody grants it expecting an effect.
+            "is_staff": "Gives nothing on its own: this administration site is for "
+            "superusers only, and manage.py check warns about staff accounts that "
+            "are not superusers (fetchweb.W001). Domain administrators use the "
+            "mailbox pages.",
+        }
 
 
 @admin.register(User)

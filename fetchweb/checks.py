@@ -11,6 +11,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, register
+from django.core.checks import Warning as CheckWarning
+from django.db import DatabaseError
 
 DOCS = "See .env.example and the README's configuration table."
 
@@ -62,3 +64,36 @@ def _broker_unreachable() -> str:
     except redis.RedisError as exc:
         return f"The broker at REDIS_URL cannot be reached: {exc}"
     return ""
+
+
+@register()
+def staff_without_superuser(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckWarning]:
+    """The admin admits superusers only (fetchweb/adminsite.py): a staff flag on
+    anyone else grants nothing, and suggests a way around the tenancy that is
+    closed. Say so, whatever DEBUG is."""
+    from accounts.models import User
+
+    try:
+        emails = list(
+            User.objects.filter(is_staff=True, is_superuser=False)
+            .order_by("email")
+            .values_list("email", flat=True)[:6]
+        )
+    except DatabaseError:
+        return []  # not migrated yet: there is nobody to warn about
+    if not emails:
+        return []
+    shown = ", ".join(emails[:5]) + (", ..." if len(emails) > 5 else "")
+    return [
+        CheckWarning(
+            f"Accounts with staff status that are not superusers: {shown}. The "
+            "administration site admits superusers only, so staff status gives "
+            "them nothing.",
+            hint="Clear is_staff on them (domain administrators use the mailbox "
+            "pages), or make them superusers if they are meant to administer "
+            "the whole service.",
+            id="fetchweb.W001",
+        )
+    ]

@@ -49,7 +49,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "fetchweb.apps.FetchwebAdminConfig",  # the admin, for superusers only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -172,6 +172,9 @@ else:
         "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
+# Connection tests run on a queue of their own, served by a worker that runs no
+# polls (bin/run, docker-compose.yml): see retrieval.tasks.probe_connection.
+CELERY_TASK_ROUTES = {"retrieval.tasks.probe_connection": {"queue": "interactive"}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
@@ -192,6 +195,13 @@ FETCH_LEASE_SECONDS = env.int("FETCH_LEASE_SECONDS", default=FETCH_HARD_LIMIT + 
 # Let mailboxes of non-superusers reach private and loopback addresses (labs only).
 FETCH_ALLOW_PRIVATE_HOSTS = env_bool("FETCH_ALLOW_PRIVATE_HOSTS", default=False)
 FETCH_TRANSCRIPT_MAX_CHARS = env.int("FETCH_TRANSCRIPT_MAX_CHARS", default=200_000)
+# Connection tests ("Test connection") queued or running at once per person; they
+# run on the "interactive" Celery queue, apart from the polls.
+FETCH_MAX_PROBES_PER_USER = env.int("FETCH_MAX_PROBES_PER_USER", default=2)
+# Mailboxes a person who is not a superuser may create: per owner and per domain
+# (0: no limit). A superuser's own creations are not counted against them.
+FETCH_MAX_MAILBOXES_PER_USER = env.int("FETCH_MAX_MAILBOXES_PER_USER", default=50)
+FETCH_MAX_MAILBOXES_PER_DOMAIN = env.int("FETCH_MAX_MAILBOXES_PER_DOMAIN", default=1000)
 # Listeners non-superusers may deliver to when importing an rcfile ("host" or
 # "host/port"; a bare host means port 25).
 FETCH_ALLOWED_DELIVERY = env.list("FETCH_ALLOWED_DELIVERY", default=["localhost"])

@@ -1,3 +1,9 @@
+"""The admin's pages for mailboxes, polls and ledgers.
+
+Only superusers reach them (fetchweb/adminsite.py), so nothing here narrows what
+is shown: the tenancy rules live in the mailbox pages, not in the admin.
+"""
+
 from __future__ import annotations
 
 from functools import partial
@@ -6,22 +12,12 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
-from django.db.models import Q, QuerySet
 
 from retrieval.models import Mailbox, MessageResult, MultidropRule, PollRun, SeenMessage
 
 if TYPE_CHECKING:
+    from django.db.models import QuerySet
     from django.http import HttpRequest
-
-
-def _visible(request: HttpRequest, queryset: QuerySet[Any], path: str) -> QuerySet[Any]:
-    """Superusers see everything; others their own and their domains' objects."""
-    user = request.user
-    if user.is_superuser:
-        return queryset
-    return queryset.filter(
-        Q(**{f"{path}owner": user}) | Q(**{f"{path}domain__admins": user})
-    ).distinct()
 
 
 class MailboxForm(forms.ModelForm):
@@ -156,9 +152,6 @@ class MailboxAdmin(admin.ModelAdmin):
     def password_state(self, obj: Mailbox) -> str:
         return "set (encrypted)" if obj.has_password else "none"
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Mailbox]:
-        return _visible(request, super().get_queryset(request), "")
-
     @admin.action(description="Poll the selected mailboxes now")
     def poll_now(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
         from retrieval.tasks import poll_mailbox
@@ -206,9 +199,6 @@ class PollRunAdmin(admin.ModelAdmin):
     inlines = (MessageResultInline,)
     readonly_fields = [f.name for f in PollRun._meta.fields]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[PollRun]:
-        return _visible(request, super().get_queryset(request), "mailbox__")
-
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -228,6 +218,3 @@ class SeenMessageAdmin(admin.ModelAdmin):
     )
     search_fields = ("uid", "message_id")
     list_filter = ("folder",)
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[SeenMessage]:
-        return _visible(request, super().get_queryset(request), "mailbox__")

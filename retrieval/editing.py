@@ -52,11 +52,14 @@ def mailbox_save(
     *,
     mailbox: Mailbox,
     owner: User | None = None,
+    creator: User | None = None,
     new_password: str = "",
     clear_password: bool = False,
     mda: str | None = None,
 ) -> Mailbox:
-    """Store a validated mailbox. ``owner`` is used once, when it is created.
+    """Store a validated mailbox. ``owner`` is used once, when it is created;
+    ``creator`` (the person adding it) is then held to the mailbox quotas
+    (services.QuotaExceeded).
 
     ``mda``: the program to deliver to, for a superuser's form; None leaves the
     stored command alone. When the remote account changes, the record of what was
@@ -66,6 +69,8 @@ def mailbox_save(
     if mailbox._state.adding:
         if owner is None:
             raise ValueError("A new mailbox needs an owner.")
+        if creator is not None:
+            services.mailbox_quota_check(owner=owner, creator=creator)
         mailbox.owner = owner
         mailbox.domain = owner.domain
     else:

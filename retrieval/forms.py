@@ -19,7 +19,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from retrieval import netpolicy
+from accounts.models import User
+from retrieval import netpolicy, services
 from retrieval.engine.spec import DEFAULT_PORTS
 from retrieval.engine.spec import Protocol as EngineProtocol
 from retrieval.engine.spec import TlsMode as EngineTlsMode
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
     from django.db.models import QuerySet
 
-    from accounts.models import User
 
 # A minute: faster polling of somebody else's server looks like abuse to them.
 MIN_USER_INTERVAL = 60
@@ -221,8 +221,17 @@ class MailboxForm(forms.ModelForm):
             owner_field = self.fields["owner"]
             assert isinstance(owner_field, forms.ModelChoiceField)
             owner_field.queryset = owners
-            owner_field.empty_label = None
-            self.initial.setdefault("owner", editor.pk)
+            # The instance's own initial (owner None) is already there, so the
+            # default must be set, not setdefault. The person adding is the owner
+            # unless they choose someone; when they may not own it themselves,
+            # nobody is preselected: a browser would otherwise submit the first
+            # name of the list without anyone having chosen it.
+            if owners.filter(pk=editor.pk).exists():
+                owner_field.empty_label = None
+                self.initial["owner"] = editor.pk
+            else:
+                owner_field.empty_label = "Choose the owner"
+                self.initial["owner"] = None
         else:
             # Set once, on creation, by the view: never from the request.
             del self.fields["owner"]
@@ -394,6 +403,13 @@ class MailboxForm(forms.ModelForm):
                 "folders",
                 "A POP3 server has only the inbox: leave Folders empty, or choose IMAP.",
             )
+        if self.adding:
+            # Said here in words; editing.mailbox_save checks again under a lock.
+            refusal = services.mailbox_quota_refusal(
+                owner=self.owner(), creator=self.editor
+            )
+            if refusal:
+                self.add_error("owner" if "owner" in self.fields else None, refusal)
         if "delivery_kind" in self.fields:
             self._clean_delivery(cleaned)
         if changed & DESTINATION_FIELDS and not self.errors.keys() & DESTINATION_FIELDS:
@@ -441,6 +457,11 @@ class RulesForm(forms.Form):
         "when it is the same on both sides, or * to let every other name through.",
     )
 
+    def __init__(self, *args: Any, mailbox: Mailbox, editor: User, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.mailbox = mailbox
+        self.editor = editor
+
     @staticmethod
     def as_text(rules: list[tuple[str, str]]) -> str:
         return "\n".join(f"{r} -> {loc}" if loc else r for r, loc in rules)
@@ -459,6 +480,10 @@ class RulesForm(forms.Form):
             except ValidationError as exc:
                 problems.append(f"Line {number}: {exc.messages[0]}")
                 continue
+            outside = self._outside(local or remote)
+            if outside:
+                problems.append(f"Line {number}: {outside}")
+                continue
             if remote.lower() in seen:
                 problems.append(f"Line {number}: {remote} is listed twice.")
                 continue
@@ -469,6 +494,40 @@ class RulesForm(forms.Form):
         if len(rules) > MAX_RULES:
             raise ValidationError(f"At most {MAX_RULES} rules.")
         return rules
+
+    def _outside(self, target: str) -> str:
+        """Why mail may not be handed to ``target``; "" when it may.
+
+        A rule delivers inside the mailbox's domain: to a bare local name (the
+        listener of this installation resolves it), to an address in the domain,
+        or to a person whose account belongs to the domain. Anything else would
+        make the listener relay the domain's mail to an outside address, as the
+        rcfile importer refuses too (import_fetchmailrc._recipient_refusals).
+        Superusers get the same rule, plus the address of any person who has an
+        account here: a superuser may move mail between tenants, never out of
+        the installation.
+        """
+        if target == "*" or "@" not in target:
+            return ""
+        domain = self.mailbox.domain
+        address = target.lower()
+        if domain is not None and address.rpartition("@")[2] == domain.name.lower():
+            return ""
+        people = User.objects.filter(email__iexact=target, is_active=True)
+        if domain is not None and people.filter(domain=domain).exists():
+            return ""
+        if self.editor.is_superuser and people.exists():
+            return ""
+        where = f"people of {domain.name}" if domain is not None else "people here"
+        example = (
+            f"a name such as “anna” or an address ending in @{domain.name}"
+            if domain is not None
+            else "a name such as “anna”"
+        )
+        return (
+            f"{target} is outside this mailbox's domain. Rules deliver only to "
+            f"{where}: write {example}."
+        )
 
     @staticmethod
     def _parse(line: str) -> tuple[str, str]:

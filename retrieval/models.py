@@ -308,3 +308,52 @@ class MessageResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.uid}: {self.status}"
+
+
+class ConnectionTest(models.Model):
+    """One "Test connection" of a mailbox: queued by the page, run by a worker.
+
+    The page polls this row for its status, so the request that asked for the test
+    never waits on the remote server. It belongs to the mailbox's tenancy: whoever
+    may see the mailbox may see its tests, nobody else.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Waiting for a worker"
+        RUNNING = "running", "Connecting"
+        DONE = "done", "Done"
+
+    mailbox = models.ForeignKey(
+        Mailbox, on_delete=models.CASCADE, related_name="connection_tests"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="connection_tests",
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ok = models.BooleanField(null=True, help_text="Logged in? None until done.")
+    greeting = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    transcript = models.TextField(blank=True, help_text="Secrets are masked.")
+
+    class Meta:
+        ordering: ClassVar = ["-created_at"]
+        indexes: ClassVar = [models.Index(fields=["requested_by", "status"])]
+
+    def __str__(self) -> str:
+        return f"test of {self.mailbox} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def done(self) -> bool:
+        return self.status == self.Status.DONE
+
+    def lost(self, *, stale_after: float) -> bool:
+        """Still not done ``stale_after`` seconds after it was asked for: a worker
+        died or the broker dropped it, and nothing will finish it."""
+        age = (timezone.now() - self.created_at).total_seconds()
+        return not self.done and age > stale_after

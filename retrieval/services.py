@@ -12,6 +12,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -19,11 +20,18 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.models import Domain, User
 from retrieval import netpolicy, rcmap
 from retrieval.crypto import DecryptionError
 from retrieval.engine.report import ExitCode, PollReport
 from retrieval.engine.run import poll as engine_poll
-from retrieval.models import Mailbox, MessageResult, PollRun, SeenMessage
+from retrieval.models import (
+    ConnectionTest,
+    Mailbox,
+    MessageResult,
+    PollRun,
+    SeenMessage,
+)
 from retrieval.rcfile.env import Environment
 from retrieval.rcfile.specs import user_spec
 
@@ -424,3 +432,134 @@ def mailboxes_claim_due(*, now: datetime | None = None, limit: int = 500) -> lis
         if moved == 1:
             claimed.append(pk)
     return claimed
+
+
+# --- quotas (issue 11) ----------------------------------------------------------------
+
+
+class QuotaExceeded(Exception):
+    """A new mailbox would pass a quota; the text says which, in plain words."""
+
+
+def _mailboxes(count: int) -> str:
+    return f"{count} mailbox" if count == 1 else f"{count} mailboxes"
+
+
+def mailbox_quota_refusal(
+    *, owner: User, creator: User, domain: Domain | None = None
+) -> str:
+    """Why ``creator`` may not add one more mailbox for ``owner`` (in ``domain``,
+    by default the owner's); "" if they may.
+
+    FETCH_MAX_MAILBOXES_PER_USER counts the owner's mailboxes,
+    FETCH_MAX_MAILBOXES_PER_DOMAIN those of the domain (0: no limit). A
+    superuser's additions are not limited: they set the limits.
+    """
+    domain = domain if domain is not None else owner.domain
+    if creator.is_superuser:
+        return ""
+    per_user = settings.FETCH_MAX_MAILBOXES_PER_USER
+    if per_user and Mailbox.objects.filter(owner=owner).count() >= per_user:
+        whose = "You have" if owner.pk == creator.pk else f"{owner.email} has"
+        return (
+            f"{whose} {_mailboxes(per_user)}, the most one person may have here. "
+            "Delete one first, or ask an administrator to raise the limit."
+        )
+    per_domain = settings.FETCH_MAX_MAILBOXES_PER_DOMAIN
+    if (
+        per_domain
+        and domain is not None
+        and Mailbox.objects.filter(domain=domain).count() >= per_domain
+    ):
+        return (
+            f"The domain {domain.name} has {_mailboxes(per_domain)}, the most one "
+            "domain may have here. Delete one first, or ask an administrator to "
+            "raise the limit."
+        )
+    return ""
+
+
+def mailbox_quota_check(
+    *, owner: User, creator: User, domain: Domain | None = None
+) -> None:
+    """The same, inside the creating transaction: the owner's row (and the
+    domain's) is locked first, so two requests at once cannot both take the
+    last place."""
+    domain = domain if domain is not None else owner.domain
+    User.objects.select_for_update().filter(pk=owner.pk).first()
+    if domain is not None:
+        Domain.objects.select_for_update().filter(pk=domain.pk).first()
+    refusal = mailbox_quota_refusal(owner=owner, creator=creator, domain=domain)
+    if refusal:
+        raise QuotaExceeded(refusal)
+
+
+# --- connection tests (issue 11) ------------------------------------------------------
+
+# Seconds after which a test still queued or running is taken as lost (a worker
+# died, the broker dropped it): it no longer counts against its requester.
+PROBE_STALE_SECONDS = 300
+PROBES_KEPT = 20  # per mailbox; older tests are deleted when a new one is asked for
+
+
+class ProbeLimit(Exception):
+    """The person has as many connection tests waiting or running as allowed."""
+
+
+def connection_test_request(*, mailbox: Mailbox, user: User) -> ConnectionTest:
+    """Record a connection test and queue it after commit; never waits on the
+    network. At most FETCH_MAX_PROBES_PER_USER per person are queued or running."""
+    from retrieval.tasks import probe_connection
+
+    with transaction.atomic():
+        # Serialize one person's requests, so two clicks cannot both pass the count.
+        User.objects.select_for_update().filter(pk=user.pk).first()
+        since = timezone.now() - timedelta(seconds=PROBE_STALE_SECONDS)
+        pending = ConnectionTest.objects.filter(
+            requested_by=user,
+            status__in=(ConnectionTest.Status.QUEUED, ConnectionTest.Status.RUNNING),
+            created_at__gte=since,
+        ).count()
+        limit = settings.FETCH_MAX_PROBES_PER_USER
+        if pending >= limit:
+            raise ProbeLimit(
+                f"You have {pending} connection tests waiting or running, the most "
+                "at once: wait for one to finish."
+            )
+        probe = ConnectionTest.objects.create(mailbox=mailbox, requested_by=user)
+        # The history of tests is for looking at the last few, not an archive.
+        old = ConnectionTest.objects.filter(mailbox=mailbox).order_by("-created_at")
+        ConnectionTest.objects.filter(
+            pk__in=list(old.values_list("pk", flat=True)[PROBES_KEPT:])
+        ).delete()
+        transaction.on_commit(partial(probe_connection.delay, probe.pk))
+    return probe
+
+
+def connection_test_run(probe_id: int) -> str:
+    """Run one queued connection test (the worker's side); returns a summary."""
+    from retrieval.editing import mailbox_login_check
+
+    claimed = ConnectionTest.objects.filter(
+        pk=probe_id, status=ConnectionTest.Status.QUEUED
+    ).update(status=ConnectionTest.Status.RUNNING, started_at=timezone.now())
+    if not claimed:
+        return f"connection test {probe_id}: not queued (gone or already run)"
+    probe = ConnectionTest.objects.select_related("mailbox__owner").get(pk=probe_id)
+    try:
+        result, transcript = mailbox_login_check(mailbox=probe.mailbox)
+        ok, greeting, error = result.ok, result.greeting, result.error
+    except Exception:
+        # A bug, not a server fault: say so on the page, keep the details in the log.
+        logger.exception("connection test %s failed unexpectedly", probe_id)
+        ok, greeting, transcript = False, "", ""
+        error = "fetchweb failed unexpectedly; the administrator can see the log."
+    ConnectionTest.objects.filter(pk=probe_id).update(
+        status=ConnectionTest.Status.DONE,
+        finished_at=timezone.now(),
+        ok=ok,
+        greeting=greeting[:2000],
+        error=error,
+        transcript=transcript,
+    )
+    return f"connection test {probe_id}: {'ok' if ok else 'failed'}"

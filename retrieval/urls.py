@@ -15,6 +15,14 @@ urlpatterns = [
     path("<int:pk>/rules/", views.mailbox_rules, name="mailbox-rules"),
     path("<int:pk>/poll/", views.mailbox_poll, name="mailbox-poll"),
     path("<int:pk>/test/", views.mailbox_test, name="mailbox-test"),
+    path(
+        "<int:pk>/tests/<int:test_pk>/", views.connection_test, name="connection-test"
+    ),
+    path(
+        "<int:pk>/tests/<int:test_pk>/status/",
+        views.connection_test_status,
+        name="connection-test-status",
+    ),
     path("<int:pk>/delete/", views.mailbox_delete, name="mailbox-delete"),
     path("<int:pk>/runs/<int:run_pk>/", views.run_detail, name="run-detail"),
 ]

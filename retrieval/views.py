@@ -14,16 +14,18 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import (
     require_GET,
     require_http_methods,
     require_POST,
 )
 
-from retrieval import editing
+from retrieval import editing, services
+from retrieval.display import shown_to
 from retrieval.engine.report import ExitCode
 from retrieval.forms import MailboxForm, RulesForm, default_port
-from retrieval.models import Mailbox, PollRun
+from retrieval.models import ConnectionTest, Mailbox, PollRun
 from retrieval.permissions import (
     can_edit_rules,
     get_mailbox_for_user,
@@ -76,6 +78,9 @@ def _detail(mailbox: Mailbox) -> HttpResponse:
 def mailbox_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     mailbox, can_write = get_mailbox_for_user(request.user, pk)
     runs = list(mailbox.runs.order_by("-started_at")[:RECENT_RUNS])
+    shown = shown_to(request.user, mailbox)
+    for run in runs:
+        run.error = shown.text(run.error)  # for this page only; never saved
     mda = ((mailbox.options or {}).get("user") or {}).get("mda")
     context = {
         "mailbox": mailbox,
@@ -104,7 +109,20 @@ def run_detail(request: AuthenticatedHttpRequest, pk: int, run_pk: int) -> HttpR
             meaning = EXIT_CODE_MEANINGS.get(ExitCode(run.exit_code), "")
         except ValueError:
             meaning = ""
-    context = {"mailbox": mailbox, "run": run, "page": page, "meaning": meaning}
+    shown = shown_to(request.user, mailbox)
+    page.object_list = list(page.object_list)
+    for message in page.object_list:
+        # An MDA's answer can quote its command line; for this page only.
+        message.listener_reply = shown.text(message.listener_reply)
+    context = {
+        "mailbox": mailbox,
+        "run": run,
+        "page": page,
+        "meaning": meaning,
+        "greeting": shown.text(run.greeting),
+        "error": shown.text(run.error),
+        "transcript": shown.text(run.transcript),
+    }
     return render(request, "retrieval/run_detail.html", context)
 
 
@@ -121,14 +139,20 @@ def mailbox_add(request: AuthenticatedHttpRequest) -> HttpResponse:
         owners=owners_for(request.user),
     )
     if request.method == "POST" and form.is_valid():
-        mailbox = editing.mailbox_save(
-            mailbox=form.instance,
-            owner=form.owner(),
-            new_password=form.cleaned_data["new_password"],
-            mda=form.cleaned_data.get("mda"),
-        )
-        messages.success(request, f"The mailbox {mailbox} was added.")
-        return _detail(mailbox)
+        try:
+            mailbox = editing.mailbox_save(
+                mailbox=form.instance,
+                owner=form.owner(),
+                creator=request.user,
+                new_password=form.cleaned_data["new_password"],
+                mda=form.cleaned_data.get("mda"),
+            )
+        except services.QuotaExceeded as exc:
+            # Another request took the last place since the form was checked.
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"The mailbox {mailbox} was added.")
+            return _detail(mailbox)
     return render(request, "retrieval/mailbox_form.html", {"form": form})
 
 
@@ -168,6 +192,8 @@ def mailbox_rules(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     form = RulesForm(
         request.POST if request.method == "POST" else None,
         initial={"rules": RulesForm.as_text(stored)},
+        mailbox=mailbox,
+        editor=request.user,
     )
     if request.method == "POST" and form.is_valid():
         editing.mailbox_rules_replace(mailbox=mailbox, rules=form.cleaned_data["rules"])
@@ -216,12 +242,61 @@ def mailbox_poll(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def mailbox_test(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Queue a connection test and show its page at once: the worker connects,
+    the page follows its status (connection_test_status)."""
     mailbox = get_rw_mailbox_for_user(request.user, pk)
+    if mailbox.protocol not in TESTABLE:
+        messages.warning(request, "Only POP3 and IMAP mailboxes can be tested.")
+        return _detail(mailbox)
     if not editing.action_allowed(user=request.user, mailbox=mailbox, action="test"):
         messages.warning(
             request, "The connection was tested a moment ago: wait a few seconds."
         )
         return _detail(mailbox)
-    result, transcript = editing.mailbox_login_check(mailbox=mailbox)
-    context = {"mailbox": mailbox, "result": result, "transcript": transcript}
+    try:
+        probe = services.connection_test_request(mailbox=mailbox, user=request.user)
+    except services.ProbeLimit as exc:
+        messages.warning(request, str(exc))
+        return _detail(mailbox)
+    return redirect("retrieval:connection-test", pk=mailbox.pk, test_pk=probe.pk)
+
+
+def _connection_test(
+    request: AuthenticatedHttpRequest, pk: int, test_pk: int
+) -> dict[str, object]:
+    mailbox, _ = get_mailbox_for_user(request.user, pk)
+    probe = get_object_or_404(ConnectionTest, pk=test_pk, mailbox=mailbox)
+    shown = shown_to(request.user, mailbox)
+    return {
+        "mailbox": mailbox,
+        "probe": probe,
+        "greeting": shown.text(probe.greeting),
+        "error": shown.text(probe.error),
+        "transcript": shown.text(probe.transcript),
+        "lost": probe.lost(stale_after=services.PROBE_STALE_SECONDS),
+        "status_url": reverse(
+            "retrieval:connection-test-status", args=[mailbox.pk, probe.pk]
+        ),
+    }
+
+
+@login_required
+@require_GET
+def connection_test(
+    request: AuthenticatedHttpRequest, pk: int, test_pk: int
+) -> HttpResponse:
+    context = _connection_test(request, pk, test_pk)
     return render(request, "retrieval/mailbox_test.html", context)
+
+
+@login_required
+@require_GET
+def connection_test_status(
+    request: AuthenticatedHttpRequest, pk: int, test_pk: int
+) -> HttpResponse:
+    """The status part of the page alone, fetched again by static/js/poll-status.js
+    until the test is done."""
+    context = _connection_test(request, pk, test_pk)
+    response = render(request, "retrieval/connection_test_status.html", context)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -87,12 +87,13 @@ class ComposeTests:
             "redis",
             "web",
             "worker",
+            "worker-interactive",
             "beat",
         }
 
     def test_app_services_share_one_image_built_by_the_dockerfile(self):
         assert (ROOT / "Dockerfile").is_file()
-        for name in ("web", "worker", "beat"):
+        for name in ("web", "worker", "worker-interactive", "beat"):
             service = self.compose["services"][name]
             assert service["build"] == "."
             assert service["image"] == "fetchweb:latest"
@@ -112,6 +113,16 @@ class ComposeTests:
             "worker",
         ]
         assert services["beat"]["command"][:4] == ["celery", "-A", "fetchweb", "beat"]
+        # Connection tests have a worker of their own (issue 11 item 4).
+        from retrieval.tasks import INTERACTIVE_QUEUE, probe_connection
+
+        route = celery_app.amqp.router.route({}, probe_connection.name)
+        assert route["queue"].name == INTERACTIVE_QUEUE
+        interactive = services["worker-interactive"]["command"]
+        assert interactive[:4] == ["celery", "-A", "fetchweb", "worker"]
+        assert interactive[interactive.index("--queues") + 1] == INTERACTIVE_QUEUE
+        polls = services["worker"]["command"]
+        assert INTERACTIVE_QUEUE not in polls[polls.index("--queues") + 1].split(",")
         assert celery_app.main == "fetchweb"
         assert (ROOT / "fetchweb" / "wsgi.py").is_file()
 

@@ -70,6 +70,24 @@ def trio():
     return Trio
 
 
+@pytest.fixture
+def eager_probes(monkeypatch, django_capture_on_commit_callbacks):
+    """POST to a test button and follow the answer, with the queued connection
+    test run in between, as a worker of the "interactive" queue would."""
+    from retrieval.tasks import probe_connection
+
+    monkeypatch.setattr(probe_connection, "delay", probe_connection)
+
+    def post(client: Client, url: str):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(url)
+        if response.status_code != 302:
+            return response
+        return client.get(response["Location"], follow=True)
+
+    return post
+
+
 def _as(client: Client, user) -> Client:
     client.force_login(user)
     return client
@@ -703,7 +721,9 @@ class PollNowTests:
         assert "wait a few seconds" in again.content.decode()
         assert queued == [(trio.mailbox.pk, "manual")] * 2  # alice once, bob once
 
-    def test_the_connection_test_is_rate_limited_too(self, client, trio, monkeypatch):
+    def test_the_connection_test_is_rate_limited_too(
+        self, client, trio, monkeypatch, eager_probes
+    ):
         calls = []
 
         def fake(*, mailbox):
@@ -712,7 +732,7 @@ class PollNowTests:
 
         monkeypatch.setattr(editing, "mailbox_login_check", fake)
         url = _urls(trio.mailbox, trio.run)["test"]
-        first = _as(client, trio.alice).post(url)
+        first = eager_probes(_as(client, trio.alice), url)
         assert "Connected and logged in" in first.content.decode()
         again = client.post(url, follow=True)
         assert "wait a few seconds" in again.content.decode()
@@ -734,11 +754,12 @@ class ConnectionTestTests:
         )
 
     def test_it_logs_in_to_a_real_server_and_fetches_nothing(
-        self, client, trio, dovecot, mailuser, dovecot_mailbox
+        self, client, trio, dovecot, mailuser, dovecot_mailbox, eager_probes
     ):
         dovecot.put(mailuser.name, b"Subject: stays\r\n\r\nbody\r\n")
-        response = _as(client, trio.root).post(
-            reverse("retrieval:mailbox-test", args=[dovecot_mailbox.pk])
+        response = eager_probes(
+            _as(client, trio.root),
+            reverse("retrieval:mailbox-test", args=[dovecot_mailbox.pk]),
         )
         text = response.content.decode()
         assert "Connected and logged in" in text
@@ -747,22 +768,27 @@ class ConnectionTestTests:
         assert len(dovecot.messages(mailuser.name)) == 1
         assert not PollRun.objects.filter(mailbox=dovecot_mailbox).exists()
 
-    def test_it_says_in_words_when_the_login_fails(self, client, trio, dovecot_mailbox):
+    def test_it_says_in_words_when_the_login_fails(
+        self, client, trio, dovecot_mailbox, eager_probes
+    ):
         dovecot_mailbox.set_password("wrong-password-1")
         dovecot_mailbox.save()
-        response = _as(client, trio.root).post(
-            reverse("retrieval:mailbox-test", args=[dovecot_mailbox.pk])
+        response = eager_probes(
+            _as(client, trio.root),
+            reverse("retrieval:mailbox-test", args=[dovecot_mailbox.pk]),
         )
         text = response.content.decode()
         assert "The test failed: Wrong user name or password" in text
         assert "wrong-password-1" not in text
 
     def test_a_users_mailbox_is_not_connected_to_a_private_address(
-        self, client, trio, settings
+        self, client, trio, settings, eager_probes
     ):
         settings.FETCH_ALLOW_PRIVATE_HOSTS = False
         Mailbox.objects.filter(pk=trio.mailbox.pk).update(host="127.0.0.1")
-        response = _as(client, trio.alice).post(_urls(trio.mailbox, trio.run)["test"])
+        response = eager_probes(
+            _as(client, trio.alice), _urls(trio.mailbox, trio.run)["test"]
+        )
         assert "This server address is not allowed" in response.content.decode()
 
 

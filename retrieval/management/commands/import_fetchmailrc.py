@@ -46,7 +46,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from accounts.models import Domain, User
-from retrieval import rcmap
+from retrieval import rcmap, services
 from retrieval.engine.spec import DEFAULT_PORTS, Protocol, TlsMode
 from retrieval.engine.unsupported import run_time_notes
 from retrieval.models import Mailbox, MultidropRule
@@ -560,6 +560,17 @@ class Command(BaseCommand):
             password = "password: none"
         if row.esmtp_password:
             mailbox.set_esmtp_password(row.esmtp_password)
+        if entry.created:
+            # The quotas of the pages hold here too; the surrounding transaction
+            # then undoes the whole import.
+            try:
+                services.mailbox_quota_check(
+                    owner=scope.owner, creator=scope.actor, domain=scope.domain
+                )
+            except services.QuotaExceeded as exc:
+                raise CommandError(
+                    f"{entry.where}: {exc} Import refused: nothing was imported."
+                ) from exc
         mailbox.save()
         mailbox.rules.all().delete()
         MultidropRule.objects.bulk_create(row.rule_rows(mailbox))
