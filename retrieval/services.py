@@ -47,7 +47,7 @@ MASK = "********"
 class DatabaseLedger:
     """The engine's Ledger on SeenMessage rows.
 
-    Django runs in autocommit mode here (the service is never wrapped in a
+    Django runs in autocommit mode here (``mailbox_poll`` refuses to run inside a
     transaction), so ``mark_delivered`` has committed when it returns: the engine
     deletes from the server only after that.
     """
@@ -305,6 +305,30 @@ def _outcome_for(code: ExitCode) -> str:
     return PollRun.Outcome.ERROR
 
 
+class InsideTransaction(RuntimeError):
+    """mailbox_poll was called inside ``transaction.atomic``."""
+
+
+def _require_autocommit() -> None:
+    """Refuse to poll inside a transaction: the delete must follow the commit.
+
+    Inside ``transaction.atomic`` the ledger's row is written but not committed
+    when the engine sends the delete; a crash (or a rollback) then loses a message
+    the server no longer has. Django's TestCase wraps each test in a transaction
+    that stands in for autocommit (it marks it, as Django's own durable check
+    reads it): only blocks opened by code count.
+    """
+    if connection.in_atomic_block and not all(
+        getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
+    ):
+        raise InsideTransaction(
+            "mailbox_poll must run in autocommit mode, not inside "
+            "transaction.atomic: each delivery has to be committed before the "
+            "message is deleted from the server. Call it outside the transaction "
+            "(or queue it with transaction.on_commit)."
+        )
+
+
 def mailbox_poll(
     *,
     mailbox_id: int,
@@ -315,7 +339,9 @@ def mailbox_poll(
 
     Never raises for what a server or listener does: every such fault ends as a
     PollRun with an error in plain words, so the worker goes on to the next mailbox.
+    Raises InsideTransaction when called inside ``transaction.atomic``.
     """
+    _require_autocommit()
     with mailbox_lease(mailbox_id) as mailbox:
         if mailbox is None:
             logger.info("mailbox %s is being polled elsewhere; skipped", mailbox_id)
