@@ -252,6 +252,11 @@ class PollRun(models.Model):
         NOMAIL = "nomail", "No new mail"
         ERROR = "error", "Failed"
         SKIPPED = "skipped", "Skipped"
+        # The worker died mid-poll (hard time limit, out of memory, lost host):
+        # closed by the dispatcher once the run's lease is gone.
+        LOST = "lost", "Worker lost"
+        # Celery's soft time limit stopped the poll (settings.FETCH_SOFT_LIMIT).
+        TIMEOUT = "timeout", "Took too long"
 
     class Trigger(models.TextChoices):
         SCHEDULE = "schedule", "Schedule"
@@ -273,6 +278,9 @@ class PollRun(models.Model):
     greeting = models.TextField(blank=True)
     transcript = models.TextField(blank=True, help_text="Secrets are masked.")
     error = models.TextField(blank=True)
+    # The mailbox lease this run was started under (Mailbox.lease_owner): once the
+    # mailbox no longer holds it, a run still "running" has lost its worker.
+    lease_owner = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering: ClassVar = ["-started_at"]

@@ -14,9 +14,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from retrieval import netpolicy, rcmap
@@ -350,7 +351,11 @@ def mailbox_poll(
 
 
 def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
-    run = PollRun.objects.create(mailbox=mailbox, trigger=trigger)
+    # mailbox.lease_owner was read after the claim: it is this poll's lease.
+    run = PollRun.objects.create(
+        mailbox=mailbox, trigger=trigger, lease_owner=mailbox.lease_owner
+    )
+    outcome: str | None = None
     secrets: tuple[str, ...] = ()
     try:
         spec = mailbox_spec(mailbox)
@@ -367,6 +372,21 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
     except SpecError as exc:
         transcript = RecordingTranscript(secrets=secrets, limit=1000)
         report = PollReport(exit_code=ExitCode.SYNTAX, error=str(exc))
+    except SoftTimeLimitExceeded:
+        # Celery's soft limit, not a bug: say so, and end before the hard limit
+        # kills the worker. Deliveries so far are in the ledger; the rest stays on
+        # the server for the next poll. The wire talk went with the engine's stack.
+        logger.warning("poll of mailbox %s hit the soft time limit", mailbox.pk)
+        transcript = RecordingTranscript(secrets=secrets, limit=1000)
+        outcome = PollRun.Outcome.TIMEOUT
+        report = PollReport(
+            exit_code=ExitCode.UNDEFINED,
+            error=(
+                f"The poll took longer than {settings.FETCH_SOFT_LIMIT} s and was "
+                "stopped. Messages delivered before that are recorded; the others "
+                "stay on the server for the next poll."
+            ),
+        )
     except Exception:
         # A bug, not a server fault: record it (without the secret) and go on.
         logger.exception("poll of mailbox %s failed unexpectedly", mailbox.pk)
@@ -375,7 +395,7 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
             exit_code=ExitCode.UNDEFINED,
             error="fetchweb failed unexpectedly; the administrator can see the log.",
         )
-    _record(run, report, transcript)
+    _record(run, report, transcript, outcome=outcome)
     now = timezone.now()
     Mailbox.objects.filter(pk=mailbox.pk).update(next_poll_at=mailbox.next_after(now))
     logger.info(
@@ -395,10 +415,18 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
     )
 
 
-def _record(run: PollRun, report: PollReport, transcript: RecordingTranscript) -> None:
+def _record(
+    run: PollRun,
+    report: PollReport,
+    transcript: RecordingTranscript,
+    *,
+    outcome: str | None = None,
+) -> None:
+    """``outcome``: one that no fetchmail exit status names (a time limit); the
+    run then has no exit code."""
     run.finished_at = timezone.now()
-    run.exit_code = int(report.exit_code)
-    run.outcome = _outcome_for(report.exit_code)
+    run.exit_code = int(report.exit_code) if outcome is None else None
+    run.outcome = outcome or _outcome_for(report.exit_code)
     run.fetched = sum(1 for m in report.messages if m.status != "skipped")
     run.delivered = report.delivered
     run.deleted = report.deleted
@@ -425,6 +453,39 @@ def _record(run: PollRun, report: PollReport, transcript: RecordingTranscript) -
 
 
 # --- the schedule ------------------------------------------------------------------
+
+WORKER_LOST = (
+    "The worker running this poll stopped before it finished (it was killed at "
+    "the hard time limit, ran out of memory, or its host went away). Messages it "
+    "had recorded as delivered are not fetched again; the others stay on the "
+    "server for the next poll."
+)
+
+
+def runs_close_lost(*, now: datetime | None = None) -> int:
+    """Close the runs still "running" whose worker is gone; returns how many.
+
+    A run is alive while its mailbox holds the run's lease, unexpired. A killed
+    worker never releases it, so it expires (past the hard time limit); a worker
+    that died after releasing it, or whose expired lease a new poll took, has
+    lost it at once.
+    """
+    now = now or timezone.now()
+    alive = Q(mailbox__lease_owner=F("lease_owner"), mailbox__lease_until__gte=now)
+    lost = PollRun.objects.filter(outcome=PollRun.Outcome.RUNNING).exclude(alive)
+    # Each run is closed by a conditional UPDATE: a run that finishes meanwhile
+    # keeps its own outcome.
+    closed = 0
+    for pk in list(lost.values_list("pk", flat=True)):
+        closed += PollRun.objects.filter(pk=pk, outcome=PollRun.Outcome.RUNNING).update(
+            outcome=PollRun.Outcome.LOST,
+            finished_at=now,
+            exit_code=None,
+            error=WORKER_LOST,
+        )
+    if closed:
+        logger.warning("closed %s poll run(s) whose worker was lost", closed)
+    return closed
 
 
 def mailboxes_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
