@@ -4,15 +4,48 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from retrieval import crypto
 from retrieval.engine.report import ExitCode
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+# A change of any of these names another remote account, whose UIDs mean nothing
+# to the ledger kept for this one (the port does not: same server, other door).
+REMOTE_IDENTITY = ("protocol", "host", "username")
+
+PASSWORD_AGAIN = (
+    "The server, protocol or user name changed: type the password again. A stored "
+    "password is only sent to the account it was typed for."
+)
+
+
+class PasswordRequired(ValidationError):
+    """A save would send the stored password to another remote account."""
+
+    def __init__(self) -> None:
+        super().__init__({"new_password": [PASSWORD_AGAIN]})
+
+    def __str__(self) -> str:
+        return PASSWORD_AGAIN
+
+
+def remote_identity(values: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The remote account that ``values`` (a row's protocol, host, username) names;
+    host names are case-insensitive."""
+    return (
+        str(values["protocol"]),
+        str(values["host"]).strip().lower(),
+        str(values["username"]),
+    )
 
 
 def default_poll_interval() -> int:
@@ -146,6 +179,48 @@ class Mailbox(models.Model):
         return (
             self.name or f"{self.username}@{self.host} ({self.get_protocol_display()})"
         )
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save, keeping the rule on a change of remote account for every writer.
+
+        The rule sits here, not only in the service (retrieval.editing.mailbox_save)
+        that the pages, the admin and the importer call, so that a shell's
+        ``mailbox.save()`` cannot break it either. When protocol, host or user
+        name change:
+
+        * the ledger is dropped, in the same transaction: the old server's UIDs
+          could name other messages on the new one, which a poll would then
+          delete unread;
+        * the save is refused (PasswordRequired) while the row still carries the
+          stored password: it was typed for the old account, and whoever may edit
+          the row could otherwise send it to a server of their choosing. A new
+          password (``set_password``, a fresh ciphertext) or none at all passes.
+        """
+        update_fields = kwargs.get("update_fields")
+        if (
+            self._state.adding
+            or self.pk is None
+            or (update_fields is not None and not {*update_fields} & {*REMOTE_IDENTITY})
+        ):
+            super().save(*args, **kwargs)
+            return
+        with transaction.atomic():
+            before = (
+                Mailbox.objects.select_for_update()
+                .filter(pk=self.pk)
+                .values(*REMOTE_IDENTITY, "password_encrypted")
+                .first()
+            )
+            if before is not None and remote_identity(before) != remote_identity(
+                {name: getattr(self, name) for name in REMOTE_IDENTITY}
+            ):
+                # set_password encrypts with a fresh nonce: an unchanged ciphertext
+                # is the old password, never one typed for the new account.
+                stale = before["password_encrypted"]
+                if stale and self.password_encrypted == stale:
+                    raise PasswordRequired
+                SeenMessage.objects.filter(mailbox_id=self.pk).delete()
+            super().save(*args, **kwargs)
 
     def set_password(self, raw: str) -> None:
         self.password_encrypted = (
