@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet
 
 from retrieval import editing
 from retrieval.models import (
+    ACCOUNT_BUSY,
     PASSWORD_AGAIN,
     Mailbox,
     MessageResult,
@@ -88,6 +89,8 @@ class MailboxForm(forms.ModelForm):
         cleaned = self.cleaned_data
         if editing.password_needed(self.instance, cleaned):
             self.add_error("new_password", PASSWORD_AGAIN)
+        if editing.account_busy(self.instance, cleaned):
+            self.add_error(None, ACCOUNT_BUSY)
         return cleaned
 
 

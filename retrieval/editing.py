@@ -49,20 +49,35 @@ def mailbox_new() -> Mailbox:
     )
 
 
-def password_needed(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
+def account_changes(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
     """Would saving ``values`` (a form's cleaned data) over the stored ``mailbox``
-    need the password typed again? The forms ask before the save refuses.
-
-    Yes when they name another remote account (Mailbox.save's rule) while a
-    password is stored and neither a new one nor its removal is given.
-    """
-    if mailbox._state.adding or not mailbox.has_password:
-        return False
-    if values.get("new_password") or values.get("clear_password"):
+    name another remote account (Mailbox.save's rule)?"""
+    if mailbox._state.adding:
         return False
     after = {name: values.get(name, getattr(mailbox, name)) for name in REMOTE_IDENTITY}
     stored = {name: getattr(mailbox, name) for name in REMOTE_IDENTITY}
     return remote_identity(after) != remote_identity(stored)
+
+
+def password_needed(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
+    """Would that save need the password typed again? The forms ask before the
+    save refuses: yes when the account changes while a password is stored and
+    neither a new one nor its removal is given."""
+    if not mailbox.has_password:
+        return False
+    if values.get("new_password") or values.get("clear_password"):
+        return False
+    return account_changes(mailbox, values)
+
+
+def account_busy(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
+    """Would that save change the account while a poll holds the lease?"""
+    lease = mailbox.lease_until
+    return (
+        lease is not None
+        and lease > timezone.now()
+        and account_changes(mailbox, values)
+    )
 
 
 @transaction.atomic

@@ -23,7 +23,7 @@ from retrieval import editing, netpolicy
 from retrieval.engine.spec import DEFAULT_PORTS
 from retrieval.engine.spec import Protocol as EngineProtocol
 from retrieval.engine.spec import TlsMode as EngineTlsMode
-from retrieval.models import PASSWORD_AGAIN, Mailbox
+from retrieval.models import ACCOUNT_BUSY, PASSWORD_AGAIN, Mailbox
 from retrieval.rcmap import MAX_POLL_INTERVAL
 
 if TYPE_CHECKING:
@@ -371,6 +371,8 @@ class MailboxForm(forms.ModelForm):
             # Otherwise whoever may edit the row could send its owner's stored
             # password to a server of their choosing (Mailbox.save would refuse).
             self.add_error("new_password", PASSWORD_AGAIN)
+        if editing.account_busy(self.instance, cleaned):
+            self.add_error(None, ACCOUNT_BUSY)
         turned_off = "verify_tls" in changed and not cleaned.get("verify_tls")
         if turned_off and not self.editor.is_superuser:
             self.add_error(

@@ -38,6 +38,22 @@ class PasswordRequired(ValidationError):
         return PASSWORD_AGAIN
 
 
+ACCOUNT_BUSY = (
+    "This mailbox is being polled right now: change its server, protocol or user "
+    "name when the poll has ended."
+)
+
+
+class AccountBusy(ValidationError):
+    """A poll holds the lease: its ledger rows would land after the drop."""
+
+    def __init__(self) -> None:
+        super().__init__(ACCOUNT_BUSY)
+
+    def __str__(self) -> str:
+        return ACCOUNT_BUSY
+
+
 def remote_identity(values: Mapping[str, Any]) -> tuple[str, str, str]:
     """The remote account that ``values`` (a row's protocol, host, username) names;
     host names are case-insensitive."""
@@ -194,7 +210,12 @@ class Mailbox(models.Model):
         * the save is refused (PasswordRequired) while the row still carries the
           stored password: it was typed for the old account, and whoever may edit
           the row could otherwise send it to a server of their choosing. A new
-          password (``set_password``, a fresh ciphertext) or none at all passes.
+          password (``set_password``, a fresh ciphertext) or none at all passes;
+        * the save is refused (AccountBusy) while a poll holds the lease: that
+          poll would go on recording the old server's UIDs after the drop.
+
+        Refusing, rather than dropping the ledger and keeping the password, was
+        chosen so that a shell cannot send the password anywhere either.
         """
         update_fields = kwargs.get("update_fields")
         if (
@@ -208,12 +229,15 @@ class Mailbox(models.Model):
             before = (
                 Mailbox.objects.select_for_update()
                 .filter(pk=self.pk)
-                .values(*REMOTE_IDENTITY, "password_encrypted")
+                .values(*REMOTE_IDENTITY, "password_encrypted", "lease_until")
                 .first()
             )
             if before is not None and remote_identity(before) != remote_identity(
                 {name: getattr(self, name) for name in REMOTE_IDENTITY}
             ):
+                lease = before["lease_until"]
+                if lease is not None and lease > timezone.now():
+                    raise AccountBusy
                 # set_password encrypts with a fresh nonce: an unchanged ciphertext
                 # is the old password, never one typed for the new account.
                 stale = before["password_encrypted"]

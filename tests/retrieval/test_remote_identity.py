@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import io
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 
-from retrieval.models import Mailbox, PasswordRequired, SeenMessage
+from retrieval.models import AccountBusy, Mailbox, PasswordRequired, SeenMessage
 from tests.factories import make_mailbox, make_user
 
 pytestmark = pytest.mark.django_db
@@ -107,6 +109,26 @@ class ModelSaveTests:
         mailbox.save(update_fields=["name"])
         assert _ledger(mailbox) == ["1"]
 
+    def test_no_change_of_account_while_a_poll_holds_the_lease(self):
+        """The running poll would record the old server's UIDs after the drop."""
+        mailbox = _with_ledger(make_mailbox(password=SECRET, host="old.example.net"))
+        _polling(mailbox)
+        mailbox.host = "new.example.net"
+        mailbox.set_password("n3w")
+        with pytest.raises(AccountBusy, match="being polled"):
+            mailbox.save()
+        mailbox.refresh_from_db()
+        assert mailbox.host == "old.example.net" and _ledger(mailbox) == ["1"]
+        # Anything else may change meanwhile.
+        mailbox.name = "renamed"
+        mailbox.save()
+
+
+def _polling(mailbox: Mailbox) -> None:
+    until = timezone.now() + timedelta(minutes=5)
+    Mailbox.objects.filter(pk=mailbox.pk).update(lease_owner="w", lease_until=until)
+    mailbox.refresh_from_db()
+
 
 # --- the pages' edit view -------------------------------------------------------------
 
@@ -153,6 +175,19 @@ class PagesTests:
         mailbox.refresh_from_db()
         assert getattr(mailbox, field) == value and mailbox.get_password() == "n3w"
         assert _ledger(mailbox) == []
+
+    def test_the_edit_page_refuses_a_new_account_during_a_poll(self, client):
+        owner = make_user()
+        mailbox = _with_ledger(make_mailbox(owner, password=SECRET, host=PUBLIC))
+        _polling(mailbox)
+        client.force_login(owner)
+        response = client.post(
+            reverse("retrieval:mailbox-edit", args=[mailbox.pk]),
+            _page_data(mailbox, username="other", new_password="n3w"),
+        )
+        assert "being polled" in _form_errors(response)
+        mailbox.refresh_from_db()
+        assert mailbox.username != "other" and _ledger(mailbox) == ["1"]
 
 
 # --- Django's admin -------------------------------------------------------------------
