@@ -147,3 +147,58 @@ def test_a_killed_worker_loses_nothing_and_duplicates_only_an_unrecorded_250(
     services.runs_close_lost()
     dead_run.refresh_from_db()
     assert dead_run.outcome == PollRun.Outcome.LOST
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+def test_a_soft_time_limit_inside_the_engine_ends_the_poll_cleanly(
+    dovecot, mailuser, smtp_listener, monkeypatch, protocol
+):
+    """Celery's soft limit arrives as an exception wherever the poll is: here,
+    right after the second message was committed. The run says it took too long,
+    the lease is released at once, and the next poll finishes the job without a
+    duplicate."""
+    from functools import partial
+
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from tests.live.test_crash_invariants import Crash
+
+    def soft_limit() -> None:
+        raise SoftTimeLimitExceeded
+
+    for n in (1, 2, 3):
+        dovecot.put(mailuser.name, message(n))
+    mailbox = make_mailbox(
+        make_user(superuser=True),
+        password=mailuser.password,
+        protocol=protocol,
+        host=dovecot.host,
+        port=port_of(dovecot, protocol),
+        tls_mode="none",
+        username=mailuser.name,
+        delivery_host="127.0.0.1",
+        delivery_port=smtp_listener.port,
+        recipient="joe@example.org",
+        timeout=10,
+    )
+    real_poll = services.engine_poll
+    monkeypatch.setattr(
+        services,
+        "engine_poll",
+        partial(real_poll, observe=Crash("recorded", soft_limit)),
+    )
+
+    summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+
+    run = PollRun.objects.get(pk=summary.run_id)
+    assert run.outcome == PollRun.Outcome.TIMEOUT, run.error
+    assert f"took longer than {settings.FETCH_SOFT_LIMIT} s" in run.error
+    mailbox.refresh_from_db()
+    assert mailbox.lease_owner == "" and mailbox.lease_until is None
+
+    monkeypatch.setattr(services, "engine_poll", real_poll)
+    again = services.mailbox_poll(mailbox_id=mailbox.pk)
+    assert again.outcome == PollRun.Outcome.SUCCESS, again.error
+    delivered = ids([m.data for m in smtp_listener.wait_for(3)])
+    assert sorted(delivered) == sorted(EVERYTHING)
+    assert dovecot.messages(mailuser.name) == []

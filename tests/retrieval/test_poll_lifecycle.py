@@ -83,6 +83,25 @@ class LostWorkerTests:
         # The poll that holds the lease now is still running: left alone.
         assert current.outcome == PollRun.Outcome.RUNNING
 
+    @pytest.mark.parametrize("run_lease", ["gone-worker", ""])
+    def test_a_run_on_a_free_mailbox_is_closed(self, run_lease):
+        """The lease was released (or the run predates leases on runs) and the
+        run never finished: its worker died between the two."""
+        mailbox = make_mailbox()
+        run = PollRun.objects.create(mailbox=mailbox, lease_owner=run_lease)
+        assert services.runs_close_lost() == 1
+        run.refresh_from_db()
+        assert run.outcome == PollRun.Outcome.LOST
+
+    def test_finished_runs_are_left_alone(self):
+        mailbox = make_mailbox()
+        done = PollRun.objects.create(
+            mailbox=mailbox, outcome=PollRun.Outcome.SUCCESS, exit_code=0
+        )
+        assert services.runs_close_lost() == 0
+        done.refresh_from_db()
+        assert done.outcome == PollRun.Outcome.SUCCESS and done.exit_code == 0
+
     def test_a_run_holding_a_live_lease_is_left_running(self):
         now = timezone.now()
         mailbox = make_mailbox()
