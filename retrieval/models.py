@@ -243,6 +243,10 @@ class Mailbox(models.Model):
                 stale = before["password_encrypted"]
                 if stale and self.password_encrypted == stale:
                     raise PasswordRequired
+                if update_fields is not None:
+                    # The new password goes with the new account, or the old one
+                    # would stay stored for it.
+                    kwargs["update_fields"] = {*update_fields, "password_encrypted"}
                 SeenMessage.objects.filter(mailbox_id=self.pk).delete()
             super().save(*args, **kwargs)
 

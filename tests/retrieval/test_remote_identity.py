@@ -87,6 +87,15 @@ class ModelSaveTests:
         assert mailbox.host == "new.example.net" and mailbox.get_password() == "n3w"
         assert _ledger(mailbox) == []
 
+    def test_a_partial_save_of_the_account_stores_the_new_password_too(self):
+        mailbox = _with_ledger(make_mailbox(password=SECRET, host="old.example.net"))
+        mailbox.host = "new.example.net"
+        mailbox.set_password("n3w")
+        mailbox.save(update_fields=["host"])
+        mailbox.refresh_from_db()
+        assert mailbox.host == "new.example.net" and mailbox.get_password() == "n3w"
+        assert _ledger(mailbox) == []
+
     def test_removing_the_password_also_allows_the_change(self):
         mailbox = _with_ledger(make_mailbox(password=SECRET))
         mailbox.username = "other"
