@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from retrieval import services
@@ -101,6 +102,19 @@ class LostWorkerTests:
         assert services.runs_close_lost() == 0
         done.refresh_from_db()
         assert done.outcome == PollRun.Outcome.SUCCESS and done.exit_code == 0
+
+    def test_the_run_page_says_so_in_plain_words(self, client, settings):
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+        mailbox = make_mailbox()
+        run = PollRun.objects.create(mailbox=mailbox, lease_owner="gone")
+        services.runs_close_lost()
+        client.force_login(mailbox.owner)
+        page = client.get(
+            reverse("retrieval:run-detail", args=[mailbox.pk, run.pk])
+        ).content.decode()
+        assert "Worker lost" in page
+        assert "stopped before it finished" in page
+        assert "not finished" not in page and "still running" not in page
 
     def test_a_run_holding_a_live_lease_is_left_running(self):
         now = timezone.now()
