@@ -13,7 +13,16 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 
-from retrieval.models import Mailbox, MessageResult, MultidropRule, PollRun, SeenMessage
+from retrieval import editing
+from retrieval.models import (
+    ACCOUNT_BUSY,
+    PASSWORD_AGAIN,
+    Mailbox,
+    MessageResult,
+    MultidropRule,
+    PollRun,
+    SeenMessage,
+)
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -71,15 +80,14 @@ class MailboxForm(forms.ModelForm):
             )
         return value
 
-    def save(self, commit: bool = True) -> Mailbox:  # noqa: FBT001, FBT002 (Django API)
-        mailbox = super().save(commit=False)
-        if self.cleaned_data.get("clear_password"):
-            mailbox.set_password("")
-        elif self.cleaned_data.get("new_password"):
-            mailbox.set_password(self.cleaned_data["new_password"])
-        if commit:
-            mailbox.save()
-        return mailbox
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        if editing.password_needed(self.instance, cleaned):
+            self.add_error("new_password", PASSWORD_AGAIN)
+        if editing.account_busy(self.instance, cleaned):
+            self.add_error(None, ACCOUNT_BUSY)
+        return cleaned
 
 
 class MultidropRuleInline(admin.TabularInline):
@@ -147,6 +155,21 @@ class MailboxAdmin(admin.ModelAdmin):
         ("More fetchmail options", {"classes": ("collapse",), "fields": ("options",)}),
         ("Schedule", {"fields": ("next_poll_at", "lease_owner", "lease_until")}),
     )
+
+    def save_model(
+        self,
+        request: HttpRequest,
+        obj: Mailbox,
+        form: forms.ModelForm,
+        change: bool,  # noqa: FBT001 (Django API)
+    ) -> None:
+        # The pages' write path, so the admin keeps the same rules (a changed
+        # remote account drops the ledger and needs the password again).
+        editing.mailbox_save(
+            mailbox=obj,
+            new_password=form.cleaned_data.get("new_password", ""),
+            clear_password=form.cleaned_data.get("clear_password", False),
+        )
 
     @admin.display(description="Stored password")
     def password_state(self, obj: Mailbox) -> str:

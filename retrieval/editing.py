@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -17,10 +17,15 @@ from django.utils import timezone
 
 from retrieval import services
 from retrieval.engine.probe import LoginCheck, check_login
-from retrieval.models import Mailbox, MultidropRule, SeenMessage
+from retrieval.models import (
+    REMOTE_IDENTITY,
+    Mailbox,
+    MultidropRule,
+    remote_identity,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from accounts.models import User
 
@@ -29,9 +34,6 @@ ACTION_INTERVAL = 10
 # Seconds for each network wait of a connection test: someone watches the page.
 PROBE_TIMEOUT = 15.0
 PROBE_TRANSCRIPT_CHARS = 20_000
-# A change of any of these names another remote mailbox, whose UIDs mean nothing
-# to the ledger kept for this one.
-REMOTE_IDENTITY = ("protocol", "host", "username")
 
 
 class MailboxBusy(Exception):
@@ -47,6 +49,37 @@ def mailbox_new() -> Mailbox:
     )
 
 
+def account_changes(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
+    """Would saving ``values`` (a form's cleaned data) over the stored ``mailbox``
+    name another remote account (Mailbox.save's rule)?"""
+    if mailbox._state.adding:
+        return False
+    after = {name: values.get(name, getattr(mailbox, name)) for name in REMOTE_IDENTITY}
+    stored = {name: getattr(mailbox, name) for name in REMOTE_IDENTITY}
+    return remote_identity(after) != remote_identity(stored)
+
+
+def password_needed(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
+    """Would that save need the password typed again? The forms ask before the
+    save refuses: yes when the account changes while a password is stored and
+    neither a new one nor its removal is given."""
+    if not mailbox.has_password:
+        return False
+    if values.get("new_password") or values.get("clear_password"):
+        return False
+    return account_changes(mailbox, values)
+
+
+def account_busy(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
+    """Would that save change the account while a poll holds the lease?"""
+    lease = mailbox.lease_until
+    return (
+        lease is not None
+        and lease > timezone.now()
+        and account_changes(mailbox, values)
+    )
+
+
 @transaction.atomic
 def mailbox_save(
     *,
@@ -57,26 +90,25 @@ def mailbox_save(
     clear_password: bool = False,
     mda: str | None = None,
 ) -> Mailbox:
-    """Store a validated mailbox. ``owner`` is used once, when it is created;
-    ``creator`` (the person adding it) is then held to the mailbox quotas
+    """Store a validated mailbox: the one write path of the pages, the admin and
+    the importer. ``creator`` (the person adding it) is held to the mailbox quotas
     (services.QuotaExceeded).
 
-    ``mda``: the program to deliver to, for a superuser's form; None leaves the
-    stored command alone. When the remote account changes, the record of what was
-    delivered from the old one is dropped: its UIDs could name other messages on
-    the new server, which a poll would then delete as already delivered.
+    ``owner``: for a new mailbox, who it belongs to (and so its domain); None keeps
+    the owner already on the row (the admin's and importer's choice). ``mda``: the
+    program to deliver to, for a superuser's form; None leaves the stored command
+    alone. When the remote account changes (protocol, host, user name), Mailbox.save
+    drops the ledger and raises PasswordRequired unless ``new_password`` or
+    ``clear_password`` is given: see there.
     """
     if mailbox._state.adding:
-        if owner is None:
+        if owner is not None:
+            mailbox.owner = owner
+            mailbox.domain = owner.domain
+        elif mailbox.owner_id is None:
             raise ValueError("A new mailbox needs an owner.")
         if creator is not None:
-            services.mailbox_quota_check(owner=owner, creator=creator)
-        mailbox.owner = owner
-        mailbox.domain = owner.domain
-    else:
-        before = Mailbox.objects.filter(pk=mailbox.pk).values(*REMOTE_IDENTITY).get()
-        if any(before[name] != getattr(mailbox, name) for name in REMOTE_IDENTITY):
-            SeenMessage.objects.filter(mailbox=mailbox).delete()
+            services.mailbox_quota_check(owner=mailbox.owner, creator=creator)
     if mda is not None:
         options = dict(mailbox.options) if isinstance(mailbox.options, dict) else {}
         user = dict(options.get("user") or {})

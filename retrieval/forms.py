@@ -20,11 +20,11 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from accounts.models import User
-from retrieval import netpolicy, services
+from retrieval import editing, netpolicy, services
 from retrieval.engine.spec import DEFAULT_PORTS
 from retrieval.engine.spec import Protocol as EngineProtocol
 from retrieval.engine.spec import TlsMode as EngineTlsMode
-from retrieval.models import Mailbox
+from retrieval.models import ACCOUNT_BUSY, PASSWORD_AGAIN, Mailbox
 from retrieval.rcmap import MAX_POLL_INTERVAL
 
 if TYPE_CHECKING:
@@ -376,18 +376,12 @@ class MailboxForm(forms.ModelForm):
                 "clear_password",
                 "Either type a new password or remove the stored one, not both.",
             )
-        if (
-            "host" in changed
-            and self.instance.has_password
-            and not (cleaned.get("new_password") or cleaned.get("clear_password"))
-        ):
+        if editing.password_needed(self.instance, cleaned):
             # Otherwise whoever may edit the row could send its owner's stored
-            # password to a server of their choosing.
-            self.add_error(
-                "new_password",
-                "The server address changed: type the password again. A stored "
-                "password is only sent to the server it was typed for.",
-            )
+            # password to a server of their choosing (Mailbox.save would refuse).
+            self.add_error("new_password", PASSWORD_AGAIN)
+        if editing.account_busy(self.instance, cleaned):
+            self.add_error(None, ACCOUNT_BUSY)
         turned_off = "verify_tls" in changed and not cleaned.get("verify_tls")
         if turned_off and not self.editor.is_superuser:
             self.add_error(

@@ -4,15 +4,64 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from retrieval import crypto
 from retrieval.engine.report import ExitCode
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+# A change of any of these names another remote account, whose UIDs mean nothing
+# to the ledger kept for this one (the port does not: same server, other door).
+REMOTE_IDENTITY = ("protocol", "host", "username")
+
+PASSWORD_AGAIN = (
+    "The server, protocol or user name changed: type the password again. A stored "
+    "password is only sent to the account it was typed for."
+)
+
+
+class PasswordRequired(ValidationError):
+    """A save would send the stored password to another remote account."""
+
+    def __init__(self) -> None:
+        super().__init__({"new_password": [PASSWORD_AGAIN]})
+
+    def __str__(self) -> str:
+        return PASSWORD_AGAIN
+
+
+ACCOUNT_BUSY = (
+    "This mailbox is being polled right now: change its server, protocol or user "
+    "name when the poll has ended."
+)
+
+
+class AccountBusy(ValidationError):
+    """A poll holds the lease: its ledger rows would land after the drop."""
+
+    def __init__(self) -> None:
+        super().__init__(ACCOUNT_BUSY)
+
+    def __str__(self) -> str:
+        return ACCOUNT_BUSY
+
+
+def remote_identity(values: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The remote account that ``values`` (a row's protocol, host, username) names;
+    host names are case-insensitive."""
+    return (
+        str(values["protocol"]),
+        str(values["host"]).strip().lower(),
+        str(values["username"]),
+    )
 
 
 def default_poll_interval() -> int:
@@ -147,6 +196,60 @@ class Mailbox(models.Model):
             self.name or f"{self.username}@{self.host} ({self.get_protocol_display()})"
         )
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save, keeping the rule on a change of remote account for every writer.
+
+        The rule sits here, not only in the service (retrieval.editing.mailbox_save)
+        that the pages, the admin and the importer call, so that a shell's
+        ``mailbox.save()`` cannot break it either. When protocol, host or user
+        name change:
+
+        * the ledger is dropped, in the same transaction: the old server's UIDs
+          could name other messages on the new one, which a poll would then
+          delete unread;
+        * the save is refused (PasswordRequired) while the row still carries the
+          stored password: it was typed for the old account, and whoever may edit
+          the row could otherwise send it to a server of their choosing. A new
+          password (``set_password``, a fresh ciphertext) or none at all passes;
+        * the save is refused (AccountBusy) while a poll holds the lease: that
+          poll would go on recording the old server's UIDs after the drop.
+
+        Refusing, rather than dropping the ledger and keeping the password, was
+        chosen so that a shell cannot send the password anywhere either.
+        """
+        update_fields = kwargs.get("update_fields")
+        if (
+            self._state.adding
+            or self.pk is None
+            or (update_fields is not None and not {*update_fields} & {*REMOTE_IDENTITY})
+        ):
+            super().save(*args, **kwargs)
+            return
+        with transaction.atomic():
+            before = (
+                Mailbox.objects.select_for_update()
+                .filter(pk=self.pk)
+                .values(*REMOTE_IDENTITY, "password_encrypted", "lease_until")
+                .first()
+            )
+            if before is not None and remote_identity(before) != remote_identity(
+                {name: getattr(self, name) for name in REMOTE_IDENTITY}
+            ):
+                lease = before["lease_until"]
+                if lease is not None and lease > timezone.now():
+                    raise AccountBusy
+                # set_password encrypts with a fresh nonce: an unchanged ciphertext
+                # is the old password, never one typed for the new account.
+                stale = before["password_encrypted"]
+                if stale and self.password_encrypted == stale:
+                    raise PasswordRequired
+                if update_fields is not None:
+                    # The new password goes with the new account, or the old one
+                    # would stay stored for it.
+                    kwargs["update_fields"] = {*update_fields, "password_encrypted"}
+                SeenMessage.objects.filter(mailbox_id=self.pk).delete()
+            super().save(*args, **kwargs)
+
     def set_password(self, raw: str) -> None:
         self.password_encrypted = (
             crypto.encrypt(raw, bound_to=str(self.uuid)) if raw else ""
@@ -252,6 +355,11 @@ class PollRun(models.Model):
         NOMAIL = "nomail", "No new mail"
         ERROR = "error", "Failed"
         SKIPPED = "skipped", "Skipped"
+        # The worker died mid-poll (hard time limit, out of memory, lost host):
+        # closed by the dispatcher once the run's lease is gone.
+        LOST = "lost", "Worker lost"
+        # Celery's soft time limit stopped the poll (settings.FETCH_SOFT_LIMIT).
+        TIMEOUT = "timeout", "Took too long"
 
     class Trigger(models.TextChoices):
         SCHEDULE = "schedule", "Schedule"
@@ -273,9 +381,21 @@ class PollRun(models.Model):
     greeting = models.TextField(blank=True)
     transcript = models.TextField(blank=True, help_text="Secrets are masked.")
     error = models.TextField(blank=True)
+    # The mailbox lease this run was started under (Mailbox.lease_owner): once the
+    # mailbox no longer holds it, a run still "running" has lost its worker.
+    lease_owner = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering: ClassVar = ["-started_at"]
+        indexes: ClassVar = [
+            # The dispatcher looks for running runs every few seconds; they are a
+            # handful among all the runs ever recorded.
+            models.Index(
+                fields=["mailbox"],
+                condition=models.Q(outcome="running"),
+                name="pollrun_running",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.mailbox} at {self.started_at:%Y-%m-%d %H:%M:%S}"

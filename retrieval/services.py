@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Domain, User
@@ -55,7 +56,7 @@ MASK = "********"
 class DatabaseLedger:
     """The engine's Ledger on SeenMessage rows.
 
-    Django runs in autocommit mode here (the service is never wrapped in a
+    Django runs in autocommit mode here (``mailbox_poll`` refuses to run inside a
     transaction), so ``mark_delivered`` has committed when it returns: the engine
     deletes from the server only after that.
     """
@@ -313,6 +314,30 @@ def _outcome_for(code: ExitCode) -> str:
     return PollRun.Outcome.ERROR
 
 
+class InsideTransaction(RuntimeError):
+    """mailbox_poll was called inside ``transaction.atomic``."""
+
+
+def _require_autocommit() -> None:
+    """Refuse to poll inside a transaction: the delete must follow the commit.
+
+    Inside ``transaction.atomic`` the ledger's row is written but not committed
+    when the engine sends the delete; a crash (or a rollback) then loses a message
+    the server no longer has. Django's TestCase wraps each test in a transaction
+    that stands in for autocommit (it marks it, as Django's own durable check
+    reads it): only blocks opened by code count.
+    """
+    if connection.in_atomic_block and not all(
+        getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
+    ):
+        raise InsideTransaction(
+            "mailbox_poll must run in autocommit mode, not inside "
+            "transaction.atomic: each delivery has to be committed before the "
+            "message is deleted from the server. Call it outside the transaction "
+            "(or queue it with transaction.on_commit)."
+        )
+
+
 def mailbox_poll(
     *,
     mailbox_id: int,
@@ -323,7 +348,9 @@ def mailbox_poll(
 
     Never raises for what a server or listener does: every such fault ends as a
     PollRun with an error in plain words, so the worker goes on to the next mailbox.
+    Raises InsideTransaction when called inside ``transaction.atomic``.
     """
+    _require_autocommit()
     with mailbox_lease(mailbox_id) as mailbox:
         if mailbox is None:
             logger.info("mailbox %s is being polled elsewhere; skipped", mailbox_id)
@@ -332,7 +359,11 @@ def mailbox_poll(
 
 
 def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
-    run = PollRun.objects.create(mailbox=mailbox, trigger=trigger)
+    # mailbox.lease_owner was read after the claim: it is this poll's lease.
+    run = PollRun.objects.create(
+        mailbox=mailbox, trigger=trigger, lease_owner=mailbox.lease_owner
+    )
+    outcome: str | None = None
     secrets: tuple[str, ...] = ()
     try:
         spec = mailbox_spec(mailbox)
@@ -349,6 +380,21 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
     except SpecError as exc:
         transcript = RecordingTranscript(secrets=secrets, limit=1000)
         report = PollReport(exit_code=ExitCode.SYNTAX, error=str(exc))
+    except SoftTimeLimitExceeded:
+        # Celery's soft limit, not a bug: say so, and end before the hard limit
+        # kills the worker. Deliveries so far are in the ledger; the rest stays on
+        # the server for the next poll. The wire talk went with the engine's stack.
+        logger.warning("poll of mailbox %s hit the soft time limit", mailbox.pk)
+        transcript = RecordingTranscript(secrets=secrets, limit=1000)
+        outcome = PollRun.Outcome.TIMEOUT
+        report = PollReport(
+            exit_code=ExitCode.UNDEFINED,
+            error=(
+                f"The poll took longer than {settings.FETCH_SOFT_LIMIT} s and was "
+                "stopped. Messages delivered before that are recorded; the others "
+                "stay on the server for the next poll."
+            ),
+        )
     except Exception:
         # A bug, not a server fault: record it (without the secret) and go on.
         logger.exception("poll of mailbox %s failed unexpectedly", mailbox.pk)
@@ -357,7 +403,7 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
             exit_code=ExitCode.UNDEFINED,
             error="fetchweb failed unexpectedly; the administrator can see the log.",
         )
-    _record(run, report, transcript)
+    _record(run, report, transcript, outcome=outcome)
     now = timezone.now()
     Mailbox.objects.filter(pk=mailbox.pk).update(next_poll_at=mailbox.next_after(now))
     logger.info(
@@ -377,10 +423,18 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
     )
 
 
-def _record(run: PollRun, report: PollReport, transcript: RecordingTranscript) -> None:
+def _record(
+    run: PollRun,
+    report: PollReport,
+    transcript: RecordingTranscript,
+    *,
+    outcome: str | None = None,
+) -> None:
+    """``outcome``: one that no fetchmail exit status names (a time limit); the
+    run then has no exit code."""
     run.finished_at = timezone.now()
-    run.exit_code = int(report.exit_code)
-    run.outcome = _outcome_for(report.exit_code)
+    run.exit_code = int(report.exit_code) if outcome is None else None
+    run.outcome = outcome or _outcome_for(report.exit_code)
     run.fetched = sum(1 for m in report.messages if m.status != "skipped")
     run.delivered = report.delivered
     run.deleted = report.deleted
@@ -407,6 +461,39 @@ def _record(run: PollRun, report: PollReport, transcript: RecordingTranscript) -
 
 
 # --- the schedule ------------------------------------------------------------------
+
+WORKER_LOST = (
+    "The worker running this poll stopped before it finished (it was killed at "
+    "the hard time limit, ran out of memory, or its host went away). Messages it "
+    "had recorded as delivered are not fetched again; the others stay on the "
+    "server for the next poll."
+)
+
+
+def runs_close_lost(*, now: datetime | None = None) -> int:
+    """Close the runs still "running" whose worker is gone; returns how many.
+
+    A run is alive while its mailbox holds the run's lease, unexpired. A killed
+    worker never releases it, so it expires (past the hard time limit); a worker
+    that died after releasing it, or whose expired lease a new poll took, has
+    lost it at once.
+    """
+    now = now or timezone.now()
+    alive = Q(mailbox__lease_owner=F("lease_owner"), mailbox__lease_until__gte=now)
+    lost = PollRun.objects.filter(outcome=PollRun.Outcome.RUNNING).exclude(alive)
+    # Each run is closed by a conditional UPDATE: a run that finishes meanwhile
+    # keeps its own outcome.
+    closed = 0
+    for pk in list(lost.values_list("pk", flat=True)):
+        closed += PollRun.objects.filter(pk=pk, outcome=PollRun.Outcome.RUNNING).update(
+            outcome=PollRun.Outcome.LOST,
+            finished_at=now,
+            exit_code=None,
+            error=WORKER_LOST,
+        )
+    if closed:
+        logger.warning("closed %s poll run(s) whose worker was lost", closed)
+    return closed
 
 
 def mailboxes_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:

@@ -22,7 +22,9 @@ def poll_mailbox(mailbox_id: int, trigger: str = "schedule") -> str:
 
 @shared_task
 def dispatch_due_polls() -> int:
-    """Run by beat every few seconds: queue one poll per mailbox that is due."""
+    """Run by beat every few seconds: close the runs of lost workers, then queue
+    one poll per mailbox that is due."""
+    services.runs_close_lost()
     due = services.mailboxes_claim_due()
     for mailbox_id in due:
         transaction.on_commit(partial(poll_mailbox.delay, mailbox_id))

@@ -46,7 +46,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from accounts.models import Domain, User
-from retrieval import rcmap, services
+from retrieval import editing, rcmap, services
 from retrieval.engine.spec import DEFAULT_PORTS, Protocol, TlsMode
 from retrieval.engine.unsupported import run_time_notes
 from retrieval.models import Mailbox, MultidropRule
@@ -549,7 +549,6 @@ class Command(BaseCommand):
         assert mailbox is not None
         row = entry.row
         if row.password:
-            mailbox.set_password(row.password)
             source = (
                 "from the file" if entry.user.password is not None else "from .netrc"
             )
@@ -571,7 +570,9 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"{entry.where}: {exc} Import refused: nothing was imported."
                 ) from exc
-        mailbox.save()
+        # The one write path: rows are matched by remote account, so the account
+        # should never change here, but if it does the rule of Mailbox.save holds.
+        editing.mailbox_save(mailbox=mailbox, new_password=row.password or "")
         mailbox.rules.all().delete()
         MultidropRule.objects.bulk_create(row.rule_rows(mailbox))
         state = "" if mailbox.enabled else ", disabled (a skip entry)"

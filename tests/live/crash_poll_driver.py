@@ -1,0 +1,34 @@
+"""A worker that dies at one step: ``manage.py poll MAILBOX_ID`` whose engine is
+given a step observer that SIGKILLs the process (tests/live/test_crash_ledger.py).
+
+``python -m tests.live.crash_poll_driver MAILBOX_ID STEP``. Everything else is
+the real command: the database ledger, the lease and the advisory lock, the run
+record; the database is the one ``DATABASE_URL`` names.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from functools import partial
+
+
+def main(mailbox_id: str, step: str) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fetchweb.settings")
+    import django
+
+    django.setup()
+    from django.core.management import execute_from_command_line
+
+    from retrieval import services
+    from tests.live.test_crash_invariants import Crash
+
+    crash = Crash(step, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    # The service's one call into the engine, with the observer added.
+    setattr(services, "engine_poll", partial(services.engine_poll, observe=crash))  # noqa: B010
+    execute_from_command_line(["manage.py", "poll", mailbox_id])
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
