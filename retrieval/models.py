@@ -199,7 +199,7 @@ class Mailbox(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save, keeping the rule on a change of remote account for every writer.
 
-        The rule sits here, not only in the service (retrieval.editing.mailbox_save)
+        The rule sits here, not only in the service (retrieval.services.mailbox_save)
         that the pages, the admin and the importer call, so that a shell's
         ``mailbox.save()`` cannot break it either. When protocol, host or user
         name change:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from django.db import transaction
 
-from retrieval import crypto
-from retrieval.models import Mailbox
+from retrieval import services
 
 
 class Command(BaseCommand):
@@ -18,13 +16,5 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        rotated = 0
-        with transaction.atomic():
-            for mailbox in Mailbox.objects.select_for_update().exclude(
-                password_encrypted=""
-            ):
-                if crypto.needs_rotation(mailbox.password_encrypted):
-                    mailbox.set_password(mailbox.get_password())
-                    mailbox.save(update_fields=["password_encrypted"])
-                    rotated += 1
+        rotated = services.mailbox_passwords_rotate()
         self.stdout.write(f"{rotated} password(s) re-encrypted.")
