@@ -277,9 +277,6 @@ class Mailbox(models.Model):
             self.esmtp_password_encrypted, bound_to=f"{self.uuid}:esmtp"
         )
 
-    def is_due(self, now: datetime) -> bool:
-        return self.enabled and (self.next_poll_at is None or self.next_poll_at <= now)
-
     def next_after(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.poll_interval)
 
