@@ -85,9 +85,9 @@ class MailboxForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
-        if services.password_needed(self.instance, cleaned):
+        if services.password_needed(mailbox=self.instance, values=cleaned):
             self.add_error("new_password", PASSWORD_AGAIN)
-        if services.account_busy(self.instance, cleaned):
+        if services.account_busy(mailbox=self.instance, values=cleaned):
             self.add_error(None, ACCOUNT_BUSY)
         if "owner" in cleaned and "domain" in cleaned:
             refusal = services.owner_domain_refusal(

@@ -376,11 +376,11 @@ class MailboxForm(forms.ModelForm):
                 "clear_password",
                 "Either type a new password or remove the stored one, not both.",
             )
-        if services.password_needed(self.instance, cleaned):
+        if services.password_needed(mailbox=self.instance, values=cleaned):
             # Otherwise whoever may edit the row could send its owner's stored
             # password to a server of their choosing (Mailbox.save would refuse).
             self.add_error("new_password", PASSWORD_AGAIN)
-        if services.account_busy(self.instance, cleaned):
+        if services.account_busy(mailbox=self.instance, values=cleaned):
             self.add_error(None, ACCOUNT_BUSY)
         turned_off = "verify_tls" in changed and not cleaned.get("verify_tls")
         if turned_off and not self.editor.is_superuser:

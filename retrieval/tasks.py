@@ -40,4 +40,4 @@ INTERACTIVE_QUEUE = "interactive"
 
 @shared_task(soft_time_limit=120, time_limit=150)
 def probe_connection(probe_id: int) -> str:
-    return services.connection_test_run(probe_id)
+    return services.connection_test_run(probe_id=probe_id)

@@ -48,7 +48,7 @@ def mailbox_new() -> Mailbox:
     )
 
 
-def account_changes(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
+def account_changes(*, mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
     """Would saving ``values`` (a form's cleaned data) over the stored ``mailbox``
     name another remote account (Mailbox.save's rule)?"""
     if mailbox._state.adding:
@@ -58,7 +58,7 @@ def account_changes(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
     return remote_identity(after) != remote_identity(stored)
 
 
-def password_needed(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
+def password_needed(*, mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
     """Would that save need the password typed again? The forms ask before the
     save refuses: yes when the account changes while a password is stored and
     neither a new one nor its removal is given."""
@@ -66,16 +66,16 @@ def password_needed(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
         return False
     if values.get("new_password") or values.get("clear_password"):
         return False
-    return account_changes(mailbox, values)
+    return account_changes(mailbox=mailbox, values=values)
 
 
-def account_busy(mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
+def account_busy(*, mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
     """Would that save change the account while a poll holds the lease?"""
     lease = mailbox.lease_until
     return (
         lease is not None
         and lease > timezone.now()
-        and account_changes(mailbox, values)
+        and account_changes(mailbox=mailbox, values=values)
     )
 
 

@@ -50,7 +50,7 @@ def _remote_key(mailbox: Mailbox) -> int:
 
 
 @contextmanager
-def mailbox_lease(mailbox_id: int) -> Iterator[Mailbox | None]:
+def mailbox_lease(*, mailbox_id: int) -> Iterator[Mailbox | None]:
     """Hold the mailbox for one poll, or yield None when someone else holds it.
 
     Two locks, for two failure modes:
@@ -161,7 +161,7 @@ def mailbox_poll(
     Raises InsideTransaction when called inside ``transaction.atomic``.
     """
     _require_autocommit()
-    with mailbox_lease(mailbox_id) as mailbox:
+    with mailbox_lease(mailbox_id=mailbox_id) as mailbox:
         if mailbox is None:
             logger.info("mailbox %s is being polled elsewhere; skipped", mailbox_id)
             return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)

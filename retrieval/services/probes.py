@@ -68,7 +68,7 @@ def connection_test_request(*, mailbox: Mailbox, user: User) -> ConnectionTest:
     return probe
 
 
-def connection_test_run(probe_id: int) -> str:
+def connection_test_run(*, probe_id: int) -> str:
     """Run one queued connection test (the worker's side); returns a summary."""
     claimed = ConnectionTest.objects.filter(
         pk=probe_id, status=ConnectionTest.Status.QUEUED

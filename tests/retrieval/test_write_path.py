@@ -307,3 +307,21 @@ class ServiceRuleTests:
                 stdout=io.StringIO(),
             )
         assert not Mailbox.objects.exists()
+
+
+# Functions of the package that take a positional argument, and why.
+POSITIONAL = {
+    "mailbox_spec": "reads a row into the engine's spec, writes nothing",
+}
+
+
+def test_service_functions_take_keyword_arguments_only():
+    positional = []
+    for name in services.__all__:
+        function = getattr(services, name)
+        if not inspect.isfunction(function) or name in POSITIONAL:
+            continue
+        parameters = inspect.signature(inspect.unwrap(function)).parameters.values()
+        if any(p.kind is not inspect.Parameter.KEYWORD_ONLY for p in parameters):
+            positional.append(name)
+    assert not positional
