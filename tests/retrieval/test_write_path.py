@@ -217,6 +217,27 @@ class AdminWriteTests:
             (1, "jane", ""),
         ]
 
+    def test_the_rules_inline_keeps_and_deletes_stored_rules(self, client):
+        client.force_login(make_user(superuser=True))
+        mailbox = make_mailbox()
+        services.mailbox_rules_replace(
+            mailbox=mailbox, rules=[("jane", ""), ("jdoe", "joe")]
+        )
+        jane, jdoe = MultidropRule.objects.filter(mailbox=mailbox).order_by("position")
+        url = reverse("admin:retrieval_mailbox_change", args=[mailbox.pk])
+        data = _rules_data((0, "jane", ""), (1, "jdoe", "joe")) | {
+            "rules-INITIAL_FORMS": "2",
+            "rules-0-id": str(jane.pk),
+            "rules-0-mailbox": str(mailbox.pk),
+            "rules-0-DELETE": "on",
+            "rules-1-id": str(jdoe.pk),
+            "rules-1-mailbox": str(mailbox.pk),
+        }
+        response = client.post(url, _admin_data(mailbox) | data)
+        assert response.status_code == 302, _form_errors(response)
+        stored = MultidropRule.objects.filter(mailbox=mailbox)
+        assert [(r.position, r.remote, r.local) for r in stored] == [(0, "jdoe", "joe")]
+
     def test_a_mailbox_being_polled_is_not_deleted(self, client):
         client.force_login(make_user(superuser=True))
         mailbox = make_mailbox()
