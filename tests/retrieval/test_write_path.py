@@ -346,3 +346,45 @@ def test_service_functions_take_keyword_arguments_only():
         if any(p.kind is not inspect.Parameter.KEYWORD_ONLY for p in parameters):
             positional.append(name)
     assert not positional
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("_quick")
+class UserMoveTests:
+    def test_a_person_who_changes_domain_takes_their_mailboxes_along(self):
+        old, new = make_domain(), make_domain()
+        person = make_user(domain=old)
+        mailbox = make_mailbox(person, domain=old)
+        person.domain = new
+        services.user_save(user=person)
+        mailbox.refresh_from_db()
+        assert mailbox.domain_id == new.pk
+
+    def test_mailboxes_of_a_domain_they_administer_stay(self):
+        old, new = make_domain(), make_domain()
+        person = make_user(domain=old)
+        old.admins.add(person)
+        mailbox = make_mailbox(person, domain=old)
+        person.domain = new
+        services.user_save(user=person)
+        mailbox.refresh_from_db()
+        assert mailbox.domain_id == old.pk
+
+    def test_the_admin_moves_them_too(self, client):
+        client.force_login(make_user(superuser=True))
+        old, new = make_domain(), make_domain()
+        person = make_user(domain=old)
+        mailbox = make_mailbox(person, domain=old)
+        url = reverse("admin:accounts_user_change", args=[person.pk])
+        data = {
+            "email": person.email,
+            "full_name": "",
+            "domain": str(new.pk),
+            "is_active": "on",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+        }
+        response = client.post(url, data)
+        assert response.status_code == 302, _form_errors(response)
+        mailbox.refresh_from_db()
+        assert mailbox.domain_id == new.pk
