@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from django.http import HttpRequest
 
 # Every write goes through retrieval.services (save_model, delete_model,
-# delete_queryset); the forms' many-to-many (groups, domain administrators) is
-# saved by the admin's save_related, as Django does.
+# delete_queryset; a domain's administrators too). A person's groups and
+# permissions are saved by Django's save_related: fetchweb does not use them.
 
 
 class EmailUserCreationForm(UserCreationForm):
@@ -103,7 +103,17 @@ class DomainAdmin(admin.ModelAdmin):
         form: Any,
         change: bool,  # noqa: FBT001 (Django API)
     ) -> None:
-        services.domain_save(domain=obj)
+        # The administrators are set by the service too, not by save_related.
+        services.domain_save(domain=obj, admins=form.cleaned_data.get("admins"))
+
+    def save_related(
+        self,
+        request: HttpRequest,
+        form: Any,
+        formsets: Any,
+        change: bool,  # noqa: FBT001 (Django API)
+    ) -> None:
+        """Django saves the form's many-to-many here; save_model did."""
 
     def delete_model(self, request: HttpRequest, obj: Domain) -> None:
         services.domain_delete(domain=obj)

@@ -7,15 +7,19 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from django.db.models import QuerySet
 
-    from accounts.models import Domain
+    from accounts.models import Domain, User
 
 
-def domain_save(*, domain: Domain) -> Domain:
-    """Store a validated domain (its administrators are the form's many-to-many,
-    saved after it by the admin)."""
+@transaction.atomic
+def domain_save(*, domain: Domain, admins: Iterable[User] | None = None) -> Domain:
+    """Store a validated domain and, when given, who administers it."""
     domain.save()
+    if admins is not None:
+        domain.admins.set(admins)
     return domain
 
 

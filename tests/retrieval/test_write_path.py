@@ -388,3 +388,26 @@ class UserMoveTests:
         assert response.status_code == 302, _form_errors(response)
         mailbox.refresh_from_db()
         assert mailbox.domain_id == new.pk
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("_quick")
+class DomainAdminTests:
+    def test_the_admin_sets_a_domains_administrators_through_the_service(self, client):
+        client.force_login(make_user(superuser=True))
+        first, second = make_user(), make_user()
+        domain = make_domain(admins=(first,))
+        url = reverse("admin:accounts_domain_change", args=[domain.pk])
+        response = client.post(url, {"name": domain.name, "admins": [second.pk]})
+        assert response.status_code == 302, _form_errors(response)
+        assert list(domain.admins.all()) == [second]
+
+    def test_a_new_domain_gets_its_administrators(self, client):
+        client.force_login(make_user(superuser=True))
+        person = make_user()
+        url = reverse("admin:accounts_domain_add")
+        response = client.post(url, {"name": "new.example.net", "admins": [person.pk]})
+        assert response.status_code == 302, _form_errors(response)
+        assert list(person.administered_domains.values_list("name", flat=True)) == [
+            "new.example.net"
+        ]
