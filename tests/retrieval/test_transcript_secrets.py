@@ -48,6 +48,7 @@ def test_an_echoed_plain_blob_reaches_neither_the_run_nor_the_log(
             timeout=5,
         )
         summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+    assert summary.run_id is not None
     run = PollRun.objects.get(pk=summary.run_id)
     assert any(blob in c for c in server.commands)  # it really was echoed
     stored = "\n".join(
