@@ -127,3 +127,25 @@ class EtrnTlsTests:
         spec = services.mailbox_spec(mailbox)
         assert spec.server.tls.mode is mode
         assert spec.server.tls.verify is True
+
+    @pytest.mark.parametrize(
+        ("tls_mode", "mode"),
+        [
+            ("starttls", TlsMode.STARTTLS),  # chosen in the browser: kept
+            ("none", TlsMode.NONE),
+            ("implicit", TlsMode.IMPLICIT),
+        ],
+    )
+    def test_the_encryption_column_of_an_etrn_row_is_obeyed(
+        self, settings, tls_mode, mode
+    ) -> None:
+        settings.FETCH_ALLOW_PRIVATE_HOSTS = True
+        mailbox = make_mailbox(
+            make_user(superuser=True),
+            protocol="etrn",
+            host="mx.isp.example",
+            tls_mode=tls_mode,
+            options={"user": {"fetchdomains": ["d.example"]}},
+        )
+        spec = services.mailbox_spec(mailbox)
+        assert spec.server.tls.mode is mode and spec.server.tls.verify is True
