@@ -102,10 +102,27 @@ def _plain_protocol(c: tuple[Any, ...]) -> Values:
     }
 
 
+# Options that only make sense with TLS on; naming one asks for TLS even where
+# the protocol's default is clear text (ETRN, see retrieval.rcfile.specs).
+_TLS_WORDS = (
+    "user.sslcertck",
+    "user.sslproto",
+    "user.sslfingerprint",
+    "user.sslcertfile",
+    "user.sslcertpath",
+    "user.sslcert",
+    "user.sslcommonname",
+)
+
+
+def _etrn_in_clear(v: Values) -> bool:
+    return v.get("server.protocol") == "etrn" and not any(v.get(k) for k in _TLS_WORDS)
+
+
 def _derive_tls(v: Values) -> tuple[Any, ...]:
     if v["user.ssl"]:
         mode = "implicit"
-    elif v["user.sslproto"] == "":
+    elif v["user.sslproto"] == "" or _etrn_in_clear(v):
         mode = "none"
     else:
         mode = "starttls"
@@ -328,6 +345,18 @@ def _stored(mailbox: Mailbox) -> Values:
 # --- row -> rcfile -------------------------------------------------------------------
 
 
+def _etrn_tls(values: Values, tls_mode: str) -> None:
+    """Say in the rcfile language what the encryption column says of ETRN, whose
+    default without TLS words is clear text: none needs no word, a chosen
+    STARTTLS needs one (``sslcertck``) or it would be read as clear text."""
+    if not _etrn_in_clear(values):
+        return
+    if tls_mode == "none":
+        values["user.sslproto"] = None
+    elif tls_mode == "starttls" and values["user.sslcertck"] is None:
+        values["user.sslcertck"] = True
+
+
 def mailbox_to_rc(
     mailbox: Mailbox, *, with_password: bool = False
 ) -> tuple[GlobalOptions, ServerOptions, UserOptions]:
@@ -343,6 +372,7 @@ def mailbox_to_rc(
         hinted = {f: stored.get(f, plain[f]) for f in group.fields}
         values.update(hinted if group.derive(hinted) == columns else plain)
     values.update({k: v for k, v in stored.items() if k not in _GROUPED})
+    _etrn_tls(values, mailbox.tls_mode)
     if values["globals.daemon"] == 0:
         values["globals.daemon"] = None  # how the importer stores "no set daemon"
     values["server.pollname"] = mailbox.name or mailbox.host

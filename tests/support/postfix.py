@@ -225,11 +225,18 @@ class Postfix:
     base: Path
 
     def __init__(
-        self, base: Path, lmtp_port: int, sasl: SaslSetup | None = None
+        self,
+        base: Path,
+        lmtp_port: int,
+        sasl: SaslSetup | None = None,
+        *,
+        self_signed: bool = False,
     ) -> None:
         self.host = LOOPBACK
         self.port = 0
         self.sasl = sasl
+        # Debian's stock smtpd: STARTTLS offered with a self-signed certificate.
+        self.self_signed = self_signed
         self.auth_ports: dict[str, int] = {}  # SASL mode: AUTH_LISTENERS' ports
         self.base = base
         self.lmtp_port = lmtp_port
@@ -240,11 +247,18 @@ class Postfix:
     # -- lifecycle --------------------------------------------------------------
 
     @classmethod
-    def start(cls, lmtp_port: int, sasl: SaslSetup | None = None) -> Postfix:
-        """Configure and start; returns once smtpd accepts connections."""
+    def start(
+        cls, lmtp_port: int, sasl: SaslSetup | None = None, *, self_signed: bool = False
+    ) -> Postfix:
+        """Configure and start; returns once smtpd accepts connections.
+
+        ``self_signed`` makes the main smtpd offer STARTTLS with a fresh
+        self-signed certificate (:attr:`cert_file`), as Debian's package does
+        out of the box with its snakeoil certificate.
+        """
         base = Path(tempfile.mkdtemp(prefix="fetchweb-postfix-"))
         base.chmod(0o755)
-        server = cls(base, lmtp_port, sasl)
+        server = cls(base, lmtp_port, sasl, self_signed=self_signed)
         try:
             server._launch()
         except BaseException:
@@ -264,13 +278,16 @@ class Postfix:
             "smtp_port": self.port,
         }
         master = _MASTER_CF.format(**values)
+        main = _MAIN_CF.format(**values)
+        if self.self_signed:
+            main += self._self_signed_tls()
         if self.sasl is not None:
             master += "".join(
                 _auth_service(self.host, self.auth_ports[name], self.sasl, extra)
                 for name, extra in AUTH_LISTENERS.items()
             )
         for name, text in (
-            ("main.cf", _MAIN_CF.format(**values)),
+            ("main.cf", main),
             ("master.cf", master),
         ):
             path = self.etc / name
@@ -287,6 +304,27 @@ class Postfix:
             )
         )
         self._write_transport()
+
+    @property
+    def cert_file(self) -> str:
+        return str(self.etc / "snakeoil.pem")
+
+    def _self_signed_tls(self) -> str:
+        key = self.etc / "snakeoil.key"
+        if not key.exists():
+            argv = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"]
+            argv += ["-days", "2", "-subj", f"/CN={MX_NAME}"]
+            argv += ["-keyout", str(key), "-out", self.cert_file]
+            subprocess.run(
+                argv,
+                check=True,
+                capture_output=True,
+            )
+        return (
+            "smtpd_tls_security_level = may\n"
+            f"smtpd_tls_cert_file = {self.cert_file}\n"
+            f"smtpd_tls_key_file = {key}\n"
+        )
 
     def _write_transport(self) -> None:
         (self.etc / "transport").write_text(
