@@ -312,7 +312,7 @@ class Dovecot:
             self._prepare()
             self._process = start_server(
                 [DOVECOT, "-F", "-c", str(self.config_file)],
-                self._write_config,
+                self._configure,
                 output=self.base / "dovecot.out",
                 log_text=self.log_text,
                 what="dovecot",
@@ -362,9 +362,14 @@ class Dovecot:
             os.chown(users, 0, self._internal_gid)
             os.chown(mail, ident.mail_uid, ident.mail_gid)
 
-    def _write_config(self) -> list[int]:
+    def _configure(self) -> list[int]:
         """Fresh ports into the config (one start attempt); returns them."""
         ports = free_ports(5)
+        self._write_config(ports)
+        return ports
+
+    def _write_config(self, ports: list[int]) -> None:
+        # A hook: tests/live/test_engine_protocols_dovecot.py appends settings.
         self.pop3_port, self.pop3s_port, self.imap_port, self.imaps_port = ports[:4]
         self.lmtp_port = ports[4]
         ident = self._identity
@@ -389,7 +394,6 @@ class Dovecot:
                 lmtp_port=self.lmtp_port,
             )
         )
-        return ports
 
     def stop(self) -> None:
         """Stop the server and remove its private directories; safe to call twice.
