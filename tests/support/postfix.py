@@ -31,14 +31,12 @@ fresh 0755 directory under the system temp dir, removed by :meth:`stop`.
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import json
 import os
 import pwd
 import re
 import shutil
-import signal
 import smtplib
 import subprocess
 import tempfile
@@ -47,13 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import LOOPBACK, free_port, wait_for_ports
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.process import read_logs, start_server, stop_server
 
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
 MASTER = "/usr/lib/postfix/sbin/master"
 _START_TIMEOUT = 15.0
-_ATTEMPTS = 3
 
 CLIENT_DOMAIN = "client.example"
 CATCHALL = "catchall"
@@ -332,37 +330,24 @@ class Postfix:
         )
 
     def _launch(self) -> None:
-        for attempt in range(_ATTEMPTS):
-            self.port = free_port()
-            if self.sasl is not None:
-                self.auth_ports = {name: free_port() for name in AUTH_LISTENERS}
-            self._write_config()
-            self._make_queue()
-            log = (self.base / "master.out").open("ab")
-            try:
-                self._process = subprocess.Popen(
-                    [MASTER, "-c", str(self.etc), "-d"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            finally:
-                log.close()
-            try:
-                wait_for_ports(
-                    self.host,
-                    [self.port, *self.auth_ports.values()],
-                    _START_TIMEOUT,
-                    alive=self._alive,
-                    what="postfix",
-                )
-                return
-            except (RuntimeError, TimeoutError) as exc:
-                self._terminate()
-                text = self.log_text()
-                if "in use" not in text or attempt == _ATTEMPTS - 1:
-                    raise PostfixError(f"{exc}\n{text[-3000:]}") from exc
+        self._process = start_server(
+            [MASTER, "-c", str(self.etc), "-d"],
+            self._configure,
+            output=self.base / "master.out",
+            log_text=self.log_text,
+            what="postfix",
+            timeout=_START_TIMEOUT,
+            error=PostfixError,
+        )
+
+    def _configure(self) -> list[int]:
+        """Fresh ports into the config (one start attempt); returns them."""
+        self.port = free_port()
+        if self.sasl is not None:
+            self.auth_ports = {name: free_port() for name in AUTH_LISTENERS}
+        self._write_config()
+        self._make_queue()
+        return [self.port, *self.auth_ports.values()]
 
     def _make_queue(self) -> None:
         """What ``postfix check`` would create, without its 2 s of checking."""
@@ -379,9 +364,6 @@ class Postfix:
         data.mkdir(exist_ok=True)
         os.chown(data, owner.pw_uid, owner.pw_gid)
         data.chmod(0o700)
-
-    def _alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def _postfix(self, *args: str) -> str:
         proc = subprocess.run(
@@ -400,28 +382,12 @@ class Postfix:
 
     def stop(self) -> None:
         """Stop master and its children and remove the files; safe to call twice."""
-        self._terminate()
+        process, self._process = self._process, None
+        stop_server(process)
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def _terminate(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
     def log_text(self) -> str:
-        parts = []
-        for name in ("master.out", "postfix.log"):
-            with contextlib.suppress(FileNotFoundError):
-                parts.append((self.base / name).read_text(errors="replace"))
-        return "".join(parts)
+        return read_logs(self.base, "master.out", "postfix.log")
 
     # -- mail in, queue -----------------------------------------------------------
 
