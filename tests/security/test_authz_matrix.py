@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
@@ -109,6 +110,8 @@ class World:
     runs: dict[str, int] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
     group: int = 0
+    sessions: dict[str, str] = field(default_factory=dict)  # role -> session key
+    baseline: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _build() -> World:
@@ -196,6 +199,15 @@ def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
     """The rows, once for the module, rolled back after its last probe."""
     with django_db_blocker.unblock(), transaction.atomic():
         built = _build()
+        # One session per role, made here rather than per probe: a probe that
+        # logs out deletes it only inside its own savepoint.
+        for role, pk in built.users.items():
+            client = Client()
+            client.force_login(User.objects.get(pk=pk))
+            built.sessions[role] = client.cookies[settings.SESSION_COOKIE_NAME].value
+        # Every probe starts from these rows (each runs in a savepoint rolled
+        # back after it), so one snapshot serves as everyone's "before".
+        built.baseline = world_state()
         yield built
         transaction.set_rollback(True)
 
@@ -415,15 +427,28 @@ def _check_answer(
     )
 
 
+_CLIENT: list[Client] = []
+
+
+def _client(role: str, world: World) -> Client:
+    """One test client for the module (it loads the middleware once), with no
+    cookie but the role's session."""
+    if not _CLIENT:
+        _CLIENT.append(Client())
+    client = _CLIENT[0]
+    client.cookies.clear()
+    if role != "anonymous":
+        client.cookies[settings.SESSION_COOKIE_NAME] = world.sessions[role]
+    return client
+
+
 def probe(
     world: World, calls: Calls, pattern: m.Pattern, role: str, owner: str, method: str
 ) -> None:
-    client = Client()
-    if role != "anonymous":
-        client.force_login(User.objects.get(pk=world.users[role]))
+    client = _client(role, world)
     path = concrete_url(world, pattern, owner)
     body = post_body(world, pattern, owner) if method == "POST" else None
-    before = world_state()
+    before = world.baseline
     response = client.get(path) if method == "GET" else client.post(path, body)
     accepted = m.expect(pattern, role, owner, method)
 
