@@ -43,9 +43,10 @@ MISSING = 999_999_999
 PATTERNS = m.url_patterns()
 
 # Issue 11 item 1 (admin for superusers only) is being built on another branch.
-# Today a staff domain administrator still gets into the admin; these probes say
-# what must happen once it lands. Measured on main: exactly these (pattern key,
-# method) pairs answer staff1 otherwise today.
+# Today a staff domain administrator still gets into the admin; the tables say
+# what must happen once it lands, and the probes that answer otherwise today are
+# strict xfails. When item 1 is merged they pass, strict turns that red, and
+# PENDING_TODAY and ADMIN_PENDING are deleted.
 ADMIN_PENDING = pytest.mark.xfail(
     strict=True, reason="admin superuser-only lands with issue 11 item 1"
 )
@@ -59,12 +60,14 @@ def _both(key: str) -> tuple[tuple[str, str], ...]:
     return ((key, "GET"), (key, "POST"))
 
 
-# What staff1 reaches in the admin today, by (pattern, method), for every object
-# probed: the index and app pages, the retrieval models it has permissions on
-# (the rows of domain 1 answer 200 or 302, those of domain 2 a redirect to the
-# index saying they do not exist), its own password, logout, jsi18n, the
-# catch-all's 404 and "view on site". What answers 403 today (accounts, groups,
-# the read-only run pages) already meets the decision and is not listed.
+# What answers staff1 otherwise today, by (pattern, method); measured on main,
+# and the same for every object probed. It is let in: the index and app pages,
+# the retrieval models it has permissions on (domain 1's rows answer 200 or a
+# redirect, domain 2's a redirect to the index: "does not exist"), the objects'
+# short URLs, its own password, logout, jsi18n, the catch-all and "view on site"
+# (404 after admission), the app pages without models for it (404). What answers
+# 403 today (users, domains, groups, the run add page and change POST, the
+# autocomplete GET) or shows the login form already meets the decision.
 PENDING_TODAY: set[tuple[str, str]] = {
     *_both("admin/(?P<url>.*)$"),
     *_both("admin/accounts/domain/<path:object_id>/"),
