@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.conf import settings
@@ -423,7 +423,7 @@ def _check_answer(
             continue
         if expect.to in ("login", "admin-login") and target.query:
             # Back to where they were going after logging in, nowhere else.
-            assert target.query.startswith("next="), location
+            assert parse_qs(target.query) == {"next": [path]}, location
         return expect
     raise AssertionError(
         f"{response.status_code} {location!r}, expected one of {accepted}"
