@@ -124,6 +124,9 @@ def forbidden_markers(role: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+# Pages of one connection test, reached through its mailbox as a run is.
+CONNECTION_TEST_PAGES = ("retrieval:connection-test", "retrieval:connection-test-status")
+
 # --- the URLs -----------------------------------------------------------------------
 
 
@@ -208,7 +211,7 @@ def targets(pattern: Pattern) -> tuple[str, ...]:
     run in the run page's URL (and so on): a run must be reached only through
     its own mailbox.
     """
-    if pattern.key == "retrieval:run-detail":
+    if pattern.key == "retrieval:run-detail" or pattern.key in CONNECTION_TEST_PAGES:
         return (*OWNERS, "missing", "alice+bob", "bob+alice", "root+alice")
     if pattern.key == "retrieval:mailbox-add":
         # The owner chosen in the POSTed form: a domain administrator may choose
@@ -290,7 +293,18 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
     },
     "retrieval:mailbox-test": {
         "GET": _same(E405),
-        "POST": _by_level(E404, E403, OK, OK),
+        "POST": _by_level(
+            E404, E403, Expect(302, "connection-test"), Expect(302, "connection-test")
+        ),
+    },
+    # A connection test is seen by whoever may see its mailbox, like a run.
+    "retrieval:connection-test": {
+        "GET": _by_level(E404, OK, OK, OK),
+        "POST": _same(E405),
+    },
+    "retrieval:connection-test-status": {
+        "GET": _by_level(E404, OK, OK, OK),
+        "POST": _same(E405),
     },
     "retrieval:mailbox-delete": {
         "GET": _by_level(E404, E403, OK, OK),

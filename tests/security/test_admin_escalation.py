@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.django_db
 
-PENDING = pytest.mark.xfail(
-    strict=True, reason="admin superuser-only lands with issue 11 item 1"
-)
 COMMAND = "/usr/bin/touch /tmp/fetchweb-escalation-probe"
 
 
@@ -106,7 +103,6 @@ def test_the_form_is_valid_when_a_superuser_sends_it(cast: dict[str, Any]) -> No
     assert cast["root_box"].options["user"]["mda"] == COMMAND
 
 
-@PENDING
 def test_staff_cannot_set_a_command_on_the_superusers_mailbox(
     cast: dict[str, Any],
 ) -> None:
@@ -121,7 +117,6 @@ def test_staff_cannot_set_a_command_on_the_superusers_mailbox(
     assert cast["root_box"].delivery_kind != "mda"
 
 
-@PENDING
 def test_staff_cannot_hand_a_mailbox_to_the_superuser(cast: dict[str, Any]) -> None:
     """Giving alice's mailbox to root would give it root's rights (commands,
     private addresses)."""

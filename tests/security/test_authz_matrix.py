@@ -30,9 +30,15 @@ from django.utils import timezone
 
 from accounts.models import Domain, User
 from retrieval import editing
-from retrieval.editing import LoginCheck
-from retrieval.models import Mailbox, MessageResult, MultidropRule, PollRun, SeenMessage
-from retrieval.tasks import poll_mailbox
+from retrieval.models import (
+    ConnectionTest,
+    Mailbox,
+    MessageResult,
+    MultidropRule,
+    PollRun,
+    SeenMessage,
+)
+from retrieval.tasks import poll_mailbox, probe_connection
 from tests.security import matrix as m
 
 if TYPE_CHECKING:
@@ -42,64 +48,6 @@ PUBLIC = "1.1.1.1"  # a public address literal: the network policy passes it wit
 MISSING = 999_999_999
 PATTERNS = m.url_patterns()
 
-# Issue 11 item 1 (admin for superusers only) is being built on another branch.
-# Today a staff domain administrator still gets into the admin; the tables say
-# what must happen once it lands, and the probes that answer otherwise today are
-# strict xfails. When item 1 is merged they pass, strict turns that red, and
-# PENDING_TODAY and ADMIN_PENDING are deleted.
-ADMIN_PENDING = pytest.mark.xfail(
-    strict=True, reason="admin superuser-only lands with issue 11 item 1"
-)
-
-
-def _pending(pattern: m.Pattern, role: str, method: str) -> bool:
-    return role == "staff1" and pattern.admin and (pattern.key, method) in PENDING_TODAY
-
-
-def _both(key: str) -> tuple[tuple[str, str], ...]:
-    return ((key, "GET"), (key, "POST"))
-
-
-# What answers staff1 otherwise today, by (pattern, method); measured on main,
-# and the same for every object probed. It is let in: the index and app pages,
-# the retrieval models it has permissions on (domain 1's rows answer 200 or a
-# redirect, domain 2's a redirect to the index: "does not exist"), the objects'
-# short URLs, its own password, logout, jsi18n, the catch-all and "view on site"
-# (404 after admission), the app pages without models for it (404). What answers
-# 403 today (users, domains, groups, the run add page and change POST, the
-# autocomplete GET) or shows the login form already meets the decision.
-PENDING_TODAY: set[tuple[str, str]] = {
-    *_both("admin/(?P<url>.*)$"),
-    *_both("admin/accounts/domain/<path:object_id>/"),
-    *_both("admin/accounts/user/<path:object_id>/"),
-    *_both("admin/auth/group/<path:object_id>/"),
-    *_both("admin/retrieval/mailbox/<path:object_id>/"),
-    *_both("admin/retrieval/pollrun/<path:object_id>/"),
-    *_both("admin/retrieval/seenmessage/<path:object_id>/"),
-    *_both("admin:app_list"),
-    ("admin:autocomplete", "POST"),
-    *_both("admin:index"),
-    *_both("admin:jsi18n"),
-    ("admin:login", "GET"),
-    *_both("admin:logout"),
-    *_both("admin:password_change"),
-    *_both("admin:password_change_done"),
-    *_both("admin:retrieval_mailbox_add"),
-    *_both("admin:retrieval_mailbox_change"),
-    *_both("admin:retrieval_mailbox_changelist"),
-    *_both("admin:retrieval_mailbox_delete"),
-    *_both("admin:retrieval_mailbox_history"),
-    ("admin:retrieval_pollrun_change", "GET"),
-    *_both("admin:retrieval_pollrun_changelist"),
-    *_both("admin:retrieval_pollrun_delete"),
-    *_both("admin:retrieval_pollrun_history"),
-    *_both("admin:retrieval_seenmessage_add"),
-    *_both("admin:retrieval_seenmessage_change"),
-    *_both("admin:retrieval_seenmessage_changelist"),
-    *_both("admin:retrieval_seenmessage_delete"),
-    *_both("admin:retrieval_seenmessage_history"),
-    *_both("admin:view_on_site"),
-}
 
 
 # --- the rows ------------------------------------------------------------------------
@@ -111,6 +59,7 @@ class World:
     domains: dict[str, int] = field(default_factory=dict)
     mailboxes: dict[str, int] = field(default_factory=dict)
     runs: dict[str, int] = field(default_factory=dict)
+    probes: dict[str, int] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
     group: int = 0
     sessions: dict[str, str] = field(default_factory=dict)  # role -> session key
@@ -179,6 +128,16 @@ def _build() -> World:
             error=f"ERROR-SECRET-{owner}",
         )
         world.runs[owner] = run.pk
+        probe = ConnectionTest.objects.create(
+            mailbox=mailbox,
+            status=ConnectionTest.Status.DONE,
+            finished_at=timezone.now(),
+            ok=False,
+            greeting=f"* OK GREETING-SECRET-{owner}",
+            error=f"ERROR-SECRET-{owner}",
+            transcript=f"S: TRANSCRIPT-SECRET-{owner}",
+        )
+        world.probes[owner] = probe.pk
         MessageResult.objects.create(
             run=run,
             uid=f"UID-SECRET-{owner}",
@@ -236,12 +195,10 @@ def calls(db: None, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Calls:
     def poll_request(*, mailbox: Mailbox) -> None:
         recorded.polls.append(mailbox.pk)
 
-    def login_check(*, mailbox: Mailbox) -> tuple[LoginCheck, str]:
-        recorded.tests.append(mailbox.pk)
-        return LoginCheck(ok=False, greeting="", error="not tried"), ""
-
     monkeypatch.setattr(editing, "mailbox_poll_request", poll_request)
-    monkeypatch.setattr(editing, "mailbox_login_check", login_check)
+    monkeypatch.setattr(
+        probe_connection, "delay", lambda *a: recorded.tests.append(a[0])
+    )
     monkeypatch.setattr(poll_mailbox, "delay", lambda *a: recorded.polls.append(a[0]))
     return recorded
 
@@ -259,6 +216,15 @@ def _object_ids(world: World, pattern: m.Pattern, owner: str) -> dict[str, str]:
         box, _, run = owner.partition("+")
         run = run or box
         return {"pk": str(world.mailboxes[box]), "run_pk": str(world.runs[run])}
+    if pattern.key in m.CONNECTION_TEST_PAGES:
+        if owner == "missing":
+            return {"pk": str(MISSING), "test_pk": str(MISSING)}
+        box, _, probe = owner.partition("+")
+        probe = probe or box
+        return {
+            "pk": str(world.mailboxes[box]),
+            "test_pk": str(world.probes[probe]),
+        }
     if pattern.params == ("pk",):
         return {"pk": str(world.mailboxes.get(owner, MISSING))}
     if pattern.key == "admin:app_list":
@@ -372,6 +338,7 @@ def world_state() -> dict[str, list[dict[str, Any]]]:
         SeenMessage,
         PollRun,
         MessageResult,
+        ConnectionTest,
     ]
     return {
         model._meta.label: list(model.objects.order_by("pk").values())
@@ -396,6 +363,7 @@ def _place(
         "changelist": "/".join(path.split("/")[:4]) + "/",  # /admin/app/model/
         "admin-change": path + "change/",
         "new-mailbox": None,  # checked against the new row
+        "connection-test": None,  # checked against the new row
     }[expect.to or ""]
 
 
@@ -417,6 +385,14 @@ def _check_answer(
         target = urlsplit(location)
         if expect.to == "new-mailbox":
             if target.path.startswith("/mailboxes/"):
+                return expect
+            continue
+        if expect.to == "connection-test":
+            box = world.mailboxes.get(owner.partition("+")[0], 0)
+            newest = ConnectionTest.objects.filter(mailbox_id=box).order_by("-pk")
+            if newest and target.path == reverse(
+                "retrieval:connection-test", args=[box, newest[0].pk]
+            ):
                 return expect
             continue
         if target.path != _place(world, expect, pattern, owner, path):
@@ -468,12 +444,10 @@ def probe(
     changes = method == "POST" and answer.status == 302 and answer.allowed and admitted
     if not changes:
         assert world_state() == before, f"{method} {path} as {role} changed rows"
-    if not (changes or (pattern.key == "retrieval:mailbox-test" and answer.allowed)):
+    if not changes:
         assert not calls.polls and not calls.tests, (calls, method, path)
     if changes and not pattern.admin:
         _check_effect(world, calls, pattern, role, owner)
-    if pattern.key == "retrieval:mailbox-test" and answer.allowed and method == "POST":
-        assert calls.tests == [world.mailboxes[owner]]
 
 
 def _check_effect(
@@ -490,6 +464,12 @@ def _check_effect(
         assert [r.remote for r in rules] == ["probe@remote.example"]
     elif key == "retrieval:mailbox-poll":
         assert calls.polls == [pk]
+    elif key == "retrieval:mailbox-test":
+        # Recorded for that mailbox by that person; the task is queued on commit,
+        # which the probe's savepoint never reaches.
+        probe = ConnectionTest.objects.filter(mailbox_id=pk).latest("pk")
+        assert probe.pk != world.probes[owner]
+        assert probe.requested_by_id == world.users[role]
     elif key == "retrieval:mailbox-delete":
         assert not Mailbox.objects.filter(pk=pk).exists()
     elif key == "retrieval:mailbox-add":
@@ -499,14 +479,12 @@ def _check_effect(
 
 def _params() -> Iterator[Any]:
     for pattern, role, owner, method in m.iter_probes(PATTERNS):
-        marks = [ADMIN_PENDING] if _pending(pattern, role, method) else []
         yield pytest.param(
             pattern,
             role,
             owner,
             method,
             id=f"{pattern.key}|{role}|{owner}|{method}",
-            marks=marks,
         )
 
 
