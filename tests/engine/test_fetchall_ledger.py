@@ -25,9 +25,20 @@ LISTING = FolderListing(
 )
 
 
+def make(
+    *, keep: bool = False, fetchall: bool = False, flush: bool = False
+) -> MailboxSpec:
+    return MailboxSpec(
+        server=ServerSpec(host="mail.example"),
+        username="u",
+        keep=keep,
+        fetchall=fetchall,
+        flush=flush,
+    )
+
+
 def plan(**options: bool) -> selection.FolderPlan:
-    spec = MailboxSpec(server=ServerSpec(host="mail.example"), username="u", **options)
-    return selection.plan_folder(spec, LISTING, {"1"}, sized=lambda m: m)
+    return selection.plan_folder(make(**options), LISTING, {"1"}, sized=lambda m: m)
 
 
 def fetched(p: selection.FolderPlan) -> list[str]:
@@ -74,7 +85,7 @@ def test_flush_with_fetchall_deletes_the_delivered_uid_and_fetches_the_rest() ->
 def test_check_counts_by_the_same_rule(
     options: dict[str, bool], waiting: list[str]
 ) -> None:
-    spec = MailboxSpec(server=ServerSpec(host="mail.example"), username="u", **options)
+    spec = make(**options)
     assert [
         m.uid for m in LISTING.messages if selection.waiting(spec, m, {"1"})
     ] == waiting
