@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from retrieval.engine.check import check
 from retrieval.engine.idfile import IdFile, mailbox_key
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.run import poll
@@ -282,3 +283,39 @@ def test_with_keep_fetchall_fetches_everything_again_as_fetchmail_does(
 
 if __name__ == "__main__":
     drive(json.loads(sys.argv[1]))
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+def test_check_with_fetchall_does_not_count_what_was_delivered(
+    dovecot: Dovecot,
+    mailuser: MailUser,
+    smtp_listener: SmtpListener,
+    tmp_path: Path,
+    protocol: str,
+) -> None:
+    fill(dovecot, mailuser, 3)
+    port = dovecot.pop3_port if protocol == "pop3" else dovecot.imap_port
+    cfg = config(dovecot, mailuser, smtp_listener.port, protocol, port)
+    cfg["idfile"] = str(tmp_path / "idfile")
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.live.test_fetchall_cuts",
+            json.dumps({**cfg, "crash_at": "recorded"}),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(dovecot.messages(mailuser.name)) == 3  # nothing was committed
+
+    spec = replace(build_spec(cfg), fetchall=True)
+    with IdFile.open(cfg["idfile"]) as idfile:
+        checked = check(
+            spec, ledger=idfile.ledger(mailbox_key(spec)), transcript=ListTranscript()
+        )
+    assert (checked.total, checked.waiting) == (3, 1), checked.error
