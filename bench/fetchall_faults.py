@@ -1,6 +1,7 @@
 """Copies per Message-ID after cuts, stalls and listener faults (issue 10.1).
 
     .venv/bin/python -m bench.fetchall_faults [--messages 300] [--every 37]
+        [--ledger memory|idfile]
 
 A real Dovecot (tests/support/dovecot.py) and the real aiosmtpd listener, with
 the proxy of tests/support/cutting_proxy.py injecting a fault every ``--every``
@@ -19,7 +20,9 @@ import tempfile
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from retrieval.engine.idfile import IdFile, mailbox_key
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.run import poll
 from tests.live.test_crash_invariants import build_spec, config, ids, message
@@ -27,6 +30,9 @@ from tests.live.test_fetchall_cuts import FAULTS
 from tests.support.cutting_proxy import CuttingProxy, Trigger
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.smtp_listener import SmtpListener
+
+if TYPE_CHECKING:
+    from retrieval.engine.ports import Ledger
 
 
 def one(
@@ -61,10 +67,16 @@ def one(
             server=replace(spec.server, timeout=args.timeout),
             delivery=replace(spec.delivery, timeout=args.timeout),
         )
-        ledger = MemoryLedger()
+        memory = MemoryLedger()
         polls = 0
         while dovecot.messages(user.name) and polls < args.max_polls:
-            poll(spec, ledger=ledger, transcript=ListTranscript())
+            if args.ledger == "idfile":
+                # Opened again for each poll, as each run of the command line does.
+                with IdFile.open(str(Path(args.tmp) / f"{user.name}.ids")) as idfile:
+                    ledger: Ledger = idfile.ledger(mailbox_key(spec))
+                    poll(spec, ledger=ledger, transcript=ListTranscript())
+            else:
+                poll(spec, ledger=memory, transcript=ListTranscript())
             polls += 1
         got = Counter(ids([r.data for r in listener.received]))
         lost = Counter(trigger.lost)
@@ -96,6 +108,7 @@ def main() -> None:
     parser.add_argument("--max-polls", type=int, default=40)
     parser.add_argument("--protocols", default="pop3,imap")
     parser.add_argument("--faults", default=",".join(FAULTS))
+    parser.add_argument("--ledger", choices=("memory", "idfile"), default="memory")
     args = parser.parse_args()
     header = (
         "| protocol | fault | fetchall | polls | faults | lost 250s | left | "
@@ -104,6 +117,7 @@ def main() -> None:
     print(header)
     print("|" + " --- |" * 11)
     with tempfile.TemporaryDirectory() as tmp:
+        args.tmp = tmp
         dovecot = Dovecot.start(Path(tmp))
         try:
             for protocol in args.protocols.split(","):
