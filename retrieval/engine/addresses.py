@@ -124,16 +124,17 @@ def parse_address_list(value: str) -> list[Mailbox]:
     phrase: list[Token] = []
     routed: Mailbox | None = None  # the <...> of this element, once closed
     in_group = False
+    has_at = False  # the element holds an "@": a ":" in it is no group
 
     def finish() -> None:
-        nonlocal element, phrase, routed
+        nonlocal element, phrase, routed, has_at
         mailbox = routed
         if mailbox is None:
             address = _addr_spec(element)
             mailbox = Mailbox(address) if address else None
         if mailbox is not None and len(found) < MAX_ADDRESSES:
             found.append(mailbox)
-        element, phrase, routed = [], [], None
+        element, phrase, routed, has_at = [], [], None, False
 
     for token in tokens(value):
         special = token.text if token.kind == "special" else ""
@@ -146,19 +147,18 @@ def parse_address_list(value: str) -> list[Mailbox]:
                 angle.append(token)
         elif special == "<":
             phrase, angle = element, []
-            element = []
+            element, has_at = [], False
         elif special == ",":
             finish()
         elif special == ";":
             finish()
             in_group = False
-        elif (
-            special == ":" and not in_group and not any(t.text == "@" for t in element)
-        ):
+        elif special == ":" and not in_group and not has_at:
             # A group's display name ends here; its members follow.
             element, in_group = [], True
         elif routed is None:
             element.append(token)
+            has_at = has_at or special == "@"
     if angle is not None:  # an unclosed "<": take what it holds
         address = _addr_spec(_without_route(angle))
         routed = Mailbox(address, _display(phrase)) if address else None

@@ -86,3 +86,16 @@ def test_broken_values_end_without_error(value: str) -> None:
 def test_a_huge_list_is_bounded() -> None:
     value = ", ".join(f"u{n}@example.org" for n in range(5000))
     assert len(addresses(value)) == MAX_ADDRESSES
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a@b" + ":" * 60000,  # once quadratic: every ":" looked back for an "@"
+        "(" * 60000,
+        '"' + "\\" * 60000,
+        "<" + "@a," * 20000,
+    ],
+)
+def test_hostile_values_are_parsed_in_one_pass(value: str) -> None:
+    assert len(addresses(value)) <= 1
