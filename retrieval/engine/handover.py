@@ -145,16 +145,19 @@ def _to_postmaster(
     observe: Observe | None,
 ) -> Handed | None:
     """Deliver to the postmaster what every recipient refused; None when the
-    postmaster refuses it too (the usual refusal rules then apply)."""
-    whom = {r.recipient.lower() for r in refused.recipients}
-    if {p.lower() for p in postmaster} <= whom:
-        return None  # the postmaster was among those refused
+    postmaster was among them. A refusing postmaster leaves the usual rules."""
+    if _among(postmaster, [r.recipient for r in refused.recipients]):
+        return None
     names = ", ".join(r.recipient for r in refused.recipients)
     outcome = sink.deliver(message, Envelope(sender, postmaster), observe)
     to = ", ".join(postmaster)
     reply = f"{refused.reply}; to the postmaster ({to}): {outcome.reply}"
     if outcome.verdict is Verdict.REFUSED:
-        return None
+        decision = decide(refused, spec.delivery, keep=spec.keep, sender=sender)
+        decision.note += f"; the postmaster ({to}) refused it too ({outcome.reply})"
+        return Handed(
+            decision, reply, tuple(r.recipient for r in refused.recipients), []
+        )
     if outcome.verdict is Verdict.DEFERRED:
         decision = Decision(
             MessageStatus.DEFERRED,
@@ -173,6 +176,14 @@ def _to_postmaster(
         "fetchmail does",
     )
     return Handed(decision, reply, postmaster, [])
+
+
+def _among(postmaster: tuple[str, ...], refused: list[str]) -> bool:
+    """True when every postmaster address was refused already; a bare name
+    matches by local part, as the listener qualifies it."""
+    full = {a.lower() for a in refused}
+    local = {a.rpartition("@")[0] or a for a in full}
+    return all(p.lower() in (full if "@" in p else local) for p in postmaster)
 
 
 def _bad_header(spec: MailboxSpec, line: bytes, recipients: tuple[str, ...]) -> Handed:

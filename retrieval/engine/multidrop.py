@@ -17,8 +17,8 @@ is injected, and only used when the spec asks for it). fetchmail 6.4's rules
 3. **Mapping**, per address: a bare local name in a guessed header field
    (``carol (Carol C.)``) is read as at the mail server, as fetchmail reads it
    after ``rewrite`` qualified it (with ``no rewrite`` it stays bare); a
-   ``qvirtual`` prefix is stripped; an address without a domain is ignored; a full address listed in the names maps to
-   its local name; an address in a ``localdomains`` domain (or a subdomain)
+   ``qvirtual`` prefix is stripped; an address without a domain is ignored;
+   a full address listed in the names maps to its local name; an address in a ``localdomains`` domain (or a subdomain)
    passes through whole; an address whose domain is not a name of the mail
    server (its poll name, an ``aka`` or a subdomain of one, or with ``dns`` a
    name that resolves to it) is not ours; otherwise its local part maps by
@@ -32,9 +32,10 @@ is injected, and only used when the spec asks for it). fetchmail 6.4's rules
 Differences from fetchmail, on purpose: field names match whole, not as a
 prefix; a recipient appears once however often it was named; addresses come
 from one RFC 5322 tokenizer (:mod:`retrieval.engine.addresses`: comments,
-groups, quoted local parts, obsolete forms); and within one poll a message (by Message-ID,
-else by its exact header) reaches each recipient once, whatever the number of
-copies in the mailbox (fetchmail catches only identical headers in a row).
+groups, quoted local parts, obsolete forms); and within one poll a message
+(by Message-ID, else by its exact header) reaches each recipient once, whatever
+the number of copies in the mailbox (fetchmail catches only identical headers
+in a row).
 """
 
 from __future__ import annotations

@@ -125,6 +125,7 @@ def test_when_the_postmaster_refuses_too_the_message_stays(
     assert smtp_listener.messages == []
     (result,) = report.messages
     assert result.status is MessageStatus.REFUSED and not result.deleted
+    assert any("the postmaster (postmaster) refused it too" in n for n in report.notes)
     assert len(dovecot.messages(mailuser.name)) == 1
 
 
