@@ -1,7 +1,7 @@
 """Copies per Message-ID after cuts, stalls and listener faults (issue 10.1).
 
     .venv/bin/python -m bench.fetchall_faults [--messages 300] [--every 37]
-        [--ledger memory|idfile]
+        [--ledger memory|idfile] [--tool fetchweb|fetchmail]
 
 A real Dovecot (tests/support/dovecot.py) and the real aiosmtpd listener, with
 the proxy of tests/support/cutting_proxy.py injecting a fault every ``--every``
@@ -16,23 +16,26 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import subprocess
 import tempfile
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from retrieval.engine.idfile import IdFile, mailbox_key
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.run import poll
 from tests.live.test_crash_invariants import build_spec, config, ids, message
 from tests.live.test_fetchall_cuts import FAULTS
+from tests.rcfile.oracle import FETCHMAIL, Oracle
 from tests.support.cutting_proxy import CuttingProxy, Trigger
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.smtp_listener import SmtpListener
 
 if TYPE_CHECKING:
     from retrieval.engine.ports import Ledger
+    from retrieval.engine.spec import MailboxSpec
 
 
 def one(
@@ -69,8 +72,11 @@ def one(
         )
         memory = MemoryLedger()
         polls = 0
+        oracle = Oracle() if args.tool == "fetchmail" else None
         while dovecot.messages(user.name) and polls < args.max_polls:
-            if args.ledger == "idfile":
+            if oracle is not None:
+                run_fetchmail(oracle, spec, user)
+            elif args.ledger == "idfile":
                 # Opened again for each poll, as each run of the command line does.
                 with IdFile.open(str(Path(args.tmp) / f"{user.name}.ids")) as idfile:
                     ledger: Ledger = idfile.ledger(mailbox_key(spec))
@@ -82,6 +88,8 @@ def one(
         lost = Counter(trigger.lost)
         duplicates = sum(n - 1 for n in got.values())
         unexplained = sum(max(0, n - 1 - lost[mid]) for mid, n in got.items())
+        if oracle is not None:
+            oracle.close()
         return {
             "protocol": protocol,
             "fault": fault,
@@ -100,6 +108,33 @@ def one(
         listener.stop()
 
 
+def run_fetchmail(oracle: Oracle, spec: MailboxSpec, user: MailUser) -> None:
+    """One run of fetchmail 6.4 on the same mailbox, through the same proxies."""
+    server, delivery = spec.server, spec.delivery
+    rc = (
+        "set no bouncemail\n"
+        f"poll 127.0.0.1 proto {server.protocol.value} port {server.port} "
+        f"timeout {max(1, int(server.timeout))}\n"
+        f'    user "{user.name}" there with password "{user.password}" is joe here\n'
+        f"    {'fetchall' if spec.fetchall else ''} sslproto '' "
+        f"smtphost {delivery.hosts[0]}\n"
+    )
+    path = oracle.write(rc.encode(), "faults.rc")
+    kwargs: dict[str, Any] = {}
+    if oracle.as_root:
+        kwargs = {"user": oracle.pw.pw_uid, "group": oracle.pw.pw_gid}
+    subprocess.run(
+        [FETCHMAIL, "-f", str(path), "--nosyslog", "-d0", "-i", f"{oracle.dir}/ids"],
+        cwd=oracle.dir,
+        env=oracle.env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=600,
+        check=False,
+        **kwargs,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=300)
@@ -109,6 +144,7 @@ def main() -> None:
     parser.add_argument("--protocols", default="pop3,imap")
     parser.add_argument("--faults", default=",".join(FAULTS))
     parser.add_argument("--ledger", choices=("memory", "idfile"), default="memory")
+    parser.add_argument("--tool", choices=("fetchweb", "fetchmail"), default="fetchweb")
     args = parser.parse_args()
     header = (
         "| protocol | fault | fetchall | polls | faults | lost 250s | left | "
