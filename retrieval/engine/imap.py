@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from retrieval.engine import imap_parse as parse
-from retrieval.engine import sasl
+from retrieval.engine import numbers, sasl
 from retrieval.engine.errors import (
     AuthError,
     ConfigError,
@@ -40,6 +40,7 @@ from retrieval.engine.errors import (
     TlsError,
     TransportError,
 )
+from retrieval.engine.numbers import UIDVALIDITY
 from retrieval.engine.redact import MASK
 from retrieval.engine.session import (
     MAX_MESSAGES_PER_FOLDER,
@@ -139,7 +140,7 @@ class ImapSession:
                     ) from exc
                 if size is None:
                     return bytes(text), spool
-                if want_body and spool is None and parse.is_body_literal(line):
+                if want_body and spool is None and parse.is_body_literal(bytes(text)):
                     spool = self._stream_body(size)
                 else:
                     if size > MAX_SMALL_LITERAL:
@@ -223,32 +224,29 @@ class ImapSession:
         elif numbered[1] == "EXPUNGE" and self._exists:
             self._exists -= 1
 
-    def _command(
-        self,
-        command: str,
-        *,
-        shown: str | None = None,
-        literals: tuple[bytes, ...] = (),
-    ) -> Response:
-        """Send ``TAG command`` and read its response.
+    def _command(self, *parts: str | bytes, shown: str | None = None) -> Response:
+        """Send ``TAG parts...`` and read its response.
 
-        ``command`` may contain ``{}`` placeholders for ``literals``, sent with
-        the synchronizing literal dance (wait for "+" before each one).
+        ``str`` parts are command text; ``bytes`` parts are literals, sent with
+        the synchronizing literal dance (wait for "+" before each one). Keeping
+        them apart, rather than marking literals in the text, means no value
+        (a password holding ``{}``, say) can be taken for a literal's place.
         """
         self._finish_batch()
         tag = self._next_tag()
-        pieces = command.split("{}")
-        if len(pieces) != len(literals) + 1:
-            raise ValueError("placeholder count does not match literals")
-        label = f"{tag} {shown if shown is not None else command}"
-        head = f"{tag} {pieces[0]}".encode()
-        for literal, after in zip(literals, pieces[1:], strict=True):
-            self._conn.send_line(head + b"{%d}" % len(literal), shown=label)
+        plain = "".join(p if isinstance(p, str) else "{literal}" for p in parts)
+        label = f"{tag} {shown if shown is not None else plain}"
+        head = f"{tag} ".encode()
+        for part in parts:
+            if isinstance(part, str):
+                head += part.encode()
+                continue
+            self._conn.send_line(head + b"{%d}" % len(part), shown=label)
             label = "(literal)"
             self._await_continuation(tag)
-            self._conn.send_raw(literal)
-            head = after.encode()
-        self._conn.send_line(head, shown=label if not literals else "(literal)")
+            self._conn.send_raw(part)
+            head = b""
+        self._conn.send_line(head, shown=label)
         return self._read_until(tag)
 
     def _await_continuation(self, tag: str) -> None:
@@ -263,14 +261,14 @@ class ImapSession:
                 raise ProtocolError(f"The server sent a malformed line: {text[:80]!r}")
             self._track(text)
 
-    def _argument(self, value: str) -> tuple[str, tuple[bytes, ...]]:
-        """Quote ``value``, or return a literal placeholder for non-ASCII values."""
+    def _argument(self, value: str) -> str | bytes:
+        """``value`` quoted (str), or as a literal (bytes) when it is not ASCII."""
         quoted = parse.quoted(value)
         if quoted is not None:
-            return quoted.decode("ascii"), ()
+            return quoted.decode("ascii")
         if any(ch in value for ch in "\r\n\0"):
             raise ConfigError("A value sent to the server contains a line break.")
-        return "{}", (value.encode(),)
+        return value.encode()
 
     # -- login -------------------------------------------------------------------
 
@@ -297,12 +295,14 @@ class ImapSession:
         upgrade()
 
     def login_command(self, user: str, password: str) -> None:
-        user_arg, user_literals = self._argument(user)
-        pass_arg, pass_literals = self._argument(password)
+        user_arg = self._argument(user)
+        shown_user = user_arg if isinstance(user_arg, str) else "{literal}"
         response = self._command(
-            f"LOGIN {user_arg} {pass_arg}",
-            shown=f"LOGIN {user_arg if not user_literals else '{literal}'} {MASK}",
-            literals=user_literals + pass_literals,
+            "LOGIN ",
+            user_arg,
+            " ",
+            self._argument(password),
+            shown=f"LOGIN {shown_user} {MASK}",
         )
         if not response.ok:
             raise _refusal(response.status, response.text)
@@ -378,9 +378,9 @@ class ImapSession:
     def select(self, folder: str, *, read_only: bool) -> tuple[int | None, int]:
         """SELECT (or EXAMINE when nothing may change); returns UIDVALIDITY, EXISTS."""
         verb = "EXAMINE" if read_only else "SELECT"
-        name, literals = self._argument(parse.encode_mailbox(folder))
+        name = self._argument(parse.encode_mailbox(folder))
         self._exists = 0
-        response = self._command(f"{verb} {name}", literals=literals)
+        response = self._command(f"{verb} ", name)
         if not response.ok:
             raise ServerError(
                 f"The folder {folder!r} could not be opened "
@@ -398,8 +398,10 @@ class ImapSession:
             status = parse.untagged_status(line)
             if status is not None:
                 code = parse.response_code(status[1])
-                if code and code[0] == "UIDVALIDITY" and code[1].strip().isdigit():
-                    uidvalidity = int(code[1].strip())
+                if code and code[0] == "UIDVALIDITY":
+                    # Refused here, before anything is delivered: a value the
+                    # ledger cannot hold would make every poll deliver again.
+                    uidvalidity = numbers.wire_number(code[1].strip(), UIDVALIDITY)
         return uidvalidity, self._exists
 
     def uid_search(self, criteria: str) -> list[int]:
@@ -563,7 +565,11 @@ class ImapSession:
             raise ProtocolError(f"The server sent a malformed line: {text[:80]!r}")
         self._track(text)
         numbered = parse.untagged_number(text)
-        if numbered is None or numbered[1] != "FETCH" or b"BODY[]" not in text.upper():
+        if (
+            numbered is None
+            or numbered[1] != "FETCH"
+            or b"BODY[]" not in parse.fetch_attributes(text)
+        ):
             if spool is not None:  # pragma: no cover - BODY[] implies FETCH
                 spool.close()
             return  # EXISTS, FLAGS updates...: nothing to do with our batch
