@@ -262,11 +262,13 @@ class _Tokens:
             if text[at] == 0x5B:  # "["
                 close = text.find(b"]", at)
                 if close < 0:
-                    raise ParseError(f"unclosed section in {text[start:start + 40]!r}")
+                    raise ParseError(
+                        f"unclosed section in {text[start : start + 40]!r}"
+                    )
                 at = close
             at += 1
         if at == start:
-            raise ParseError(f"unexpected {text[at:at + 20]!r}")
+            raise ParseError(f"unexpected {text[at : at + 20]!r}")
         self.at = at
         return text[start:at]
 
@@ -287,14 +289,14 @@ class _Tokens:
     def _quoted(self) -> Quoted:
         match = _QUOTED.match(self.text, self.at)
         if match is None:
-            raise ParseError(f"unterminated string in {self.text[self.at:][:40]!r}")
+            raise ParseError(f"unterminated string in {self.text[self.at :][:40]!r}")
         self.at = match.end()
         return Quoted(re.sub(rb"\\(.)", rb"\1", match.group(1)))
 
     def _literal(self) -> Literal:
         match = _LITERAL_MARK.match(self.text, self.at)
         if match is None:
-            raise ParseError(f"bad literal in {self.text[self.at:][:40]!r}")
+            raise ParseError(f"bad literal in {self.text[self.at :][:40]!r}")
         size = numbers.wire_number_or_none(match.group(1), numbers.SIZE)
         if size is None:
             raise ParseError(f"malformed literal size in {match.group(0)!r}")
@@ -331,7 +333,7 @@ def fetch_pairs(text: bytes, *, partial: bool = False) -> list[tuple[bytes, Toke
         if partial and tokens.at >= len(text):
             return pairs
     if not tokens.at_end():
-        raise ParseError(f"text after the FETCH list: {text[tokens.at:][:40]!r}")
+        raise ParseError(f"text after the FETCH list: {text[tokens.at :][:40]!r}")
     return pairs
 
 

@@ -34,7 +34,7 @@ import re
 from collections import deque
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
-from retrieval.engine import sasl
+from retrieval.engine import numbers, sasl
 from retrieval.engine.encoding import DotDecoder
 from retrieval.engine.errors import (
     AuthError,
@@ -377,13 +377,13 @@ class Pop3Session:
             raise ServerError(
                 f"The server could not list the messages (it said: {text})."
             )
-        return _number_map(self._listing(), int)
+        return _number_map(self._listing(), _size)
 
     def _uids_reply(self) -> dict[int, str] | None:
         ok, _ = self._response()
         if not ok:
             return None
-        return _number_map(self._listing(), str)
+        return _number_map(self._listing(), _uid)
 
     def _fill_listing(
         self, listing: FolderListing, sizes: dict[int, int], uids: dict[int, str]
@@ -427,8 +427,11 @@ class Pop3Session:
         """fetchmail's fastuidl: binary search for the first message not yet
         delivered, assuming older messages come first. None: list everything."""
         try:
-            count = int(self._short("STAT").split()[0])
-        except (Pop3Reply, ValueError, IndexError):
+            words = self._short("STAT").split()
+        except Pop3Reply:
+            return None
+        count = numbers.wire_number_or_none(words[0], numbers.COUNT) if words else None
+        if count is None:
             return None
         if count <= FASTUIDL_MIN_MESSAGES or count > MAX_MESSAGES_PER_FOLDER:
             return None
@@ -454,9 +457,13 @@ class Pop3Session:
             if uid is None or not valid_uid(uid):
                 return None
             try:
-                size = int(self._short(f"LIST {number}").split()[1])
-            except (Pop3Reply, ValueError, IndexError):
-                size = -1
+                words = self._short(f"LIST {number}").split()
+            except Pop3Reply:
+                words = []
+            found = None
+            if len(words) > 1:
+                found = numbers.wire_number_or_none(words[1], numbers.SIZE)
+            size = -1 if found is None else found
             messages.append(RemoteMessage(uid, number, size))
         return messages
 
@@ -762,11 +769,19 @@ def _second_ok(piece: bytes) -> bool:
 
 
 _Value = TypeVar("_Value", str, int)
-_NUMBERED = re.compile(rb"^\s*(\d{1,10})\s+(\S+)\s*$")
+_NUMBERED = re.compile(rb"^[ \t]*([0-9]+)[ \t]+(\S+)\s*$")
+
+
+def _size(text: bytes) -> int | None:
+    return numbers.wire_number_or_none(text, numbers.SIZE)
+
+
+def _uid(text: bytes) -> str | None:
+    return text.decode("ascii") if text.isascii() else None
 
 
 def _number_map(
-    lines: Iterator[bytes], convert: Callable[[str], _Value]
+    lines: Iterator[bytes], convert: Callable[[bytes], _Value | None]
 ) -> dict[int, _Value]:
     """Parse "N value" lines (UIDL, LIST); always drains the answer to its end."""
     result: dict[int, _Value] = {}
@@ -780,12 +795,14 @@ def _number_map(
             continue
         if len(result) > MAX_MESSAGES_PER_FOLDER:
             continue  # keep reading to the final dot, store no more
-        try:
-            result[int(match.group(1))] = convert(match.group(2).decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
+        number = numbers.wire_number_or_none(match.group(1), numbers.MESSAGE_NUMBER)
+        value = convert(match.group(2))
+        if number is None or value is None:
             error = error or ProtocolError(
                 f"The server sent a malformed listing line: {line[:100]!r}"
             )
+            continue
+        result[number] = value
     if error is not None:
         raise error
     return result

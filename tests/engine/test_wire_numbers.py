@@ -11,7 +11,7 @@ from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Protocol
-from retrieval.engine.testing import FakeImapServer, FakeSmtpServer
+from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import make_spec, message, without_trace
 
@@ -167,3 +167,47 @@ class BracesInArgumentsTests:
             report, _ = run_imap(server, listener, folders=("a{}b",))
         assert report.exit_code is ExitCode.SUCCESS, report.error
         assert any(c.endswith('SELECT "a{}b"') for c in server.commands)
+
+
+def run_pop3(server: FakePop3Server, listener: FakeSmtpServer, **options: object):
+    ledger = MemoryLedger()
+    spec = make_spec(server, listener, **options)  # type: ignore[arg-type]
+    return poll(spec, ledger=ledger, transcript=ListTranscript()), ledger
+
+
+class Pop3NumbersTests:
+    @pytest.mark.parametrize(
+        "listing",
+        [
+            b"+OK\r\n0 zero\r\n1 uid-1\r\n.\r\n",  # message numbers start at 1
+        ],
+    )
+    def test_a_listing_with_an_impossible_message_number_is_refused(
+        self, listener: FakeSmtpServer, listing: bytes
+    ) -> None:
+        with FakePop3Server([message(1)], overrides={"UIDL": listing}) as server:
+            report, _ = run_pop3(server, listener)
+        assert report.exit_code is ExitCode.PROTOCOL, report.error
+        assert listener.received == [] and len(server.mailbox) == 1
+
+    def test_a_size_of_more_than_ten_digits_is_refused(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        listing = b"+OK\r\n1 12345678901\r\n.\r\n"
+        with FakePop3Server([message(1)], overrides={"LIST": listing}) as server:
+            report, _ = run_pop3(server, listener)
+        assert report.exit_code is ExitCode.PROTOCOL, report.error
+        assert listener.received == [] and len(server.mailbox) == 1
+
+
+class ListenerSizeTests:
+    @pytest.mark.parametrize("value", ["\u00b2", "\u0663\u0663"])
+    def test_an_unreadable_size_extension_is_no_known_limit(self, value: str) -> None:
+        ehlo = f"250-fake.local\r\n250 SIZE {value}\r\n".encode()
+        with (
+            FakeSmtpServer(overrides={"EHLO": ehlo}) as listener,
+            FakePop3Server([message(1)]) as server,
+        ):
+            report, _ = run_pop3(server, listener)
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert len(listener.received) == 1 and server.mailbox == []
