@@ -152,6 +152,7 @@ class Pop3Session:
         self._use_top = False
         self._check_top = True  # compare TOP results with LIST sizes
         self._quirks: set[str] = set()
+        self._doubles: set[str] = set()  # verbs seen answered with two +OK lines
         self._steps = 0  # public calls under way; > 0 after one failed midway
 
     @property
@@ -199,7 +200,7 @@ class Pop3Session:
             count += 1
             yield line[1:] if line.startswith(b".") else line
 
-    def _read_body(self, message: RemoteMessage) -> MessageSpool:
+    def _read_body(self, kind: str, message: RemoteMessage) -> MessageSpool:
         """A multi-line body after its +OK, into a new spool, undoing dot-stuffing.
 
         Read in whatever chunks arrive (see :class:`DotDecoder`); the bytes after
@@ -208,15 +209,13 @@ class Pop3Session:
         """
         spool = MessageSpool(self._spec.max_message_bytes)
         decoder = DotDecoder()
+        held = b""
         try:
             first = self._conn.read_fragment(BODY_FRAGMENT)
             if _second_ok(first):
-                self._quirk(
-                    "doubled-ok",
-                    f"The server sent a second +OK line before message "
-                    f"{message.number}; it was dropped (a known server quirk).",
-                )
-                first = self._conn.read_chunk()
+                # A second status line, or a message that starts with "+OK"?
+                # Held back until the size of the rest can tell.
+                held, first = first, b""
             body, rest = decoder.feed(first)
             while rest is None:
                 spool.write(body)
@@ -231,7 +230,32 @@ class Pop3Session:
         except BaseException:
             spool.close()
             raise
-        return spool
+        if not held:
+            return spool
+        if self._doubled_ok(kind, message, spool.size, len(held)):
+            self._quirk(
+                "doubled-ok",
+                f"The server sent a second +OK line before message "
+                f"{message.number}; it was dropped (a known server quirk).",
+            )
+            return spool
+        return _prepend(held, spool, self._spec.max_message_bytes)
+
+    def _doubled_ok(
+        self, kind: str, message: RemoteMessage, rest: int, line: int
+    ) -> bool:
+        """Whether a leading "+OK" line is the server's doubled status line.
+
+        Only when the server has shown it: the message is exactly its declared
+        size without the line (and so not with it). Once shown for a verb, the
+        line is dropped where the size cannot decide, never where the size
+        says it belongs to the message: a message may start with "+OK".
+        """
+        declared = message.size
+        if declared >= 0 and rest == declared:
+            self._doubles.add(kind)
+            return True
+        return kind in self._doubles and declared != rest + line
 
     def _quirk(self, key: str, text: str) -> None:
         """Tell the transcript (always) and the report (once) about a quirk."""
@@ -546,7 +570,7 @@ class Pop3Session:
             raise MessageFetchError(
                 f"The server could not send message {message.number} (it said: {text})."
             )
-        spool = self._read_body(message)
+        spool = self._read_body(kind, message)
         self._conn.note(f"{kind} {self._number(message)}: {spool.size} octets")
         if self._spec.showdots:
             self._conn.note(progress_note(str(message.number), spool.size))
@@ -758,6 +782,20 @@ class _SaslWire:
 
     def refusal(self, text: str) -> EngineError:
         return _auth_failure(text)
+
+
+def _prepend(line: bytes, spool: MessageSpool, limit: int) -> MessageSpool:
+    """``line`` then what ``spool`` holds, in a new spool (the old one is closed)."""
+    whole = MessageSpool(limit)
+    try:
+        with spool:
+            whole.write(line)
+            for chunk in spool.chunks():
+                whole.write(chunk)
+    except BaseException:
+        whole.close()
+        raise
+    return whole
 
 
 def _second_ok(piece: bytes) -> bool:
