@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from retrieval.engine.spec import MailboxSpec
-    from retrieval.engine.transport import Connection
+    from retrieval.engine.transport import Budget, Connection
 
 # One response line may carry a whole SEARCH result: 100k UIDs fit in 1 MiB.
 MAX_LINE = 1024 * 1024
@@ -120,14 +120,22 @@ class ImapSession:
         return f"A{self._tag_number:04d}"
 
     def _read_logical(
-        self, *, want_body: bool = False, record: bool = True
+        self,
+        *,
+        want_body: bool = False,
+        record: bool = True,
+        budget: Budget | None = None,
     ) -> tuple[bytes, MessageSpool | None]:
         """One response with its literals: small ones dropped, BODY[] spooled.
 
         Returns the response text (literal contents removed) and, when
         ``want_body`` and the response carried ``BODY[]``, a spool holding it.
+        All of it is read within ``budget`` (a new one when not given): a
+        caller reading several responses for one command passes its own.
         """
-        line = self._conn.readline(MAX_LINE, record=record)
+        if budget is None:
+            budget = self._conn.budget()
+        line = self._conn.readline(MAX_LINE, record=record, budget=budget)
         text = bytearray(line)
         spool: MessageSpool | None = None
         try:
@@ -141,7 +149,7 @@ class ImapSession:
                 if size is None:
                     return bytes(text), spool
                 if want_body and spool is None and parse.is_body_literal(bytes(text)):
-                    spool = self._stream_body(size)
+                    spool = self._stream_body(size, budget)
                 else:
                     if size > MAX_SMALL_LITERAL:
                         raise ProtocolError(
@@ -149,9 +157,9 @@ class ImapSession:
                             f"most {MAX_SMALL_LITERAL} make sense; the connection "
                             "was closed."
                         )
-                    for _chunk in self._conn.read_exact(size):
+                    for _chunk in self._conn.read_exact(size, budget=budget):
                         pass  # contents of small literals are not needed
-                line = self._conn.readline(MAX_LINE, record=record)
+                line = self._conn.readline(MAX_LINE, record=record, budget=budget)
                 text += line
                 if len(text) > MAX_RESPONSE_BYTES:
                     raise ProtocolError("The server sent an overly long response.")
@@ -160,7 +168,7 @@ class ImapSession:
                 spool.close()
             raise
 
-    def _stream_body(self, size: int) -> MessageSpool:
+    def _stream_body(self, size: int, budget: Budget) -> MessageSpool:
         limit = self._spec.max_message_bytes
         if limit and size > limit:
             # Checked before reading a byte: a literal claiming gigabytes is
@@ -171,7 +179,7 @@ class ImapSession:
             )
         spool = MessageSpool(limit)
         try:
-            for chunk in self._conn.read_exact(size):
+            for chunk in self._conn.read_exact(size, budget=budget):
                 spool.write(chunk)
         except MessageFetchError as exc:
             spool.close()
@@ -187,10 +195,12 @@ class ImapSession:
         """Collect untagged responses until the tagged one for ``tag``."""
         untagged: list[bytes] = []
         total = 0
+        # The whole answer to one command shares one budget (transport.Budget).
+        budget = self._conn.budget()
         while True:
             # Size listings have a line per message: transcribe the first ones.
             record = len(untagged) < TRANSCRIBED_LINES
-            text, _ = self._read_logical(record=record)
+            text, _ = self._read_logical(record=record, budget=budget)
             tagged = parse.parse_tagged(text)
             if not record and (tagged is not None or not text.startswith(b"* ")):
                 hidden = len(untagged) - TRANSCRIBED_LINES
@@ -250,8 +260,10 @@ class ImapSession:
         return self._read_until(tag)
 
     def _await_continuation(self, tag: str) -> None:
+        budget = self._conn.budget()
         while True:
-            text, _ = self._read_logical()
+            text, _ = self._read_logical(budget=budget)
+            _bounded(budget)
             if text.startswith(b"+"):
                 return
             tagged = parse.parse_tagged(text)
@@ -504,8 +516,13 @@ class ImapSession:
         if uid not in self._parked and (batch is None or uid not in batch.pending):
             self._finish_batch()
             self._start_batch(message)
+        # Timed from here: delivering the previous message is not the server's.
+        budget = self._conn.budget()
+        noise = 0
         while uid not in self._parked:
-            self._read_batch_response()
+            noise += self._read_batch_response(budget)
+            if noise > MAX_RESPONSE_BYTES:
+                raise ProtocolError("The server sent an overly long response.")
         if self._batch is not None and not self._batch.pending:
             self._finish_batch()  # its completion is next: free the line now
         parked = self._parked.pop(uid)
@@ -536,12 +553,16 @@ class ImapSession:
         )
         self._batch = _Batch(tag, set(uids), set(uids))
 
-    def _read_batch_response(self) -> None:
-        """Read one response of the batch under way; park what it carries."""
+    def _read_batch_response(self, budget: Budget) -> int:
+        """Read one response of the batch under way; park what it carries.
+
+        Returns the size of a response that carried no body, so that the
+        caller can bound how much else a server sends while we wait for one.
+        """
         batch = self._batch
         if batch is None:  # pragma: no cover - fetch() starts one first
             raise ProtocolError("No fetch is under way.")
-        text, spool = self._read_logical(want_body=True)
+        text, spool = self._read_logical(want_body=True, budget=budget)
         tagged = parse.parse_tagged(text)
         if tagged is not None:
             if tagged.tag != batch.tag:
@@ -558,7 +579,7 @@ class ImapSession:
                     else f"The server could not send message UID {uid} "
                     f"(it said: {tagged.text})."
                 )
-            return
+            return 0
         if not text.startswith(b"* "):
             if spool is not None:
                 spool.close()
@@ -572,8 +593,9 @@ class ImapSession:
         ):
             if spool is not None:  # pragma: no cover - BODY[] implies FETCH
                 spool.close()
-            return  # EXISTS, FLAGS updates...: nothing to do with our batch
+            return len(text)  # EXISTS, FLAGS updates...: not for our batch
         self._park_fetch(batch, text, spool)
+        return 0
 
     def _park_fetch(
         self, batch: _Batch, text: bytes, spool: MessageSpool | None
@@ -607,8 +629,12 @@ class ImapSession:
 
     def _finish_batch(self) -> None:
         """Read the rest of a batch under way; its bodies wait in their spools."""
+        budget = self._conn.budget()
+        noise = 0
         while self._batch is not None:
-            self._read_batch_response()
+            noise += self._read_batch_response(budget)
+            if noise > MAX_RESPONSE_BYTES:
+                raise ProtocolError("The server sent an overly long response.")
 
     def _discard_parked(self) -> None:
         discard_spools(self._parked)
@@ -695,7 +721,9 @@ class ImapSession:
             return self._noop_wait(seconds, stop)
         tag = self._next_tag()
         self._conn.send_line(f"{tag} IDLE")
-        while not (text := self._read_logical()[0]).startswith(b"+"):
+        budget = self._conn.budget()
+        while not (text := self._read_logical(budget=budget)[0]).startswith(b"+"):
+            _bounded(budget)
             tagged = parse.parse_tagged(text)
             if tagged is not None and tagged.tag == tag:
                 raise ServerError(f"The server refused IDLE (it said: {tagged.text}).")
@@ -768,8 +796,10 @@ class _SaslWire:
         self._conn.send_line("*")
 
     def read(self) -> sasl.Reply:
+        budget = self._conn.budget()
         while True:
-            text, _ = self._session._read_logical()
+            text, _ = self._session._read_logical(budget=budget)
+            _bounded(budget)
             if text.startswith(b"+"):
                 return sasl.Reply(
                     "continue", text[1:].strip().decode("ascii", "replace")
@@ -785,6 +815,12 @@ class _SaslWire:
 
     def refusal(self, text: str) -> EngineError:
         return _refusal(self._status, text)
+
+
+def _bounded(budget: Budget) -> None:
+    """Untagged data while we wait for one answer is bounded like a response."""
+    if budget.received > MAX_RESPONSE_BYTES:
+        raise ProtocolError("The server sent an overly long response.")
 
 
 def _batches(uids: list[int], size: int) -> list[list[int]]:

@@ -68,6 +68,10 @@ if TYPE_CHECKING:
     from retrieval.engine.transport import Connection
 
 MAX_LINE = 2048  # poplib's _MAXLINE, for status and listing lines
+# Whole multi-line answers: a real CAPA is well under 1 KB; a UIDL or LIST of
+# MAX_MESSAGES_PER_FOLDER messages with 128-character UIDs is under 14 MB.
+MAX_CAPA_BYTES = 64 * 1024
+MAX_LISTING_BYTES = 32 * 1024 * 1024
 BODY_FRAGMENT = 64 * 1024  # body lines may be longer; they are read in pieces
 TRANSCRIBED_LINES = 20  # of a multi-line listing; the rest is counted
 FOLDER = "INBOX"  # POP3 has one mailbox; the ledger files it under this name
@@ -179,17 +183,30 @@ class Pop3Session:
             raise Pop3Reply(text)
         return text
 
-    def _long(self, command: str) -> Iterator[bytes]:
+    def _long(self, command: str, limit: int) -> Iterator[bytes]:
         """Send ``command`` and yield the lines of its multi-line answer, unstuffed."""
         self._short(command)
-        return self._listing()
+        return self._listing(command, limit)
 
-    def _listing(self) -> Iterator[bytes]:
+    def _listing(self, command: str, limit: int) -> Iterator[bytes]:
+        """The lines of a multi-line answer, at most ``limit`` bytes in all.
+
+        The whole answer shares one time budget: a server sending a line
+        every few seconds cannot make it last for ever.
+        """
         count = 0
+        total = 0
+        budget = self._conn.budget()
         while True:
             # A listing of 100k messages would be 100k transcript rows: show
             # the first lines and count the rest.
-            line = self._conn.readline(MAX_LINE, record=False)
+            line = self._conn.readline(MAX_LINE, record=False, budget=budget)
+            total += len(line)
+            if total > limit:
+                raise ProtocolError(
+                    f"The server's answer to {command} is longer than {limit} "
+                    "bytes; the connection was closed."
+                )
             end = line in (b".\r\n", b".\n")
             if end and count > TRANSCRIBED_LINES:
                 self._conn.note(f"({count - TRANSCRIBED_LINES} more lines not shown)")
@@ -211,7 +228,9 @@ class Pop3Session:
         decoder = DotDecoder()
         held = b""
         try:
-            first = self._conn.read_fragment(BODY_FRAGMENT)
+            # One budget for the whole message: see transport.Budget.
+            budget = self._conn.budget()
+            first = self._conn.read_fragment(BODY_FRAGMENT, budget=budget)
             if _second_ok(first):
                 # A second status line, or a message that starts with "+OK"?
                 # Held back until the size of the rest can tell.
@@ -219,9 +238,9 @@ class Pop3Session:
             body, rest = decoder.feed(first)
             while rest is None:
                 spool.write(body)
-                body, rest = decoder.feed(self._conn.read_chunk())
+                body, rest = decoder.feed(self._conn.read_chunk(budget=budget))
             spool.write(body)
-            self._conn.unread(rest)
+            self._conn.unread(rest, budget=budget)
         except MessageFetchError as exc:
             spool.close()
             # The rest of the body is still on the wire and may never end:
@@ -268,7 +287,7 @@ class Pop3Session:
 
     def capa(self) -> set[str]:
         try:
-            lines = list(self._long("CAPA"))
+            lines = list(self._long("CAPA", MAX_CAPA_BYTES))
         except Pop3Reply:
             return set()  # an RFC 1939-only server: no capabilities to rely on
         return {line.strip().decode("ascii", "replace").upper() for line in lines}
@@ -401,13 +420,13 @@ class Pop3Session:
             raise ServerError(
                 f"The server could not list the messages (it said: {text})."
             )
-        return _number_map(self._listing(), _size)
+        return _number_map(self._listing("LIST", MAX_LISTING_BYTES), _size)
 
     def _uids_reply(self) -> dict[int, str] | None:
         ok, _ = self._response()
         if not ok:
             return None
-        return _number_map(self._listing(), _uid)
+        return _number_map(self._listing("UIDL", MAX_LISTING_BYTES), _uid)
 
     def _fill_listing(
         self, listing: FolderListing, sizes: dict[int, int], uids: dict[int, str]
