@@ -500,9 +500,13 @@ class Connection:
         """A wait that ended: the per-wait timeout, or the whole answer's budget."""
         if budget is None or budget.deadline() > time.monotonic() + 0.001:
             return self._timeout_error("waiting for an answer")
-        return self._timeout_error(
-            f"the whole answer took longer than {budget.allowed():.0f} seconds; "
-            f"at least {budget.min_rate:g} bytes a second are expected"
+        error: type[EngineError] = (
+            TimeoutFault if self._error is TransportError else self._error
+        )
+        return error(
+            f"{self.side.capitalize()} sent its answer too slowly: it did not all "
+            f"arrive within {budget.allowed():.1f} seconds (the timeout, plus one "
+            f"second for every {budget.min_rate:g} bytes received)."
         )
 
     def _timeout_error(self, doing: str) -> EngineError:
