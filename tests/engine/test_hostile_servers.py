@@ -105,7 +105,9 @@ class StatusLikeMessageTests:
 # Faster than the timeout for each piece, far slower than it over the whole.
 TIMEOUT = 1.0
 PIECE_EVERY = 0.25
-TRICKLED = message(1, b"x" * 400 + b"\r\n")
+# Short lines: each one arrives well inside the timeout, the whole does not.
+TRICKLED = b"Subject: slow\r\n\r\n" + b"line\r\n" * 60
+PIECE = 8  # bytes per piece: about 12 seconds for the whole message
 
 
 def trickle(client: FakeClient, head: bytes, data: bytes, size: int) -> None:
@@ -186,7 +188,7 @@ class TrickleTests:
     def test_a_body_trickled_inside_the_timeout_is_cut_off_as_a_whole(
         self, listener: FakeSmtpServer
     ) -> None:
-        slow = {"RETR": (b"+OK\r\n", dot_stuff(TRICKLED) + b".\r\n", 4)}
+        slow = {"RETR": (b"+OK\r\n", dot_stuff(TRICKLED) + b".\r\n", PIECE)}
         with SlowPop3([message(1)], capabilities=["UIDL"], slow=slow) as server:
             report, ledger = run_pop3(server, listener, timeout=TIMEOUT)
         assert report.exit_code is ExitCode.SOCKET, report.error
@@ -209,7 +211,8 @@ class TrickleTests:
         self, listener: FakeSmtpServer
     ) -> None:
         head = b"* 1 FETCH (UID 101 BODY[] {%d}\r\n" % len(TRICKLED)
-        slow = {"UID FETCH BODY": (head, TRICKLED + b")\r\n{tag} OK done\r\n", 4)}
+        rest = TRICKLED + b")\r\n{tag} OK done\r\n"
+        slow = {"UID FETCH BODY": (head, rest, PIECE)}
         with SlowImap([message(1)], slow=slow) as server:
             report, ledger = run_imap(server, listener, timeout=TIMEOUT)
         assert report.exit_code is ExitCode.SOCKET, report.error
