@@ -6,6 +6,7 @@ import pytest
 
 from retrieval.engine import imap_parse as parse
 from retrieval.engine import numbers
+from retrieval.engine.check import check
 from retrieval.engine.errors import ProtocolError
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
@@ -211,3 +212,15 @@ class ListenerSizeTests:
             report, _ = run_pop3(server, listener)
         assert report.exit_code is ExitCode.SUCCESS, report.error
         assert len(listener.received) == 1 and server.mailbox == []
+
+
+def test_the_connection_check_survives_braces_in_a_password() -> None:
+    """The test-connection page runs this check: it answered 500 (and, with
+    DEBUG on, showed the password in the traceback) for a password with {}."""
+    with FakeImapServer(
+        [message(1)], password="p{}w", capabilities=["IMAP4rev1"]
+    ) as server:
+        spec = make_spec(server, protocol=Protocol.IMAP, password="p{}w")
+        report = check(spec, ledger=MemoryLedger(), transcript=ListTranscript())
+    assert report.exit_code is ExitCode.SUCCESS, report.error
+    assert report.waiting == 1
