@@ -13,12 +13,16 @@ spend the time on threads); the hostile step and its bytes change per example.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from retrieval.engine import imap_parse as parse
+from retrieval.engine import numbers
+from retrieval.engine.errors import ProtocolError
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import PollReport
 from retrieval.engine.run import poll
@@ -249,3 +253,47 @@ def test_any_imap_answer_ends_in_a_report(
     hostile.step, hostile.data, hostile.hang_up = step, data, hang_up
     with HostileImap(hostile) as server:
         check(server, quiet_listener)
+
+
+# -- the parsers alone, where many more examples are cheap -------------------------
+
+PARSERS = [
+    parse.literal_size,
+    parse.is_body_literal,
+    parse.has_nil_body,
+    parse.parse_tagged,
+    parse.untagged_status,
+    parse.untagged_number,
+    parse.capabilities,
+    parse.search_results,
+    parse.fetch_uid,
+    parse.fetch_size,
+    parse.quoted_body,
+    parse.fetch_attributes,
+    lambda line: parse.fetch_pairs(line, partial=True),
+    lambda line: parse.esearch_all(line, limit=50),
+    lambda line: parse.response_code(line),
+]
+response_lines = st.one_of(
+    hostile_bytes,
+    st.tuples(
+        st.sampled_from([b"* 1 FETCH (", b"* SEARCH ", b"* ESEARCH ", b"* 3 "]),
+        hostile_bytes,
+    ).map(b"".join),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(line=response_lines)
+def test_imap_parsers_raise_nothing_but_protocol_errors(line: bytes) -> None:
+    for parser in PARSERS:
+        with contextlib.suppress(ProtocolError):
+            parser(line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=14), st.binary(max_size=14)))
+def test_wire_numbers_are_in_range_or_none(text: str | bytes) -> None:
+    for bounds in (numbers.UID, numbers.COUNT, numbers.SIZE, numbers.PORT):
+        value = numbers.wire_number_or_none(text, bounds)
+        assert value is None or bounds.low <= value <= bounds.high
