@@ -168,17 +168,26 @@ def quiet_listener() -> Iterator[FakeSmtpServer]:
         yield server
 
 
-def check(server: HostilePop3 | HostileImap, listener: FakeSmtpServer) -> None:
-    """One poll; it must return, and every message is somewhere."""
+def check(
+    server: HostilePop3 | HostileImap, listener: FakeSmtpServer, *, keep: bool
+) -> None:
+    """One poll; it must return, and every message is somewhere.
+
+    ``keep`` polls read-only: EXAMINE on IMAP, fastuidl (and so STAT) on POP3.
+    """
     listener.received.clear()
     if isinstance(server, HostilePop3):
         server.mailbox = [(f"uid-{i + 1}", body) for i, body in enumerate(BODIES)]
-        spec = make_spec(server, listener, timeout=TIMEOUT)
+        spec = make_spec(
+            server, listener, timeout=TIMEOUT, keep=keep, fastuidl=int(keep)
+        )
     else:
         server.messages = [
             server.messages[0].__class__(101 + i, body) for i, body in enumerate(BODIES)
         ]
-        spec = make_spec(server, listener, protocol=Protocol.IMAP, timeout=TIMEOUT)
+        spec = make_spec(
+            server, listener, protocol=Protocol.IMAP, timeout=TIMEOUT, keep=keep
+        )
     report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
     assert isinstance(report, PollReport)
     hostile = server.hostile
@@ -194,12 +203,24 @@ def check(server: HostilePop3 | HostileImap, listener: FakeSmtpServer) -> None:
 
 
 BODY_STEPS = {"TOP", "UID FETCH BODY"}
-POP3_STEPS = ["GREETING", "CAPA", "USER", "PASS", "LIST", "UIDL", "TOP", "DELE", "QUIT"]
+POP3_STEPS = [
+    "GREETING",
+    "CAPA",
+    "USER",
+    "PASS",
+    "STAT",
+    "LIST",
+    "UIDL",
+    "TOP",
+    "DELE",
+    "QUIT",
+]
 IMAP_STEPS = [
     "GREETING",
     "CAPABILITY",
     "AUTHENTICATE",
     "SELECT",
+    "EXAMINE",
     "UID SEARCH",
     "UID FETCH",
     "UID FETCH BODY",
@@ -219,15 +240,21 @@ FUZZ = settings(
     step=st.sampled_from(POP3_STEPS),
     data=hostile_bytes,
     hang_up=st.booleans(),
+    keep=st.booleans(),
 )
-@example(step="CAPA", data=b"+OK\r\nUSER\r\nUIDL\r\nTOP\r\n.\r\n", hang_up=False)
+@example(
+    step="CAPA",
+    data=b"+OK\r\nUSER\r\nUIDL\r\nTOP\r\n.\r\n",
+    hang_up=False,
+    keep=False,
+)
 def test_any_pop3_answer_ends_in_a_report(
-    quiet_listener: FakeSmtpServer, step: str, data: bytes, hang_up: bool
+    quiet_listener: FakeSmtpServer, step: str, data: bytes, hang_up: bool, keep: bool
 ) -> None:
     hostile = Hostile()
     hostile.step, hostile.data, hostile.hang_up = step, data, hang_up
     with HostilePop3(hostile) as server:
-        check(server, quiet_listener)
+        check(server, quiet_listener, keep=keep)
 
 
 @FUZZ
@@ -235,24 +262,27 @@ def test_any_pop3_answer_ends_in_a_report(
     step=st.sampled_from(IMAP_STEPS),
     data=hostile_bytes,
     hang_up=st.booleans(),
+    keep=st.booleans(),
 )
 @example(
     step="SELECT",
     data=b"* 2 EXISTS\r\n* OK [UIDVALIDITY \xc2\xb2] x\r\n{tag} OK done\r\n",
     hang_up=False,
+    keep=False,
 )
 @example(
     step="UID FETCH",
     data=b"* 1 FETCH (UID 101 RFC822.SIZE \xc2\xb2)\r\n{tag} OK done\r\n",
     hang_up=False,
+    keep=False,
 )
 def test_any_imap_answer_ends_in_a_report(
-    quiet_listener: FakeSmtpServer, step: str, data: bytes, hang_up: bool
+    quiet_listener: FakeSmtpServer, step: str, data: bytes, hang_up: bool, keep: bool
 ) -> None:
     hostile = Hostile()
     hostile.step, hostile.data, hostile.hang_up = step, data, hang_up
     with HostileImap(hostile) as server:
-        check(server, quiet_listener)
+        check(server, quiet_listener, keep=keep)
 
 
 # -- the parsers alone, where many more examples are cheap -------------------------
