@@ -28,6 +28,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from retrieval.engine.numbers import PORT, wire_number_or_none
 from retrieval.models import Mailbox, MultidropRule, default_poll_interval
 from retrieval.rcfile.dump import CLIENT_TIMEOUT, effective_password, no_password
 from retrieval.rcfile.model import GlobalOptions, ServerOptions, UserOptions
@@ -184,7 +185,11 @@ def delivery_target(entry: str) -> tuple[str, int] | None:
         host, _, port_text = entry.partition("/")
     if not port_text:
         return (host, 25)
-    port = int(port_text) if port_text.isdigit() else servport(port_text)
+    # str.isdigit() accepts "²", which int() then refuses: the engine's parser
+    # takes ASCII digits only, and everything else is fetchmail's servport().
+    port = wire_number_or_none(port_text, PORT)
+    if port is None:
+        port = servport(port_text)
     return (host, port) if 0 < port <= 65535 else None
 
 
