@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bench.cases import messages_for
-from bench.dovecot import Dovecot
 from bench.mailstore import MailStore
 from bench.tools import REPO
+from tests.support.dovecot import Dovecot
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from bench.cases import Case
 
 SINK = "sink"  # the Dovecot user that LMTP delivers to
+PASSWORD = "bench-secret"  # every Dovecot user's
+# PLAIN and LOGIN only, like most providers: every client logs in the same way
+# (fetchmail would pick CRAM-MD5, which the tests' Dovecot also offers).
+AUTH_MECHANISMS = "plain login"
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,11 @@ class Bench:
     def __init__(self, root: Path, *, seed: str, delay_ms: float) -> None:
         self.root = root
         self.delay_ms = delay_ms
-        self.dovecot = Dovecot(root / "dovecot")
+        # The test suite's launcher, in our work dir: it stays after stop()
+        # (cli.py removes it, or keeps it for the logs of an invalid run).
+        self.dovecot = Dovecot(
+            root / "dovecot", label="bench", auth_mechanisms=AUTH_MECHANISMS
+        )
         self.store = MailStore(self.dovecot, root / "store", seed)
         self._listeners: dict[str, tuple[_Helper, Path]] = {}
         self._proxies: dict[int, _Helper] = {}
@@ -98,7 +106,9 @@ class Bench:
         """Start Dovecot and fill the store for every planned case (all of it
         before any listener starts: listeners read the manifest once)."""
         users = sorted({u for p in plans for u in p.users} | {SINK})
-        self.dovecot.start(users)
+        self.dovecot.launch()
+        for user in users:
+            self.dovecot.add_user(user, PASSWORD)
         for p in plans:
             for user, count in p.loads.items():
                 if p.case.big:

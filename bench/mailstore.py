@@ -21,7 +21,7 @@ from bench.verify import Expected, Manifest
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from bench.dovecot import Dovecot
+    from tests.support.dovecot import Dovecot
 
 _BASE_TIME = 1_709_280_000  # the maildir names' timestamp part; only the order matters
 

@@ -16,11 +16,11 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from bench.dovecot import PASSWORD, SERVER_NAME
-from bench.env import SINK
+from bench.env import PASSWORD, SINK
 from bench.job import Job
 from bench.tools import Workspace
 from bench.verify import check
+from tests.support.dovecot import SERVER_NAME
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -28,6 +28,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from retrieval.engine.numbers import PORT, wire_number_or_none
 from retrieval.models import Mailbox, default_poll_interval
 from retrieval.rcfile.dump import CLIENT_TIMEOUT, effective_password, no_password
 from retrieval.rcfile.model import GlobalOptions, ServerOptions, UserOptions
@@ -102,10 +103,27 @@ def _plain_protocol(c: tuple[Any, ...]) -> Values:
     }
 
 
+# Options that only make sense with TLS on; naming one asks for TLS even where
+# the protocol's default is clear text (ETRN, see retrieval.rcfile.specs).
+_TLS_WORDS = (
+    "user.sslcertck",
+    "user.sslproto",
+    "user.sslfingerprint",
+    "user.sslcertfile",
+    "user.sslcertpath",
+    "user.sslcert",
+    "user.sslcommonname",
+)
+
+
+def _etrn_in_clear(v: Values) -> bool:
+    return v.get("server.protocol") == "etrn" and not any(v.get(k) for k in _TLS_WORDS)
+
+
 def _derive_tls(v: Values) -> tuple[Any, ...]:
     if v["user.ssl"]:
         mode = "implicit"
-    elif v["user.sslproto"] == "":
+    elif v["user.sslproto"] == "" or _etrn_in_clear(v):
         mode = "none"
     else:
         mode = "starttls"
@@ -167,7 +185,11 @@ def delivery_target(entry: str) -> tuple[str, int] | None:
         host, _, port_text = entry.partition("/")
     if not port_text:
         return (host, 25)
-    port = int(port_text) if port_text.isdigit() else servport(port_text)
+    # str.isdigit() accepts "²", which int() then refuses: the engine's parser
+    # takes ASCII digits only, and everything else is fetchmail's servport().
+    port = wire_number_or_none(port_text, PORT)
+    if port is None:
+        port = servport(port_text)
     return (host, port) if 0 < port <= 65535 else None
 
 
@@ -328,6 +350,18 @@ def _stored(mailbox: Mailbox) -> Values:
 # --- row -> rcfile -------------------------------------------------------------------
 
 
+def _etrn_tls(values: Values, tls_mode: str) -> None:
+    """Say in the rcfile language what the encryption column says of ETRN, whose
+    default without TLS words is clear text: none needs no word, a chosen
+    STARTTLS needs one (``sslcertck``) or it would be read as clear text."""
+    if not _etrn_in_clear(values):
+        return
+    if tls_mode == "none":
+        values["user.sslproto"] = None
+    elif tls_mode == "starttls" and values["user.sslcertck"] is None:
+        values["user.sslcertck"] = True
+
+
 def mailbox_to_rc(
     mailbox: Mailbox, *, with_password: bool = False
 ) -> tuple[GlobalOptions, ServerOptions, UserOptions]:
@@ -343,6 +377,7 @@ def mailbox_to_rc(
         hinted = {f: stored.get(f, plain[f]) for f in group.fields}
         values.update(hinted if group.derive(hinted) == columns else plain)
     values.update({k: v for k, v in stored.items() if k not in _GROUPED})
+    _etrn_tls(values, mailbox.tls_mode)
     if values["globals.daemon"] == 0:
         values["globals.daemon"] = None  # how the importer stores "no set daemon"
     values["server.pollname"] = mailbox.name or mailbox.host

@@ -10,6 +10,13 @@ anything else a protocol error (4); a server without ETRN is 4.
 
 Unlike fetchmail, a 251 for one domain does not stop the others from being
 asked.
+
+TLS: ETRN sends no secret, and fetchmail never upgrades it, so an rcfile entry
+without any TLS option asks in clear (``retrieval.rcfile.specs``); a stock MTA
+offering STARTTLS with a self-signed certificate is then never refused for it.
+Whatever TLS the spec does ask for (``ssl``, ``sslcertck``, a pinned
+certificate) is verified as for POP3 and IMAP. ODMR sends a password and keeps
+the POP3/IMAP rule: verified STARTTLS by default.
 """
 
 from __future__ import annotations

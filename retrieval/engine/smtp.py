@@ -32,6 +32,7 @@ from retrieval.engine.errors import (
     ListenerUnavailable,
 )
 from retrieval.engine.headers import domain_literal
+from retrieval.engine.numbers import SIZE, wire_number_or_none
 from retrieval.engine.sink import DeliveryOutcome, Envelope, RecipientReply, Verdict
 from retrieval.engine.transport import Connection
 from retrieval.engine.tunnel import open_tunnel
@@ -77,8 +78,9 @@ class _Listener:
 
     @property
     def size_limit(self) -> int:
+        # An unreadable SIZE (or "SIZE ²") is no known limit, not a crash.
         value = self.extensions.get("SIZE", "")
-        return int(value) if value.isdigit() else 0
+        return wire_number_or_none(value, SIZE) or 0
 
 
 class SmtpSink:
@@ -323,21 +325,21 @@ class SmtpSink:
         if reset:
             commands.insert(0, "RSET")
         replies = self._envelope_replies(listener, commands, reset=reset)
-        mail_code, mail_text = replies[0]
+        mail_code, mail_text = _expect(replies[0], MAIL_OK, "MAIL FROM")
         if mail_code != 250:
             return DeliveryOutcome.from_replies(
                 [RecipientReply(r, mail_code, mail_text) for r in recipients]
             )
         rcpts = [
-            RecipientReply(r, code, text)
-            for r, (code, text) in zip(recipients, replies[1:], strict=True)
+            RecipientReply(r, *_expect(reply, RCPT_OK, "RCPT TO"))
+            for r, reply in zip(recipients, replies[1:], strict=True)
         ]
         accepted = [r for r in rcpts if r.accepted]
         if not accepted or any(400 <= r.code < 500 for r in rcpts):
             # A temporary RCPT failure sends no DATA at all (fetchmail: "do not
             # risk dataloss"); RSET clears the half-built transaction.
             return DeliveryOutcome.from_replies(rcpts)
-        code, text = self._command(conn, "DATA")
+        code, text = _expect(self._command(conn, "DATA"), DATA_OK, "DATA")
         if code != 354:
             return DeliveryOutcome.from_replies(
                 [RecipientReply(r.recipient, code, text) for r in rcpts]
@@ -348,11 +350,19 @@ class SmtpSink:
         finals = {r.recipient: r for r in rcpts}
         if listener.lmtp:
             # One reply per accepted recipient, in RCPT order (RFC 2033 4.2).
+            # An odd code is a temporary failure for that recipient alone, so
+            # those the listener did accept are not offered the message again.
+            odd = False
             for r in accepted:
                 code, text = self._reply(conn)
-                finals[r.recipient] = RecipientReply(r.recipient, code, text)
+                odd = odd or _unexpected(code, FINAL_OK)
+                finals[r.recipient] = RecipientReply(
+                    r.recipient, *_judged((code, text), FINAL_OK, "the final dot")
+                )
+            if odd:
+                self._drop()
         else:
-            code, text = self._reply(conn)
+            code, text = _expect(self._reply(conn), FINAL_OK, "the final dot")
             for r in accepted:
                 finals[r.recipient] = RecipientReply(r.recipient, code, text)
         return DeliveryOutcome.from_replies([finals[r] for r in recipients])
@@ -439,6 +449,57 @@ class SmtpSink:
 
 class _StaleConnection(ListenerError):
     """A kept connection failed before any of this message was sent."""
+
+
+class UnexpectedReply(ListenerFault):
+    """A well-formed reply that is neither the one the step requires nor a
+    refusal: we cannot tell what the listener did, so the message is kept and
+    the connection, whose state is now unknown, is dropped."""
+
+
+# The positive reply each step requires (RFC 5321 4.3.2, RFC 2033 4.2). Only
+# the reply to the final dot accepts a message; a 2xx anywhere else is merely
+# leave to go on, and a different 2xx there is not leave at all. 252 is a VRFY
+# reply (RFC 5321 3.5.3) that 4.3.2 does not list for MAIL or RCPT: a
+# listener sending it has not promised anything, so it is not taken as yes.
+MAIL_OK = frozenset({250})
+RCPT_OK = frozenset({250, 251})
+DATA_OK = frozenset({354})
+FINAL_OK = frozenset({250})
+
+
+def _unexpected(code: int, wanted: frozenset[int]) -> bool:
+    """Neither the required reply nor a 4xx/5xx refusal."""
+    return code not in wanted and not 400 <= code < 600
+
+
+def _why(code: int, text: str, step: str, wanted: frozenset[int]) -> str:
+    first = text.splitlines()[0] if text else ""
+    return (
+        f"The listener answered {code} {first} to {step} where only "
+        f"{' or '.join(map(str, sorted(wanted)))} lets delivery go on; "
+        "the message is kept for the next poll."
+    )
+
+
+def _expect(
+    reply: tuple[int, str], wanted: frozenset[int], step: str
+) -> tuple[int, str]:
+    """``reply`` when it is the required one or a refusal; UnexpectedReply else."""
+    code, text = reply
+    if _unexpected(code, wanted):
+        raise UnexpectedReply(_why(code, text, step, wanted))
+    return reply
+
+
+def _judged(
+    reply: tuple[int, str], wanted: frozenset[int], step: str
+) -> tuple[int, str]:
+    """As :func:`_expect`, but an odd reply becomes a temporary failure (code 0)."""
+    code, text = reply
+    if _unexpected(code, wanted):
+        return 0, _why(code, text, step, wanted)
+    return reply
 
 
 def split_host_port(entry: str, default_port: int) -> tuple[str, int]:

@@ -65,6 +65,7 @@ DEFAULT_PORTS: dict[tuple[Protocol, TlsMode], int] = {
     (Protocol.IMAP, TlsMode.STARTTLS): 143,
     (Protocol.IMAP, TlsMode.NONE): 143,
     (Protocol.ETRN, TlsMode.NONE): 25,
+    (Protocol.ETRN, TlsMode.IMPLICIT): 465,  # fetchmail's "smtps"
     (Protocol.ETRN, TlsMode.STARTTLS): 25,
     (Protocol.ODMR, TlsMode.NONE): 366,
     (Protocol.ODMR, TlsMode.STARTTLS): 366,

@@ -186,10 +186,30 @@ def _extras(
     return extra
 
 
-def _tls(s: ServerOptions, u: UserOptions, extra: list[tuple[str, str]]) -> TlsSpec:
+def _asks_for_tls(u: UserOptions) -> bool:
+    """Did the entry name any TLS option that only makes sense with TLS on?"""
+    return bool(
+        u.sslcertck
+        or u.sslproto
+        or u.sslfingerprint
+        or u.sslcertfile
+        or u.sslcertpath
+        or u.sslcert
+        or u.sslcommonname
+    )
+
+
+def _tls(
+    s: ServerOptions, u: UserOptions, extra: list[tuple[str, str]], protocol: str
+) -> TlsSpec:
     if u.ssl:
         mode = TlsMode.IMPLICIT
     elif u.sslproto == "":
+        mode = TlsMode.NONE
+    elif protocol == "etrn" and not _asks_for_tls(u):
+        # ETRN carries no secret, and fetchmail never upgrades it: requiring a
+        # verified STARTTLS by default would refuse every stock MTA with a
+        # self-signed certificate. Any TLS option named still means TLS.
         mode = TlsMode.NONE
     else:
         mode = TlsMode.STARTTLS
@@ -303,7 +323,7 @@ def user_spec(
         auth = "apop"
     port = servport(s.service) if s.service is not None else None
     timeout = s.timeout if s.timeout is not None and s.timeout > 0 else CLIENT_TIMEOUT
-    tls = _tls(s, u, extra)
+    tls = _tls(s, u, extra, protocol)
     server_spec = ServerSpec(
         host=s.via or s.pollname,
         protocol=_PROTOCOL[protocol],

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from retrieval import crypto
@@ -203,15 +204,24 @@ def mailboxes_delete(*, mailboxes: QuerySet[Mailbox]) -> tuple[int, list[Mailbox
 
 
 def mailbox_passwords_rotate() -> int:
-    """Re-encrypt every stored password under the first key of
-    FIELD_ENCRYPTION_KEYS (manage.py rotate_secrets); returns how many."""
+    """Re-encrypt every stored secret under the first key of FIELD_ENCRYPTION_KEYS
+    (manage.py rotate_secrets): the remote password and the listener's SMTP AUTH
+    password, or removing the old key makes the one left behind unreadable.
+    Returns how many secrets were re-encrypted."""
     rotated = 0
     with transaction.atomic():
-        for mailbox in Mailbox.objects.select_for_update().exclude(
-            password_encrypted=""
-        ):
+        rows = Mailbox.objects.select_for_update().filter(
+            ~Q(password_encrypted="") | ~Q(esmtp_password_encrypted="")
+        )
+        for mailbox in rows:
+            fields = []
             if crypto.needs_rotation(mailbox.password_encrypted):
                 mailbox.set_password(mailbox.get_password())
-                mailbox.save(update_fields=["password_encrypted"])
-                rotated += 1
+                fields.append("password_encrypted")
+            if crypto.needs_rotation(mailbox.esmtp_password_encrypted):
+                mailbox.set_esmtp_password(mailbox.get_esmtp_password())
+                fields.append("esmtp_password_encrypted")
+            if fields:
+                mailbox.save(update_fields=fields)
+                rotated += len(fields)
     return rotated

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 
+from retrieval.engine.redact import WITHHELD, SecretMatcher
 from retrieval.models import Mailbox, SeenMessage
 
 if TYPE_CHECKING:
@@ -105,16 +106,17 @@ class DatabaseLedger:
 
 
 class RecordingTranscript:
-    """Collects the wire talk for the PollRun, bounded, with secrets masked again.
+    """Collects the wire talk for the PollRun, bounded, with secrets checked again.
 
-    The engine masks what it sends; masking here too means a server that echoes the
-    password back in an error line cannot put it into the database either.
+    The engine masks what it sends and withholds lines that echo a secret; the
+    same check here (never a substring replacement, which would show where the
+    secret sat) means nothing that slipped past it reaches the database or log.
     """
 
     def __init__(
         self, *, secrets: tuple[str, ...], limit: int, echo: bool = False
     ) -> None:
-        self._secrets = tuple(s for s in secrets if s)
+        self._secrets = SecretMatcher(secrets)
         self._limit = limit
         self._size = 0
         self._truncated = False
@@ -122,12 +124,11 @@ class RecordingTranscript:
         self.echo = echo
 
     def mask(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
+        """``text``, or a fixed note in its place when it carries a secret."""
+        return self._secrets.scrub(text)
 
     def record(self, direction: Direction, text: str) -> None:
-        line = f"{direction}: {self.mask(text)}"
+        line = f"{direction}: {self._secrets.scrub(text, WITHHELD[direction])}"
         if self.echo:
             print(line, flush=True)  # noqa: T201  (manage.py poll -v)
         if self._size + len(line) > self._limit:

@@ -18,7 +18,7 @@ from retrieval.engine.headers import (
     return_path,
 )
 from retrieval.engine.memory import ListTranscript
-from retrieval.engine.redact import MASK, RedactingTranscript
+from retrieval.engine.redact import WITHHELD, RedactingTranscript
 from retrieval.engine.spool import MessageSpool
 from retrieval.engine.trace import TraceInfo, received_header
 
@@ -211,6 +211,7 @@ def test_it_masks_secrets_and_their_base64_in_transcripts() -> None:
     wire.record("S", "-ERR bad password hunter2-long-secret")
     wire.record("C", "aHVudGVyMi1sb25nLXNlY3JldA==")
     wire.record("S", "x" * 5000)
-    assert lines.lines[0] == ("S", f"-ERR bad password {MASK}")
-    assert "aHVudGVyMi1sb25nLXNlY3JldA" not in lines.lines[1][1]
+    # Withheld whole, never substring-masked (issue 10 item 6).
+    assert lines.lines[0] == ("S", WITHHELD["S"])
+    assert lines.lines[1] == ("C", WITHHELD["C"])
     assert len(lines.lines[2][1]) < 1100

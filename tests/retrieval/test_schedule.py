@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from retrieval import services
+from retrieval.engine.redact import WITHHELD, WITHHELD_TEXT
 from retrieval.models import Mailbox
 from tests.factories import make_mailbox
 
@@ -123,7 +125,24 @@ class TranscriptTests:
         transcript = services.RecordingTranscript(secrets=("s3cret",), limit=1000)
         transcript.record("S", "-ERR no such user s3cret")
         assert "s3cret" not in transcript.text()
-        assert "********" in transcript.text()
+        assert transcript.text() == f"S: {WITHHELD['S']}"
+
+    @pytest.mark.parametrize("password", ["mail", "a"])
+    def test_a_short_password_is_never_a_partial_mask(self, password):
+        # "mailbox" must not become "********box": that shows the password.
+        transcript = services.RecordingTranscript(secrets=(password,), limit=1000)
+        transcript.record("S", "+OK mailbox ready")
+        transcript.record("C", "PASS ********")
+        assert transcript.lines == [f"S: {WITHHELD['S']}", "C: PASS ********"]
+        assert transcript.mask("mailbox full") == WITHHELD_TEXT
+
+    @pytest.mark.parametrize("user", ["j", "jo", "joe"])
+    def test_an_echoed_plain_blob_is_withheld_at_every_alignment(self, user):
+        blob = base64.b64encode(f"\0{user}\0mail".encode()).decode()
+        transcript = services.RecordingTranscript(secrets=("mail",), limit=1000)
+        transcript.record("S", f"-ERR you sent {blob}")
+        transcript.record("S", f'* NO LOGIN "{user}" "mail"')
+        assert transcript.lines == [f"S: {WITHHELD['S']}"] * 2
 
     def test_it_is_bounded(self):
         transcript = services.RecordingTranscript(secrets=(), limit=100)

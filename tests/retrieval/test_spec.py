@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.core.management import call_command
 
 from retrieval import services
 from retrieval.engine.spec import DeliveryKind, Protocol, TlsMode
+from retrieval.models import Mailbox
 from tests.factories import make_mailbox, make_user
 
 pytestmark = pytest.mark.django_db
@@ -89,3 +93,59 @@ class RebindingTests:
     def test_superusers_are_not_restricted(self):
         mailbox = make_mailbox(make_user(superuser=True), host="127.0.0.1", port=993)
         assert not services.mailbox_spec(mailbox).server.public_only
+
+
+class EtrnTlsTests:
+    """An imported ETRN entry polls as fetchmail would (issue 10, item 8)."""
+
+    @pytest.mark.parametrize(
+        ("words", "mode"),
+        [
+            ("", TlsMode.NONE),  # fetchmail never upgrades ETRN by itself
+            ("sslcertck", TlsMode.STARTTLS),
+            ("sslfingerprint 'AB:CD'", TlsMode.STARTTLS),
+            ("ssl", TlsMode.IMPLICIT),
+        ],
+    )
+    def test_an_imported_etrn_entry_asks_for_tls_only_when_told(
+        self, tmp_path, settings, words, mode
+    ) -> None:
+        settings.FETCH_ALLOW_PRIVATE_HOSTS = True
+        owner = make_user("etrn@example.org", superuser=True)
+        path = tmp_path / "rc"
+        path.write_text(
+            f"poll mx.isp.example proto etrn user client fetchdomains d.example {words}\n"
+        )
+        call_command(
+            "import_fetchmailrc",
+            str(path),
+            owner=owner.email,
+            netrc="/nonexistent",
+            stdout=io.StringIO(),
+        )
+        (mailbox,) = Mailbox.objects.all()
+        spec = services.mailbox_spec(mailbox)
+        assert spec.server.tls.mode is mode
+        assert spec.server.tls.verify is True
+
+    @pytest.mark.parametrize(
+        ("tls_mode", "mode"),
+        [
+            ("starttls", TlsMode.STARTTLS),  # chosen in the browser: kept
+            ("none", TlsMode.NONE),
+            ("implicit", TlsMode.IMPLICIT),
+        ],
+    )
+    def test_the_encryption_column_of_an_etrn_row_is_obeyed(
+        self, settings, tls_mode, mode
+    ) -> None:
+        settings.FETCH_ALLOW_PRIVATE_HOSTS = True
+        mailbox = make_mailbox(
+            make_user(superuser=True),
+            protocol="etrn",
+            host="mx.isp.example",
+            tls_mode=tls_mode,
+            options={"user": {"fetchdomains": ["d.example"]}},
+        )
+        spec = services.mailbox_spec(mailbox)
+        assert spec.server.tls.mode is mode and spec.server.tls.verify is True

@@ -31,14 +31,12 @@ fresh 0755 directory under the system temp dir, removed by :meth:`stop`.
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import json
 import os
 import pwd
 import re
 import shutil
-import signal
 import smtplib
 import subprocess
 import tempfile
@@ -47,13 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import LOOPBACK, free_port, wait_for_ports
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.process import read_logs, start_server, stop_server
 
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
 MASTER = "/usr/lib/postfix/sbin/master"
 _START_TIMEOUT = 15.0
-_ATTEMPTS = 3
 
 CLIENT_DOMAIN = "client.example"
 CATCHALL = "catchall"
@@ -225,11 +223,18 @@ class Postfix:
     base: Path
 
     def __init__(
-        self, base: Path, lmtp_port: int, sasl: SaslSetup | None = None
+        self,
+        base: Path,
+        lmtp_port: int,
+        sasl: SaslSetup | None = None,
+        *,
+        self_signed: bool = False,
     ) -> None:
         self.host = LOOPBACK
         self.port = 0
         self.sasl = sasl
+        # Debian's stock smtpd: STARTTLS offered with a self-signed certificate.
+        self.self_signed = self_signed
         self.auth_ports: dict[str, int] = {}  # SASL mode: AUTH_LISTENERS' ports
         self.base = base
         self.lmtp_port = lmtp_port
@@ -240,11 +245,18 @@ class Postfix:
     # -- lifecycle --------------------------------------------------------------
 
     @classmethod
-    def start(cls, lmtp_port: int, sasl: SaslSetup | None = None) -> Postfix:
-        """Configure and start; returns once smtpd accepts connections."""
+    def start(
+        cls, lmtp_port: int, sasl: SaslSetup | None = None, *, self_signed: bool = False
+    ) -> Postfix:
+        """Configure and start; returns once smtpd accepts connections.
+
+        ``self_signed`` makes the main smtpd offer STARTTLS with a fresh
+        self-signed certificate (:attr:`cert_file`), as Debian's package does
+        out of the box with its snakeoil certificate.
+        """
         base = Path(tempfile.mkdtemp(prefix="fetchweb-postfix-"))
         base.chmod(0o755)
-        server = cls(base, lmtp_port, sasl)
+        server = cls(base, lmtp_port, sasl, self_signed=self_signed)
         try:
             server._launch()
         except BaseException:
@@ -264,13 +276,16 @@ class Postfix:
             "smtp_port": self.port,
         }
         master = _MASTER_CF.format(**values)
+        main = _MAIN_CF.format(**values)
+        if self.self_signed:
+            main += self._self_signed_tls()
         if self.sasl is not None:
             master += "".join(
                 _auth_service(self.host, self.auth_ports[name], self.sasl, extra)
                 for name, extra in AUTH_LISTENERS.items()
             )
         for name, text in (
-            ("main.cf", _MAIN_CF.format(**values)),
+            ("main.cf", main),
             ("master.cf", master),
         ):
             path = self.etc / name
@@ -288,43 +303,51 @@ class Postfix:
         )
         self._write_transport()
 
+    @property
+    def cert_file(self) -> str:
+        return str(self.etc / "snakeoil.pem")
+
+    def _self_signed_tls(self) -> str:
+        key = self.etc / "snakeoil.key"
+        if not key.exists():
+            argv = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"]
+            argv += ["-days", "2", "-subj", f"/CN={MX_NAME}"]
+            argv += ["-keyout", str(key), "-out", self.cert_file]
+            subprocess.run(
+                argv,
+                check=True,
+                capture_output=True,
+            )
+        return (
+            "smtpd_tls_security_level = may\n"
+            f"smtpd_tls_cert_file = {self.cert_file}\n"
+            f"smtpd_tls_key_file = {key}\n"
+        )
+
     def _write_transport(self) -> None:
         (self.etc / "transport").write_text(
             f"{HELD_DOMAIN} hold:{self._held_next_hop}\n"
         )
 
     def _launch(self) -> None:
-        for attempt in range(_ATTEMPTS):
-            self.port = free_port()
-            if self.sasl is not None:
-                self.auth_ports = {name: free_port() for name in AUTH_LISTENERS}
-            self._write_config()
-            self._make_queue()
-            log = (self.base / "master.out").open("ab")
-            try:
-                self._process = subprocess.Popen(
-                    [MASTER, "-c", str(self.etc), "-d"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            finally:
-                log.close()
-            try:
-                wait_for_ports(
-                    self.host,
-                    [self.port, *self.auth_ports.values()],
-                    _START_TIMEOUT,
-                    alive=self._alive,
-                    what="postfix",
-                )
-                return
-            except (RuntimeError, TimeoutError) as exc:
-                self._terminate()
-                text = self.log_text()
-                if "in use" not in text or attempt == _ATTEMPTS - 1:
-                    raise PostfixError(f"{exc}\n{text[-3000:]}") from exc
+        self._process = start_server(
+            [MASTER, "-c", str(self.etc), "-d"],
+            self._configure,
+            output=self.base / "master.out",
+            log_text=self.log_text,
+            what="postfix",
+            timeout=_START_TIMEOUT,
+            error=PostfixError,
+        )
+
+    def _configure(self) -> list[int]:
+        """Fresh ports into the config (one start attempt); returns them."""
+        self.port = free_port()
+        if self.sasl is not None:
+            self.auth_ports = {name: free_port() for name in AUTH_LISTENERS}
+        self._write_config()
+        self._make_queue()
+        return [self.port, *self.auth_ports.values()]
 
     def _make_queue(self) -> None:
         """What ``postfix check`` would create, without its 2 s of checking."""
@@ -341,9 +364,6 @@ class Postfix:
         data.mkdir(exist_ok=True)
         os.chown(data, owner.pw_uid, owner.pw_gid)
         data.chmod(0o700)
-
-    def _alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def _postfix(self, *args: str) -> str:
         proc = subprocess.run(
@@ -362,28 +382,12 @@ class Postfix:
 
     def stop(self) -> None:
         """Stop master and its children and remove the files; safe to call twice."""
-        self._terminate()
+        process, self._process = self._process, None
+        stop_server(process)
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def _terminate(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
     def log_text(self) -> str:
-        parts = []
-        for name in ("master.out", "postfix.log"):
-            with contextlib.suppress(FileNotFoundError):
-                parts.append((self.base / name).read_text(errors="replace"))
-        return "".join(parts)
+        return read_logs(self.base, "master.out", "postfix.log")
 
     # -- mail in, queue -----------------------------------------------------------
 

@@ -1,4 +1,9 @@
-"""Re-encrypt every stored mailbox password with the first key of FIELD_ENCRYPTION_KEYS."""
+"""Re-encrypt every stored secret with the first key of FIELD_ENCRYPTION_KEYS.
+
+Two secrets live on a mailbox row: the remote password and the listener's SMTP
+AUTH password (fetchmail's esmtppassword). Both must move, or removing the old
+key afterwards makes the one left behind unreadable.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ from retrieval import services
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt stored passwords with the first key in FIELD_ENCRYPTION_KEYS, "
-        "so older keys can be removed afterwards."
+        "Re-encrypt stored passwords (remote and SMTP AUTH) with the first key in "
+        "FIELD_ENCRYPTION_KEYS, so older keys can be removed afterwards."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
