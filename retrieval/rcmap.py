@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from retrieval.engine.numbers import PORT, wire_number_or_none
-from retrieval.models import Mailbox, MultidropRule, default_poll_interval
+from retrieval.models import Mailbox, default_poll_interval
 from retrieval.rcfile.dump import CLIENT_TIMEOUT, effective_password, no_password
 from retrieval.rcfile.model import GlobalOptions, ServerOptions, UserOptions
 from retrieval.rcfile.parser import servport
@@ -430,12 +430,6 @@ class Row:
         for name, value in self.columns.items():
             setattr(mailbox, name, value)
         mailbox.options = self.options
-
-    def rule_rows(self, mailbox: Mailbox) -> list[MultidropRule]:
-        return [
-            MultidropRule(mailbox=mailbox, position=i, remote=remote, local=local)
-            for i, (remote, local) in enumerate(self.rules)
-        ]
 
 
 def rc_to_row(

@@ -29,7 +29,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Domain, User
-from retrieval import editing
+from retrieval import services
 from retrieval.models import (
     ConnectionTest,
     Mailbox,
@@ -195,7 +195,7 @@ def calls(db: None, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Calls:
     def poll_request(*, mailbox: Mailbox) -> None:
         recorded.polls.append(mailbox.pk)
 
-    monkeypatch.setattr(editing, "mailbox_poll_request", poll_request)
+    monkeypatch.setattr(services, "mailbox_poll_request", poll_request)
     monkeypatch.setattr(
         probe_connection, "delay", lambda *a: recorded.tests.append(a[0])
     )

@@ -10,11 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from django.db import transaction
-from django.db.models import Q
 
-from retrieval import crypto
-from retrieval.models import Mailbox
+from retrieval import services
 
 
 class Command(BaseCommand):
@@ -24,20 +21,5 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        rotated = 0
-        with transaction.atomic():
-            rows = Mailbox.objects.select_for_update().filter(
-                ~Q(password_encrypted="") | ~Q(esmtp_password_encrypted="")
-            )
-            for mailbox in rows:
-                fields = []
-                if crypto.needs_rotation(mailbox.password_encrypted):
-                    mailbox.set_password(mailbox.get_password())
-                    fields.append("password_encrypted")
-                if crypto.needs_rotation(mailbox.esmtp_password_encrypted):
-                    mailbox.set_esmtp_password(mailbox.get_esmtp_password())
-                    fields.append("esmtp_password_encrypted")
-                if fields:
-                    mailbox.save(update_fields=fields)
-                    rotated += len(fields)
+        rotated = services.mailbox_passwords_rotate()
         self.stdout.write(f"{rotated} password(s) re-encrypted.")
