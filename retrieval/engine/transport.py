@@ -8,13 +8,13 @@ writes each command and each reply line to the transcript (bodies are not writte
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import select
 import socket
 import ssl
 import time
 from typing import TYPE_CHECKING
 
+from retrieval.engine.addresses import is_public_address
 from retrieval.engine.errors import (
     ConfigError,
     DnsError,
@@ -39,17 +39,6 @@ DEFAULT_MAX_LINE = 2048
 NOT_PUBLIC = (
     "This server address is not allowed: use a public mail server on a mail port."
 )
-
-
-def is_public_address(address: object) -> bool:
-    """True for a globally routable IP address (an IPv4-mapped one counts as IPv4)."""
-    try:
-        ip = ipaddress.ip_address(str(address).split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global
 
 
 class Connection:
