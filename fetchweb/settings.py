@@ -13,6 +13,8 @@ from pathlib import Path
 
 import environ
 
+from fetchweb import localsecrets
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -41,10 +43,34 @@ def env_secret(name: str, default: str = "") -> str:
     return env.str(name, default=default)
 
 
+# No longer used as a default (see the secrets file below); kept so that the
+# system checks can still refuse it when someone sets it explicitly.
 DEV_SECRET_KEY = "dev-insecure-fetchweb-secret-key-change-me"
 
 DEBUG = env_bool("DEBUG", default=True)
-SECRET_KEY = env_secret("SECRET_KEY", DEV_SECRET_KEY)
+
+# SECRET_KEY and FIELD_ENCRYPTION_KEYS come from the environment; whichever is not
+# set there comes from a private file generated on first start (mode 0600), so that
+# a zero-configuration install has keys nobody else knows. Production sets both in
+# the environment (the system checks insist): every process and host must share them.
+SECRETS_FILE = Path(
+    env.str("FETCHWEB_SECRETS_FILE", default=str(VAR_DIR / "secrets.json"))
+)
+if not SECRETS_FILE.is_absolute():  # relative to the project, like var/
+    SECRETS_FILE = BASE_DIR / SECRETS_FILE
+_env_secret_key = env_secret("SECRET_KEY")
+_env_field_keys = env_secret("FIELD_ENCRYPTION_KEYS")
+_generated: dict[str, str] = {}
+if not _env_secret_key or not _env_field_keys:
+    try:
+        _generated = localsecrets.load_or_create(SECRETS_FILE)
+    except (OSError, ValueError) as exc:
+        raise environ.ImproperlyConfigured(
+            f"SECRET_KEY or FIELD_ENCRYPTION_KEYS is not set and the secrets file "
+            f"cannot be used: {exc}"
+        ) from exc
+SECRET_KEY = _env_secret_key or _generated["SECRET_KEY"]
+SECRET_KEY_GENERATED = not _env_secret_key
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -148,9 +174,20 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
 # Remote mailbox passwords are encrypted with these keys (comma-separated, the first
-# encrypts, all decrypt; see `manage.py rotate_secrets`). Empty: derived from
-# SECRET_KEY, which the deploy checks refuse.
-FIELD_ENCRYPTION_KEYS = [k for k in env_secret("FIELD_ENCRYPTION_KEYS").split(",") if k]
+# encrypts, all decrypt; see `manage.py rotate_secrets`). Not set: the generated
+# key of SECRETS_FILE, which the production checks refuse.
+FIELD_ENCRYPTION_KEYS = [
+    k.strip()
+    for k in (_env_field_keys or _generated["FIELD_ENCRYPTION_KEYS"]).split(",")
+    if k.strip()
+]
+FIELD_ENCRYPTION_KEYS_GENERATED = not _env_field_keys
+# Installs made before the secrets file encrypted with a key derived from the
+# SECRET_KEY of the time. That key still decrypts (never encrypts), so those
+# passwords keep working until `manage.py rotate_secrets` moves them to the new key.
+FIELD_ENCRYPTION_LEGACY_SECRET = (
+    (_env_secret_key or DEV_SECRET_KEY) if FIELD_ENCRYPTION_KEYS_GENERATED else ""
+)
 
 # --- Celery ------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
