@@ -95,6 +95,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who acted, for the audit log of changes (accounts/audit.py).
+    "accounts.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -129,6 +131,13 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
+# The model backend, refusing throttled accounts (accounts/throttle.py).
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
+# Sign-in throttling: past either limit within the window, sign-ins for that
+# account / from that address are refused, the right password included.
+LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=5)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
+LOGIN_FAILURE_WINDOW = env.int("LOGIN_FAILURE_WINDOW", default=900)  # seconds
 AUTH_PASSWORD_VALIDATORS = [
     {
         "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
@@ -268,14 +277,36 @@ if FETCH_DEFAULT_DELIVERY_KIND not in {"smtp", "lmtp"}:
     raise environ.ImproperlyConfigured(
         "FETCH_DEFAULT_DELIVERY_KIND must be smtp or lmtp"
     )
-# "Poll now" and "Test connection" are rate-limited in the cache: one count for
-# every web process through Redis when there is one, per process otherwise.
+# Rate limits ("Poll now", "Test connection") and sign-in throttling count in the
+# cache, which every web process must share (gunicorn runs several): Redis when
+# there is one, else files under var/cache (one host; local memory would give each
+# process its own count). The "throttle" alias outlives a throttling window even
+# where incr() re-sets the entry (file cache).
+_THROTTLE_TIMEOUT = 2 * LOGIN_FAILURE_WINDOW + 120
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-        }
+        },
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "throttle",
+            "TIMEOUT": _THROTTLE_TIMEOUT,
+        },
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache" / "default"),
+        },
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache" / "throttle"),
+            "TIMEOUT": _THROTTLE_TIMEOUT,
+        },
     }
 
 CELERY_BEAT_SCHEDULE = {
