@@ -6,13 +6,15 @@ covers every other caller of ``authenticate()``, so no route skips the limit.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
 
 from accounts import throttle
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 
 class ThrottledModelBackend(ModelBackend):

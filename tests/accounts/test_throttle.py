@@ -151,6 +151,6 @@ def test_the_throttle_cache_is_shared_between_processes_in_both_configurations()
     assert "LocMemCache" not in plain
     assert plain.count("FileBasedCache") == 2
     # With Redis: Redis.
-    assert _settings_caches(REDIS_URL="redis://127.0.0.1:6379/0").count(
-        "RedisCache"
-    ) == 2
+    assert (
+        _settings_caches(REDIS_URL="redis://127.0.0.1:6379/0").count("RedisCache") == 2
+    )
