@@ -57,8 +57,16 @@ def load_or_create(path: Path) -> dict[str, str]:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        with contextlib.suppress(FileExistsError):
+        try:
             os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process was first: use its file
+        except OSError:
+            # No hard links on this filesystem (some network or container
+            # volumes): a rename is still atomic for readers, but two processes
+            # starting in the same instant could each keep their own keys.
+            if not path.exists():
+                tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     return _read(path)

@@ -154,3 +154,65 @@ def test_the_throttle_cache_is_shared_between_processes_in_both_configurations()
     assert (
         _settings_caches(REDIS_URL="redis://127.0.0.1:6379/0").count("RedisCache") == 2
     )
+
+
+def _lock_out(email: str) -> None:
+    from accounts import throttle
+
+    for _ in range(5):
+        throttle.record_failure(email, "192.0.2.200")
+
+
+def test_a_lock_recorded_by_one_process_holds_in_another(settings, tmp_path):
+    """The file cache of the default configuration: what one gunicorn worker
+    counted, another sees."""
+    location = str(tmp_path / "throttle")
+    settings.CACHES = {
+        alias: {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": location,
+            "TIMEOUT": 1920,
+        }
+        for alias in ("default", "throttle")
+    }
+    _lock_out("carol@example.org")
+    code = (
+        "import django, os, sys;"
+        "os.environ['DJANGO_SETTINGS_MODULE']='fetchweb.settings';"
+        "from django.conf import settings; django.setup();"
+        f"settings.CACHES['throttle']['LOCATION']={location!r};"
+        "from accounts import throttle;"
+        "r = throttle.refusal('Carol@Example.org', None);"
+        "sys.exit(0 if r and r.scope == 'account' else 1)"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL"}}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_lock_works_on_redis(settings, redis_url):
+    from accounts import throttle
+
+    settings.CACHES = {
+        alias: {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": f"t-{os.getpid()}-{alias}",
+        }
+        for alias in ("default", "throttle")
+    }
+    _lock_out("dave@example.org")
+    refusal = throttle.refusal("dave@example.org", None)
+    assert refusal is not None and refusal.scope == "account"
+    assert 15 <= refusal.minutes <= 30
+    assert throttle.refusal("erin@example.org", None) is None
+    throttle.clear_account("dave@example.org")
+    assert throttle.refusal("dave@example.org", None) is None
