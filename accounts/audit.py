@@ -14,7 +14,6 @@ end up in the log.
 from __future__ import annotations
 
 import contextvars
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
 
     from django.db.models import Model
     from django.http import HttpRequest, HttpResponse
-
-log = logging.getLogger(__name__)
 
 SYSTEM = "system"
 

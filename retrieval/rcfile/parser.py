@@ -314,11 +314,10 @@ class _Parser:
         target.extend(self.strings())
         self.check_list(target, where)
 
-    def check_list(self, target: Sized, where: Token) -> None:
+    def check_list(self, target: Sized, where: Token, what: str = "") -> None:
         if len(target) > MAX_LIST_ITEMS:
-            raise self.error(
-                f"more than {MAX_LIST_ITEMS} names in one {where.shown()} list", where
-            )
+            what = what or f"{where.shown()} list"
+            raise self.error(f"more than {MAX_LIST_ITEMS} names in one {what}", where)
 
     # -- statements
     def parse(self) -> None:
@@ -542,7 +541,7 @@ class _Parser:
                 u.wildcard = True
             else:
                 u.localnames.append((name, None))
-        self.check_list(u.localnames, start)
+        self.check_list(u.localnames, start, "list of local names")
 
     def userdef(self) -> None:
         self.user_line = self.tok.line
