@@ -13,6 +13,8 @@ from pathlib import Path
 
 import environ
 
+from fetchweb import localsecrets
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -41,10 +43,34 @@ def env_secret(name: str, default: str = "") -> str:
     return env.str(name, default=default)
 
 
+# No longer used as a default (see the secrets file below); kept so that the
+# system checks can still refuse it when someone sets it explicitly.
 DEV_SECRET_KEY = "dev-insecure-fetchweb-secret-key-change-me"
 
 DEBUG = env_bool("DEBUG", default=True)
-SECRET_KEY = env_secret("SECRET_KEY", DEV_SECRET_KEY)
+
+# SECRET_KEY and FIELD_ENCRYPTION_KEYS come from the environment; whichever is not
+# set there comes from a private file generated on first start (mode 0600), so that
+# a zero-configuration install has keys nobody else knows. Production sets both in
+# the environment (the system checks insist): every process and host must share them.
+SECRETS_FILE = Path(
+    env.str("FETCHWEB_SECRETS_FILE", default=str(VAR_DIR / "secrets.json"))
+)
+if not SECRETS_FILE.is_absolute():  # relative to the project, like var/
+    SECRETS_FILE = BASE_DIR / SECRETS_FILE
+_env_secret_key = env_secret("SECRET_KEY")
+_env_field_keys = env_secret("FIELD_ENCRYPTION_KEYS")
+_generated: dict[str, str] = {}
+if not _env_secret_key or not _env_field_keys:
+    try:
+        _generated = localsecrets.load_or_create(SECRETS_FILE)
+    except (OSError, ValueError) as exc:
+        raise environ.ImproperlyConfigured(
+            f"SECRET_KEY or FIELD_ENCRYPTION_KEYS is not set and the secrets file "
+            f"cannot be used: {exc}"
+        ) from exc
+SECRET_KEY = _env_secret_key or _generated["SECRET_KEY"]
+SECRET_KEY_GENERATED = not _env_secret_key
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -61,12 +87,16 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every response (static files and errors too) gets the headers.
+    "fetchweb.middleware.SecurityHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who acted, for the audit log of changes (accounts/audit.py).
+    "accounts.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -101,6 +131,13 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
+# The model backend, refusing throttled accounts (accounts/throttle.py).
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
+# Sign-in throttling: past either limit within the window, sign-ins for that
+# account / from that address are refused, the right password included.
+LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=5)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
+LOGIN_FAILURE_WINDOW = env.int("LOGIN_FAILURE_WINDOW", default=900)  # seconds
 AUTH_PASSWORD_VALIDATORS = [
     {
         "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
@@ -146,11 +183,46 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Scripts, styles, images and fonts from this site only; no inline script or style,
+# no eval, no plugins, no framing, forms post only here (fetchweb/middleware.py).
+# The admin works under it: Django 5.2's admin has no inline script.
+CONTENT_SECURITY_POLICY = env.str(
+    "CONTENT_SECURITY_POLICY",
+    default="; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "font-src 'self'",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    ),
+)
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 # Remote mailbox passwords are encrypted with these keys (comma-separated, the first
-# encrypts, all decrypt; see `manage.py rotate_secrets`). Empty: derived from
-# SECRET_KEY, which the deploy checks refuse.
-FIELD_ENCRYPTION_KEYS = [k for k in env_secret("FIELD_ENCRYPTION_KEYS").split(",") if k]
+# encrypts, all decrypt; see `manage.py rotate_secrets`). Not set: the generated
+# key of SECRETS_FILE, which the production checks refuse.
+FIELD_ENCRYPTION_KEYS = [
+    k.strip()
+    for k in (_env_field_keys or _generated["FIELD_ENCRYPTION_KEYS"]).split(",")
+    if k.strip()
+]
+FIELD_ENCRYPTION_KEYS_GENERATED = not _env_field_keys
+# Installs made before the secrets file encrypted with a key derived from the
+# SECRET_KEY of the time. That key still decrypts (never encrypts), so those
+# passwords keep working until `manage.py rotate_secrets` moves them to the new key.
+FIELD_ENCRYPTION_LEGACY_SECRET = (
+    (_env_secret_key or DEV_SECRET_KEY) if FIELD_ENCRYPTION_KEYS_GENERATED else ""
+)
 
 # --- Celery ------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -215,14 +287,36 @@ if FETCH_DEFAULT_DELIVERY_KIND not in {"smtp", "lmtp"}:
     raise environ.ImproperlyConfigured(
         "FETCH_DEFAULT_DELIVERY_KIND must be smtp or lmtp"
     )
-# "Poll now" and "Test connection" are rate-limited in the cache: one count for
-# every web process through Redis when there is one, per process otherwise.
+# Rate limits ("Poll now", "Test connection") and sign-in throttling count in the
+# cache, which every web process must share (gunicorn runs several): Redis when
+# there is one, else files under var/cache (one host; local memory would give each
+# process its own count). The "throttle" alias outlives a throttling window even
+# where incr() re-sets the entry (file cache).
+_THROTTLE_TIMEOUT = 2 * LOGIN_FAILURE_WINDOW + 120
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-        }
+        },
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "throttle",
+            "TIMEOUT": _THROTTLE_TIMEOUT,
+        },
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache" / "default"),
+        },
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache" / "throttle"),
+            "TIMEOUT": _THROTTLE_TIMEOUT,
+        },
     }
 
 CELERY_BEAT_SCHEDULE = {
