@@ -16,7 +16,7 @@ COPY manage.py ./
 COPY templates templates
 COPY static static
 RUN DEBUG=true python manage.py collectstatic --noinput --verbosity 0 \
-    && mkdir -p var && chown -R fetchweb /app/var
+    && mkdir -p var/prometheus && chown -R fetchweb /app/var
 
 USER fetchweb
 EXPOSE 8000

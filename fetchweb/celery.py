@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fetchweb.settings")
 
@@ -21,3 +21,12 @@ def _metrics_of_a_dead_child(pid: int | None = None, **kwargs: object) -> None:
     from retrieval import observability
 
     observability.process_dead(pid or os.getpid())
+
+
+@worker_init.connect
+def _metrics_fresh_start(**kwargs: object) -> None:
+    """The files of a previous run of this worker would add to its counters and
+    gauges: each worker has a PROMETHEUS_MULTIPROC_DIR of its own, emptied here."""
+    from retrieval import observability
+
+    observability.clear_own_files()

@@ -267,5 +267,8 @@ FETCH_METRICS_OVERDUE_SECONDS = env.int("FETCH_METRICS_OVERDUE_SECONDS", default
 # multiprocess mode). Set by bin/run and docker-compose.yml, which empty it at start;
 # the same directory for web and workers. Empty: each process sees only its own.
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    # prometheus_client fails at the first metric if the directory is missing.
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 # The IDLE process's health URL, checked by /healthz when set (none exists yet).
 FETCH_IDLE_HEALTH = env.str("FETCH_IDLE_HEALTH", default="")

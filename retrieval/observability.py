@@ -315,11 +315,37 @@ def registry() -> CollectorRegistry:
     path = settings.PROMETHEUS_MULTIPROC_DIR
     if path:
         reg = CollectorRegistry()
-        multiprocess.MultiProcessCollector(reg, path=path)  # type: ignore[no-untyped-call]
+        reg.register(_TreeCollector(path))  # type: ignore[arg-type]
     else:
         reg = _Combined(REGISTRY)
     reg.register(_state)
     return reg
+
+
+class _TreeCollector:
+    """prometheus_client's MultiProcessCollector over a directory and its
+    subdirectories: one subdirectory per worker service or host (their process
+    ids may repeat across containers, so they must not share one directory)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[Any]:
+        files = sorted(str(p) for p in Path(self.path).rglob("*.db"))
+        return iter(multiprocess.MultiProcessCollector.merge(files, accumulate=True))  # type: ignore[no-untyped-call]
+
+
+def clear_own_files() -> None:
+    """Remove the metric files of earlier runs from this process's own
+    directory (not its subdirectories): Celery worker_init, before the pool
+    starts. A worker owns its directory; see docs/metrics.md."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.db"):
+        old.unlink(missing_ok=True)
 
 
 _state: Collector = StateCollector()  # type: ignore[assignment]

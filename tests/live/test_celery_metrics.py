@@ -48,14 +48,16 @@ def test_worker_counters_reach_metrics_through_the_multiprocess_dir(
         recipient="alice@example.org",
         timeout=10,
     )
+    # As bin/run and docker-compose.yml do: one directory per worker, under the
+    # one the web process reads.
     prom_dir = tmp_path / "prometheus"
-    prom_dir.mkdir()
+    worker_dir = prom_dir / "polls"
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
         "REDIS_URL": redis_url,
         "SECRET_KEY": settings.SECRET_KEY,
-        "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
+        "PROMETHEUS_MULTIPROC_DIR": str(worker_dir),
         "FETCH_LOG_FORMAT": "json",
         "FETCH_LOG_LEVEL": "INFO",
     }
@@ -111,7 +113,7 @@ def test_worker_counters_reach_metrics_through_the_multiprocess_dir(
 
     run = PollRun.objects.get(mailbox=mailbox)
     assert run.outcome == "success", run.error
-    assert list(prom_dir.glob("*.db")), "the worker child wrote no metric files"
+    assert list(worker_dir.glob("*.db")), "the worker child wrote no metric files"
 
     settings.PROMETHEUS_MULTIPROC_DIR = str(prom_dir)
     settings.REDIS_URL = redis_url
