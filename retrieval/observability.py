@@ -29,6 +29,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
     from retrieval.models import Mailbox, PollRun
 
 logger = logging.getLogger("fetchweb.polls")
+
+# No "_created" samples: multiprocess mode has none, so /metrics looks the same
+# with and without PROMETHEUS_MULTIPROC_DIR.
+disable_created_metrics()
 
 # Seconds; a poll ends at FETCH_HARD_LIMIT (1800 s by default).
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)

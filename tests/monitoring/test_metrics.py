@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
 from retrieval import observability, services
 from retrieval.engine.report import ExitCode, MessageResult, MessageStatus, PollReport
@@ -197,3 +198,40 @@ class CounterTests:
         with services.mailbox_lease(mailbox.pk) as held:
             assert held is None  # a live lease is neither taken nor counted
         assert value(scrape(client), "fetchweb_lease_steals_total") == before + 1
+
+
+class DocsTests:
+    """The dashboard and docs/metrics.md name the metrics /metrics really has."""
+
+    def test_dashboard_and_docs_match_the_exposed_metrics(self, client):
+        import json
+        import re
+
+        root = Path(__file__).resolve().parents[2]
+        mailbox = make_mailbox(make_user(), protocol="imap")
+        run = PollRun.objects.create(mailbox=mailbox, outcome="success")
+        observability.poll_finished(
+            mailbox,
+            run,
+            PollReport(
+                exit_code=ExitCode.SMTP,
+                messages=[
+                    MessageResult("INBOX", "1", status=MessageStatus.DELIVERED),
+                    MessageResult("INBOX", "2", status=MessageStatus.REFUSED),
+                ],
+            ),
+        )
+        exposed = {name for name, _, _ in samples(scrape(client))}
+        dashboard = json.loads((root / "docs" / "grafana-dashboard.json").read_text())
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        used = {m for e in exprs for m in re.findall(r"fetchweb_\w+", e)}
+        assert used and used <= exposed, used - exposed
+        docs = (root / "docs" / "metrics.md").read_text()
+        documented = set(re.findall(r"^\| `(fetchweb_\w+)`", docs, re.MULTILINE))
+        families = {
+            f.name
+            for f in text_string_to_metric_families(scrape(client))
+            if f.name.startswith("fetchweb_")
+        }
+        # The parser names a counter's family without its "_total".
+        assert {re.sub(r"_total$", "", d) for d in documented} == families
