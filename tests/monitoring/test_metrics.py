@@ -235,3 +235,30 @@ class DocsTests:
         }
         # The parser names a counter's family without its "_total".
         assert {re.sub(r"_total$", "", d) for d in documented} == families
+
+
+class MultiprocessFilesTests:
+    def test_a_dead_childs_live_gauge_file_is_removed(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        dead = tmp_path / "gauge_livesum_4242.db"
+        alive = tmp_path / "gauge_livesum_4243.db"
+        counter = tmp_path / "counter_4242.db"
+        for f in (dead, alive, counter):
+            f.write_bytes(b"")
+        observability.process_dead(4242)
+        assert not dead.exists()
+        assert alive.exists() and counter.exists()  # counters stay in the sum
+
+    def test_a_worker_start_empties_its_own_directory_only(self, tmp_path, monkeypatch):
+        own = tmp_path / "polls"
+        other = tmp_path / "interactive"
+        other.mkdir(parents=True)
+        (other / "counter_1.db").write_bytes(b"")
+        own.mkdir()
+        (own / "counter_1.db").write_bytes(b"")
+        (own / "README").write_text("kept")
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(own))
+        observability.clear_own_files()
+        assert not list(own.glob("*.db"))
+        assert (own / "README").exists()
+        assert (other / "counter_1.db").exists()
