@@ -52,6 +52,7 @@ def test_worker_counters_reach_metrics_through_the_multiprocess_dir(
     # one the web process reads.
     prom_dir = tmp_path / "prometheus"
     worker_dir = prom_dir / "polls"
+    worker_dir.mkdir(parents=True)
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
@@ -62,6 +63,21 @@ def test_worker_counters_reach_metrics_through_the_multiprocess_dir(
         "FETCH_LOG_LEVEL": "INFO",
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    # A file left by an earlier run of this worker: the worker removes it at start,
+    # or its 5 polls would add to this run's.
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from prometheus_client import Counter; "
+            "Counter('fetchweb_polls', '', ['outcome', 'protocol'])"
+            ".labels(outcome='success', protocol='pop3').inc(5)",
+        ],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(worker_dir), "PATH": os.environ["PATH"]},
+        check=True,
+        timeout=60,
+    )
+    assert list(worker_dir.glob("counter_*.db"))
     worker = _celery(
         [
             "worker",

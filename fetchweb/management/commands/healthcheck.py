@@ -22,6 +22,9 @@ from fetchweb.monitoring import CHECK_TIMEOUT, readiness
 
 class Command(BaseCommand):
     help = "Check the database, the broker and the IDLE process (exit 1 if not ready)."
+    # The answer must be this command's JSON, quickly: not the system checks'
+    # (which would stop at an unreachable broker before saying anything else).
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--url", help="ask this /healthz URL instead")
