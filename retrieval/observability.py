@@ -75,7 +75,7 @@ LISTENER_REFUSALS = Counter(
 )
 POLL_DURATION = Histogram(
     "fetchweb_poll_duration_seconds",
-    "Wall time of one poll, from taking the lease to recording the run.",
+    "Wall time of one poll, from the start of its run to its record.",
     ["protocol"],
     buckets=DURATION_BUCKETS,
 )

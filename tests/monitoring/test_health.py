@@ -121,3 +121,46 @@ class JsonFormatterTests:
         line = JsonFormatter().format(record)
         assert "\n" not in line
         assert "ValueError" in json.loads(line)["exception"]
+
+
+class HealthcheckProcessTests:
+    def test_a_production_container_with_its_broker_down_prints_json_and_exits_1(
+        self, unused_port, tmp_path
+    ):
+        """As compose runs it: a process of its own, DEBUG off, no system checks
+        in the way of the answer."""
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from django.conf import settings
+
+        root = Path(__file__).resolve().parents[2]
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+        }
+        db = settings.DATABASES["default"]
+        if db["ENGINE"].endswith("postgresql"):
+            env["DATABASE_URL"] = (
+                f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+            )
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+        env.update(DEBUG="false", REDIS_URL=f"redis://127.0.0.1:{unused_port}/0")
+        result = subprocess.run(
+            [sys.executable, "manage.py", "healthcheck"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        body = json.loads(result.stdout)
+        assert body["status"] == "fail"
+        assert body["checks"]["broker"].startswith("fail")
+        assert body["checks"]["database"] == "ok"
