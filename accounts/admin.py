@@ -1,12 +1,21 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 
 from accounts.models import Domain, User
+from retrieval import services
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+    from django.http import HttpRequest
+
+# Every write goes through retrieval.services (save_model, delete_model,
+# delete_queryset; a domain's administrators too). A person's groups and
+# permissions are saved by Django's save_related: fetchweb does not use them.
 
 
 class EmailUserCreationForm(UserCreationForm):
@@ -65,9 +74,49 @@ class UserAdmin(BaseUserAdmin):
         (None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),
     )
 
+    def save_model(
+        self,
+        request: HttpRequest,
+        obj: User,
+        form: Any,
+        change: bool,  # noqa: FBT001 (Django API)
+    ) -> None:
+        services.user_save(user=obj)
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        services.user_delete(user=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        services.users_delete(users=queryset)
+
 
 @admin.register(Domain)
 class DomainAdmin(admin.ModelAdmin):
     list_display = ("name", "created_at")
     search_fields = ("name",)
     filter_horizontal: ClassVar = ("admins",)
+
+    def save_model(
+        self,
+        request: HttpRequest,
+        obj: Domain,
+        form: Any,
+        change: bool,  # noqa: FBT001 (Django API)
+    ) -> None:
+        # The administrators are set by the service too, not by save_related.
+        services.domain_save(domain=obj, admins=form.cleaned_data.get("admins"))
+
+    def save_related(
+        self,
+        request: HttpRequest,
+        form: Any,
+        formsets: Any,
+        change: bool,  # noqa: FBT001 (Django API)
+    ) -> None:
+        """Django saves the form's many-to-many here; save_model did."""
+
+    def delete_model(self, request: HttpRequest, obj: Domain) -> None:
+        services.domain_delete(domain=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Domain]) -> None:
+        services.domains_delete(domains=queryset)

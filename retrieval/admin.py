@@ -1,19 +1,21 @@
 """The admin's pages for mailboxes, polls and ledgers.
 
 Only superusers reach them (fetchweb/adminsite.py), so nothing here narrows what
-is shown: the tenancy rules live in the mailbox pages, not in the admin.
+is shown: the tenancy rules live in the mailbox pages, not in the admin. Every
+write goes through retrieval.services, like the pages' (save_model,
+delete_model, delete_queryset, save_formset and the actions below).
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 
-from retrieval import editing
+from retrieval import services
 from retrieval.models import (
     ACCOUNT_BUSY,
     PASSWORD_AGAIN,
@@ -26,7 +28,7 @@ from retrieval.models import (
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
-    from django.http import HttpRequest
+    from django.http import HttpRequest, HttpResponse
 
 
 class MailboxForm(forms.ModelForm):
@@ -83,10 +85,16 @@ class MailboxForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
-        if editing.password_needed(self.instance, cleaned):
+        if services.password_needed(mailbox=self.instance, values=cleaned):
             self.add_error("new_password", PASSWORD_AGAIN)
-        if editing.account_busy(self.instance, cleaned):
+        if services.account_busy(mailbox=self.instance, values=cleaned):
             self.add_error(None, ACCOUNT_BUSY)
+        if "owner" in cleaned and "domain" in cleaned:
+            refusal = services.owner_domain_refusal(
+                owner=cleaned["owner"], domain=cleaned["domain"]
+            )
+            if refusal:
+                self.add_error("domain", refusal)
         return cleaned
 
 
@@ -165,11 +173,65 @@ class MailboxAdmin(admin.ModelAdmin):
     ) -> None:
         # The pages' write path, so the admin keeps the same rules (a changed
         # remote account drops the ledger and needs the password again).
-        editing.mailbox_save(
+        services.mailbox_save(
             mailbox=obj,
             new_password=form.cleaned_data.get("new_password", ""),
             clear_password=form.cleaned_data.get("clear_password", False),
         )
+
+    def save_formset(
+        self,
+        request: HttpRequest,
+        form: forms.ModelForm,
+        formset: Any,
+        change: bool,  # noqa: FBT001 (Django API)
+    ) -> None:
+        """The rules inline: the rows left, in the order of their positions,
+        become the mailbox's rules (renumbered from 0)."""
+        kept = [
+            data
+            for data in formset.cleaned_data
+            if data and not data.get("DELETE") and data.get("remote")
+        ]
+        kept.sort(key=lambda data: data.get("position") or 0)
+        services.mailbox_rules_replace(
+            mailbox=form.instance,
+            rules=[(data["remote"], data.get("local") or "") for data in kept],
+        )
+        # What the admin's history message reads after a formset's own save().
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = (
+            [],
+            [],
+            [],
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Mailbox) -> None:
+        try:
+            services.mailbox_delete(mailbox=obj)
+        except services.MailboxBusy as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            request._fetchweb_not_deleted = True  # type: ignore[attr-defined]
+
+    def response_delete(
+        self, request: HttpRequest, obj_display: str, obj_id: Any
+    ) -> HttpResponse:
+        if getattr(request, "_fetchweb_not_deleted", False):
+            return HttpResponseRedirect(
+                reverse("admin:retrieval_mailbox_change", args=[obj_id])
+            )
+        return super().response_delete(request, obj_display, obj_id)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[Mailbox]
+    ) -> None:
+        _, busy = services.mailboxes_delete(mailboxes=queryset)
+        if busy:
+            names = ", ".join(str(m) for m in busy)
+            self.message_user(
+                request,
+                f"Not deleted, being polled right now: {names}.",
+                messages.WARNING,
+            )
 
     @admin.display(description="Stored password")
     def password_state(self, obj: Mailbox) -> str:
@@ -177,12 +239,10 @@ class MailboxAdmin(admin.ModelAdmin):
 
     @admin.action(description="Poll the selected mailboxes now")
     def poll_now(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
-        from retrieval.tasks import poll_mailbox
-
-        ids = list(queryset.values_list("pk", flat=True))
-        for pk in ids:
-            transaction.on_commit(partial(poll_mailbox.delay, pk, "manual"))
-        self.message_user(request, f"{len(ids)} poll(s) queued.", messages.SUCCESS)
+        count = services.mailboxes_poll_request(
+            mailbox_ids=list(queryset.values_list("pk", flat=True))
+        )
+        self.message_user(request, f"{count} poll(s) queued.", messages.SUCCESS)
 
 
 class MessageResultInline(admin.TabularInline):
@@ -228,6 +288,14 @@ class PollRunAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def delete_model(self, request: HttpRequest, obj: PollRun) -> None:
+        services.run_delete(run=obj)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[PollRun]
+    ) -> None:
+        services.runs_delete(runs=queryset)
+
 
 @admin.register(SeenMessage)
 class SeenMessageAdmin(admin.ModelAdmin):
@@ -241,3 +309,20 @@ class SeenMessageAdmin(admin.ModelAdmin):
     )
     search_fields = ("uid", "message_id")
     list_filter = ("folder",)
+
+    def save_model(
+        self,
+        request: HttpRequest,
+        obj: SeenMessage,
+        form: forms.ModelForm,
+        change: bool,  # noqa: FBT001 (Django API)
+    ) -> None:
+        services.ledger_entry_save(entry=obj)
+
+    def delete_model(self, request: HttpRequest, obj: SeenMessage) -> None:
+        services.ledger_entry_delete(entry=obj)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[SeenMessage]
+    ) -> None:
+        services.ledger_entries_delete(entries=queryset)

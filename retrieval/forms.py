@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from accounts.models import User
-from retrieval import editing, netpolicy, services
+from retrieval import netpolicy, services
 from retrieval.engine.spec import DEFAULT_PORTS
 from retrieval.engine.spec import Protocol as EngineProtocol
 from retrieval.engine.spec import TlsMode as EngineTlsMode
@@ -376,11 +376,11 @@ class MailboxForm(forms.ModelForm):
                 "clear_password",
                 "Either type a new password or remove the stored one, not both.",
             )
-        if editing.password_needed(self.instance, cleaned):
+        if services.password_needed(mailbox=self.instance, values=cleaned):
             # Otherwise whoever may edit the row could send its owner's stored
             # password to a server of their choosing (Mailbox.save would refuse).
             self.add_error("new_password", PASSWORD_AGAIN)
-        if editing.account_busy(self.instance, cleaned):
+        if services.account_busy(mailbox=self.instance, values=cleaned):
             self.add_error(None, ACCOUNT_BUSY)
         turned_off = "verify_tls" in changed and not cleaned.get("verify_tls")
         if turned_off and not self.editor.is_superuser:
@@ -398,7 +398,7 @@ class MailboxForm(forms.ModelForm):
                 "A POP3 server has only the inbox: leave Folders empty, or choose IMAP.",
             )
         if self.adding:
-            # Said here in words; editing.mailbox_save checks again under a lock.
+            # Said here in words; services.mailbox_save checks again under a lock.
             refusal = services.mailbox_quota_refusal(
                 owner=self.owner(), creator=self.editor
             )

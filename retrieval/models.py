@@ -199,7 +199,7 @@ class Mailbox(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save, keeping the rule on a change of remote account for every writer.
 
-        The rule sits here, not only in the service (retrieval.editing.mailbox_save)
+        The rule sits here, not only in the service (retrieval.services.mailbox_save)
         that the pages, the admin and the importer call, so that a shell's
         ``mailbox.save()`` cannot break it either. When protocol, host or user
         name change:
@@ -276,9 +276,6 @@ class Mailbox(models.Model):
         return crypto.decrypt(
             self.esmtp_password_encrypted, bound_to=f"{self.uuid}:esmtp"
         )
-
-    def is_due(self, now: datetime) -> bool:
-        return self.enabled and (self.next_poll_at is None or self.next_poll_at <= now)
 
     def next_after(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.poll_interval)

@@ -28,7 +28,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from retrieval.models import Mailbox, MultidropRule, default_poll_interval
+from retrieval.engine.numbers import PORT, wire_number_or_none
+from retrieval.models import Mailbox, default_poll_interval
 from retrieval.rcfile.dump import CLIENT_TIMEOUT, effective_password, no_password
 from retrieval.rcfile.model import GlobalOptions, ServerOptions, UserOptions
 from retrieval.rcfile.parser import servport
@@ -184,7 +185,11 @@ def delivery_target(entry: str) -> tuple[str, int] | None:
         host, _, port_text = entry.partition("/")
     if not port_text:
         return (host, 25)
-    port = int(port_text) if port_text.isdigit() else servport(port_text)
+    # str.isdigit() accepts "²", which int() then refuses: the engine's parser
+    # takes ASCII digits only, and everything else is fetchmail's servport().
+    port = wire_number_or_none(port_text, PORT)
+    if port is None:
+        port = servport(port_text)
     return (host, port) if 0 < port <= 65535 else None
 
 
@@ -425,12 +430,6 @@ class Row:
         for name, value in self.columns.items():
             setattr(mailbox, name, value)
         mailbox.options = self.options
-
-    def rule_rows(self, mailbox: Mailbox) -> list[MultidropRule]:
-        return [
-            MultidropRule(mailbox=mailbox, position=i, remote=remote, local=local)
-            for i, (remote, local) in enumerate(self.rules)
-        ]
 
 
 def rc_to_row(

@@ -34,10 +34,10 @@ def dispatch_due_polls() -> int:
 # Connection tests go to a queue of their own (CELERY_TASK_ROUTES), served by a
 # worker that runs no polls: a person watching the page does not wait behind a
 # long poll, and a tarpit server holds a worker slot, never a web worker. The
-# time limit bounds the few network waits of one login (editing.PROBE_TIMEOUT).
+# time limit bounds the few network waits of one login (services.probes.PROBE_TIMEOUT).
 INTERACTIVE_QUEUE = "interactive"
 
 
 @shared_task(soft_time_limit=120, time_limit=150)
 def probe_connection(probe_id: int) -> str:
-    return services.connection_test_run(probe_id)
+    return services.connection_test_run(probe_id=probe_id)

@@ -2,7 +2,7 @@
 
 Every view finds its mailbox through retrieval.permissions (404 for a mailbox the
 person cannot see, 403 for one they may only look at); changes happen only on
-POST, with Django's CSRF check, through retrieval.editing.
+POST, with Django's CSRF check, through retrieval.services.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from django.views.decorators.http import (
     require_POST,
 )
 
-from retrieval import editing, services
+from retrieval import services
 from retrieval.display import shown_to
 from retrieval.engine.report import ExitCode
 from retrieval.forms import MailboxForm, RulesForm, default_port
@@ -134,16 +134,17 @@ def run_detail(request: AuthenticatedHttpRequest, pk: int, run_pk: int) -> HttpR
 def mailbox_add(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = MailboxForm(
         request.POST if request.method == "POST" else None,
-        instance=editing.mailbox_new(),
+        instance=services.mailbox_new(),
         editor=request.user,
         owners=owners_for(request.user),
     )
     if request.method == "POST" and form.is_valid():
         try:
-            mailbox = editing.mailbox_save(
+            mailbox = services.mailbox_save(
                 mailbox=form.instance,
                 owner=form.owner(),
                 creator=request.user,
+                editor=request.user,
                 new_password=form.cleaned_data["new_password"],
                 mda=form.cleaned_data.get("mda"),
             )
@@ -166,8 +167,9 @@ def mailbox_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         editor=request.user,
     )
     if request.method == "POST" and form.is_valid():
-        editing.mailbox_save(
+        services.mailbox_save(
             mailbox=form.instance,
+            editor=request.user,
             new_password=form.cleaned_data["new_password"],
             clear_password=form.cleaned_data.get("clear_password", False),
             mda=form.cleaned_data.get("mda"),
@@ -196,7 +198,9 @@ def mailbox_rules(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         editor=request.user,
     )
     if request.method == "POST" and form.is_valid():
-        editing.mailbox_rules_replace(mailbox=mailbox, rules=form.cleaned_data["rules"])
+        services.mailbox_rules_replace(
+            mailbox=mailbox, rules=form.cleaned_data["rules"]
+        )
         messages.success(request, "The multidrop rules were saved.")
         return _detail(mailbox)
     return render(
@@ -211,8 +215,8 @@ def mailbox_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     mailbox = get_rw_mailbox_for_user(request.user, pk)
     if request.method == "POST":
         try:
-            editing.mailbox_delete(mailbox=mailbox)
-        except editing.MailboxBusy as exc:
+            services.mailbox_delete(mailbox=mailbox)
+        except services.MailboxBusy as exc:
             messages.error(request, str(exc))
             return _detail(mailbox)
         messages.success(request, f"The mailbox {mailbox} was deleted.")
@@ -227,12 +231,12 @@ def mailbox_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def mailbox_poll(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     mailbox = get_rw_mailbox_for_user(request.user, pk)
-    if not editing.action_allowed(user=request.user, mailbox=mailbox, action="poll"):
+    if not services.action_allowed(user=request.user, mailbox=mailbox, action="poll"):
         messages.warning(
             request, "A poll was asked for a moment ago: wait a few seconds."
         )
         return _detail(mailbox)
-    editing.mailbox_poll_request(mailbox=mailbox)
+    services.mailbox_poll_request(mailbox=mailbox)
     messages.success(
         request, "A poll was queued. Its result appears under Last polls when done."
     )
@@ -248,7 +252,7 @@ def mailbox_test(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     if mailbox.protocol not in TESTABLE:
         messages.warning(request, "Only POP3 and IMAP mailboxes can be tested.")
         return _detail(mailbox)
-    if not editing.action_allowed(user=request.user, mailbox=mailbox, action="test"):
+    if not services.action_allowed(user=request.user, mailbox=mailbox, action="test"):
         messages.warning(
             request, "The connection was tested a moment ago: wait a few seconds."
         )

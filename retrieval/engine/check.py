@@ -1,9 +1,10 @@
 """fetchmail's ``--check``: log in, count the messages a poll would fetch, log out.
 
 Nothing is fetched, delivered, recorded or deleted: folders are opened read-only
-and the session ends with a plain logout. A message counts as waiting when the
-ledger has no record of it (or always, with ``fetchall``), the same rule a poll
-applies. The exit code is fetchmail's: 0 when something waits, 1 when nothing
+and the session ends with a plain logout. A message counts as waiting by the rule
+a poll applies (:func:`retrieval.engine.selection.waiting`): the ledger has no
+record of it, and it is unread or ``fetchall`` is set; with ``keep`` and
+``fetchall`` every message waits. The exit code is fetchmail's: 0 when something waits, 1 when nothing
 does, the error's code when the session fails.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from retrieval.engine import hooks
+from retrieval.engine import hooks, selection
 from retrieval.engine.errors import EngineError
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode
@@ -53,12 +54,14 @@ def check(spec: MailboxSpec, *, ledger: Ledger, transcript: Transcript) -> Check
                     listing = session.open_folder(folder, read_only=_read_only(spec))
                     report.notes.extend(listing.notes)
                     known: set[str] = set()
-                    if not (listing.ephemeral_uids or spec.fetchall):
+                    if not listing.ephemeral_uids:
                         known = ledger.delivered_uids(
                             listing.folder, listing.uidvalidity
                         )
                     report.total += len(listing.messages)
-                    report.waiting += sum(m.uid not in known for m in listing.messages)
+                    report.waiting += sum(
+                        selection.waiting(spec, m, known) for m in listing.messages
+                    )
                 session.close_folder()
                 session.logout()
             except BaseException:

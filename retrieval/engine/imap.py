@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from retrieval.engine import imap_parse as parse
-from retrieval.engine import sasl
+from retrieval.engine import numbers, sasl
 from retrieval.engine.errors import (
     AuthError,
     ConfigError,
@@ -40,6 +40,7 @@ from retrieval.engine.errors import (
     TlsError,
     TransportError,
 )
+from retrieval.engine.numbers import UIDVALIDITY
 from retrieval.engine.redact import MASK
 from retrieval.engine.session import (
     MAX_MESSAGES_PER_FOLDER,
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from retrieval.engine.spec import MailboxSpec
-    from retrieval.engine.transport import Connection
+    from retrieval.engine.transport import Budget, Connection
 
 # One response line may carry a whole SEARCH result: 100k UIDs fit in 1 MiB.
 MAX_LINE = 1024 * 1024
@@ -119,14 +120,22 @@ class ImapSession:
         return f"A{self._tag_number:04d}"
 
     def _read_logical(
-        self, *, want_body: bool = False, record: bool = True
+        self,
+        *,
+        want_body: bool = False,
+        record: bool = True,
+        budget: Budget | None = None,
     ) -> tuple[bytes, MessageSpool | None]:
         """One response with its literals: small ones dropped, BODY[] spooled.
 
         Returns the response text (literal contents removed) and, when
         ``want_body`` and the response carried ``BODY[]``, a spool holding it.
+        All of it is read within ``budget`` (a new one when not given): a
+        caller reading several responses for one command passes its own.
         """
-        line = self._conn.readline(MAX_LINE, record=record)
+        if budget is None:
+            budget = self._conn.budget()
+        line = self._conn.readline(MAX_LINE, record=record, budget=budget)
         text = bytearray(line)
         spool: MessageSpool | None = None
         try:
@@ -139,8 +148,8 @@ class ImapSession:
                     ) from exc
                 if size is None:
                     return bytes(text), spool
-                if want_body and spool is None and parse.is_body_literal(line):
-                    spool = self._stream_body(size)
+                if want_body and spool is None and parse.is_body_literal(bytes(text)):
+                    spool = self._stream_body(size, budget)
                 else:
                     if size > MAX_SMALL_LITERAL:
                         raise ProtocolError(
@@ -148,9 +157,9 @@ class ImapSession:
                             f"most {MAX_SMALL_LITERAL} make sense; the connection "
                             "was closed."
                         )
-                    for _chunk in self._conn.read_exact(size):
+                    for _chunk in self._conn.read_exact(size, budget=budget):
                         pass  # contents of small literals are not needed
-                line = self._conn.readline(MAX_LINE, record=record)
+                line = self._conn.readline(MAX_LINE, record=record, budget=budget)
                 text += line
                 if len(text) > MAX_RESPONSE_BYTES:
                     raise ProtocolError("The server sent an overly long response.")
@@ -159,7 +168,7 @@ class ImapSession:
                 spool.close()
             raise
 
-    def _stream_body(self, size: int) -> MessageSpool:
+    def _stream_body(self, size: int, budget: Budget) -> MessageSpool:
         limit = self._spec.max_message_bytes
         if limit and size > limit:
             # Checked before reading a byte: a literal claiming gigabytes is
@@ -170,7 +179,7 @@ class ImapSession:
             )
         spool = MessageSpool(limit)
         try:
-            for chunk in self._conn.read_exact(size):
+            for chunk in self._conn.read_exact(size, budget=budget):
                 spool.write(chunk)
         except MessageFetchError as exc:
             spool.close()
@@ -186,10 +195,12 @@ class ImapSession:
         """Collect untagged responses until the tagged one for ``tag``."""
         untagged: list[bytes] = []
         total = 0
+        # The whole answer to one command shares one budget (transport.Budget).
+        budget = self._conn.budget()
         while True:
             # Size listings have a line per message: transcribe the first ones.
             record = len(untagged) < TRANSCRIBED_LINES
-            text, _ = self._read_logical(record=record)
+            text, _ = self._read_logical(record=record, budget=budget)
             tagged = parse.parse_tagged(text)
             if not record and (tagged is not None or not text.startswith(b"* ")):
                 hidden = len(untagged) - TRANSCRIBED_LINES
@@ -223,37 +234,36 @@ class ImapSession:
         elif numbered[1] == "EXPUNGE" and self._exists:
             self._exists -= 1
 
-    def _command(
-        self,
-        command: str,
-        *,
-        shown: str | None = None,
-        literals: tuple[bytes, ...] = (),
-    ) -> Response:
-        """Send ``TAG command`` and read its response.
+    def _command(self, *parts: str | bytes, shown: str | None = None) -> Response:
+        """Send ``TAG parts...`` and read its response.
 
-        ``command`` may contain ``{}`` placeholders for ``literals``, sent with
-        the synchronizing literal dance (wait for "+" before each one).
+        ``str`` parts are command text; ``bytes`` parts are literals, sent with
+        the synchronizing literal dance (wait for "+" before each one). Keeping
+        them apart, rather than marking literals in the text, means no value
+        (a password holding ``{}``, say) can be taken for a literal's place.
         """
         self._finish_batch()
         tag = self._next_tag()
-        pieces = command.split("{}")
-        if len(pieces) != len(literals) + 1:
-            raise ValueError("placeholder count does not match literals")
-        label = f"{tag} {shown if shown is not None else command}"
-        head = f"{tag} {pieces[0]}".encode()
-        for literal, after in zip(literals, pieces[1:], strict=True):
-            self._conn.send_line(head + b"{%d}" % len(literal), shown=label)
+        plain = "".join(p if isinstance(p, str) else "{literal}" for p in parts)
+        label = f"{tag} {shown if shown is not None else plain}"
+        head = f"{tag} ".encode()
+        for part in parts:
+            if isinstance(part, str):
+                head += part.encode()
+                continue
+            self._conn.send_line(head + b"{%d}" % len(part), shown=label)
             label = "(literal)"
             self._await_continuation(tag)
-            self._conn.send_raw(literal)
-            head = after.encode()
-        self._conn.send_line(head, shown=label if not literals else "(literal)")
+            self._conn.send_raw(part)
+            head = b""
+        self._conn.send_line(head, shown=label)
         return self._read_until(tag)
 
     def _await_continuation(self, tag: str) -> None:
+        budget = self._conn.budget()
         while True:
-            text, _ = self._read_logical()
+            text, _ = self._read_logical(budget=budget)
+            _bounded(budget)
             if text.startswith(b"+"):
                 return
             tagged = parse.parse_tagged(text)
@@ -263,14 +273,14 @@ class ImapSession:
                 raise ProtocolError(f"The server sent a malformed line: {text[:80]!r}")
             self._track(text)
 
-    def _argument(self, value: str) -> tuple[str, tuple[bytes, ...]]:
-        """Quote ``value``, or return a literal placeholder for non-ASCII values."""
+    def _argument(self, value: str) -> str | bytes:
+        """``value`` quoted (str), or as a literal (bytes) when it is not ASCII."""
         quoted = parse.quoted(value)
         if quoted is not None:
-            return quoted.decode("ascii"), ()
+            return quoted.decode("ascii")
         if any(ch in value for ch in "\r\n\0"):
             raise ConfigError("A value sent to the server contains a line break.")
-        return "{}", (value.encode(),)
+        return value.encode()
 
     # -- login -------------------------------------------------------------------
 
@@ -297,12 +307,14 @@ class ImapSession:
         upgrade()
 
     def login_command(self, user: str, password: str) -> None:
-        user_arg, user_literals = self._argument(user)
-        pass_arg, pass_literals = self._argument(password)
+        user_arg = self._argument(user)
+        shown_user = user_arg if isinstance(user_arg, str) else "{literal}"
         response = self._command(
-            f"LOGIN {user_arg} {pass_arg}",
-            shown=f"LOGIN {user_arg if not user_literals else '{literal}'} {MASK}",
-            literals=user_literals + pass_literals,
+            "LOGIN ",
+            user_arg,
+            " ",
+            self._argument(password),
+            shown=f"LOGIN {shown_user} {MASK}",
         )
         if not response.ok:
             raise _refusal(response.status, response.text)
@@ -378,9 +390,9 @@ class ImapSession:
     def select(self, folder: str, *, read_only: bool) -> tuple[int | None, int]:
         """SELECT (or EXAMINE when nothing may change); returns UIDVALIDITY, EXISTS."""
         verb = "EXAMINE" if read_only else "SELECT"
-        name, literals = self._argument(parse.encode_mailbox(folder))
+        name = self._argument(parse.encode_mailbox(folder))
         self._exists = 0
-        response = self._command(f"{verb} {name}", literals=literals)
+        response = self._command(f"{verb} ", name)
         if not response.ok:
             raise ServerError(
                 f"The folder {folder!r} could not be opened "
@@ -398,8 +410,10 @@ class ImapSession:
             status = parse.untagged_status(line)
             if status is not None:
                 code = parse.response_code(status[1])
-                if code and code[0] == "UIDVALIDITY" and code[1].strip().isdigit():
-                    uidvalidity = int(code[1].strip())
+                if code and code[0] == "UIDVALIDITY":
+                    # Refused here, before anything is delivered: a value the
+                    # ledger cannot hold would make every poll deliver again.
+                    uidvalidity = numbers.wire_number(code[1].strip(), UIDVALIDITY)
         return uidvalidity, self._exists
 
     def uid_search(self, criteria: str) -> list[int]:
@@ -502,8 +516,13 @@ class ImapSession:
         if uid not in self._parked and (batch is None or uid not in batch.pending):
             self._finish_batch()
             self._start_batch(message)
+        # Timed from here: delivering the previous message is not the server's.
+        budget = self._conn.budget()
+        noise = 0
         while uid not in self._parked:
-            self._read_batch_response()
+            noise += self._read_batch_response(budget)
+            if noise > MAX_RESPONSE_BYTES:
+                raise ProtocolError("The server sent an overly long response.")
         if self._batch is not None and not self._batch.pending:
             self._finish_batch()  # its completion is next: free the line now
         parked = self._parked.pop(uid)
@@ -534,12 +553,16 @@ class ImapSession:
         )
         self._batch = _Batch(tag, set(uids), set(uids))
 
-    def _read_batch_response(self) -> None:
-        """Read one response of the batch under way; park what it carries."""
+    def _read_batch_response(self, budget: Budget) -> int:
+        """Read one response of the batch under way; park what it carries.
+
+        Returns the size of a response that carried no body, so that the
+        caller can bound how much else a server sends while we wait for one.
+        """
         batch = self._batch
         if batch is None:  # pragma: no cover - fetch() starts one first
             raise ProtocolError("No fetch is under way.")
-        text, spool = self._read_logical(want_body=True)
+        text, spool = self._read_logical(want_body=True, budget=budget)
         tagged = parse.parse_tagged(text)
         if tagged is not None:
             if tagged.tag != batch.tag:
@@ -556,18 +579,23 @@ class ImapSession:
                     else f"The server could not send message UID {uid} "
                     f"(it said: {tagged.text})."
                 )
-            return
+            return 0
         if not text.startswith(b"* "):
             if spool is not None:
                 spool.close()
             raise ProtocolError(f"The server sent a malformed line: {text[:80]!r}")
         self._track(text)
         numbered = parse.untagged_number(text)
-        if numbered is None or numbered[1] != "FETCH" or b"BODY[]" not in text.upper():
+        if (
+            numbered is None
+            or numbered[1] != "FETCH"
+            or b"BODY[]" not in parse.fetch_attributes(text)
+        ):
             if spool is not None:  # pragma: no cover - BODY[] implies FETCH
                 spool.close()
-            return  # EXISTS, FLAGS updates...: nothing to do with our batch
+            return len(text)  # EXISTS, FLAGS updates...: not for our batch
         self._park_fetch(batch, text, spool)
+        return 0
 
     def _park_fetch(
         self, batch: _Batch, text: bytes, spool: MessageSpool | None
@@ -601,8 +629,12 @@ class ImapSession:
 
     def _finish_batch(self) -> None:
         """Read the rest of a batch under way; its bodies wait in their spools."""
+        budget = self._conn.budget()
+        noise = 0
         while self._batch is not None:
-            self._read_batch_response()
+            noise += self._read_batch_response(budget)
+            if noise > MAX_RESPONSE_BYTES:
+                raise ProtocolError("The server sent an overly long response.")
 
     def _discard_parked(self) -> None:
         discard_spools(self._parked)
@@ -689,7 +721,9 @@ class ImapSession:
             return self._noop_wait(seconds, stop)
         tag = self._next_tag()
         self._conn.send_line(f"{tag} IDLE")
-        while not (text := self._read_logical()[0]).startswith(b"+"):
+        budget = self._conn.budget()
+        while not (text := self._read_logical(budget=budget)[0]).startswith(b"+"):
+            _bounded(budget)
             tagged = parse.parse_tagged(text)
             if tagged is not None and tagged.tag == tag:
                 raise ServerError(f"The server refused IDLE (it said: {tagged.text}).")
@@ -762,8 +796,10 @@ class _SaslWire:
         self._conn.send_line("*")
 
     def read(self) -> sasl.Reply:
+        budget = self._conn.budget()
         while True:
-            text, _ = self._session._read_logical()
+            text, _ = self._session._read_logical(budget=budget)
+            _bounded(budget)
             if text.startswith(b"+"):
                 return sasl.Reply(
                     "continue", text[1:].strip().decode("ascii", "replace")
@@ -779,6 +815,12 @@ class _SaslWire:
 
     def refusal(self, text: str) -> EngineError:
         return _refusal(self._status, text)
+
+
+def _bounded(budget: Budget) -> None:
+    """Untagged data while we wait for one answer is bounded like a response."""
+    if budget.received > MAX_RESPONSE_BYTES:
+        raise ProtocolError("The server sent an overly long response.")
 
 
 def _batches(uids: list[int], size: int) -> list[list[int]]:

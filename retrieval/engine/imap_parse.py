@@ -10,26 +10,27 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
+from typing import TypeAlias
 
-# Literal sizes with more digits than this cannot be sane (gh-119511).
-MAX_LITERAL_DIGITS = 12
-_LITERAL = re.compile(rb"\{(\d{1,%d})(\+?)\}\r?\n\Z" % MAX_LITERAL_DIGITS)
+from retrieval.engine import numbers
+from retrieval.engine.errors import ProtocolError
+
 _LITERAL_ANY = re.compile(rb"\{([^}]*)\}\r?\n\Z")
 _TAGGED = re.compile(rb"^([A-Za-z0-9]+) (OK|NO|BAD)\b ?(.*?)\r?\n?\Z", re.I | re.S)
 _CODE = re.compile(rb"^\[([A-Za-z0-9.-]+)(?: ([^\]]*))?\]")
-_UNTAGGED_NUMBER = re.compile(rb"^\* (\d{1,10}) ([A-Za-z]+)\b")
-_FETCH_UID = re.compile(rb"\bUID (\d{1,10})\b", re.I)
-_FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d{1,20})\b", re.I)
-_BODY_LITERAL = re.compile(rb"\bBODY\[\] \{\d+\+?\}\r?\n\Z", re.I)
-_BODY_NIL = re.compile(rb"\bBODY\[\] NIL\b", re.I)
+_UNTAGGED_NUMBER = re.compile(rb"^\* ([0-9]+) ([A-Za-z]+)\b")
 _ESEARCH = re.compile(
     rb"^\* ESEARCH(?: \(TAG \"([^\"]*)\"\))?((?: [A-Za-z0-9]+(?: [0-9:,*]+)?)*)\s*\Z",
     re.I,
 )
 
 
-class ParseError(ValueError):
-    """The bytes do not follow the IMAP grammar; the session turns it into words."""
+class ParseError(ProtocolError):
+    """The bytes do not follow the IMAP grammar.
+
+    A ProtocolError, so that a parse the session did not wrap still ends the
+    poll as a protocol error and never as a stray exception.
+    """
 
 
 @dataclass(frozen=True)
@@ -45,21 +46,32 @@ def literal_size(line: bytes) -> int | None:
     Raises ParseError for a malformed announcement such as ``{-1}`` or
     ``{99999999999999999999}`` instead of letting it pass as text.
     """
-    match = _LITERAL.search(line)
-    if match:
-        return int(match.group(1))
-    if _LITERAL_ANY.search(line):
+    match = _LITERAL_ANY.search(line)
+    if match is None:
+        return None
+    digits = match.group(1).removesuffix(b"+")
+    size = numbers.wire_number_or_none(digits, numbers.SIZE)
+    if size is None:
         raise ParseError(f"malformed literal size in {line[-40:]!r}")
-    return None
+    return size
 
 
-def is_body_literal(line: bytes) -> bool:
-    """True when the literal announced at the end of ``line`` is ``BODY[]``."""
-    return _BODY_LITERAL.search(line) is not None
+def is_body_literal(text: bytes) -> bool:
+    """True when the literal announced at the end of ``text`` is ``BODY[]``.
+
+    ``text`` is the response so far, earlier literals taken out: the tokens,
+    not a search, decide, so ``BODY[]`` inside a quoted string does not count.
+    """
+    pairs = fetch_pairs(text, partial=True)
+    if not pairs:
+        return False
+    name, value = pairs[-1]
+    return name == b"BODY[]" and isinstance(value, Literal) and value.last
 
 
 def has_nil_body(text: bytes) -> bool:
-    return _BODY_NIL.search(text) is not None
+    value = fetch_attributes(text).get(b"BODY[]")
+    return isinstance(value, bytes) and value.upper() == b"NIL"
 
 
 def parse_tagged(line: bytes) -> Tagged | None:
@@ -112,7 +124,10 @@ def untagged_number(line: bytes) -> tuple[int, str] | None:
     match = _UNTAGGED_NUMBER.match(line)
     if not match:
         return None
-    return int(match.group(1)), match.group(2).decode("ascii").upper()
+    number = numbers.wire_number_or_none(match.group(1), numbers.COUNT)
+    if number is None:
+        raise ParseError(f"bad message number in {line[:40]!r}")
+    return number, match.group(2).decode("ascii").upper()
 
 
 def search_results(line: bytes) -> list[int] | None:
@@ -121,12 +136,13 @@ def search_results(line: bytes) -> list[int] | None:
         return None
     rest = line[8:].strip()
     # ESEARCH-style "(MODSEQ n)" suffixes are not requested; anything else is bad.
-    numbers: list[int] = []
+    found: list[int] = []
     for word in rest.split():
-        if not word.isdigit() or len(word) > 10:
+        number = numbers.wire_number_or_none(word, numbers.UID)
+        if number is None:
             raise ParseError(f"bad SEARCH result {word[:20]!r}")
-        numbers.append(int(word))
-    return numbers
+        found.append(number)
+    return found
 
 
 def esearch_all(line: bytes, *, limit: int) -> tuple[str, list[int]] | None:
@@ -154,11 +170,10 @@ def expand_set(text: str, *, limit: int) -> list[int]:
     found: set[int] = set()
     for part in text.split(","):
         low, _, high = part.partition(":")
-        if not low.isdigit() or (high and not high.isdigit()):
+        start = numbers.wire_number_or_none(low, numbers.UID)
+        end = numbers.wire_number_or_none(high or low, numbers.UID)
+        if start is None or end is None:
             raise ParseError(f"bad sequence set {text[:40]!r}")
-        if len(low) > 10 or len(high) > 10:
-            raise ParseError(f"number too large in {text[:40]!r}")
-        start, end = int(low), int(high or low)
         start, end = min(start, end), max(start, end)
         end = min(end, start + limit - len(found))
         found.update(range(start, end + 1))
@@ -168,13 +183,169 @@ def expand_set(text: str, *, limit: int) -> list[int]:
 
 
 def fetch_uid(text: bytes) -> int | None:
-    match = _FETCH_UID.search(text)
-    return int(match.group(1)) if match else None
+    return _fetch_number(text, b"UID", numbers.UID)
 
 
 def fetch_size(text: bytes) -> int | None:
-    match = _FETCH_SIZE.search(text)
-    return int(match.group(1)) if match else None
+    return _fetch_number(text, b"RFC822.SIZE", numbers.SIZE)
+
+
+def _fetch_number(text: bytes, name: bytes, bounds: numbers.Bounds) -> int | None:
+    value = fetch_attributes(text).get(name)
+    if value is None:
+        return None
+    number = (
+        numbers.wire_number_or_none(value, bounds) if isinstance(value, bytes) else None
+    )
+    if number is None:
+        raise ParseError(f"bad {name.decode()} in {text[:60]!r}")
+    return number
+
+
+# -- tokens of a FETCH response ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """A quoted string, unescaped: never mistaken for an atom such as NIL."""
+
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Literal:
+    """A literal whose contents the session took out of the text."""
+
+    size: int
+    last: bool  # nothing follows it in the text given: its data is next
+
+
+Token: TypeAlias = bytes | Quoted | Literal | tuple["Token", ...]
+
+_ATOM_END = b' ()"{\r\n'
+MAX_NESTING = 32  # BODYSTRUCTURE nests; a server nesting deeper is hostile
+
+
+class _Tokens:
+    """imapclient-style lexer over one response with its literals taken out."""
+
+    def __init__(self, text: bytes, *, partial: bool) -> None:
+        self.text = text
+        self.at = 0
+        self.partial = partial  # the text may stop at a literal, mid-list
+
+    def at_end(self) -> bool:
+        return self.at >= len(self.text) or self.text[self.at :] in (b"\r\n", b"\n")
+
+    def skip_spaces(self) -> None:
+        while self.at < len(self.text) and self.text[self.at] == 0x20:
+            self.at += 1
+
+    def value(self, depth: int = 0) -> Token:
+        text, at = self.text, self.at
+        if at >= len(text):
+            raise ParseError(f"response ends early: {text[:60]!r}")
+        first = text[at : at + 1]
+        if first == b"(":
+            return self._list(depth)
+        if first == b'"':
+            return self._quoted()
+        if first == b"{":
+            return self._literal()
+        return self.atom()
+
+    def atom(self) -> bytes:
+        """An atom; a ``[section]`` in it may hold spaces and parentheses."""
+        text, start = self.text, self.at
+        at = start
+        while at < len(text) and text[at] not in _ATOM_END:
+            if text[at] == 0x5B:  # "["
+                close = text.find(b"]", at)
+                if close < 0:
+                    raise ParseError(
+                        f"unclosed section in {text[start : start + 40]!r}"
+                    )
+                at = close
+            at += 1
+        if at == start:
+            raise ParseError(f"unexpected {text[at : at + 20]!r}")
+        self.at = at
+        return text[start:at]
+
+    def _list(self, depth: int) -> tuple[Token, ...]:
+        if depth >= MAX_NESTING:
+            raise ParseError("lists nested too deeply")
+        self.at += 1
+        items: list[Token] = []
+        while True:
+            self.skip_spaces()
+            if self.text[self.at : self.at + 1] == b")":
+                self.at += 1
+                return tuple(items)
+            if self.partial and self.at_end():
+                return tuple(items)
+            items.append(self.value(depth + 1))
+
+    def _quoted(self) -> Quoted:
+        match = _QUOTED.match(self.text, self.at)
+        if match is None:
+            raise ParseError(f"unterminated string in {self.text[self.at :][:40]!r}")
+        self.at = match.end()
+        return Quoted(re.sub(rb"\\(.)", rb"\1", match.group(1)))
+
+    def _literal(self) -> Literal:
+        match = _LITERAL_MARK.match(self.text, self.at)
+        if match is None:
+            raise ParseError(f"bad literal in {self.text[self.at :][:40]!r}")
+        size = numbers.wire_number_or_none(match.group(1), numbers.SIZE)
+        if size is None:
+            raise ParseError(f"malformed literal size in {match.group(0)!r}")
+        self.at = match.end()
+        return Literal(size, last=self.at >= len(self.text))
+
+
+_QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\.)*)"')
+_LITERAL_MARK = re.compile(rb"\{([0-9]+)\+?\}\r?\n")
+
+
+def fetch_pairs(text: bytes, *, partial: bool = False) -> list[tuple[bytes, Token]]:
+    """``* 4 FETCH (UID 7 BODY[] {9}\r\n)`` -> [(b"UID", b"7"), (b"BODY[]", ...)].
+
+    Names are upper-cased. Empty for a line that is not a FETCH response. With
+    ``partial`` the text may end after a literal announcement, inside the list.
+    """
+    match = _FETCH_HEAD.match(text)
+    if match is None:
+        return []
+    tokens = _Tokens(text, partial=partial)
+    tokens.at = match.end()
+    pairs: list[tuple[bytes, Token]] = []
+    while True:
+        tokens.skip_spaces()
+        if text[tokens.at : tokens.at + 1] == b")":
+            tokens.at += 1
+            break
+        if partial and tokens.at_end():
+            return pairs
+        name = tokens.atom().upper()
+        tokens.skip_spaces()
+        pairs.append((name, tokens.value()))
+        if partial and tokens.at >= len(text):
+            return pairs
+    if not tokens.at_end():
+        raise ParseError(f"text after the FETCH list: {text[tokens.at :][:40]!r}")
+    return pairs
+
+
+_FETCH_HEAD = re.compile(rb"\* [0-9]+ FETCH \(", re.I)
+
+
+def fetch_attributes(text: bytes) -> dict[bytes, Token]:
+    """The pairs of :func:`fetch_pairs` by name; the first of a repeated name wins."""
+    found: dict[bytes, Token] = {}
+    for name, value in fetch_pairs(text):
+        found.setdefault(name, value)
+    return found
 
 
 def quoted(value: str) -> bytes | None:
@@ -230,7 +401,5 @@ def _range(start: int, end: int) -> str:
 
 def quoted_body(text: bytes) -> bytes | None:
     """The content of ``BODY[] "..."`` (a quoted string body), unescaped, or None."""
-    match = re.search(rb'\bBODY\[\] "((?:[^"\\]|\\.)*)"', text, re.I)
-    if not match:
-        return None
-    return re.sub(rb"\\(.)", rb"\1", match.group(1))
+    value = fetch_attributes(text).get(b"BODY[]")
+    return value.value if isinstance(value, Quoted) else None

@@ -14,20 +14,28 @@ is injected, and only used when the spec asks for it). fetchmail 6.4's rules
    ``no envelope`` (None) skips this step.
 2. **Headers.** No envelope found: every address in ``Resent-To/-Cc/-Bcc``
    when there are such fields, else in ``To/Cc/Bcc/Apparently-To``.
-3. **Mapping**, per address: a ``qvirtual`` prefix is stripped; an address
-   without a domain is ignored; a full address listed in the names maps to
-   its local name; an address in a ``localdomains`` domain (or a subdomain)
+3. **Mapping**, per address: a bare local name in a guessed header field
+   (``carol (Carol C.)``) is read as at the mail server, as fetchmail reads it
+   after ``rewrite`` qualified it (with ``no rewrite`` it stays bare); a
+   ``qvirtual`` prefix is stripped; an address without a domain is ignored;
+   a full address listed in the names maps to its local name; an address in a ``localdomains`` domain (or a subdomain)
    passes through whole; an address whose domain is not a name of the mail
    server (its poll name, an ``aka`` or a subdomain of one, or with ``dns`` a
    name that resolves to it) is not ours; otherwise its local part maps by
    the names (case-blind), or passes through with the wildcard ``*``.
 4. **Nobody matched:** the postmaster gets it (never dropped).
+5. **Everyone refused** (at the listener, see :mod:`retrieval.engine.handover`):
+   a message whose every recipient the listener refuses permanently before
+   taking any of it goes to the postmaster, as fetchmail's ``open_smtp_sink``
+   does, instead of staying on the server to be refused at every poll.
 
 Differences from fetchmail, on purpose: field names match whole, not as a
 prefix; a recipient appears once however often it was named; addresses come
-from Python's RFC 5322 parser; and within one poll a message (by Message-ID,
-else by its exact header) reaches each recipient once, whatever the number of
-copies in the mailbox (fetchmail catches only identical headers in a row).
+from one RFC 5322 tokenizer (:mod:`retrieval.engine.addresses`: comments,
+groups, quoted local parts, obsolete forms); and within one poll a message
+(by Message-ID, else by its exact header) reaches each recipient once, whatever
+the number of copies in the mailbox (fetchmail catches only identical headers
+in a row).
 """
 
 from __future__ import annotations
@@ -35,9 +43,9 @@ from __future__ import annotations
 import hashlib
 import socket
 from dataclasses import dataclass, field
-from email.utils import getaddresses
 from typing import TYPE_CHECKING, Protocol
 
+from retrieval.engine.addresses import parse_address_list
 from retrieval.engine.headers import is_valid_address
 from retrieval.engine.report import MessageStatus
 
@@ -86,7 +94,7 @@ def header_fields(header_block: bytes) -> list[HeaderField]:
 
 def address_list(value: str) -> list[str]:
     """The addresses of an address-list field value, without display names."""
-    return [addr for _, addr in getaddresses([value]) if addr][:MAX_ADDRESSES]
+    return [m.address for m in parse_address_list(value)][:MAX_ADDRESSES]
 
 
 # --- which names are the mail server's ----------------------------------------------
@@ -308,6 +316,23 @@ def map_address(address: str, spec: MultidropSpec, names: ServerNames) -> Match:
     return Match(address, None, f"{stripped}{why}; no local name for {local_part}")
 
 
+def _map_found(
+    address: str,
+    found: Found,
+    spec: MultidropSpec,
+    names: ServerNames,
+    *,
+    rewrite: bool,
+) -> Match:
+    if "@" in address or found.envelope or not rewrite:
+        return map_address(address, spec, names)
+    qualified = f"{address}@{names.truename}"
+    match = map_address(qualified, spec, names)
+    return Match(
+        address, match.local, f"bare name read as {qualified} (rewrite); {match.rule}"
+    )
+
+
 def _lookup(pairs: tuple[tuple[str, str], ...], name: str) -> str | None:
     wanted = name.lower()
     for server_name, local in pairs:
@@ -351,13 +376,19 @@ def route(
     spec: MultidropSpec,
     names: ServerNames,
     postmaster: tuple[str, ...],
+    *,
+    rewrite: bool = False,
 ) -> Routing:
-    """Whom one message is for (steps 1-4 of the module docstring)."""
+    """Whom one message is for (steps 1-4 of the module docstring).
+
+    ``rewrite``: a bare local name in a guessed header field is at the mail
+    server (fetchmail's ``rewrite`` qualifies it before routing).
+    """
     found, notes = find_addresses(header_fields(header_block), spec, names)
     matches: list[Match] = []
     recipients: list[str] = []
     for address in found.addresses:
-        match = map_address(address, spec, names)
+        match = _map_found(address, found, spec, names, rewrite=rewrite)
         if match.local is not None and not is_valid_address(match.local):
             # Header bytes never reach RCPT TO unchecked.
             match = Match(address, None, f"{match.rule}, but not a usable address")
@@ -402,8 +433,10 @@ class DomainRouter:
         postmaster: tuple[str, ...],
         note: Callable[[str], None],
         resolver: Resolver | None = None,
+        rewrite: bool = False,
     ) -> None:
         self.spec = spec
+        self.rewrite = rewrite
         self.names = ServerNames(
             server_name,
             spec.aka,
@@ -435,10 +468,13 @@ class DomainRouter:
             postmaster=(postmaster,) if postmaster else fallback,
             note=note,
             resolver=SystemResolver(),
+            rewrite=spec.message.rewrite,
         )
 
     def route(self, header_block: bytes, message_id: str) -> Routed:
-        routing = route(header_block, self.spec, self.names, self.postmaster)
+        routing = route(
+            header_block, self.spec, self.names, self.postmaster, rewrite=self.rewrite
+        )
         for line in routing.describe():
             self.note(line)
         key = message_id or "header:" + hashlib.sha256(header_block).hexdigest()

@@ -77,12 +77,12 @@ def decide(
     return Decision(
         MessageStatus.REFUSED,
         delete=True,
-        bounce=_bounce_order(refused, delivery, sender),
+        bounce=bounce_order(refused, delivery, sender),
         note=f"{why} ({outcome.reply}); deleted {because}",
     )
 
 
-def _bounce_order(
+def bounce_order(
     refused: list[RecipientReply], delivery: DeliverySpec, sender: str
 ) -> BounceOrder | None:
     local = sender.split("@", 1)[0].lower()

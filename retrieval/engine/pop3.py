@@ -34,7 +34,7 @@ import re
 from collections import deque
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
-from retrieval.engine import sasl
+from retrieval.engine import numbers, sasl
 from retrieval.engine.encoding import DotDecoder
 from retrieval.engine.errors import (
     AuthError,
@@ -68,6 +68,10 @@ if TYPE_CHECKING:
     from retrieval.engine.transport import Connection
 
 MAX_LINE = 2048  # poplib's _MAXLINE, for status and listing lines
+# Whole multi-line answers: a real CAPA is well under 1 KB; a UIDL or LIST of
+# MAX_MESSAGES_PER_FOLDER messages with 128-character UIDs is under 14 MB.
+MAX_CAPA_BYTES = 64 * 1024
+MAX_LISTING_BYTES = 32 * 1024 * 1024
 BODY_FRAGMENT = 64 * 1024  # body lines may be longer; they are read in pieces
 TRANSCRIBED_LINES = 20  # of a multi-line listing; the rest is counted
 FOLDER = "INBOX"  # POP3 has one mailbox; the ledger files it under this name
@@ -152,6 +156,7 @@ class Pop3Session:
         self._use_top = False
         self._check_top = True  # compare TOP results with LIST sizes
         self._quirks: set[str] = set()
+        self._doubles: set[str] = set()  # verbs seen answered with two +OK lines
         self._steps = 0  # public calls under way; > 0 after one failed midway
 
     @property
@@ -178,17 +183,30 @@ class Pop3Session:
             raise Pop3Reply(text)
         return text
 
-    def _long(self, command: str) -> Iterator[bytes]:
+    def _long(self, command: str, limit: int) -> Iterator[bytes]:
         """Send ``command`` and yield the lines of its multi-line answer, unstuffed."""
         self._short(command)
-        return self._listing()
+        return self._listing(command, limit)
 
-    def _listing(self) -> Iterator[bytes]:
+    def _listing(self, command: str, limit: int) -> Iterator[bytes]:
+        """The lines of a multi-line answer, at most ``limit`` bytes in all.
+
+        The whole answer shares one time budget: a server sending a line
+        every few seconds cannot make it last for ever.
+        """
         count = 0
+        total = 0
+        budget = self._conn.budget()
         while True:
             # A listing of 100k messages would be 100k transcript rows: show
             # the first lines and count the rest.
-            line = self._conn.readline(MAX_LINE, record=False)
+            line = self._conn.readline(MAX_LINE, record=False, budget=budget)
+            total += len(line)
+            if total > limit:
+                raise ProtocolError(
+                    f"The server's answer to {command} is longer than {limit} "
+                    "bytes; the connection was closed."
+                )
             end = line in (b".\r\n", b".\n")
             if end and count > TRANSCRIBED_LINES:
                 self._conn.note(f"({count - TRANSCRIBED_LINES} more lines not shown)")
@@ -199,7 +217,7 @@ class Pop3Session:
             count += 1
             yield line[1:] if line.startswith(b".") else line
 
-    def _read_body(self, message: RemoteMessage) -> MessageSpool:
+    def _read_body(self, kind: str, message: RemoteMessage) -> MessageSpool:
         """A multi-line body after its +OK, into a new spool, undoing dot-stuffing.
 
         Read in whatever chunks arrive (see :class:`DotDecoder`); the bytes after
@@ -208,21 +226,21 @@ class Pop3Session:
         """
         spool = MessageSpool(self._spec.max_message_bytes)
         decoder = DotDecoder()
+        held = b""
         try:
-            first = self._conn.read_fragment(BODY_FRAGMENT)
+            # One budget for the whole message: see transport.Budget.
+            budget = self._conn.budget()
+            first = self._conn.read_fragment(BODY_FRAGMENT, budget=budget)
             if _second_ok(first):
-                self._quirk(
-                    "doubled-ok",
-                    f"The server sent a second +OK line before message "
-                    f"{message.number}; it was dropped (a known server quirk).",
-                )
-                first = self._conn.read_chunk()
+                # A second status line, or a message that starts with "+OK"?
+                # Held back until the size of the rest can tell.
+                held, first = first, b""
             body, rest = decoder.feed(first)
             while rest is None:
                 spool.write(body)
-                body, rest = decoder.feed(self._conn.read_chunk())
+                body, rest = decoder.feed(self._conn.read_chunk(budget=budget))
             spool.write(body)
-            self._conn.unread(rest)
+            self._conn.unread(rest, budget=budget)
         except MessageFetchError as exc:
             spool.close()
             # The rest of the body is still on the wire and may never end:
@@ -231,7 +249,32 @@ class Pop3Session:
         except BaseException:
             spool.close()
             raise
-        return spool
+        if not held:
+            return spool
+        if self._doubled_ok(kind, message, spool.size, len(held)):
+            self._quirk(
+                "doubled-ok",
+                f"The server sent a second +OK line before message "
+                f"{message.number}; it was dropped (a known server quirk).",
+            )
+            return spool
+        return _prepend(held, spool, self._spec.max_message_bytes)
+
+    def _doubled_ok(
+        self, kind: str, message: RemoteMessage, rest: int, line: int
+    ) -> bool:
+        """Whether a leading "+OK" line is the server's doubled status line.
+
+        Only when the server has shown it: the message is exactly its declared
+        size without the line (and so not with it). Once shown for a verb, the
+        line is dropped where the size cannot decide, never where the size
+        says it belongs to the message: a message may start with "+OK".
+        """
+        declared = message.size
+        if declared >= 0 and rest == declared:
+            self._doubles.add(kind)
+            return True
+        return kind in self._doubles and declared != rest + line
 
     def _quirk(self, key: str, text: str) -> None:
         """Tell the transcript (always) and the report (once) about a quirk."""
@@ -244,7 +287,7 @@ class Pop3Session:
 
     def capa(self) -> set[str]:
         try:
-            lines = list(self._long("CAPA"))
+            lines = list(self._long("CAPA", MAX_CAPA_BYTES))
         except Pop3Reply:
             return set()  # an RFC 1939-only server: no capabilities to rely on
         return {line.strip().decode("ascii", "replace").upper() for line in lines}
@@ -377,13 +420,13 @@ class Pop3Session:
             raise ServerError(
                 f"The server could not list the messages (it said: {text})."
             )
-        return _number_map(self._listing(), int)
+        return _number_map(self._listing("LIST", MAX_LISTING_BYTES), _size)
 
     def _uids_reply(self) -> dict[int, str] | None:
         ok, _ = self._response()
         if not ok:
             return None
-        return _number_map(self._listing(), str)
+        return _number_map(self._listing("UIDL", MAX_LISTING_BYTES), _uid)
 
     def _fill_listing(
         self, listing: FolderListing, sizes: dict[int, int], uids: dict[int, str]
@@ -427,8 +470,11 @@ class Pop3Session:
         """fetchmail's fastuidl: binary search for the first message not yet
         delivered, assuming older messages come first. None: list everything."""
         try:
-            count = int(self._short("STAT").split()[0])
-        except (Pop3Reply, ValueError, IndexError):
+            words = self._short("STAT").split()
+        except Pop3Reply:
+            return None
+        count = numbers.wire_number_or_none(words[0], numbers.COUNT) if words else None
+        if count is None:
             return None
         if count <= FASTUIDL_MIN_MESSAGES or count > MAX_MESSAGES_PER_FOLDER:
             return None
@@ -454,9 +500,13 @@ class Pop3Session:
             if uid is None or not valid_uid(uid):
                 return None
             try:
-                size = int(self._short(f"LIST {number}").split()[1])
-            except (Pop3Reply, ValueError, IndexError):
-                size = -1
+                words = self._short(f"LIST {number}").split()
+            except Pop3Reply:
+                words = []
+            found = None
+            if len(words) > 1:
+                found = numbers.wire_number_or_none(words[1], numbers.SIZE)
+            size = -1 if found is None else found
             messages.append(RemoteMessage(uid, number, size))
         return messages
 
@@ -539,7 +589,7 @@ class Pop3Session:
             raise MessageFetchError(
                 f"The server could not send message {message.number} (it said: {text})."
             )
-        spool = self._read_body(message)
+        spool = self._read_body(kind, message)
         self._conn.note(f"{kind} {self._number(message)}: {spool.size} octets")
         if self._spec.showdots:
             self._conn.note(progress_note(str(message.number), spool.size))
@@ -753,6 +803,20 @@ class _SaslWire:
         return _auth_failure(text)
 
 
+def _prepend(line: bytes, spool: MessageSpool, limit: int) -> MessageSpool:
+    """``line`` then what ``spool`` holds, in a new spool (the old one is closed)."""
+    whole = MessageSpool(limit)
+    try:
+        with spool:
+            whole.write(line)
+            for chunk in spool.chunks():
+                whole.write(chunk)
+    except BaseException:
+        whole.close()
+        raise
+    return whole
+
+
 def _second_ok(piece: bytes) -> bool:
     """A "+OK ..." line where a message must start: not a header field."""
     if not piece.startswith(b"+OK") or not piece.endswith(b"\n"):
@@ -762,11 +826,19 @@ def _second_ok(piece: bytes) -> bool:
 
 
 _Value = TypeVar("_Value", str, int)
-_NUMBERED = re.compile(rb"^\s*(\d{1,10})\s+(\S+)\s*$")
+_NUMBERED = re.compile(rb"^[ \t]*([0-9]+)[ \t]+(\S+)\s*$")
+
+
+def _size(text: bytes) -> int | None:
+    return numbers.wire_number_or_none(text, numbers.SIZE)
+
+
+def _uid(text: bytes) -> str | None:
+    return text.decode("ascii") if text.isascii() else None
 
 
 def _number_map(
-    lines: Iterator[bytes], convert: Callable[[str], _Value]
+    lines: Iterator[bytes], convert: Callable[[bytes], _Value | None]
 ) -> dict[int, _Value]:
     """Parse "N value" lines (UIDL, LIST); always drains the answer to its end."""
     result: dict[int, _Value] = {}
@@ -780,12 +852,14 @@ def _number_map(
             continue
         if len(result) > MAX_MESSAGES_PER_FOLDER:
             continue  # keep reading to the final dot, store no more
-        try:
-            result[int(match.group(1))] = convert(match.group(2).decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
+        number = numbers.wire_number_or_none(match.group(1), numbers.MESSAGE_NUMBER)
+        value = convert(match.group(2))
+        if number is None or value is None:
             error = error or ProtocolError(
                 f"The server sent a malformed listing line: {line[:100]!r}"
             )
+            continue
+        result[number] = value
     if error is not None:
         raise error
     return result

@@ -384,9 +384,13 @@ class _Poll:
             result.message_id = message_id(spool.header_block)
             served = self._served(listing, message.uid)
             recipients = self.recipients
+            postmaster: tuple[str, ...] = ()
             if self.router is not None:  # multidrop: per message, from its header
                 routed = self.router.route(spool.header_block, result.message_id)
                 recipients, served = routed.recipients, served | routed.duplicates
+                if not routed.routing.to_postmaster:
+                    # fetchmail: what every recipient refuses goes to the postmaster.
+                    postmaster = self.router.postmaster
             handed = hand_over(
                 spool,
                 spec=spec,
@@ -396,6 +400,7 @@ class _Poll:
                 trace=self._trace(session, listing),
                 local_name=self.local_name,
                 observe=lambda step: self._step(step, message.uid),
+                postmaster=postmaster,
             )
         self._step("replied", message.uid)
         if self.router is not None:

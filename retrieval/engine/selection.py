@@ -3,10 +3,13 @@
 fetchmail's rules, on our UID ledger:
 
 * **old** messages are those an earlier poll delivered (the ledger) and, on
-  IMAP, those some client has read (``\\Seen``); ``fetchall`` makes every
-  message new. Old messages are left alone, except that one delivered before
-  is deleted when not kept (a poll that died before its delete, invariant 5),
-  and ``flush`` deletes every old message, read or delivered, before fetching;
+  IMAP, those some client has read (``\\Seen``). ``fetchall`` makes read
+  messages new; it makes delivered ones new only with ``keep`` (fetchmail's
+  "fetch everything again"). Old messages are left alone, except that one
+  delivered before is deleted when not kept, ``fetchall`` or not (a session
+  cut before its delete was committed, invariant 5: a delivered UID is never
+  delivered again), and ``flush`` deletes every old message, read or
+  delivered, before fetching;
 * a new message over ``limit`` is skipped and reported, or deleted unread with
   ``limitflush``; one over the hard cap is always skipped;
 * at most ``fetchlimit`` messages are fetched; the rest wait for the next poll
@@ -63,6 +66,22 @@ def fastuidl_applies(spec: MailboxSpec) -> bool:
     return spec.fastuidl == 1 or spec.poll_number % spec.fastuidl != 0
 
 
+def _refetch_all(spec: MailboxSpec) -> bool:
+    """fetchmail's ``keep`` + ``fetchall``: every message again, delivered or not.
+
+    Without keep, a delivered UID still on the server is one whose delete a cut
+    session never committed; fetching it again would be a duplicate.
+    """
+    return spec.keep and spec.fetchall
+
+
+def waiting(spec: MailboxSpec, message: RemoteMessage, known: set[str]) -> bool:
+    """True when a poll would fetch ``message`` (size limits aside); for ``-c``."""
+    if _refetch_all(spec):
+        return True
+    return message.uid not in known and (spec.fetchall or not message.seen)
+
+
 def plan_folder(
     spec: MailboxSpec,
     listing: FolderListing,
@@ -75,7 +94,7 @@ def plan_folder(
     new: list[RemoteMessage] = []
     flushed = 0
     for message in listing.messages:
-        if spec.fetchall:
+        if _refetch_all(spec):
             new.append(message)
         elif message.uid in known:
             if not spec.keep or spec.flush:
@@ -84,7 +103,7 @@ def plan_folder(
                 plan.skipped.append(
                     Untouched(message, "delivered by an earlier poll", delete=True)
                 )
-        elif message.seen:
+        elif message.seen and not spec.fetchall:
             if spec.flush:
                 flushed += 1
                 plan.skipped.append(

@@ -32,6 +32,7 @@ from retrieval.engine.errors import (
     ListenerUnavailable,
 )
 from retrieval.engine.headers import domain_literal
+from retrieval.engine.numbers import SIZE, wire_number_or_none
 from retrieval.engine.sink import DeliveryOutcome, Envelope, RecipientReply, Verdict
 from retrieval.engine.transport import Connection
 from retrieval.engine.tunnel import open_tunnel
@@ -77,8 +78,9 @@ class _Listener:
 
     @property
     def size_limit(self) -> int:
+        # An unreadable SIZE (or "SIZE ²") is no known limit, not a crash.
         value = self.extensions.get("SIZE", "")
-        return int(value) if value.isdigit() else 0
+        return wire_number_or_none(value, SIZE) or 0
 
 
 class SmtpSink:

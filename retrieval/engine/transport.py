@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 RECV_SIZE = 64 * 1024
 # POP3 and SMTP reply lines (poplib's _MAXLINE); IMAP raises it per call.
 DEFAULT_MAX_LINE = 2048
+# The slowest a server may send a response or a message once it has started:
+# a 100 MB message at this rate takes under three hours, and a server sending
+# one byte every few seconds is cut off after about one timeout.
+MIN_RATE = 10 * 1024  # bytes per second
 
 
 NOT_PUBLIC = (
@@ -50,6 +54,30 @@ def is_public_address(address: object) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_global
+
+
+class Budget:
+    """The time one whole response or message may take: a :class:`Connection`
+    read given a budget waits no longer than ``timeout + received / MIN_RATE``
+    after the budget began.
+
+    The timeout alone bounds each wait, so a server trickling a byte just
+    inside it would never be cut off; the budget bounds the sum. It grows with
+    what arrived, not with a declared size a server could inflate, so a large
+    message is given time in proportion to the bytes it really delivers.
+    """
+
+    def __init__(self, timeout: float, min_rate: float = MIN_RATE) -> None:
+        self.started = time.monotonic()
+        self.timeout = timeout
+        self.min_rate = min_rate
+        self.received = 0
+
+    def deadline(self) -> float:
+        return self.started + self.timeout + self.received / self.min_rate
+
+    def allowed(self) -> float:
+        return self.deadline() - self.started
 
 
 class Connection:
@@ -253,15 +281,24 @@ class Connection:
 
     # -- reading ------------------------------------------------------------
 
+    def budget(self) -> Budget:
+        """A budget for one response or message read from now on."""
+        return Budget(self._timeout)
+
     def readline(
-        self, max_line: int = DEFAULT_MAX_LINE, *, record: bool = True
+        self,
+        max_line: int = DEFAULT_MAX_LINE,
+        *,
+        record: bool = True,
+        budget: Budget | None = None,
     ) -> bytes:
         """One line including its LF; more than ``max_line`` bytes is a fault.
 
         The whole line must arrive within one timeout: a server trickling a byte
-        every few seconds cannot keep us waiting forever.
+        every few seconds cannot keep us waiting forever. A line of a longer
+        response also counts against that response's ``budget``.
         """
-        deadline = time.monotonic() + self._timeout
+        deadline = self._deadline(budget)
         scanned = 0
         while True:
             end = self._buffer.find(b"\n", scanned)
@@ -270,24 +307,26 @@ class Connection:
                     break
                 line = bytes(self._buffer[: end + 1])
                 del self._buffer[: end + 1]
+                if budget is not None:
+                    budget.received += len(line)
                 if record:
                     self._transcript.record("S", _show(line))
                 return line
             if len(self._buffer) > max_line:
                 break
             scanned = len(self._buffer)
-            self._fill(deadline)
+            self._fill(deadline, budget)
         raise ProtocolError(
             f"{self.side.capitalize()} sent a line longer than {max_line} bytes; "
             "the connection was closed."
         )
 
-    def read_fragment(self, max_bytes: int) -> bytes:
+    def read_fragment(self, max_bytes: int, *, budget: Budget | None = None) -> bytes:
         """Up to ``max_bytes`` bytes ending at the first LF: for long body lines.
 
         A result without a final LF means the line continues in the next fragment.
         """
-        deadline = time.monotonic() + self._timeout
+        deadline = self._deadline(budget)
         while True:
             end = self._buffer.find(b"\n", 0, max_bytes)
             if end >= 0:
@@ -296,12 +335,16 @@ class Connection:
             if len(self._buffer) >= max_bytes:
                 cut = max_bytes
                 break
-            self._fill(deadline)
+            self._fill(deadline, budget)
         data = bytes(self._buffer[:cut])
         del self._buffer[:cut]
+        if budget is not None:
+            budget.received += len(data)
         return data
 
-    def read_exact(self, size: int, chunk: int = RECV_SIZE) -> Iterator[bytes]:
+    def read_exact(
+        self, size: int, chunk: int = RECV_SIZE, *, budget: Budget | None = None
+    ) -> Iterator[bytes]:
         """Yield exactly ``size`` bytes in pieces of at most ``chunk``."""
         remaining = size
         while remaining > 0:
@@ -311,30 +354,41 @@ class Connection:
                 del self._buffer[:take]
             else:
                 # Straight from the socket: no trip through the buffer.
-                data = self._recv_bulk(time.monotonic() + self._timeout)
+                data = self._recv_bulk(self._deadline(budget), budget)
                 take = min(remaining, chunk)
                 if len(data) > take:
                     self._buffer += data[take:]
                     data = data[:take]
             remaining -= len(data)
+            if budget is not None:
+                budget.received += len(data)
             yield data
 
-    def read_chunk(self) -> bytes:
+    def read_chunk(self, *, budget: Budget | None = None) -> bytes:
         """Whatever has arrived (waiting up to the timeout for something).
 
         For a reader that finds its own end in the stream, such as a POP3 body;
         it hands back what lies beyond that end with :meth:`unread`.
         """
         if not self._buffer:
-            return self._recv_bulk(time.monotonic() + self._timeout)
-        data = bytes(self._buffer)
-        self._buffer.clear()
+            data = self._recv_bulk(self._deadline(budget), budget)
+        else:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        if budget is not None:
+            budget.received += len(data)
         return data
 
-    def unread(self, data: bytes) -> None:
-        """Put ``data`` back in front of what is buffered."""
+    def unread(self, data: bytes, *, budget: Budget | None = None) -> None:
+        """Put ``data`` back in front of what is buffered (and off ``budget``)."""
         if data:
             self._buffer[:0] = data
+            if budget is not None:
+                budget.received -= len(data)
+
+    def _deadline(self, budget: Budget | None) -> float:
+        deadline = time.monotonic() + self._timeout
+        return deadline if budget is None else min(deadline, budget.deadline())
 
     def wait_for_data(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for bytes from the far end (an IMAP IDLE wait).
@@ -392,13 +446,13 @@ class Connection:
             raise self._error(f"{self.side.capitalize()} closed the connection.")
         return data
 
-    def _recv_bulk(self, deadline: float) -> bytes:
+    def _recv_bulk(self, deadline: float, budget: Budget | None = None) -> bytes:
         """One read, then, over TLS, the records that have already arrived.
 
         A TLS read returns one record (servers often send 4-16 KB ones); taking
         the waiting ones in the same call spares the body readers a trip each.
         """
-        data = self._recv(deadline)
+        data = self._recv(deadline, budget)
         if len(data) >= RECV_SIZE or not isinstance(self._sock, ssl.SSLSocket):
             return data
         pieces = [data]
@@ -418,18 +472,18 @@ class Connection:
             self._sock.settimeout(self._timeout)
         return b"".join(pieces)
 
-    def _fill(self, deadline: float) -> None:
-        self._buffer += self._recv(deadline)
+    def _fill(self, deadline: float, budget: Budget | None = None) -> None:
+        self._buffer += self._recv(deadline, budget)
 
-    def _recv(self, deadline: float) -> bytes:
+    def _recv(self, deadline: float, budget: Budget | None = None) -> bytes:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise self._timeout_error("waiting for an answer")
+            raise self._slow_error(budget)
         self._sock.settimeout(remaining)
         try:
             data = self._sock.recv(RECV_SIZE)
         except TimeoutError as exc:
-            raise self._timeout_error("waiting for an answer") from exc
+            raise self._slow_error(budget) from exc
         except ssl.SSLError as exc:
             raise self._error(
                 f"The secure connection to {self.side} failed: {exc.reason or exc}."
@@ -441,6 +495,19 @@ class Connection:
         if not data:
             raise self._error(f"{self.side.capitalize()} closed the connection.")
         return data
+
+    def _slow_error(self, budget: Budget | None) -> EngineError:
+        """A wait that ended: the per-wait timeout, or the whole answer's budget."""
+        if budget is None or budget.deadline() > time.monotonic() + 0.001:
+            return self._timeout_error("waiting for an answer")
+        error: type[EngineError] = (
+            TimeoutFault if self._error is TransportError else self._error
+        )
+        return error(
+            f"{self.side.capitalize()} sent its answer too slowly: it did not all "
+            f"arrive within {budget.allowed():.1f} seconds (the timeout, plus one "
+            f"second for every {budget.min_rate:g} bytes received)."
+        )
 
     def _timeout_error(self, doing: str) -> EngineError:
         error: type[EngineError] = (

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import ServerSpec
+    from retrieval.engine.transport import Budget
 
 MAX_STDERR = 4096  # bytes of the program's standard error kept
 MAX_STDERR_LINES = 20
@@ -157,11 +158,15 @@ class TunnelConnection(Connection):
         self._reader.start()
 
     def readline(
-        self, max_line: int = DEFAULT_MAX_LINE, *, record: bool = True
+        self,
+        max_line: int = DEFAULT_MAX_LINE,
+        *,
+        record: bool = True,
+        budget: Budget | None = None,
     ) -> bytes:
         """As :meth:`Connection.readline`; a program that ended says why."""
         try:
-            return super().readline(max_line, record=record)
+            return super().readline(max_line, record=record, budget=budget)
         except EngineError as exc:
             raise self._explained(exc) from exc
 

@@ -38,8 +38,8 @@ class ConnectionTestPageTests:
     def test_the_page_follows_the_test_until_it_is_done(
         self, page, live_server, monkeypatch
     ):
-        from retrieval import editing
         from retrieval.models import ConnectionTest
+        from retrieval.services import probes
         from retrieval.tasks import probe_connection
         from tests.factories import make_mailbox
 
@@ -47,10 +47,10 @@ class ConnectionTestPageTests:
         queued = []
         monkeypatch.setattr(probe_connection, "delay", queued.append)
         monkeypatch.setattr(
-            editing,
+            probes,
             "mailbox_login_check",
             lambda *, mailbox: (
-                editing.LoginCheck(ok=True, greeting="* OK fake ready", error=""),
+                probes.LoginCheck(ok=True, greeting="* OK fake ready", error=""),
                 "S: * OK fake ready",
             ),
         )

@@ -21,12 +21,12 @@ def main(mailbox_id: str, step: str) -> None:
     django.setup()
     from django.core.management import execute_from_command_line
 
-    from retrieval import services
+    from retrieval.services import polls
     from tests.live.test_crash_invariants import Crash
 
     crash = Crash(step, lambda: os.kill(os.getpid(), signal.SIGKILL))
     # The service's one call into the engine, with the observer added.
-    setattr(services, "engine_poll", partial(services.engine_poll, observe=crash))  # noqa: B010
+    setattr(polls, "engine_poll", partial(polls.engine_poll, observe=crash))  # noqa: B010
     execute_from_command_line(["manage.py", "poll", mailbox_id])
 
 

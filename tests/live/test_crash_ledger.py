@@ -181,9 +181,9 @@ def test_a_soft_time_limit_inside_the_engine_ends_the_poll_cleanly(
         recipient="joe@example.org",
         timeout=10,
     )
-    real_poll = services.engine_poll
+    real_poll = services.polls.engine_poll
     monkeypatch.setattr(
-        services,
+        services.polls,
         "engine_poll",
         partial(real_poll, observe=Crash("recorded", soft_limit)),
     )
@@ -196,7 +196,7 @@ def test_a_soft_time_limit_inside_the_engine_ends_the_poll_cleanly(
     mailbox.refresh_from_db()
     assert mailbox.lease_owner == "" and mailbox.lease_until is None
 
-    monkeypatch.setattr(services, "engine_poll", real_poll)
+    monkeypatch.setattr(services.polls, "engine_poll", real_poll)
     again = services.mailbox_poll(mailbox_id=mailbox.pk)
     assert again.outcome == PollRun.Outcome.SUCCESS, again.error
     delivered = ids([m.data for m in smtp_listener.wait_for(3)])

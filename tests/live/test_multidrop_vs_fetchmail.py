@@ -78,6 +78,8 @@ MAILBOX = [
         "To: nobody@elsewhere.example",
     ),
     msg(7, "Bcc: dave@client.example", "To: carol@mx.client.example"),
+    # A bare local name with a comment: fetchmail's rewrite makes it carol's.
+    msg(8, "To: alice@client.example, carol (Carol C.)"),
 ]
 
 SHAPES = {
@@ -180,3 +182,35 @@ def test_same_recipients_per_message_as_fetchmail(
         "postmaster@client.example"
     }, "everything went to the postmaster: the shape tests nothing"
     assert dovecot.messages(mailuser.name) == []
+
+
+def test_a_message_every_recipient_refuses_goes_where_fetchmail_sends_it(
+    dovecot: Dovecot,
+    mailuser: MailUser,
+    smtp_listener: SmtpListener,
+    fetchmail_home: Oracle,
+) -> None:
+    raw = msg(9, "To: erin@client.example, zoe@client.example")
+
+    def refill_and_refuse() -> None:
+        smtp_listener.clear()
+        dovecot.doveadm("expunge", "-u", mailuser.name, "mailbox", "INBOX", "all")
+        dovecot.put(mailuser.name, raw)
+        for who in ("erin@client.example", "zoe@client.example"):
+            smtp_listener.fail_at("RCPT", "550 5.1.1 No such user", rcpt=who)
+
+    rc = rcfile(dovecot, mailuser, smtp_listener, "no-envelope+names+wildcard")
+    refill_and_refuse()
+    done = run_fetchmail(fetchmail_home, rc)
+    theirs = routing(smtp_listener)
+    theirs_left = len(dovecot.messages(mailuser.name))
+
+    refill_and_refuse()
+    (spec,) = to_mailbox_specs(parse_text(rc), Environment.fixed(fetchmail_home.user))
+    report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
+    ours = routing(smtp_listener)
+
+    mid = "<d9@outside.example>"
+    assert theirs[mid] == {"postmaster@client.example"}, done.stdout + done.stderr
+    assert ours[mid] == theirs[mid], report.notes
+    assert theirs_left == len(dovecot.messages(mailuser.name)) == 0

@@ -183,19 +183,19 @@ class CounterTests:
     def test_taking_over_an_expired_lease_counts_a_steal(self, client):
         mailbox = make_mailbox(make_user())
         before = value(scrape(client), "fetchweb_lease_steals_total")
-        with services.mailbox_lease(mailbox.pk) as held:  # a free mailbox
+        with services.mailbox_lease(mailbox_id=mailbox.pk) as held:  # a free mailbox
             assert held is not None
         assert value(scrape(client), "fetchweb_lease_steals_total") == before
         Mailbox.objects.filter(pk=mailbox.pk).update(
             lease_owner="dead-worker", lease_until=timezone.now() - timedelta(seconds=1)
         )
-        with services.mailbox_lease(mailbox.pk) as held:
+        with services.mailbox_lease(mailbox_id=mailbox.pk) as held:
             assert held is not None
         assert value(scrape(client), "fetchweb_lease_steals_total") == before + 1
         Mailbox.objects.filter(pk=mailbox.pk).update(
             lease_owner="live-worker", lease_until=timezone.now() + timedelta(hours=1)
         )
-        with services.mailbox_lease(mailbox.pk) as held:
+        with services.mailbox_lease(mailbox_id=mailbox.pk) as held:
             assert held is None  # a live lease is neither taken nor counted
         assert value(scrape(client), "fetchweb_lease_steals_total") == before + 1
 

@@ -13,7 +13,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from retrieval import editing
+from retrieval import services
 from retrieval.forms import MailboxForm
 from tests.factories import make_user
 from tests.retrieval.test_views import _as, _quick_settings, trio
@@ -61,7 +61,7 @@ def test_an_editor_outside_the_list_must_choose_explicitly(trio, aaron):
     # Not reachable through owners_for today (it always includes the editor),
     # but the form must not fall back to the first name if it ever is.
     owners = type(trio.alice).objects.filter(pk__in=[aaron.pk, trio.alice.pk])
-    form = MailboxForm(instance=editing.mailbox_new(), editor=trio.bob, owners=owners)
+    form = MailboxForm(instance=services.mailbox_new(), editor=trio.bob, owners=owners)
     html = str(form["owner"])
     assert _selected(html) == [""]
     assert "Choose the owner" in html

@@ -15,8 +15,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from retrieval import editing, services
+from retrieval import services
 from retrieval.models import ConnectionTest, Mailbox
+from retrieval.services import probes
 from retrieval.tasks import probe_connection
 from tests.factories import make_mailbox
 from tests.retrieval.test_views import (
@@ -42,11 +43,11 @@ def no_network(monkeypatch):
     def fake(*, mailbox):
         calls.append(mailbox.pk)
         return (
-            editing.LoginCheck(ok=True, greeting="* OK fake IMAP ready", error=""),
+            probes.LoginCheck(ok=True, greeting="* OK fake IMAP ready", error=""),
             "S: * OK fake IMAP ready\nC: A1 LOGIN alice.remote ********\nS: A1 OK",
         )
 
-    monkeypatch.setattr(editing, "mailbox_login_check", fake)
+    monkeypatch.setattr(probes, "mailbox_login_check", fake)
     return calls
 
 
@@ -137,10 +138,10 @@ class RequestTests:
 
     def test_a_failed_login_is_shown_in_words(self, client, trio, monkeypatch):
         monkeypatch.setattr(
-            editing,
+            probes,
             "mailbox_login_check",
             lambda *, mailbox: (
-                editing.LoginCheck(ok=False, greeting="", error="Wrong password."),
+                probes.LoginCheck(ok=False, greeting="", error="Wrong password."),
                 "",
             ),
         )
@@ -304,7 +305,7 @@ class QuotaTests:
         # race to another request).
         settings.FETCH_MAX_MAILBOXES_PER_USER = 1
         with pytest.raises(services.QuotaExceeded, match="the most one person"):
-            editing.mailbox_save(
+            services.mailbox_save(
                 mailbox=Mailbox(host=PUBLIC, username="x"),
                 owner=trio.alice,
                 creator=trio.alice,

@@ -142,7 +142,7 @@ class SoftTimeLimitTests:
         def too_slow(*args, **kwargs):
             raise SoftTimeLimitExceeded
 
-        monkeypatch.setattr(services, "engine_poll", too_slow)
+        monkeypatch.setattr(services.polls, "engine_poll", too_slow)
         mailbox = make_mailbox(
             make_user(superuser=True), password="pw", host="127.0.0.1", port=993
         )

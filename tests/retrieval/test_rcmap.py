@@ -311,3 +311,8 @@ class ServiceSpecTests:
             make_mailbox(make_user(superuser=True), timeout=600)
         )
         assert spec.server.timeout == spec.delivery.timeout == 30
+
+
+@pytest.mark.parametrize("entry", ["mx/\u00b2", "mx/\u0663", "[::1]/\u00b2\u00b2"])
+def test_a_port_of_non_ascii_digits_is_not_understood(entry: str) -> None:
+    assert rcmap.delivery_target(entry) is None

@@ -17,9 +17,9 @@ pytestmark = pytest.mark.django_db
 class LeaseTests:
     def test_it_skips_when_the_lease_is_held(self):
         mailbox = make_mailbox()
-        with services.mailbox_lease(mailbox.pk) as first:
+        with services.mailbox_lease(mailbox_id=mailbox.pk) as first:
             assert first is not None
-            with services.mailbox_lease(mailbox.pk) as second:
+            with services.mailbox_lease(mailbox_id=mailbox.pk) as second:
                 assert second is None
         mailbox.refresh_from_db()
         assert mailbox.lease_until is None and mailbox.lease_owner == ""
@@ -29,7 +29,7 @@ class LeaseTests:
         Mailbox.objects.filter(pk=mailbox.pk).update(
             lease_owner="dead-worker", lease_until=timezone.now() - timedelta(seconds=1)
         )
-        with services.mailbox_lease(mailbox.pk) as held:
+        with services.mailbox_lease(mailbox_id=mailbox.pk) as held:
             assert held is not None
 
     def test_a_held_lease_is_reported_as_skipped(self):
@@ -43,7 +43,7 @@ class LeaseTests:
 
     def test_release_never_frees_another_holders_lease(self):
         mailbox = make_mailbox()
-        with services.mailbox_lease(mailbox.pk):
+        with services.mailbox_lease(mailbox_id=mailbox.pk):
             # Someone else took over after our lease expired.
             Mailbox.objects.filter(pk=mailbox.pk).update(lease_owner="other")
         mailbox.refresh_from_db()

@@ -15,8 +15,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from retrieval import editing
 from retrieval.models import Mailbox, MessageResult, MultidropRule, PollRun, SeenMessage
+from retrieval.services import probes
 from retrieval.tasks import poll_mailbox
 from tests.factories import make_domain, make_mailbox, make_user
 
@@ -728,9 +728,9 @@ class PollNowTests:
 
         def fake(*, mailbox):
             calls.append(mailbox.pk)
-            return editing.LoginCheck(ok=True, greeting="+OK", error=""), ""
+            return probes.LoginCheck(ok=True, greeting="+OK", error=""), ""
 
-        monkeypatch.setattr(editing, "mailbox_login_check", fake)
+        monkeypatch.setattr(probes, "mailbox_login_check", fake)
         url = _urls(trio.mailbox, trio.run)["test"]
         first = eager_probes(_as(client, trio.alice), url)
         assert "Connected and logged in" in first.content.decode()

@@ -46,16 +46,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from accounts.models import Domain, User
-from retrieval import editing, rcmap, services
+from retrieval import rcmap, services
 from retrieval.engine.spec import DEFAULT_PORTS, Protocol, TlsMode
 from retrieval.engine.unsupported import run_time_notes
-from retrieval.models import Mailbox, MultidropRule
+from retrieval.models import Mailbox
 from retrieval.rcfile import RcfileError, parse_file
 from retrieval.rcfile.env import Environment, netrc_lookup
 from retrieval.rcfile.export import quote
 from retrieval.rcfile.model import GlobalOptions
 from retrieval.rcfile.specs import user_spec
-from retrieval.services import BSMTP_STDOUT
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -135,6 +134,9 @@ def resolve_scope(
     scope = Scope(owner, domain, actor, owner_given=bool(owner_email))
     if not actor.is_superuser:
         _check_rights(scope)
+    refusal = services.owner_domain_refusal(owner=owner, domain=domain)
+    if refusal:
+        raise CommandError(refusal)
     return scope
 
 
@@ -466,7 +468,7 @@ class Command(BaseCommand):
                 spec = user_spec(config.globals, server.options, u, env)
                 notes = run_time_notes(spec)
                 if u.bsmtp == "-":
-                    notes.append(BSMTP_STDOUT)
+                    notes.append(services.BSMTP_STDOUT)
                 entry = Entry(where, server, u, row, notes=notes)
                 if not found:
                     matches = existing[_account_key(row.columns)]
@@ -557,24 +559,20 @@ class Command(BaseCommand):
             password = "password: none in the file; the stored one is kept"
         else:
             password = "password: none"
-        if row.esmtp_password:
-            mailbox.set_esmtp_password(row.esmtp_password)
-        if entry.created:
-            # The quotas of the pages hold here too; the surrounding transaction
-            # then undoes the whole import.
-            try:
-                services.mailbox_quota_check(
-                    owner=scope.owner, creator=scope.actor, domain=scope.domain
-                )
-            except services.QuotaExceeded as exc:
-                raise CommandError(
-                    f"{entry.where}: {exc} Import refused: nothing was imported."
-                ) from exc
-        # The one write path: rows are matched by remote account, so the account
-        # should never change here, but if it does the rule of Mailbox.save holds.
-        editing.mailbox_save(mailbox=mailbox, new_password=row.password or "")
-        mailbox.rules.all().delete()
-        MultidropRule.objects.bulk_create(row.rule_rows(mailbox))
+        try:
+            # The one write path; the quotas of the pages hold here too, and the
+            # surrounding transaction then undoes the whole import.
+            services.mailbox_import(
+                mailbox=mailbox,
+                creator=scope.actor,
+                rules=row.rules,
+                password=row.password or "",
+                esmtp_password=row.esmtp_password or "",
+            )
+        except services.QuotaExceeded as exc:
+            raise CommandError(
+                f"{entry.where}: {exc} Import refused: nothing was imported."
+            ) from exc
         state = "" if mailbox.enabled else ", disabled (a skip entry)"
         self.stdout.write(
             f"{entry.where}: {'created' if entry.created else 'updated'} mailbox "

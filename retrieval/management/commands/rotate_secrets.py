@@ -1,30 +1,25 @@
-"""Re-encrypt every stored mailbox password with the first key of FIELD_ENCRYPTION_KEYS."""
+"""Re-encrypt every stored secret with the first key of FIELD_ENCRYPTION_KEYS.
+
+Two secrets live on a mailbox row: the remote password and the listener's SMTP
+AUTH password (fetchmail's esmtppassword). Both must move, or removing the old
+key afterwards makes the one left behind unreadable.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from django.db import transaction
 
-from retrieval import crypto
-from retrieval.models import Mailbox
+from retrieval import services
 
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt stored passwords with the first key in FIELD_ENCRYPTION_KEYS, "
-        "so older keys can be removed afterwards."
+        "Re-encrypt stored passwords (remote and SMTP AUTH) with the first key in "
+        "FIELD_ENCRYPTION_KEYS, so older keys can be removed afterwards."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        rotated = 0
-        with transaction.atomic():
-            for mailbox in Mailbox.objects.select_for_update().exclude(
-                password_encrypted=""
-            ):
-                if crypto.needs_rotation(mailbox.password_encrypted):
-                    mailbox.set_password(mailbox.get_password())
-                    mailbox.save(update_fields=["password_encrypted"])
-                    rotated += 1
+        rotated = services.mailbox_passwords_rotate()
         self.stdout.write(f"{rotated} password(s) re-encrypted.")

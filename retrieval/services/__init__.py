@@ -1,0 +1,130 @@
+"""The one write path: every change of state goes through these functions.
+
+Views, forms, the admin, the rcfile importer, management commands and Celery
+tasks call them (keyword arguments only); they carry the rules that hold for
+every writer (retrieval/services/mailboxes.py says which). Selectors
+(retrieval.selectors, retrieval.permissions) only read. tests/retrieval/
+test_write_path.py checks that the pages, the admin and the commands write
+nothing by themselves.
+
+By subject:
+
+* mailboxes: add, change, delete, re-encrypt passwords; the forms' pre-checks
+* rules: multidrop rules
+* polls: the poll (lease, lock, record), the schedule, asking for a poll
+* specs: the engine's spec of a row, with the run-time guards
+* ports: the engine's ledger and transcript on the ORM
+* probes: connection tests
+* quotas: mailboxes per person and per domain
+* imports: the rcfile importer's rows
+* records: poll runs and ledger rows, for the admin
+* domains, users: the admin's writes for accounts
+
+The names below are re-exported so that callers write ``services.mailbox_save``;
+a test that replaces a function replaces it in its module (``services.polls``).
+"""
+
+from retrieval.services.domains import domain_delete, domain_save, domains_delete
+from retrieval.services.imports import mailbox_import
+from retrieval.services.mailboxes import (
+    MailboxBusy,
+    OwnerDomainMismatch,
+    ServerCommandRefused,
+    account_busy,
+    account_changes,
+    mailbox_delete,
+    mailbox_new,
+    mailbox_passwords_rotate,
+    mailbox_save,
+    mailboxes_delete,
+    owner_domain_refusal,
+    password_needed,
+)
+from retrieval.services.polls import (
+    ACTION_INTERVAL,
+    InsideTransaction,
+    PollSummary,
+    action_allowed,
+    mailbox_lease,
+    mailbox_poll,
+    mailbox_poll_request,
+    mailboxes_claim_due,
+    mailboxes_poll_request,
+    runs_close_lost,
+)
+from retrieval.services.ports import DatabaseLedger, RecordingTranscript
+from retrieval.services.probes import (
+    PROBE_STALE_SECONDS,
+    PROBES_KEPT,
+    ProbeLimit,
+    connection_test_request,
+    connection_test_run,
+    mailbox_login_check,
+)
+from retrieval.services.quotas import (
+    QuotaExceeded,
+    mailbox_quota_check,
+    mailbox_quota_refusal,
+)
+from retrieval.services.records import (
+    ledger_entries_delete,
+    ledger_entry_delete,
+    ledger_entry_save,
+    run_delete,
+    runs_delete,
+)
+from retrieval.services.rules import mailbox_rules_replace
+from retrieval.services.specs import BSMTP_STDOUT, SpecError, mailbox_spec
+from retrieval.services.users import user_delete, user_save, users_delete
+
+__all__ = [
+    "ACTION_INTERVAL",
+    "BSMTP_STDOUT",
+    "PROBES_KEPT",
+    "PROBE_STALE_SECONDS",
+    "DatabaseLedger",
+    "InsideTransaction",
+    "MailboxBusy",
+    "OwnerDomainMismatch",
+    "PollSummary",
+    "ProbeLimit",
+    "QuotaExceeded",
+    "RecordingTranscript",
+    "ServerCommandRefused",
+    "SpecError",
+    "account_busy",
+    "account_changes",
+    "action_allowed",
+    "connection_test_request",
+    "connection_test_run",
+    "domain_delete",
+    "domain_save",
+    "domains_delete",
+    "ledger_entries_delete",
+    "ledger_entry_delete",
+    "ledger_entry_save",
+    "mailbox_delete",
+    "mailbox_import",
+    "mailbox_lease",
+    "mailbox_login_check",
+    "mailbox_new",
+    "mailbox_passwords_rotate",
+    "mailbox_poll",
+    "mailbox_poll_request",
+    "mailbox_quota_check",
+    "mailbox_quota_refusal",
+    "mailbox_rules_replace",
+    "mailbox_save",
+    "mailbox_spec",
+    "mailboxes_claim_due",
+    "mailboxes_delete",
+    "mailboxes_poll_request",
+    "owner_domain_refusal",
+    "password_needed",
+    "run_delete",
+    "runs_close_lost",
+    "runs_delete",
+    "user_delete",
+    "user_save",
+    "users_delete",
+]

@@ -1,0 +1,361 @@
+"""Polling a stored mailbox: lock it, build the engine's spec, run, record.
+
+Everything here runs the same way from a Celery task, from ``manage.py poll`` and from
+a test; the task is only an adapter. The pages and the admin ask for a poll with
+``mailbox_poll_request`` (queued after commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from retrieval import observability
+from retrieval.engine.report import ExitCode, PollReport
+from retrieval.engine.run import poll as engine_poll
+from retrieval.models import Mailbox, MessageResult, PollRun
+from retrieval.services.ports import DatabaseLedger, RecordingTranscript
+from retrieval.services.specs import SpecError, mailbox_spec, refuse_command_line_only
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from accounts.models import User
+
+logger = logging.getLogger(__name__)
+
+# Seconds one person waits between two "Poll now" (or two tests) of one mailbox.
+ACTION_INTERVAL = 10
+
+
+# --- the lock ----------------------------------------------------------------------
+
+
+def _remote_key(mailbox: Mailbox) -> int:
+    """A 63-bit key for the remote account, shared by every row naming it."""
+    ident = f"{mailbox.host.lower()}|{mailbox.port or 0}|{mailbox.username}".encode()
+    return (zlib.crc32(ident) << 31) ^ zlib.adler32(ident)
+
+
+@contextmanager
+def mailbox_lease(*, mailbox_id: int) -> Iterator[Mailbox | None]:
+    """Hold the mailbox for one poll, or yield None when someone else holds it.
+
+    Two locks, for two failure modes:
+
+    1. A lease on the row (conditional UPDATE, with an expiry past the task's hard
+       time limit): works on SQLite and PostgreSQL, and shows "polling since" in
+       the admin. A killed worker's lease expires by itself.
+    2. On PostgreSQL, a session advisory lock on the remote account (host, port,
+       user), so two rows naming the same remote mailbox never poll at once; it
+       dies with the worker's database connection.
+    """
+    owner = uuid.uuid4().hex
+    now = timezone.now()
+    lease = {
+        "lease_owner": owner,
+        "lease_until": now + timedelta(seconds=settings.FETCH_LEASE_SECONDS),
+    }
+    rows = Mailbox.objects.filter(pk=mailbox_id)
+    claimed = rows.filter(lease_until__isnull=True).update(**lease)
+    if claimed != 1:
+        # Taken over from a holder whose lease expired: its worker was lost.
+        claimed = rows.filter(lease_until__lt=now).update(**lease)
+        if claimed == 1:
+            observability.lease_stolen(mailbox_id)
+    if claimed != 1:
+        yield None
+        return
+    advisory_key: int | None = None
+    try:
+        mailbox = Mailbox.objects.select_related("owner").get(pk=mailbox_id)
+        if connection.vendor == "postgresql":
+            key = _remote_key(mailbox)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+                if not cursor.fetchone()[0]:
+                    yield None
+                    return
+            advisory_key = key
+        yield mailbox
+    finally:
+        if advisory_key is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [advisory_key])
+        Mailbox.objects.filter(pk=mailbox_id, lease_owner=owner).update(
+            lease_owner="", lease_until=None
+        )
+
+
+# --- the poll ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollSummary:
+    mailbox_id: int
+    run_id: int | None
+    outcome: str
+    exit_code: int | None
+    delivered: int = 0
+    error: str = ""
+
+    def __str__(self) -> str:
+        text = f"mailbox {self.mailbox_id}: {self.outcome}"
+        if self.run_id is not None:
+            text += f" (run {self.run_id}, exit {self.exit_code}, {self.delivered} delivered)"
+        return text + (f": {self.error}" if self.error else "")
+
+
+def _outcome_for(code: ExitCode) -> str:
+    # MAXFETCH: the poll stopped at the fetch limit after delivering; more waits.
+    if code in (ExitCode.SUCCESS, ExitCode.MAXFETCH):
+        return PollRun.Outcome.SUCCESS
+    if code is ExitCode.NOMAIL:
+        return PollRun.Outcome.NOMAIL
+    return PollRun.Outcome.ERROR
+
+
+class InsideTransaction(RuntimeError):
+    """mailbox_poll was called inside ``transaction.atomic``."""
+
+
+def _require_autocommit() -> None:
+    """Refuse to poll inside a transaction: the delete must follow the commit.
+
+    Inside ``transaction.atomic`` the ledger's row is written but not committed
+    when the engine sends the delete; a crash (or a rollback) then loses a message
+    the server no longer has. Django's TestCase wraps each test in a transaction
+    that stands in for autocommit (it marks it, as Django's own durable check
+    reads it): only blocks opened by code count.
+    """
+    if connection.in_atomic_block and not all(
+        getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
+    ):
+        raise InsideTransaction(
+            "mailbox_poll must run in autocommit mode, not inside "
+            "transaction.atomic: each delivery has to be committed before the "
+            "message is deleted from the server. Call it outside the transaction "
+            "(or queue it with transaction.on_commit)."
+        )
+
+
+def mailbox_poll(
+    *,
+    mailbox_id: int,
+    trigger: str = PollRun.Trigger.SCHEDULE,
+    echo: bool = False,
+) -> PollSummary:
+    """Poll one mailbox now, if nobody else is, and record the run.
+
+    Never raises for what a server or listener does: every such fault ends as a
+    PollRun with an error in plain words, so the worker goes on to the next mailbox.
+    Raises InsideTransaction when called inside ``transaction.atomic``.
+    """
+    _require_autocommit()
+    with mailbox_lease(mailbox_id=mailbox_id) as mailbox:
+        if mailbox is None:
+            logger.info("mailbox %s is being polled elsewhere; skipped", mailbox_id)
+            return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)
+        return _poll_locked(mailbox, trigger=trigger, echo=echo)
+
+
+def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
+    # mailbox.lease_owner was read after the claim: it is this poll's lease.
+    run = PollRun.objects.create(
+        mailbox=mailbox, trigger=trigger, lease_owner=mailbox.lease_owner
+    )
+    outcome: str | None = None
+    secrets: tuple[str, ...] = ()
+    try:
+        spec = mailbox_spec(mailbox)
+        refuse_command_line_only(spec)
+        secrets = tuple(
+            s.reveal() for s in (spec.password, spec.delivery.esmtp_password) if s
+        )
+        transcript = RecordingTranscript(
+            secrets=secrets, limit=settings.FETCH_TRANSCRIPT_MAX_CHARS, echo=echo
+        )
+        report = engine_poll(
+            spec, ledger=DatabaseLedger(mailbox), transcript=transcript
+        )
+    except SpecError as exc:
+        transcript = RecordingTranscript(secrets=secrets, limit=1000)
+        report = PollReport(exit_code=ExitCode.SYNTAX, error=str(exc))
+    except SoftTimeLimitExceeded:
+        # Celery's soft limit, not a bug: say so, and end before the hard limit
+        # kills the worker. Deliveries so far are in the ledger; the rest stays on
+        # the server for the next poll. The wire talk went with the engine's stack.
+        logger.warning("poll of mailbox %s hit the soft time limit", mailbox.pk)
+        transcript = RecordingTranscript(secrets=secrets, limit=1000)
+        outcome = PollRun.Outcome.TIMEOUT
+        report = PollReport(
+            exit_code=ExitCode.UNDEFINED,
+            error=(
+                f"The poll took longer than {settings.FETCH_SOFT_LIMIT} s and was "
+                "stopped. Messages delivered before that are recorded; the others "
+                "stay on the server for the next poll."
+            ),
+        )
+    except Exception:
+        # A bug, not a server fault: record it (without the secret) and go on.
+        logger.exception("poll of mailbox %s failed unexpectedly", mailbox.pk)
+        transcript = RecordingTranscript(secrets=secrets, limit=1000)
+        report = PollReport(
+            exit_code=ExitCode.UNDEFINED,
+            error="fetchweb failed unexpectedly; the administrator can see the log.",
+        )
+    _record(run, report, transcript, outcome=outcome)
+    observability.poll_finished(mailbox, run, report)
+    now = timezone.now()
+    Mailbox.objects.filter(pk=mailbox.pk).update(next_poll_at=mailbox.next_after(now))
+    logger.info(
+        "mailbox %s polled: exit %s, %s delivered%s",
+        mailbox.pk,
+        int(report.exit_code),
+        report.delivered,
+        f", error: {transcript.mask(report.error)}" if report.error else "",
+    )
+    return PollSummary(
+        mailbox.pk,
+        run.pk,
+        run.outcome,
+        run.exit_code,
+        delivered=run.delivered,
+        error=run.error,
+    )
+
+
+def _record(
+    run: PollRun,
+    report: PollReport,
+    transcript: RecordingTranscript,
+    *,
+    outcome: str | None = None,
+) -> None:
+    """``outcome``: one that no fetchmail exit status names (a time limit); the
+    run then has no exit code."""
+    run.finished_at = timezone.now()
+    run.exit_code = int(report.exit_code) if outcome is None else None
+    run.outcome = outcome or _outcome_for(report.exit_code)
+    run.fetched = sum(1 for m in report.messages if m.status != "skipped")
+    run.delivered = report.delivered
+    run.deleted = report.deleted
+    run.bytes_fetched = report.bytes_fetched
+    run.greeting = transcript.mask(report.greeting)[:2000]
+    run.error = transcript.mask(report.error)
+    notes = [f"*: note: {transcript.mask(n)}" for n in report.notes]
+    run.transcript = "\n".join([transcript.text(), *notes]).strip()
+    run.save()
+    MessageResult.objects.bulk_create(
+        MessageResult(
+            run=run,
+            folder=m.folder,
+            uid=m.uid[:255],
+            message_id=m.message_id[:998],
+            size=m.size,
+            recipients=list(m.recipients),
+            status=str(m.status),
+            listener_reply=transcript.mask(m.listener_reply)[:2000],
+            deleted=m.deleted,
+        )
+        for m in report.messages
+    )
+
+
+# --- the schedule ------------------------------------------------------------------
+
+WORKER_LOST = (
+    "The worker running this poll stopped before it finished (it was killed at "
+    "the hard time limit, ran out of memory, or its host went away). Messages it "
+    "had recorded as delivered are not fetched again; the others stay on the "
+    "server for the next poll."
+)
+
+
+def runs_close_lost(*, now: datetime | None = None) -> int:
+    """Close the runs still "running" whose worker is gone; returns how many.
+
+    A run is alive while its mailbox holds the run's lease, unexpired. A killed
+    worker never releases it, so it expires (past the hard time limit); a worker
+    that died after releasing it, or whose expired lease a new poll took, has
+    lost it at once.
+    """
+    now = now or timezone.now()
+    alive = Q(mailbox__lease_owner=F("lease_owner"), mailbox__lease_until__gte=now)
+    lost = PollRun.objects.filter(outcome=PollRun.Outcome.RUNNING).exclude(alive)
+    # Each run is closed by a conditional UPDATE: a run that finishes meanwhile
+    # keeps its own outcome.
+    closed = 0
+    for pk in list(lost.values_list("pk", flat=True)):
+        closed += PollRun.objects.filter(pk=pk, outcome=PollRun.Outcome.RUNNING).update(
+            outcome=PollRun.Outcome.LOST,
+            finished_at=now,
+            exit_code=None,
+            error=WORKER_LOST,
+        )
+    if closed:
+        logger.warning("closed %s poll run(s) whose worker was lost", closed)
+    return closed
+
+
+def mailboxes_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Ids of mailboxes due for a poll, each claimed by moving its next poll on.
+
+    Claiming (a conditional UPDATE per row) makes a duplicate dispatcher harmless:
+    the second one finds nothing due. If the queued task is lost, the mailbox is due
+    again after one interval.
+    """
+    now = now or timezone.now()
+    due = (
+        Mailbox.objects.filter(enabled=True)
+        .filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .order_by("next_poll_at")
+        .values_list("pk", "next_poll_at", "poll_interval")[:limit]
+    )
+    claimed: list[int] = []
+    for pk, previous, interval in due:
+        moved = Mailbox.objects.filter(pk=pk, next_poll_at=previous).update(
+            next_poll_at=now + timedelta(seconds=interval)
+        )
+        if moved == 1:
+            claimed.append(pk)
+    return claimed
+
+
+# --- asking for a poll (the pages, the admin) ------------------------------------------
+
+
+def action_allowed(*, user: User, mailbox: Mailbox, action: str) -> bool:
+    """True at most once per ACTION_INTERVAL for one person, mailbox and action."""
+    key = f"fetchweb:{action}:{user.pk}:{mailbox.pk}"
+    return bool(cache.add(key, 1, timeout=ACTION_INTERVAL))
+
+
+def mailbox_poll_request(*, mailbox: Mailbox) -> None:
+    """Queue a poll now, once the surrounding transaction (if any) has committed."""
+    mailboxes_poll_request(mailbox_ids=[mailbox.pk])
+
+
+def mailboxes_poll_request(*, mailbox_ids: Iterable[int]) -> int:
+    """Queue a poll of each mailbox after commit; returns how many were queued."""
+    from retrieval.tasks import poll_mailbox as poll_mailbox_task
+
+    count = 0
+    for pk in mailbox_ids:
+        transaction.on_commit(partial(poll_mailbox_task.delay, pk, "manual"))
+        count += 1
+    return count

@@ -1,0 +1,82 @@
+"""The engine's frozen spec of a stored mailbox, with the run-time guards.
+
+A poll and a connection test both start here: the row is read as an rcfile entry
+would be (retrieval.rcmap), the password decrypted, and what its owner may not ask
+for (commands on this server, private addresses) refused in words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from retrieval import netpolicy, rcmap
+from retrieval.crypto import DecryptionError
+from retrieval.models import Mailbox
+from retrieval.rcfile.env import Environment
+from retrieval.rcfile.specs import user_spec
+
+if TYPE_CHECKING:
+    from retrieval.engine import spec as engine_spec
+    from retrieval.rcfile.model import ServerOptions, UserOptions
+
+
+class SpecError(Exception):
+    """The mailbox's settings cannot be turned into a poll; the text says why."""
+
+
+BSMTP_STDOUT = (
+    "bsmtp '-' writes to standard output, which only the command line has; name "
+    "a file for the web service."
+)
+
+
+def refuse_command_line_only(spec: engine_spec.MailboxSpec) -> None:
+    """What only makes sense for ``python -m retrieval.engine``."""
+    if spec.delivery.bsmtp == "-":
+        raise SpecError(BSMTP_STDOUT)
+
+
+def _refuse_server_commands(mailbox: Mailbox, s: ServerOptions, u: UserOptions) -> None:
+    """The run-time guard beside the importer's: commands are for superusers only."""
+    if mailbox.owner.is_superuser:
+        if mailbox.delivery_kind == Mailbox.DeliveryKind.MDA and u.mda is None:
+            raise SpecError("Delivery to a program is chosen but no command is set.")
+        return
+    names = list(rcmap.commands_in(s, u))
+    if mailbox.delivery_kind == Mailbox.DeliveryKind.MDA and "mda" not in names:
+        names.insert(0, "mda")
+    if names:
+        raise SpecError(
+            f"This mailbox asks to run commands on the server ({', '.join(names)}); "
+            "only a mailbox of an administrator (superuser) may do that."
+        )
+
+
+def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
+    """The engine's frozen view of one row, built as for an rcfile entry.
+
+    Decrypts the password. The recipient is the owner's address unless the row
+    names one (``recipient``, multidrop rules).
+    """
+    try:
+        g, s, u = rcmap.mailbox_to_rc(mailbox, with_password=True)
+    except DecryptionError as exc:
+        raise SpecError(f"The stored password cannot be read: {exc}") from exc
+    _refuse_server_commands(mailbox, s, u)
+    spec = user_spec(g, s, u, Environment.fixed(mailbox.owner.email))
+    timeout = min(spec.server.timeout, float(settings.FETCH_TIMEOUT))
+    server = replace(spec.server, timeout=timeout)
+    if not (mailbox.owner.is_superuser or settings.FETCH_ALLOW_PRIVATE_HOSTS):
+        try:
+            netpolicy.check_destination(server.host, server.effective_port)
+        except netpolicy.DestinationRefused as exc:
+            raise SpecError(str(exc)) from exc
+        server = replace(server, public_only=True)
+    recipients = spec.delivery.recipients
+    if not recipients or not (u.smtpname or u.localnames):
+        recipients = (mailbox.delivery_address,)
+    delivery = replace(spec.delivery, recipients=recipients, timeout=timeout)
+    return replace(spec, server=server, delivery=delivery)

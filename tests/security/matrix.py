@@ -1,0 +1,452 @@
+"""The authorization matrix of issue 11: what every URL must answer to every role.
+
+The URL list is not written here: :func:`url_patterns` walks the resolver, Django's
+admin included, so a new URL without an entry in :data:`EXPECT` fails
+``test_every_url_has_an_expectation``. What *is* written here, by hand, is the
+expected answer: per URL, role, object owner and method. Nothing is derived from
+the code under test.
+
+Vocabulary:
+
+- a *role* is who asks (``anonymous`` … ``root``, see :data:`ROLES`);
+- an *owner* is whose object the URL points at (``alice``, ``peer``, ``bob``,
+  ``root`` for mailboxes and everything hanging off them; ``dom1``/``dom2`` for
+  domains; ``site`` for site-wide rows such as groups);
+- a *level* is what the role may do with that owner's mailboxes
+  (:data:`ACCESS`, the tenancy rule of DESIGN.md written out as a table).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.urls import URLPattern, URLResolver, get_resolver
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# --- the people -------------------------------------------------------------------
+
+ROLES = (
+    "anonymous",
+    "alice",  # user, domain 1
+    "peer",  # user, domain 1: alice's same-domain neighbour
+    "bob",  # user, domain 2
+    "admin1",  # domain administrator of domain 1
+    "admin2",  # domain administrator of domain 2
+    "staff1",  # domain administrator of domain 1 with is_staff (not superuser)
+    "root",  # superuser
+)
+
+# Mailbox owners; every mailbox has one run (with a message result), one
+# multidrop rule and one seen message.
+OWNERS = ("alice", "peer", "bob", "root")
+
+NONE, READ, OWN, ADMIN = "none", "read", "own", "admin"
+"""NONE: the mailbox does not exist for them (404). READ: may look, not change
+(a superuser's mailbox seen by a domain administrator). OWN: may change it, not
+its multidrop rules. ADMIN: may change it and its multidrop rules."""
+
+ACCESS: dict[str, dict[str, str]] = {
+    "anonymous": {},
+    "alice": {"alice": OWN},
+    "peer": {"peer": OWN},
+    "bob": {"bob": OWN},
+    "admin1": {"alice": ADMIN, "peer": ADMIN, "root": READ},
+    "admin2": {"bob": ADMIN},
+    "staff1": {"alice": ADMIN, "peer": ADMIN, "root": READ},
+    "root": {owner: ADMIN for owner in OWNERS},
+}
+
+# Which domains' names a role may see (its own domain or the ones it administers).
+DOMAINS_SEEN: dict[str, set[str]] = {
+    "anonymous": set(),
+    "alice": {"dom1"},
+    "peer": {"dom1"},
+    "bob": {"dom2"},
+    "admin1": {"dom1"},
+    "admin2": {"dom2"},
+    "staff1": {"dom1"},
+    "root": {"dom1", "dom2"},
+}
+
+DOMAIN_NAMES = {"dom1": "tenant-one.example", "dom2": "tenant-two.example"}
+EMAILS = {
+    "alice": "alice@tenant-one.example",
+    "peer": "peer@tenant-one.example",
+    "bob": "bob@tenant-two.example",
+    "admin1": "admin1@tenant-one.example",
+    "admin2": "admin2@tenant-two.example",
+    "staff1": "staff1@tenant-one.example",
+    "root": "root@operator.example",
+}
+
+
+def level(role: str, owner: str) -> str:
+    return ACCESS[role].get(owner, NONE)
+
+
+def markers(owner: str) -> tuple[str, ...]:
+    """Strings that only ``owner``'s objects contain: seeing one of them in a
+    response proves the response is about that owner's data. Plain letters,
+    digits and dashes so that HTML escaping cannot hide them."""
+    return (
+        f"MBNAME-{owner}",
+        f"imap.{owner}-secret.example",
+        f"remote-{owner}-secret",
+        f"GREETING-SECRET-{owner}",
+        f"TRANSCRIPT-SECRET-{owner}",
+        f"ERROR-SECRET-{owner}",
+        f"REPLY-SECRET-{owner}",
+        f"MSGID-SECRET-{owner}",
+        f"rule-secret-{owner}",
+        f"UID-SECRET-{owner}",
+        EMAILS[owner],
+    )
+
+
+SITE_MARKERS = ("GROUP-SECRET-site",)
+
+
+def forbidden_markers(role: str) -> tuple[str, ...]:
+    """Everything ``role`` must never see in any response."""
+    found: list[str] = []
+    for owner in OWNERS:
+        if level(role, owner) == NONE:
+            found += markers(owner)
+    for dom, name in DOMAIN_NAMES.items():
+        if dom not in DOMAINS_SEEN[role]:
+            found.append(name)
+    if role != "root":
+        found += SITE_MARKERS
+    return tuple(found)
+
+
+# Pages of one connection test, reached through its mailbox as a run is.
+CONNECTION_TEST_PAGES = ("retrieval:connection-test", "retrieval:connection-test-status")
+
+# --- the URLs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pattern:
+    key: str  # "namespace:name", or the full route for an unnamed pattern
+    route: str  # the full route, prefixes included
+    name: str | None  # "namespace:name" when named
+    params: tuple[str, ...]  # the parameter names, in route order
+    admin: bool
+
+
+_PARAM = re.compile(r"<(?:\w+:)?(\w+)>|\(\?P<(\w+)>")
+
+
+def url_patterns(urlconf: Any = None) -> list[Pattern]:
+    """Every URL pattern of ``urlconf`` (default: ROOT_URLCONF), includes and
+    namespaces followed, the admin site's included."""
+    found: list[Pattern] = []
+
+    def walk(resolver: URLResolver, prefix: str, namespaces: tuple[str, ...]) -> None:
+        for entry in resolver.url_patterns:
+            route = prefix + str(entry.pattern)
+            if isinstance(entry, URLResolver):
+                ns = namespaces + ((entry.namespace,) if entry.namespace else ())
+                walk(entry, route, ns)
+            else:
+                assert isinstance(entry, URLPattern)
+                name = ":".join((*namespaces, entry.name)) if entry.name else None
+                params = tuple(a or b for a, b in _PARAM.findall(route))
+                found.append(
+                    Pattern(
+                        key=name or route,
+                        route=route,
+                        name=name,
+                        params=params,
+                        admin="admin" in namespaces,
+                    )
+                )
+
+    walk(get_resolver(urlconf), "", ())
+    return found
+
+
+def fill_route(route: str, values: dict[str, str]) -> str:
+    """A concrete path for an unnamed pattern (named ones go through reverse())."""
+
+    def sub(match: re.Match[str]) -> str:
+        return values[match.group(1) or match.group(2)]
+
+    path = re.sub(r"<(?:\w+:)?(\w+)>|\(\?P<(\w+)>[^)]*\)", sub, route)
+    return "/" + path.replace("^", "").replace("$", "")
+
+
+# --- objects a pattern is probed with ------------------------------------------------
+
+# The admin's model pages and which owners' rows they are probed on.
+ADMIN_MODELS: dict[str, tuple[str, ...]] = {
+    "auth_group": ("site",),
+    "accounts_user": OWNERS,
+    "accounts_domain": ("dom1", "dom2"),
+    "retrieval_mailbox": OWNERS,
+    "retrieval_pollrun": OWNERS,
+    "retrieval_seenmessage": OWNERS,
+}
+_MODEL_PAGE = re.compile(r"^admin/(\w+)/(\w+)/")
+
+
+def admin_model(pattern: Pattern) -> str | None:
+    """``app_model`` for an admin page of one model, else None."""
+    match = _MODEL_PAGE.match(pattern.route)
+    if not match or not pattern.admin:
+        return None
+    model = f"{match.group(1)}_{match.group(2)}"
+    return model if model in ADMIN_MODELS else None
+
+
+def targets(pattern: Pattern) -> tuple[str, ...]:
+    """Whose objects the pattern is probed on ("-" when it takes none).
+
+    ``missing`` is an id no row has; ``alice+bob`` is alice's mailbox with bob's
+    run in the run page's URL (and so on): a run must be reached only through
+    its own mailbox.
+    """
+    if pattern.key == "retrieval:run-detail" or pattern.key in CONNECTION_TEST_PAGES:
+        return (*OWNERS, "missing", "alice+bob", "bob+alice", "root+alice")
+    if pattern.key == "retrieval:mailbox-add":
+        # The owner chosen in the POSTed form: a domain administrator may choose
+        # only the members of their domains.
+        return OWNERS
+    if pattern.params == ("pk",):
+        return (*OWNERS, "missing")
+    if pattern.key == "admin:app_list":
+        return ("auth", "accounts", "retrieval")
+    if pattern.key == "admin:view_on_site":
+        return OWNERS
+    if pattern.key == "admin:auth_user_password_change":
+        return OWNERS
+    model = admin_model(pattern)
+    if model and pattern.params:
+        return ADMIN_MODELS[model]
+    return ("-",)
+
+
+# --- what each probe must answer -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The status, and for redirects where to (a symbolic place resolved by the test:
+    login, admin-login, detail, home, new-mailbox, admin-index, admin-change,
+    changelist, mailbox-page)."""
+
+    status: int
+    to: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """Did the request do what it asked for? Refusals change nothing."""
+        return self.status in (200, 302) and self.to not in ("login", "admin-login")
+
+
+LOGIN = Expect(302, "login")
+ADMIN_LOGIN = Expect(302, "admin-login")
+OK = Expect(200)
+E403, E404, E405 = Expect(403), Expect(404), Expect(405)
+
+# The self-service pages, by level of the role on the object's owner.
+_ALL_LEVELS = (NONE, READ, OWN, ADMIN)
+
+
+def _by_level(
+    none: Expect, read: Expect, own: Expect, admin: Expect
+) -> dict[str, Expect]:
+    return {NONE: none, READ: read, OWN: own, ADMIN: admin}
+
+
+def _same(expect: Expect) -> dict[str, Expect]:
+    return dict.fromkeys(_ALL_LEVELS, expect)
+
+
+# EXPECT[url key][method] -> {level: Expect}, for logged-in roles on the pages.
+# Anonymous gets LOGIN everywhere login_required applies (ANONYMOUS below).
+PAGES: dict[str, dict[str, dict[str, Expect]]] = {
+    "home": {"GET": _same(OK), "POST": _same(OK)},
+    "login": {"GET": _same(OK), "POST": _same(OK)},  # bad credentials: the form again
+    "logout": {"GET": _same(E405), "POST": _same(Expect(302, "login"))},
+    "healthz": {"GET": _same(OK), "POST": _same(E405)},
+    # Prometheus text for loopback clients (the test client's 127.0.0.1) whoever
+    # they are; other networks need FETCH_METRICS_ALLOW or the token
+    # (tests/monitoring/test_metrics.py). Counts only, never a mailbox's data.
+    "metrics": {"GET": _same(OK), "POST": _same(E405)},
+    "retrieval:mailbox-detail": {
+        "GET": _by_level(E404, OK, OK, OK),
+        "POST": _same(E405),
+    },
+    "retrieval:mailbox-edit": {
+        "GET": _by_level(E404, E403, OK, OK),
+        "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
+    },
+    "retrieval:mailbox-rules": {
+        "GET": _by_level(E404, E403, E403, OK),
+        "POST": _by_level(E404, E403, E403, Expect(302, "detail")),
+    },
+    "retrieval:mailbox-poll": {
+        "GET": _same(E405),
+        "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
+    },
+    "retrieval:mailbox-test": {
+        "GET": _same(E405),
+        "POST": _by_level(
+            E404, E403, Expect(302, "connection-test"), Expect(302, "connection-test")
+        ),
+    },
+    # A connection test is seen by whoever may see its mailbox, like a run.
+    "retrieval:connection-test": {
+        "GET": _by_level(E404, OK, OK, OK),
+        "POST": _same(E405),
+    },
+    "retrieval:connection-test-status": {
+        "GET": _by_level(E404, OK, OK, OK),
+        "POST": _same(E405),
+    },
+    "retrieval:mailbox-delete": {
+        "GET": _by_level(E404, E403, OK, OK),
+        "POST": _by_level(E404, E403, Expect(302, "home"), Expect(302, "home")),
+    },
+    "retrieval:run-detail": {
+        "GET": _by_level(E404, OK, OK, OK),
+        "POST": _same(E405),
+    },
+}
+# What anonymous gets on the pages; absent: the logged-in answer at level NONE.
+ANONYMOUS: dict[str, dict[str, Expect]] = {
+    "home": {"GET": LOGIN, "POST": LOGIN},
+    "logout": {"GET": E405, "POST": Expect(302, "login")},
+    **{
+        key: {"GET": LOGIN, "POST": LOGIN}
+        for key in PAGES
+        if key.startswith("retrieval:")
+    },
+}
+
+
+def add_expectation(role: str, owner: str, method: str) -> Expect:
+    """mailbox-add: the form for everyone logged in; a POST adds a mailbox for
+    the chosen owner only if the role may choose them, else for themselves (a
+    plain user has no owner field) or not at all (the form says why)."""
+    if role == "anonymous":
+        return LOGIN
+    if method == "GET":
+        return OK
+    if role in ("alice", "peer", "bob"):
+        return Expect(302, "new-mailbox")  # their own, whatever owner was posted
+    may_choose = {
+        "admin1": {"alice", "peer"},
+        "staff1": {"alice", "peer"},
+        "admin2": {"bob"},
+        "root": set(OWNERS),
+    }[role]
+    return Expect(302, "new-mailbox") if owner in may_choose else OK
+
+
+def add_owner(role: str, owner: str) -> str:
+    """Whom the mailbox added by an allowed POST must belong to."""
+    return role if role in ("alice", "peer", "bob") else owner
+
+
+# The admin. DECISION of issue 11 item 1: the admin is for active superusers only.
+# Everyone else is sent to the admin's login page (a staff account may instead be
+# refused with 403), whatever the page, object or method; the login page itself
+# answers them with its form.
+
+# The superuser's answers, per admin pattern key and method; model pages by kind.
+ROOT_ADMIN: dict[str, dict[str, Expect]] = {
+    "admin:index": {"GET": OK, "POST": OK},
+    "admin:login": {"GET": Expect(302, "admin-index"), "POST": OK},
+    # Django's LogoutView, then LOGOUT_REDIRECT_URL; logging out is POST only.
+    "admin:logout": {"GET": E405, "POST": LOGIN},
+    "admin:password_change": {"GET": OK, "POST": OK},  # wrong old password
+    "admin:password_change_done": {"GET": OK, "POST": E405},
+    "admin:autocomplete": {"GET": E403, "POST": E405},  # no autocomplete fields
+    "admin:jsi18n": {"GET": OK, "POST": E405},
+    # No model has get_absolute_url, so "view on site" has nowhere to go.
+    "admin:view_on_site": {"GET": E404, "POST": E404},
+    "admin:app_list": {"GET": OK, "POST": OK},
+    "admin/(?P<url>.*)$": {"GET": E404, "POST": E404},
+    "admin:auth_user_password_change": {"GET": OK, "POST": OK},  # mismatched
+}
+ROOT_MODEL_PAGES: dict[str, dict[str, Expect]] = {
+    "changelist": {"GET": OK, "POST": Expect(302, "changelist")},  # bulk delete
+    "add": {"GET": OK, "POST": OK},  # empty form: errors
+    "history": {"GET": OK, "POST": OK},
+    "delete": {"GET": OK, "POST": Expect(302, "changelist")},
+    "change": {"GET": OK, "POST": OK},  # empty form: errors
+    "view": {"GET": Expect(302, "admin-change"), "POST": Expect(302, "admin-change")},
+}
+ROOT_MODEL_EXCEPTIONS: dict[tuple[str, str, str], Expect] = {
+    # A domain with members cannot be deleted (User.domain is PROTECT): the
+    # confirmation page says so instead.
+    ("accounts_domain", "changelist", "POST"): OK,
+    ("accounts_domain", "delete", "POST"): OK,
+    # Poll runs are a record: no add page, no change form; after a delete the
+    # admin, having no change permission, goes back to its index.
+    ("retrieval_pollrun", "add", "GET"): E403,
+    ("retrieval_pollrun", "add", "POST"): E403,
+    ("retrieval_pollrun", "change", "POST"): E403,
+    ("retrieval_pollrun", "delete", "POST"): Expect(302, "admin-index"),
+}
+# Everyone else who is not let in: anonymous, the users, the domain administrators.
+# Django's admin logout sends them to the admin index (which sends them to login).
+NOT_ADMITTED: dict[str, tuple[Expect, ...]] = {
+    "admin:login": (OK,),  # the login form, with "you are not authorized"
+    "admin:logout": (Expect(302, "admin-index"),),
+}
+
+
+def model_page_kind(pattern: Pattern) -> str:
+    if pattern.name:
+        return pattern.name.rsplit("_", 1)[1]
+    return "view"  # admin/<app>/<model>/<id>/: redirects to the change page
+
+
+def expect(pattern: Pattern, role: str, owner: str, method: str) -> tuple[Expect, ...]:
+    """The acceptable answers (one, except the admin's refusals)."""
+    if pattern.admin:
+        if role == "root":
+            model = admin_model(pattern)
+            if model:
+                kind = model_page_kind(pattern)
+                exception = ROOT_MODEL_EXCEPTIONS.get((model, kind, method))
+                return (exception or ROOT_MODEL_PAGES[kind][method],)
+            return (ROOT_ADMIN[pattern.key][method],)
+        refused = NOT_ADMITTED.get(pattern.key, (ADMIN_LOGIN,))
+        # staff1 may also be refused with 403, however item 1 is implemented.
+        return (*refused, E403) if role == "staff1" else refused
+    if pattern.key == "retrieval:mailbox-add":
+        return (add_expectation(role, owner, method),)
+    by_level = PAGES[pattern.key][method]
+    if role == "anonymous":
+        return (ANONYMOUS.get(pattern.key, {}).get(method, by_level[NONE]),)
+    if "+" in owner:  # a run reached through another mailbox does not exist
+        return (by_level[NONE],)
+    return (by_level[level(role, owner)],)
+
+
+def iter_probes(patterns: list[Pattern]) -> Iterator[tuple[Pattern, str, str, str]]:
+    for pattern in patterns:
+        for role in ROLES:
+            for owner in targets(pattern):
+                for method in ("GET", "POST"):
+                    yield pattern, role, owner, method
+
+
+def has_expectation(pattern: Pattern) -> bool:
+    """Whether the tables above say anything about ``pattern``."""
+    if pattern.admin and admin_model(pattern):
+        return model_page_kind(pattern) in ROOT_MODEL_PAGES
+    return (
+        pattern.key in PAGES
+        or pattern.key in ROOT_ADMIN
+        or (pattern.key == "retrieval:mailbox-add")
+    )

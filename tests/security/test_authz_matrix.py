@@ -1,0 +1,547 @@
+"""The authorization matrix (issue 11): every URL x role x object owner x GET/POST.
+
+Each probe asserts the status (and where a redirect goes) from the tables of
+``tests/security/matrix.py``, that the response names nothing the role may not
+see (mailbox names, hosts, remote user names, greetings, transcripts, listener
+replies, rules, UIDs, owners, other domains), and that a refused request, or any
+request that is not an allowed change, left the database as it was.
+
+The rows are made once for the module and rolled back at its end; each probe
+runs in its own savepoint, so a probe that deletes a mailbox cannot disturb the
+next one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.test import Client
+from django.test.utils import override_settings
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import Domain, User
+from retrieval import services
+from retrieval.models import (
+    ConnectionTest,
+    Mailbox,
+    MessageResult,
+    MultidropRule,
+    PollRun,
+    SeenMessage,
+)
+from retrieval.tasks import poll_mailbox, probe_connection
+from tests.security import matrix as m
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+PUBLIC = "1.1.1.1"  # a public address literal: the network policy passes it without DNS
+MISSING = 999_999_999
+PATTERNS = m.url_patterns()
+
+
+
+# --- the rows ------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    users: dict[str, int] = field(default_factory=dict)
+    domains: dict[str, int] = field(default_factory=dict)
+    mailboxes: dict[str, int] = field(default_factory=dict)
+    runs: dict[str, int] = field(default_factory=dict)
+    probes: dict[str, int] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+    group: int = 0
+    sessions: dict[str, str] = field(default_factory=dict)  # role -> session key
+    baseline: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def _build() -> World:
+    world = World()
+    domains = {
+        key: Domain.objects.create(name=name) for key, name in m.DOMAIN_NAMES.items()
+    }
+    world.domains = {key: d.pk for key, d in domains.items()}
+    home: dict[str, str | None] = {
+        "alice": "dom1",
+        "peer": "dom1",
+        "bob": "dom2",
+        "admin1": "dom1",
+        "admin2": "dom2",
+        "staff1": "dom1",
+        "root": None,
+    }
+    users: dict[str, User] = {}
+    for role, email in m.EMAILS.items():
+        # No password: force_login needs none, and hashing seven would be slow.
+        where = home[role]
+        dom = domains[where] if where else None
+        if role == "root":
+            users[role] = User.objects.create_superuser(email, None)
+        else:
+            users[role] = User.objects.create_user(
+                email, None, domain=dom, is_staff=role == "staff1"
+            )
+    domains["dom1"].admins.add(users["admin1"], users["staff1"])
+    domains["dom2"].admins.add(users["admin2"])
+    # What a site gives a domain administrator it lets into the admin: the
+    # mailbox models, not the accounts.
+    users["staff1"].user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="retrieval")
+    )
+    world.users = {role: u.pk for role, u in users.items()}
+    group = Group.objects.create(name="GROUP-SECRET-site")
+    world.group = group.pk
+    mailbox_domain = {"alice": "dom1", "peer": "dom1", "bob": "dom2", "root": "dom1"}
+    for owner in m.OWNERS:
+        mailbox = Mailbox(
+            owner=users[owner],
+            domain=domains[mailbox_domain[owner]],
+            name=f"MBNAME-{owner}",
+            protocol=Mailbox.Protocol.IMAP,
+            host=f"imap.{owner}-secret.example",
+            username=f"remote-{owner}-secret",
+        )
+        mailbox.set_password(f"password-{owner}")
+        mailbox.save()
+        world.mailboxes[owner] = mailbox.pk
+        MultidropRule.objects.create(
+            mailbox=mailbox, remote=f"rule-secret-{owner}@remote.example", local=owner
+        )
+        run = PollRun.objects.create(
+            mailbox=mailbox,
+            outcome=PollRun.Outcome.ERROR,
+            exit_code=3,
+            finished_at=timezone.now(),
+            greeting=f"* OK GREETING-SECRET-{owner}",
+            transcript=f"S: * OK\nC: A1 LOGIN ********\nS: TRANSCRIPT-SECRET-{owner}",
+            error=f"ERROR-SECRET-{owner}",
+        )
+        world.runs[owner] = run.pk
+        probe = ConnectionTest.objects.create(
+            mailbox=mailbox,
+            status=ConnectionTest.Status.DONE,
+            finished_at=timezone.now(),
+            ok=False,
+            greeting=f"* OK GREETING-SECRET-{owner}",
+            error=f"ERROR-SECRET-{owner}",
+            transcript=f"S: TRANSCRIPT-SECRET-{owner}",
+        )
+        world.probes[owner] = probe.pk
+        MessageResult.objects.create(
+            run=run,
+            uid=f"UID-SECRET-{owner}",
+            message_id=f"MSGID-SECRET-{owner}",
+            size=10,
+            recipients=[m.EMAILS[owner]],
+            status="delivered",
+            listener_reply=f"250 REPLY-SECRET-{owner}",
+        )
+        seen = SeenMessage.objects.create(
+            mailbox=mailbox,
+            uid=f"UID-SECRET-{owner}",
+            message_id=f"MSGID-SECRET-{owner}",
+        )
+        world.seen[owner] = seen.pk
+    return world
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
+    """The rows, once for the module, rolled back after its last probe."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        built = _build()
+        # One session per role, made here rather than per probe: a probe that
+        # logs out deletes it only inside its own savepoint.
+        for role, pk in built.users.items():
+            client = Client()
+            client.force_login(User.objects.get(pk=pk))
+            built.sessions[role] = client.cookies[settings.SESSION_COOKIE_NAME].value
+        # Every probe starts from these rows (each runs in a savepoint rolled
+        # back after it), so one snapshot serves as everyone's "before".
+        built.baseline = world_state()
+        yield built
+        transaction.set_rollback(True)
+
+
+@dataclass
+class Calls:
+    polls: list[int] = field(default_factory=list)
+    tests: list[int] = field(default_factory=list)
+
+
+@pytest.fixture
+def calls(
+    db: None,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Calls:
+    """No poll or connection test leaves the process: they are recorded instead.
+    A fresh cache per probe, so that the buttons' rate limit never carries over.
+    A file broker whose folder exists, so that /healthz is ready in any checkout."""
+    settings.REDIS_URL = ""
+    queue = tmp_path_factory.getbasetemp() / "authz-broker-queue"
+    queue.mkdir(exist_ok=True)
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(queue)}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": uuid.uuid4().hex,
+        }
+    }
+    recorded = Calls()
+
+    def poll_request(*, mailbox: Mailbox) -> None:
+        recorded.polls.append(mailbox.pk)
+
+    monkeypatch.setattr(services, "mailbox_poll_request", poll_request)
+    monkeypatch.setattr(
+        probe_connection, "delay", lambda *a: recorded.tests.append(a[0])
+    )
+    monkeypatch.setattr(poll_mailbox, "delay", lambda *a: recorded.polls.append(a[0]))
+    return recorded
+
+
+# --- one probe -------------------------------------------------------------------------
+
+
+def _object_ids(world: World, pattern: m.Pattern, owner: str) -> dict[str, str]:
+    """The URL's parameters for ``owner``'s object."""
+    if owner == "-":
+        return {name: "no-such-page/" for name in pattern.params}  # the catch-all
+    if pattern.key == "retrieval:run-detail":
+        if owner == "missing":
+            return {"pk": str(MISSING), "run_pk": str(MISSING)}
+        box, _, run = owner.partition("+")
+        run = run or box
+        return {"pk": str(world.mailboxes[box]), "run_pk": str(world.runs[run])}
+    if pattern.key in m.CONNECTION_TEST_PAGES:
+        if owner == "missing":
+            return {"pk": str(MISSING), "test_pk": str(MISSING)}
+        box, _, probe = owner.partition("+")
+        probe = probe or box
+        return {
+            "pk": str(world.mailboxes[box]),
+            "test_pk": str(world.probes[probe]),
+        }
+    if pattern.params == ("pk",):
+        return {"pk": str(world.mailboxes.get(owner, MISSING))}
+    if pattern.key == "admin:app_list":
+        return {"app_label": owner}
+    if pattern.key == "admin:view_on_site":
+        ct = ContentType.objects.get_for_model(Mailbox)
+        return {"content_type_id": str(ct.pk), "object_id": str(world.mailboxes[owner])}
+    if pattern.key == "admin:auth_user_password_change":
+        return {"id": str(world.users[owner])}
+    model = m.admin_model(pattern)
+    assert model, pattern
+    table = {
+        "auth_group": {"site": world.group},
+        "accounts_user": world.users,
+        "accounts_domain": world.domains,
+        "retrieval_mailbox": world.mailboxes,
+        "retrieval_pollrun": world.runs,
+        "retrieval_seenmessage": world.seen,
+    }[model]
+    return {"object_id": str(table[owner])}
+
+
+def concrete_url(world: World, pattern: m.Pattern, owner: str) -> str:
+    values = _object_ids(world, pattern, owner) if pattern.params else {}
+    if pattern.name:
+        return reverse(pattern.name, kwargs=values)
+    return m.fill_route(pattern.route, values)
+
+
+_ADMIN_MODELS: dict[str, Any] = {
+    "auth_group": Group,
+    "accounts_user": User,
+    "accounts_domain": Domain,
+    "retrieval_mailbox": Mailbox,
+    "retrieval_pollrun": PollRun,
+    "retrieval_seenmessage": SeenMessage,
+}
+
+
+def post_body(world: World, pattern: m.Pattern, owner: str) -> dict[str, Any]:
+    """A plausible form for each POST: what a browser would send to do the thing."""
+    key = pattern.key
+    if key in ("login", "admin:login"):
+        return {"username": "nobody@nowhere.example", "password": "wrong"}
+    if key == "retrieval:mailbox-add":
+        return _mailbox_form(name="ADDED-BY-PROBE", owner=str(world.users[owner]))
+    if key == "retrieval:mailbox-edit":
+        return _mailbox_form(name="EDITED-BY-PROBE")
+    if key == "retrieval:mailbox-rules":
+        return {"rules": "probe@remote.example -> probe"}
+    if key == "admin:password_change":
+        return {
+            "old_password": "wrong",
+            "new_password1": "Probe-pass-123456",
+            "new_password2": "Probe-pass-123456",
+        }
+    if key == "admin:auth_user_password_change":
+        return {"password1": "Probe-pass-123456", "password2": "Other-pass-654321"}
+    model = m.admin_model(pattern)
+    if model and m.model_page_kind(pattern) == "delete":
+        return {"post": "yes"}
+    if model and m.model_page_kind(pattern) == "changelist":
+        # Django's bulk delete, confirmed, of every row of the model.
+        pks = _ADMIN_MODELS[model].objects.values_list("pk", flat=True)
+        return {
+            "action": "delete_selected",
+            "_selected_action": [str(pk) for pk in pks],
+            "post": "yes",
+        }
+    return {}
+
+
+def _mailbox_form(**overrides: str) -> dict[str, str]:
+    data = {
+        "name": "",
+        "enabled": "on",
+        "poll_interval": "300",
+        "protocol": "imap",
+        "host": PUBLIC,
+        "port": "",
+        "tls_mode": "implicit",
+        "verify_tls": "on",
+        "auth": "any",
+        "username": "probe-remote",
+        "new_password": "probe-password",
+        "folders": "",
+        # The superuser's form has these too; other forms ignore them.
+        "ca_file": "",
+        "timeout": "300",
+        "delivery_kind": "smtp",
+        "delivery_host": "localhost",
+        "delivery_port": "25",
+        "recipient": "",
+        "mda": "",
+    }
+    data.update(overrides)
+    return data
+
+
+def world_state() -> dict[str, list[dict[str, Any]]]:
+    """Every row a probe could change, to prove a refused one changed none."""
+    models: list[Any] = [
+        Domain,
+        Domain.admins.through,
+        User,
+        User.groups.through,
+        User.user_permissions.through,
+        Group,
+        Mailbox,
+        MultidropRule,
+        SeenMessage,
+        PollRun,
+        MessageResult,
+        ConnectionTest,
+    ]
+    return {
+        model._meta.label: list(model.objects.order_by("pk").values())
+        for model in models
+    }
+
+
+def _place(
+    world: World, expect: m.Expect, pattern: m.Pattern, owner: str, path: str
+) -> str | None:
+    """The path a redirect must go to (its query string aside)."""
+    box = owner.partition("+")[0]
+    return {
+        "login": reverse("login"),
+        "admin-login": reverse("admin:login"),
+        "admin-index": reverse("admin:index"),
+        "home": reverse("home"),
+        "detail": reverse(
+            "retrieval:mailbox-detail", args=[world.mailboxes.get(box, 0)]
+        ),
+        "mailbox-page": f"/mailboxes/{world.mailboxes.get(box, 0)}/",
+        "changelist": "/".join(path.split("/")[:4]) + "/",  # /admin/app/model/
+        "admin-change": path + "change/",
+        "new-mailbox": None,  # checked against the new row
+        "connection-test": None,  # checked against the new row
+    }[expect.to or ""]
+
+
+def _check_answer(
+    world: World,
+    response: Any,  # the test client's response
+    accepted: tuple[m.Expect, ...],
+    pattern: m.Pattern,
+    owner: str,
+    path: str,
+) -> m.Expect:
+    """The accepted answer that ``response`` is, or an assertion error."""
+    location = response.headers.get("Location", "")
+    for expect in accepted:
+        if response.status_code != expect.status:
+            continue
+        if expect.status != 302:
+            return expect
+        target = urlsplit(location)
+        if expect.to == "new-mailbox":
+            if target.path.startswith("/mailboxes/"):
+                return expect
+            continue
+        if expect.to == "connection-test":
+            box = world.mailboxes.get(owner.partition("+")[0], 0)
+            newest = ConnectionTest.objects.filter(mailbox_id=box).order_by("-pk")
+            if newest and target.path == reverse(
+                "retrieval:connection-test", args=[box, newest[0].pk]
+            ):
+                return expect
+            continue
+        if target.path != _place(world, expect, pattern, owner, path):
+            continue
+        if expect.to in ("login", "admin-login") and target.query:
+            # Back to where they were going after logging in, nowhere else.
+            assert parse_qs(target.query) == {"next": [path]}, location
+        return expect
+    raise AssertionError(
+        f"{response.status_code} {location!r}, expected one of {accepted}"
+    )
+
+
+_CLIENT: list[Client] = []
+
+
+def _client(role: str, world: World) -> Client:
+    """One test client for the module (it loads the middleware once), with no
+    cookie but the role's session."""
+    if not _CLIENT:
+        _CLIENT.append(Client())
+    client = _CLIENT[0]
+    client.cookies.clear()
+    if role != "anonymous":
+        client.cookies[settings.SESSION_COOKIE_NAME] = world.sessions[role]
+    return client
+
+
+def probe(
+    world: World, calls: Calls, pattern: m.Pattern, role: str, owner: str, method: str
+) -> None:
+    client = _client(role, world)
+    path = concrete_url(world, pattern, owner)
+    body = post_body(world, pattern, owner) if method == "POST" else None
+    before = world.baseline
+    response = client.get(path) if method == "GET" else client.post(path, body)
+    accepted = m.expect(pattern, role, owner, method)
+
+    content = response.content.decode("utf-8", "replace") + response.headers.get(
+        "Location", ""
+    )
+    leaked = [s for s in m.forbidden_markers(role) if s in content]
+    assert not leaked, f"{role} was shown {leaked} by {method} {path}"
+
+    answer = _check_answer(world, response, accepted, pattern, owner, path)
+    # Only the superuser changes anything through the admin; for everyone else
+    # even a redirect there (logout's, to the index) is a refusal.
+    admitted = not pattern.admin or role == "root"
+    changes = method == "POST" and answer.status == 302 and answer.allowed and admitted
+    if not changes:
+        assert world_state() == before, f"{method} {path} as {role} changed rows"
+    if not changes:
+        assert not calls.polls and not calls.tests, (calls, method, path)
+    if changes and not pattern.admin:
+        _check_effect(world, calls, pattern, role, owner)
+
+
+def _check_effect(
+    world: World, calls: Calls, pattern: m.Pattern, role: str, owner: str
+) -> None:
+    """An allowed change happened, to the object asked for: the matrix proves the
+    allowed cells are real permissions, not pages that ignore the request."""
+    pk = world.mailboxes.get(owner, MISSING)
+    key = pattern.key
+    if key == "retrieval:mailbox-edit":
+        assert Mailbox.objects.get(pk=pk).name == "EDITED-BY-PROBE"
+    elif key == "retrieval:mailbox-rules":
+        rules = MultidropRule.objects.filter(mailbox_id=pk)
+        assert [r.remote for r in rules] == ["probe@remote.example"]
+    elif key == "retrieval:mailbox-poll":
+        assert calls.polls == [pk]
+    elif key == "retrieval:mailbox-test":
+        # Recorded for that mailbox by that person; the task is queued on commit,
+        # which the probe's savepoint never reaches.
+        probe = ConnectionTest.objects.filter(mailbox_id=pk).latest("pk")
+        assert probe.pk != world.probes[owner]
+        assert probe.requested_by_id == world.users[role]
+    elif key == "retrieval:mailbox-delete":
+        assert not Mailbox.objects.filter(pk=pk).exists()
+    elif key == "retrieval:mailbox-add":
+        added = Mailbox.objects.get(name="ADDED-BY-PROBE")
+        assert added.owner_id == world.users[m.add_owner(role, owner)]
+
+
+def _params() -> Iterator[Any]:
+    for pattern, role, owner, method in m.iter_probes(PATTERNS):
+        yield pytest.param(
+            pattern,
+            role,
+            owner,
+            method,
+            id=f"{pattern.key}|{role}|{owner}|{method}",
+        )
+
+
+@pytest.mark.parametrize(("pattern", "role", "owner", "method"), list(_params()))
+def test_probe(
+    world: World, calls: Calls, pattern: m.Pattern, role: str, owner: str, method: str
+) -> None:
+    probe(world, calls, pattern, role, owner, method)
+
+
+# --- the matrix covers every URL ----------------------------------------------------
+
+
+def test_every_url_has_an_expectation() -> None:
+    missing = [p.key for p in PATTERNS if not m.has_expectation(p)]
+    assert missing == [], f"add these URLs to tests/security/matrix.py: {missing}"
+
+
+def test_every_url_is_probed_for_every_role_and_method() -> None:
+    probed = {(p.key, role, method) for p, role, _, method in m.iter_probes(PATTERNS)}
+    assert len(probed) == len(PATTERNS) * len(m.ROLES) * 2
+
+
+@override_settings(ROOT_URLCONF="tests.security.extra_urls")
+def test_a_new_url_without_an_expectation_is_caught() -> None:
+    """The guard itself can fail: one more URL, and it is reported by name."""
+    patterns = m.url_patterns()
+    missing = [p.key for p in patterns if not m.has_expectation(p)]
+    assert missing == ["retrieval-extra:export"]
+    assert len(patterns) == len(PATTERNS) + 1
+
+
+def test_the_markers_are_where_a_leak_would_show_them(
+    world: World, calls: Calls
+) -> None:
+    """A leak check that cannot see the markers would pass vacuously: the owner's
+    own pages do show them."""
+    client = Client()
+    client.force_login(User.objects.get(pk=world.users["alice"]))
+    run = reverse(
+        "retrieval:run-detail", args=[world.mailboxes["alice"], world.runs["alice"]]
+    )
+    page = client.get(run).content.decode()
+    for marker in ("GREETING-SECRET-alice", "TRANSCRIPT-SECRET-alice", "MBNAME-alice"):
+        assert marker in page
+    admin1 = Client()
+    admin1.force_login(User.objects.get(pk=world.users["admin1"]))
+    home = admin1.get(reverse("home")).content.decode()
+    assert "MBNAME-alice" in home and "MBNAME-peer" in home
+    assert "MBNAME-bob" not in home
