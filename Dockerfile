@@ -19,7 +19,7 @@ COPY static static
 # (keys anyone with the image could read) is baked into the image.
 RUN DEBUG=true SECRET_KEY=build-only FIELD_ENCRYPTION_KEYS=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \
     python manage.py collectstatic --noinput --verbosity 0 \
-    && mkdir -p var && test ! -e var/secrets.json && chown -R fetchweb /app/var
+    && mkdir -p var/prometheus && test ! -e var/secrets.json && chown -R fetchweb /app/var
 
 USER fetchweb
 EXPOSE 8000

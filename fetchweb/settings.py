@@ -169,6 +169,8 @@ STORAGES = {
 
 # Hardening that `check --deploy` asks for; on by default once DEBUG is off.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Health checks and Prometheus talk plain HTTP inside the deployment's network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(
     "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG
@@ -328,12 +330,39 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Logs, metrics, health (docs/metrics.md, README "Monitoring") ----------------------
+# text for people (make run), json for collectors (docker-compose.yml): one object
+# per line, one line per poll and per delivery in the workers, never a secret.
+FETCH_LOG_FORMAT = env.str("FETCH_LOG_FORMAT", default="text").strip().lower()
+if FETCH_LOG_FORMAT not in {"text", "json"}:
+    raise environ.ImproperlyConfigured("FETCH_LOG_FORMAT must be text or json")
+FETCH_LOG_LEVEL = env.str(
+    "FETCH_LOG_LEVEL", default=env.str("LOG_LEVEL", default="INFO")
+).upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "fetchweb.logformat.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": FETCH_LOG_FORMAT}
+    },
+    "root": {"handlers": ["console"], "level": FETCH_LOG_LEVEL},
 }
+# /metrics: allowed to clients in these networks (default: loopback only) and to
+# any client sending "Authorization: Bearer <FETCH_METRICS_TOKEN>" when it is set.
+FETCH_METRICS_TOKEN = env_secret("FETCH_METRICS_TOKEN")
+FETCH_METRICS_ALLOW = env.list("FETCH_METRICS_ALLOW", default=["127.0.0.0/8", "::1"])
+# A mailbox due for longer than this many seconds counts as overdue.
+FETCH_METRICS_OVERDUE_SECONDS = env.int("FETCH_METRICS_OVERDUE_SECONDS", default=300)
+# Where the worker processes leave their metrics for /metrics (prometheus_client's
+# multiprocess mode). Set by bin/run and docker-compose.yml, which empty it at start;
+# the same directory for web and workers. Empty: each process sees only its own.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    # prometheus_client fails at the first metric if the directory is missing.
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# The IDLE process's health URL, checked by /healthz when set (none exists yet).
+FETCH_IDLE_HEALTH = env.str("FETCH_IDLE_HEALTH", default="")

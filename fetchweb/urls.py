@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from accounts import views as account_views
 from accounts.forms import ThrottledAuthenticationForm
+from fetchweb import monitoring
 
 urlpatterns = [
     path("", account_views.home, name="home"),
@@ -15,7 +16,8 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("healthz", account_views.healthz, name="healthz"),
+    path("healthz", monitoring.healthz, name="healthz"),
+    path("metrics", monitoring.metrics, name="metrics"),
     path("mailboxes/", include("retrieval.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -276,6 +276,10 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
     "login": {"GET": _same(OK), "POST": _same(OK)},  # bad credentials: the form again
     "logout": {"GET": _same(E405), "POST": _same(Expect(302, "login"))},
     "healthz": {"GET": _same(OK), "POST": _same(E405)},
+    # Prometheus text for loopback clients (the test client's 127.0.0.1) whoever
+    # they are; other networks need FETCH_METRICS_ALLOW or the token
+    # (tests/monitoring/test_metrics.py). Counts only, never a mailbox's data.
+    "metrics": {"GET": _same(OK), "POST": _same(E405)},
     "retrieval:mailbox-detail": {
         "GET": _by_level(E404, OK, OK, OK),
         "POST": _same(E405),

@@ -185,9 +185,19 @@ class Calls:
 
 
 @pytest.fixture
-def calls(db: None, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Calls:
+def calls(
+    db: None,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Calls:
     """No poll or connection test leaves the process: they are recorded instead.
-    A fresh cache per probe, so that the buttons' rate limit never carries over."""
+    A fresh cache per probe, so that the buttons' rate limit never carries over.
+    A file broker whose folder exists, so that /healthz is ready in any checkout."""
+    settings.REDIS_URL = ""
+    queue = tmp_path_factory.getbasetemp() / "authz-broker-queue"
+    queue.mkdir(exist_ok=True)
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(queue)}
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
