@@ -182,9 +182,7 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
     try:
         spec = mailbox_spec(mailbox)
         refuse_command_line_only(spec)
-        secrets = tuple(
-            s.reveal() for s in (spec.password, spec.delivery.esmtp_password) if s
-        )
+        secrets = tuple(spec.secrets())
         transcript = RecordingTranscript(
             secrets=secrets, limit=settings.FETCH_TRANSCRIPT_MAX_CHARS, echo=echo
         )
