@@ -103,7 +103,7 @@ ERRORS_SHOWN = 10
 def state_counts(mailboxes: QuerySet[Mailbox]) -> dict[str, int]:
     rows = with_state(mailboxes).order_by().values("state").annotate(n=Count("pk"))
     counts = dict.fromkeys(STATES, 0)
-    counts.update({row["state"]: row["n"] for row in rows})
+    counts |= {row["state"]: row["n"] for row in rows}
     return counts
 
 
@@ -266,7 +266,7 @@ def per_domain(*, span: str, now: datetime | None = None) -> list[dict[str, Any]
     )
     for item in sums:
         target = row(item["mailbox__domain__name"])
-        target.update(polls=item["p"], errors=item["e"], messages=item["m"])
+        target |= {"polls": item["p"], "errors": item["e"], "messages": item["m"]}
     return sorted(rows.values(), key=lambda r: (r["name"] == "(no domain)", r["name"]))
 
 
