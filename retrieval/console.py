@@ -70,8 +70,9 @@ def _last_finished() -> QuerySet[PollRun]:
     )
 
 
-def with_state(queryset: QuerySet[Mailbox]) -> QuerySet[Mailbox]:
-    """Annotate each mailbox with its last finished run and its state."""
+def with_state(queryset: QuerySet[Mailbox]) -> QuerySet[Any]:
+    """Annotate each mailbox with its last finished run and its state (typed
+    loosely: the annotations are not fields the type checker knows)."""
     last = _last_finished()
     return queryset.annotate(
         last_run_id=Subquery(last.values("pk")[:1]),
@@ -313,7 +314,7 @@ class ListQuery:
 
 def mailbox_list(
     user: AbstractBaseUser | AnonymousUser, query: ListQuery
-) -> QuerySet[Mailbox]:
+) -> QuerySet[Any]:
     rows = with_state(scope(user)).select_related("owner", "domain")
     if query.q:
         rows = rows.filter(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -430,9 +431,8 @@ def test_last_checked_in_words_with_the_exact_time_and_zone(world, settings):
 def test_state_colour_classes(world):
     page = _client(world, "root").get(LIST).content.decode()
     assert 'class="badge state-failing"' in page
-    css = console.__file__.rsplit("/retrieval/", 1)[0] + "/static/css/fetchweb.css"
-    with open(css) as f:
-        text = f.read()
+    css = Path(console.__file__).resolve().parents[1] / "static/css/fetchweb.css"
+    text = css.read_text()
     for state in console.STATES:
         assert f".badge.state-{state}" in text
 
