@@ -156,6 +156,9 @@ def mailbox_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         }.items()
         if v
     }
+    choices = console.filter_choices(user)
+    # One domain in sight (a user, most domain administrators): no Domain column.
+    show_domain = len(choices["domains"]) > 1
     columns = []
     for key, label in (
         ("name", "Mailbox"),
@@ -168,6 +171,8 @@ def mailbox_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         ("checked", "Last checked"),
         ("next", "Next poll"),
     ):
+        if key == "domain" and not show_domain:
+            continue
         current = query.sort.lstrip("-") == key
         descending = query.sort.startswith("-")
         target = f"-{key}" if current and not descending else key
@@ -179,8 +184,8 @@ def mailbox_list(request: AuthenticatedHttpRequest) -> HttpResponse:
                 "arrow": ("▼" if descending else "▲") if current else "",
             }
         )
-    choices = console.filter_choices(user)
     context = {
+        "show_domain": show_domain,
         "page": page,
         "rows": rows,
         "query": query,
