@@ -391,7 +391,10 @@ class PollRun(models.Model):
                 fields=["mailbox"],
                 condition=models.Q(outcome="running"),
                 name="pollrun_running",
-            )
+            ),
+            # A mailbox's latest runs: its page, and the console's state of every
+            # mailbox (one index probe each, not a sort of its runs).
+            models.Index(fields=["mailbox", "-started_at"], name="pollrun_recent"),
         ]
 
     def __str__(self) -> str:

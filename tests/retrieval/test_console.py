@@ -594,7 +594,49 @@ def test_queries_per_page_do_not_grow_with_the_data(
         assert response.status_code == 200
     # And a fixed ceiling, whatever the role (session, user, the page's reads).
     for url, params in PAGES:
-        with django_assert_max_num_queries(12):
+        with django_assert_max_num_queries(9):
             client.get(url, params)
     big = client.get(LIST).content.decode()
     assert len(_names(big)) == 50
+
+
+def test_the_per_domain_table_adds_up(world):
+    now = timezone.now()
+    stats.stats_record(mailbox_id=world.boxes["alice"].pk, moment=now, messages=4)
+    stats.stats_record(mailbox_id=world.boxes["sudom1"].pk, moment=now, errors=1)
+    stats.stats_record(mailbox_id=world.boxes["bob"].pk, moment=now, messages=6)
+    stats.stats_record(
+        mailbox_id=world.boxes["bob"].pk, moment=now - timedelta(days=2), messages=50
+    )
+    rows = {r["name"]: r for r in console.per_domain(span="24h")}
+    assert set(rows) == {"one.example", "two.example", "(no domain)"}
+    one, two = rows["one.example"], rows["two.example"]
+    assert (one["failing"], one["polls"], one["messages"], one["errors"]) == (
+        2,
+        2,
+        4,
+        1,
+    )
+    assert (two["failing"], two["polls"], two["messages"]) == (1, 1, 6)
+    assert rows["(no domain)"]["polls"] == 0
+    assert console.per_domain(span="7d")[1]["messages"] == 56
+
+
+def test_a_bulk_pause_is_in_the_audit_log_under_the_person_s_name(world):
+    from accounts.models import AuditEvent
+
+    box = world.boxes["alice"]
+    _client(world, "admin1").post(BULK, {"action": "pause", "ids": [box.pk]})
+    event = AuditEvent.objects.filter(object_id=str(box.pk)).latest("created_at")
+    assert event.actor_label == "admin1@one.example"
+    assert event.action == AuditEvent.Action.UPDATE and "enabled" in event.summary
+
+
+def test_resuming_makes_the_mailbox_due_now(world):
+    box = world.boxes["alice"]
+    Mailbox.objects.filter(pk=box.pk).update(
+        enabled=False, next_poll_at=timezone.now() + timedelta(days=1)
+    )
+    _client(world, "alice").post(BULK, {"action": "resume", "ids": [box.pk]})
+    box.refresh_from_db()
+    assert box.enabled and box.next_poll_at <= timezone.now()
