@@ -23,6 +23,7 @@ from retrieval.display import shown_to
 from retrieval.engine.report import ExitCode
 from retrieval.models import Mailbox
 from retrieval.services.console import BULK_ACTIONS, mailboxes_bulk
+from retrieval.views import EXIT_CODE_MEANINGS
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
@@ -38,8 +39,7 @@ RUNNING_REFRESH_SECONDS = 5
 
 
 def _meaning(exit_code: int | None) -> str:
-    from retrieval.views import EXIT_CODE_MEANINGS
-
+    """What a fetchmail exit status means, in the words of the run's page."""
     if exit_code is None:
         return ""
     try:
