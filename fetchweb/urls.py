@@ -4,12 +4,13 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from accounts import views as account_views
 from accounts.forms import ThrottledAuthenticationForm
 from fetchweb import monitoring
+from retrieval import console_views
 
 urlpatterns = [
-    path("", account_views.home, name="home"),
+    path("", console_views.dashboard, name="home"),
+    path("running/", console_views.dashboard_running, name="dashboard-running"),
     path(
         "login/",
         auth_views.LoginView.as_view(form_class=ThrottledAuthenticationForm),

@@ -391,7 +391,10 @@ class PollRun(models.Model):
                 fields=["mailbox"],
                 condition=models.Q(outcome="running"),
                 name="pollrun_running",
-            )
+            ),
+            # A mailbox's latest runs: its page, and the console's state of every
+            # mailbox (one index probe each, not a sort of its runs).
+            models.Index(fields=["mailbox", "-started_at"], name="pollrun_recent"),
         ]
 
     def __str__(self) -> str:
@@ -474,3 +477,24 @@ class ConnectionTest(models.Model):
         died or the broker dropped it, and nothing will finish it."""
         age = (timezone.now() - self.created_at).total_seconds()
         return not self.done and age > stale_after
+
+
+class MailboxStat(models.Model):
+    """Counters of one mailbox for one hour, kept as runs are recorded
+    (retrieval/services/stats.py): the dashboard reads these, never the runs."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="stats")
+    hour = models.DateTimeField(help_text="The hour, truncated, in UTC.")
+    polls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    messages = models.PositiveIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["mailbox", "hour"], name="mailboxstat_hour")
+        ]
+        indexes: ClassVar = [models.Index(fields=["hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id} {self.hour:%Y-%m-%d %H}:00"

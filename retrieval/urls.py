@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from django.urls import path
 
-from retrieval import views
+from retrieval import console_views, views
 
 app_name = "retrieval"
 
 urlpatterns = [
+    path("", console_views.mailbox_list, name="mailbox-list"),
+    path("bulk/", console_views.mailbox_bulk, name="mailbox-bulk"),
     path("new/", views.mailbox_add, name="mailbox-add"),
     path("<int:pk>/", views.mailbox_detail, name="mailbox-detail"),
     path("<int:pk>/edit/", views.mailbox_edit, name="mailbox-edit"),

@@ -29,6 +29,7 @@ from retrieval.engine.run import poll as engine_poll
 from retrieval.models import Mailbox, MessageResult, PollRun
 from retrieval.services.ports import DatabaseLedger, RecordingTranscript
 from retrieval.services.specs import SpecError, mailbox_spec, refuse_command_line_only
+from retrieval.services.stats import run_recorded
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -271,6 +272,7 @@ def _record(
         )
         for m in report.messages
     )
+    run_recorded(run=run)  # the dashboard's counters (services/stats.py)
 
 
 # --- the schedule ------------------------------------------------------------------

@@ -59,17 +59,17 @@ class RoleTests:
         make_mailbox(charlie, name="charlie-own")
 
         client.force_login(alice)
-        page = client.get(reverse("home")).content.decode()
+        page = client.get(reverse("retrieval:mailbox-list")).content.decode()
         assert "alice-own" in page and "alice-in-domain" in page
         assert "charlie-own" not in page
 
         client.force_login(bob)  # domain administrator of `domain` only
-        page = client.get(reverse("home")).content.decode()
+        page = client.get(reverse("retrieval:mailbox-list")).content.decode()
         assert in_domain.name in page
         assert own.name not in page and "charlie-own" not in page
 
         client.force_login(charlie)
-        page = client.get(reverse("home")).content.decode()
+        page = client.get(reverse("retrieval:mailbox-list")).content.decode()
         assert "alice" not in page
 
     def test_domain_admin_role(self):

@@ -37,6 +37,7 @@ def test_no_page_violates_the_policy(page, live_server):
     page.wait_for_url(f"{live_server.url}/")
     for path in (
         "/",
+        "/mailboxes/",
         "/mailboxes/new/",
         "/admin/",
         "/admin/accounts/domain/add/",

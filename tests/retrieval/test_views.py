@@ -849,6 +849,6 @@ class QueryCountTests:
             mailbox = make_mailbox(trio.alice, domain=trio.domain, host=PUBLIC)
             PollRun.objects.create(mailbox=mailbox, exit_code=n % 2)
         _as(client, trio.bob)
-        with django_assert_max_num_queries(4):
-            response = client.get(reverse("home"))
+        with django_assert_max_num_queries(7):
+            response = client.get(reverse("retrieval:mailbox-list"))
         assert response.content.decode().count("/mailboxes/") >= 16

@@ -214,6 +214,8 @@ def targets(pattern: Pattern) -> tuple[str, ...]:
     """
     if pattern.key == "retrieval:run-detail" or pattern.key in CONNECTION_TEST_PAGES:
         return (*OWNERS, "missing", "alice+bob", "bob+alice", "root+alice")
+    if pattern.key == "retrieval:mailbox-bulk":
+        return (*OWNERS, "missing")  # whose mailbox id is posted
     if pattern.key == "retrieval:mailbox-add":
         # The owner chosen in the POSTed form: a domain administrator may choose
         # only the members of their domains.
@@ -272,7 +274,17 @@ def _same(expect: Expect) -> dict[str, Expect]:
 # EXPECT[url key][method] -> {level: Expect}, for logged-in roles on the pages.
 # Anonymous gets LOGIN everywhere login_required applies (ANONYMOUS below).
 PAGES: dict[str, dict[str, dict[str, Expect]]] = {
-    "home": {"GET": _same(OK), "POST": _same(OK)},
+    # The dashboard and its "polls running now" panel: read-only, GET only.
+    "home": {"GET": _same(OK), "POST": _same(E405)},
+    "dashboard-running": {"GET": _same(OK), "POST": _same(E405)},
+    "retrieval:mailbox-list": {"GET": _same(OK), "POST": _same(E405)},
+    # A bulk action (pause) on one owner's mailbox: always back to the list; it
+    # acts only where the role may change the mailbox (the test checks which),
+    # and leaves a foreign or read-only one alone without a word.
+    "retrieval:mailbox-bulk": {
+        "GET": _same(E405),
+        "POST": _same(Expect(302, "mailbox-list")),
+    },
     "login": {"GET": _same(OK), "POST": _same(OK)},  # bad credentials: the form again
     "logout": {"GET": _same(E405), "POST": _same(Expect(302, "login"))},
     "healthz": {"GET": _same(OK), "POST": _same(E405)},
@@ -323,6 +335,7 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
 # What anonymous gets on the pages; absent: the logged-in answer at level NONE.
 ANONYMOUS: dict[str, dict[str, Expect]] = {
     "home": {"GET": LOGIN, "POST": LOGIN},
+    "dashboard-running": {"GET": LOGIN, "POST": LOGIN},
     "logout": {"GET": E405, "POST": Expect(302, "login")},
     **{
         key: {"GET": LOGIN, "POST": LOGIN}

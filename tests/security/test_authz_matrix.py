@@ -289,6 +289,8 @@ def post_body(world: World, pattern: m.Pattern, owner: str) -> dict[str, Any]:
         return _mailbox_form(name="ADDED-BY-PROBE", owner=str(world.users[owner]))
     if key == "retrieval:mailbox-edit":
         return _mailbox_form(name="EDITED-BY-PROBE")
+    if key == "retrieval:mailbox-bulk":
+        return {"action": "pause", "ids": [str(world.mailboxes.get(owner, MISSING))]}
     if key == "retrieval:mailbox-rules":
         return {"rules": "probe@remote.example -> probe"}
     if key == "admin:password_change":
@@ -372,6 +374,7 @@ def _place(
         "admin-login": reverse("admin:login"),
         "admin-index": reverse("admin:index"),
         "home": reverse("home"),
+        "mailbox-list": reverse("retrieval:mailbox-list"),
         "detail": reverse(
             "retrieval:mailbox-detail", args=[world.mailboxes.get(box, 0)]
         ),
@@ -488,6 +491,13 @@ def _check_effect(
         assert probe.requested_by_id == world.users[role]
     elif key == "retrieval:mailbox-delete":
         assert not Mailbox.objects.filter(pk=pk).exists()
+    elif key == "retrieval:mailbox-bulk":
+        # Paused where the role may change the mailbox; elsewhere nothing moved.
+        if m.level(role, owner) in (m.OWN, m.ADMIN):
+            assert not Mailbox.objects.get(pk=pk).enabled
+        else:
+            assert world_state() == world.baseline, (role, owner)
+            assert not calls.polls
     elif key == "retrieval:mailbox-add":
         added = Mailbox.objects.get(name="ADDED-BY-PROBE")
         assert added.owner_id == world.users[m.add_owner(role, owner)]

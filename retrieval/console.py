@@ -1,0 +1,380 @@
+"""Reads for the console: the dashboard and the mailbox list, scoped to the person.
+
+Every figure is read in a fixed number of queries whatever the number of
+mailboxes or runs: states from one subquery per column, traffic from the hourly
+counters (MailboxStat, kept by retrieval/services/stats.py), never from the runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.utils import timezone
+from django.utils.timesince import timesince, timeuntil
+
+from retrieval.models import Mailbox, MailboxStat, PollRun
+from retrieval.selectors import mailboxes_visible_to
+from retrieval.services.stats import ERROR_OUTCOMES
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+# The states a mailbox can be in today. (A "paused after repeated failures"
+# state is being added to the scheduler separately; "disabled" is the pause the
+# person chose.)
+OK, FAILING, DISABLED, NEVER = "ok", "failing", "disabled", "never"
+STATES = {
+    OK: "OK",
+    FAILING: "Failing",
+    DISABLED: "Paused (disabled)",
+    NEVER: "Never polled",
+}
+
+
+def person_zone(user: AbstractBaseUser | AnonymousUser) -> tzinfo:
+    """The zone times are shown in. People have no zone of their own yet, so
+    this is the installation's (settings.TIME_ZONE); one place to change."""
+    return ZoneInfo(settings.TIME_ZONE)
+
+
+def scope(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Mailbox]:
+    """The person's mailboxes, without the duplicate rows that the tenancy join can
+    make (an owner who also administers the domain): safe to count and group."""
+    visible = mailboxes_visible_to(user=user).prefetch_related(None)
+    if getattr(user, "is_superuser", False):
+        return Mailbox.objects.all()
+    return Mailbox.objects.filter(pk__in=visible.values("pk"))
+
+
+def _last_finished() -> QuerySet[PollRun]:
+    return (
+        PollRun.objects.filter(mailbox=OuterRef("pk"))
+        .exclude(outcome=PollRun.Outcome.RUNNING)
+        .order_by("-started_at", "-pk")
+    )
+
+
+def with_state(queryset: QuerySet[Mailbox]) -> QuerySet[Any]:
+    """Annotate each mailbox with its last finished run and its state (typed
+    loosely: the annotations are not fields the type checker knows)."""
+    last = _last_finished()
+    return queryset.annotate(
+        last_run_id=Subquery(last.values("pk")[:1]),
+        last_outcome=Subquery(last.values("outcome")[:1]),
+        last_at=Subquery(last.values("finished_at")[:1]),
+        last_error=Subquery(last.values("error")[:1]),
+        last_exit=Subquery(last.values("exit_code")[:1]),
+        state=Case(
+            When(enabled=False, then=Value(DISABLED)),
+            When(last_outcome__isnull=True, then=Value(NEVER)),
+            When(last_outcome__in=list(ERROR_OUTCOMES), then=Value(FAILING)),
+            default=Value(OK),
+            output_field=CharField(),
+        ),
+    )
+
+
+# --- the dashboard ------------------------------------------------------------------
+
+RANGES = {
+    "24h": (timedelta(hours=24), "hour"),
+    "7d": (timedelta(days=7), "day"),
+    "30d": (timedelta(days=30), "day"),
+}
+RUNNING_SHOWN = 20
+ERRORS_SHOWN = 10
+
+
+def state_counts(mailboxes: QuerySet[Mailbox]) -> dict[str, int]:
+    rows = with_state(mailboxes).order_by().values("state").annotate(n=Count("pk"))
+    counts = dict.fromkeys(STATES, 0)
+    counts |= {row["state"]: row["n"] for row in rows}
+    return counts
+
+
+def running_polls(mailboxes: QuerySet[Mailbox]) -> list[PollRun]:
+    return list(
+        PollRun.objects.filter(outcome=PollRun.Outcome.RUNNING, mailbox__in=mailboxes)
+        .select_related("mailbox")
+        .order_by("started_at")[:RUNNING_SHOWN]
+    )
+
+
+def recent_errors(mailboxes: QuerySet[Mailbox]) -> list[PollRun]:
+    return list(
+        PollRun.objects.filter(outcome__in=list(ERROR_OUTCOMES), mailbox__in=mailboxes)
+        .select_related("mailbox")
+        .order_by("-started_at", "-pk")[:ERRORS_SHOWN]
+    )
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: datetime
+    label: str
+    polls: int = 0
+    errors: int = 0
+    messages: int = 0
+    bytes: int = 0
+
+
+def traffic(
+    mailboxes: QuerySet[Mailbox],
+    *,
+    span: str,
+    zone: tzinfo,
+    now: datetime | None = None,
+) -> list[Bucket]:
+    """Polls, errors, messages and bytes per hour (24 h) or per day (7 d, 30 d),
+    days cut in ``zone``; one aggregate query over the hourly counters."""
+    length, unit = RANGES[span]
+    now = (now or timezone.now()).astimezone(zone)
+    if unit == "hour":
+        last = now.replace(minute=0, second=0, microsecond=0)
+        starts = [last - timedelta(hours=i) for i in range(23, -1, -1)]
+    else:
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        days = length.days
+        starts = [
+            (today - timedelta(days=i)).replace(tzinfo=None).replace(tzinfo=zone)
+            for i in range(days - 1, -1, -1)
+        ]
+    since = starts[0]
+    rows = (
+        MailboxStat.objects.filter(mailbox__in=mailboxes, hour__gte=since)
+        .order_by()
+        .values("hour")
+        .annotate(p=Sum("polls"), e=Sum("errors"), m=Sum("messages"), b=Sum("bytes"))
+    )
+    totals: dict[datetime, list[int]] = {s: [0, 0, 0, 0] for s in starts}
+    for row in rows:
+        moment = row["hour"].astimezone(zone)
+        if unit == "hour":
+            key = moment.replace(minute=0, second=0, microsecond=0)
+        else:
+            key = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+            key = key.replace(tzinfo=None).replace(tzinfo=zone)
+        if key in totals:
+            for i, name in enumerate("pemb"):
+                totals[key][i] += row[name] or 0
+    fmt = "%H:00" if unit == "hour" else "%a %d %b"
+    return [
+        Bucket(s, s.strftime(fmt), *totals[s])  # type: ignore[arg-type]
+        for s in starts
+    ]
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    title: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    """An SVG bar chart, laid out here so that the template only draws."""
+
+    title: str
+    css: str
+    bars: list[Bar]
+    peak: int
+    total: int
+    first: str
+    last: str
+    width: int = 600
+    height: int = 120
+
+
+def chart(buckets: list[Bucket], field: str, title: str, css: str) -> Chart:
+    values = [getattr(b, field) for b in buckets]
+    peak = max(values, default=0)
+    width, height, top = 600, 120, 10
+    step = width / max(len(values), 1)
+    bars = []
+    for i, (bucket, value) in enumerate(zip(buckets, values, strict=True)):
+        h = (height - top) * value / peak if peak else 0
+        bars.append(
+            Bar(
+                x=round(i * step + 1, 2),
+                y=round(height - h, 2),
+                width=round(max(step - 2, 1), 2),
+                height=round(h, 2),
+                title=f"{bucket.label}: {value}",
+            )
+        )
+    return Chart(
+        title=title,
+        css=css,
+        bars=bars,
+        peak=peak,
+        total=sum(values),
+        first=buckets[0].label if buckets else "",
+        last=buckets[-1].label if buckets else "",
+    )
+
+
+def per_domain(*, span: str, now: datetime | None = None) -> list[dict[str, Any]]:
+    """For superusers: each domain's states and traffic over ``span``."""
+    length, _ = RANGES[span]
+    since = (now or timezone.now()) - length
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(name: str | None) -> dict[str, Any]:
+        key = name or "(no domain)"
+        return rows.setdefault(
+            key,
+            {
+                "name": key,
+                **dict.fromkeys(STATES, 0),
+                "polls": 0,
+                "errors": 0,
+                "messages": 0,
+            },
+        )
+
+    states = (
+        with_state(Mailbox.objects.all())
+        .order_by()
+        .values("domain__name", "state")
+        .annotate(n=Count("pk"))
+    )
+    for item in states:
+        row(item["domain__name"])[item["state"]] = item["n"]
+    sums = (
+        MailboxStat.objects.filter(hour__gte=since)
+        .order_by()
+        .values("mailbox__domain__name")
+        .annotate(p=Sum("polls"), e=Sum("errors"), m=Sum("messages"))
+    )
+    for item in sums:
+        target = row(item["mailbox__domain__name"])
+        target |= {"polls": item["p"], "errors": item["e"], "messages": item["m"]}
+    return sorted(rows.values(), key=lambda r: (r["name"] == "(no domain)", r["name"]))
+
+
+# --- the list -------------------------------------------------------------------------
+
+SORTS = {
+    "name": ("name", "host"),
+    "host": ("host",),
+    "user": ("username",),
+    "owner": ("owner__email",),
+    "domain": ("domain__name",),
+    "protocol": ("protocol",),
+    "state": ("state",),
+    "checked": ("last_at",),
+    "next": ("next_poll_at",),
+}
+
+
+@dataclass
+class ListQuery:
+    q: str = ""
+    domain: str = ""
+    state: str = ""
+    protocol: str = ""
+    owner: str = ""
+    sort: str = "name"
+
+    @classmethod
+    def from_get(cls, data: Any) -> ListQuery:
+        sort = data.get("sort", "name")
+        if sort.lstrip("-") not in SORTS:
+            sort = "name"
+        state = data.get("state", "")
+        protocol = data.get("protocol", "")
+        return cls(
+            q=data.get("q", "").strip()[:200],
+            domain=data.get("domain", "") if data.get("domain", "").isdigit() else "",
+            state=state if state in STATES else "",
+            protocol=protocol if protocol in Mailbox.Protocol.values else "",
+            owner=data.get("owner", "") if data.get("owner", "").isdigit() else "",
+            sort=sort,
+        )
+
+
+def mailbox_list(
+    user: AbstractBaseUser | AnonymousUser, query: ListQuery
+) -> QuerySet[Any]:
+    rows = with_state(scope(user)).select_related("owner", "domain")
+    if query.q:
+        rows = rows.filter(
+            Q(name__icontains=query.q)
+            | Q(host__icontains=query.q)
+            | Q(username__icontains=query.q)
+            | Q(owner__email__icontains=query.q)
+        )
+    if query.domain:
+        rows = rows.filter(domain_id=int(query.domain))
+    if query.state:
+        rows = rows.filter(state=query.state)
+    if query.protocol:
+        rows = rows.filter(protocol=query.protocol)
+    if query.owner:
+        rows = rows.filter(owner_id=int(query.owner))
+    descending = query.sort.startswith("-")
+    fields = SORTS[query.sort.lstrip("-")]
+    order = [f"-{f}" if descending else f for f in fields]
+    return rows.order_by(*order, "pk")
+
+
+def filter_choices(
+    user: AbstractBaseUser | AnonymousUser,
+) -> dict[str, list[tuple[int, str]]]:
+    """The domains and owners of the person's mailboxes (two queries)."""
+    mine = scope(user)
+    domains = (
+        mine.exclude(domain=None)
+        .order_by("domain__name")
+        .values_list("domain_id", "domain__name")
+        .distinct()
+    )
+    owners = (
+        mine.order_by("owner__email").values_list("owner_id", "owner__email").distinct()
+    )
+    return {"domains": list(domains), "owners": list(owners)}
+
+
+def when(
+    moment: datetime | None, zone: tzinfo, *, now: datetime | None = None
+) -> dict[str, str]:
+    """ "3 minutes ago" / "in 4 minutes", and the exact time with its zone."""
+    if moment is None:
+        return {"ago": "", "exact": ""}
+    now = now or timezone.now()
+    local = moment.astimezone(zone)
+    exact = f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()} ({zone})"
+    if moment <= now:
+        words = timesince(moment, now, depth=1)
+        ago = "just now" if words.startswith("0\xa0") else f"{words} ago"
+    else:
+        ago = f"in {timeuntil(moment, now, depth=1)}"
+    return {"ago": ago, "exact": exact}
+
+
+def changeable(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Mailbox]:
+    """The mailboxes ``user`` may change: seen, and not a superuser's unless they
+    are one (retrieval.permissions.get_rw_mailbox_for_user's rule)."""
+    rows = scope(user).select_related("owner", "domain")
+    if getattr(user, "is_superuser", False):
+        return rows
+    return rows.exclude(owner__is_superuser=True)
