@@ -247,7 +247,8 @@ class ConcurrentHostCapTests:
         every = taken[0] + taken[1]
         assert len(every) == 3
         assert len({pk for pk, _ in every}) == 3
-        assert HostSlot.objects.filter(host="busy.example.org").exclude(
-            holder=""
-        ).count() == 3
+        assert (
+            HostSlot.objects.filter(host="busy.example.org").exclude(holder="").count()
+            == 3
+        )
         assert connection.vendor == "postgresql"
