@@ -2,9 +2,9 @@
 
 Runs are deleted whole (the run, its transcript and its message results): a run
 without its transcript tells nobody anything the daily counters do not, and a
-table that only grows slows every page. Two runs are never deleted: the last
-run of each mailbox (its page shows how it last went, however old) and a run
-still running. The work is done in bounded batches (``batch`` runs and their
+table that only grows slows every page. Two kinds of runs are never deleted: the
+last finished run of each mailbox (its page shows how it last went, however old)
+and a run still running (runs_close_lost closes those of lost workers). The work is done in bounded batches (``batch`` runs and their
 message results per statement), at most ``max_batches`` per call, so one daily
 run never holds a long transaction or locks the table.
 """
@@ -35,9 +35,10 @@ def runs_delete_old(
     """Delete runs older than the retention period; returns how many."""
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.FETCH_RUN_RETENTION_DAYS)
+    # The last run of a mailbox: no finished run of it came after.
     newer = PollRun.objects.filter(
         mailbox_id=OuterRef("mailbox_id"), pk__gt=OuterRef("pk")
-    )
+    ).exclude(outcome=PollRun.Outcome.RUNNING)
     old = (
         PollRun.objects.filter(started_at__lt=cutoff)
         .exclude(outcome=PollRun.Outcome.RUNNING)
