@@ -18,11 +18,13 @@ import urllib.request
 from functools import partial
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.core.mail import send_mail
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from retrieval.display import shown_to
 from retrieval.models import Mailbox
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,8 @@ def alert_send(*, mailbox_id: int, event: str, reason: str) -> str:
     )
     if mailbox is None:
         return f"mailbox {mailbox_id} is gone; no alert"
+    # Said to people who may not see the mailbox's commands (display.shown_to).
+    reason = shown_to(AnonymousUser(), mailbox).text(reason)
     url = settings.FETCH_BASE_URL + reverse(
         "retrieval:mailbox-detail", args=[mailbox.pk]
     )

@@ -317,3 +317,36 @@ class WebhookTests:
         settings.FETCH_WEBHOOK_SECRET = ""
         assert services.webhook_post(body="{}") == 0
         assert handler.received == []
+
+
+class ConsoleTests:
+    def test_the_page_says_why_and_resume_puts_it_back(self, client):
+        mailbox = _mailbox(
+            health=Mailbox.Health.PAUSED,
+            health_reason="Login refused: bad password. Check them.",
+        )
+        client.force_login(mailbox.owner)
+        page = client.get(f"/mailboxes/{mailbox.pk}/").content.decode()
+        assert "Needs attention" in page and "Login refused: bad password." in page
+        assert f"/mailboxes/{mailbox.pk}/resume/" in page
+        answer = client.post(f"/mailboxes/{mailbox.pk}/resume/")
+        assert answer.status_code == 302
+        mailbox.refresh_from_db()
+        assert mailbox.health == Mailbox.Health.FAILING
+        assert (
+            "Needs attention"
+            not in client.get(f"/mailboxes/{mailbox.pk}/").content.decode()
+        )
+
+    def test_a_working_mailbox_shows_no_attention_line(self, client):
+        mailbox = _mailbox()
+        client.force_login(mailbox.owner)
+        page = client.get(f"/mailboxes/{mailbox.pk}/").content.decode()
+        assert "Needs attention" not in page and "/resume/" not in page
+
+    def test_someone_else_may_not_resume(self, client):
+        mailbox = _mailbox(health=Mailbox.Health.PAUSED)
+        client.force_login(make_user())
+        assert client.post(f"/mailboxes/{mailbox.pk}/resume/").status_code == 404
+        mailbox.refresh_from_db()
+        assert mailbox.health == Mailbox.Health.PAUSED
