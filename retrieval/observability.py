@@ -195,7 +195,8 @@ def _log(mailbox: Mailbox, run: PollRun, report: PollReport, duration: float) ->
 
 # --- scrape time ----------------------------------------------------------------------
 
-QUEUES = ("celery", "interactive")  # bin/run and docker-compose.yml serve these
+# bin/run and docker-compose.yml serve these (retrieval.tasks.route_task).
+QUEUES = ("celery", "polls", "interactive", "push")
 # kombu's Redis transport keeps priorities 3, 6 and 9 in lists of their own.
 _REDIS_PRIORITY_SEP = "\x06\x16"
 _REDIS_PRIORITIES = (3, 6, 9)
