@@ -232,7 +232,7 @@ class ConcurrentHostCapTests:
 
             try:
                 start.wait()
-                for _ in range(5):
+                for _ in range(30):
                     slot = hostslots.host_slot_take(host="busy.example.org")
                     if slot is not None:
                         taken[n].append(slot)
@@ -252,3 +252,38 @@ class ConcurrentHostCapTests:
             == 3
         )
         assert connection.vendor == "postgresql"
+
+    def test_a_row_another_transaction_holds_is_skipped_not_waited_for(self):
+        """A lease being taken (its UPDATE not yet committed) locks the row: the
+        claim skips it (SKIP LOCKED) and claims the others."""
+        past = timezone.now() - timedelta(seconds=1)
+        busy, free = make_mailbox(next_poll_at=past), make_mailbox(next_poll_at=past)
+        locked, release = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            from django.db import connection as own
+            from django.db import transaction
+
+            try:
+                with transaction.atomic():
+                    Mailbox.objects.select_for_update().get(pk=busy.pk)
+                    locked.set()
+                    release.wait(60)
+            finally:
+                own.close()
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        try:
+            assert locked.wait(60)
+            with connection.cursor() as cursor:
+                # Waiting for the lock would be the bug: fail instead of hanging.
+                cursor.execute("SET lock_timeout = '20s'")
+            claimed = services.mailboxes_claim_due()
+        finally:
+            release.set()
+            thread.join()
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = 0")
+        assert claimed == [free.pk]
+        assert services.mailboxes_claim_due() == [busy.pk]
