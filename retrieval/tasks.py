@@ -76,10 +76,25 @@ def delete_old_runs() -> int:
     return services.runs_delete_old()
 
 
-@shared_task(soft_time_limit=60, time_limit=90)
-def send_alert(mailbox_id: int, event: str, reason: str) -> str:
-    """A mailbox started failing, was paused, or recovered: tell its people."""
-    return services.alert_send(mailbox_id=mailbox_id, event=event, reason=reason)
+@shared_task(bind=True, max_retries=8, soft_time_limit=60, time_limit=90)
+def send_alert(
+    self: Any, mailbox_id: int, event: str, reason: str, *, webhook: bool = True
+) -> str:
+    """A mailbox started failing, was paused, or recovered: tell its people.
+
+    The webhook is queued once (its own task retries it); a mail server that
+    refuses the mail makes this task retry the mail alone."""
+    try:
+        return services.alert_send(
+            mailbox_id=mailbox_id, event=event, reason=reason, webhook=webhook
+        )
+    except services.AlertMailFailed as exc:
+        raise self.retry(
+            exc=exc,
+            args=(mailbox_id, event, reason),
+            kwargs={"webhook": False},
+            countdown=min(60 * 2**self.request.retries, 3600),
+        ) from exc
 
 
 @shared_task(

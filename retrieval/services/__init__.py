@@ -28,7 +28,7 @@ The names below are re-exported so that callers write ``services.mailbox_save``;
 a test that replaces a function replaces it in its module (``services.polls``).
 """
 
-from retrieval.services.alerts import alert_send, webhook_post
+from retrieval.services.alerts import AlertMailFailed, alert_send, webhook_post
 from retrieval.services.domains import domain_delete, domain_save, domains_delete
 from retrieval.services.failures import mailbox_resume
 from retrieval.services.hostslots import host_slot
@@ -92,6 +92,7 @@ __all__ = [
     "BSMTP_STDOUT",
     "PROBES_KEPT",
     "PROBE_STALE_SECONDS",
+    "AlertMailFailed",
     "DatabaseLedger",
     "InsideTransaction",
     "MailboxBusy",

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Fetchweb-Signature"
 WEBHOOK_TIMEOUT = 10  # seconds
 
+EVENT_STATES = {"failing": "failing", "paused": "paused", "recovered": "ok"}
 EVENT_WORDS = {
     "failing": "polls are failing",
     "paused": "polling paused, needs attention",
@@ -59,8 +60,16 @@ def signature(body: bytes, secret: str | None = None) -> str:
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
-def alert_send(*, mailbox_id: int, event: str, reason: str) -> str:
-    """Mail the alert and queue the webhook; returns what was done."""
+class AlertMailFailed(RuntimeError):
+    """The mail server did not take the alert; the task retries the mail."""
+
+
+def alert_send(
+    *, mailbox_id: int, event: str, reason: str, webhook: bool = True
+) -> str:
+    """Queue the webhook (unless ``webhook`` is False: a retry, which queued it
+    already), then mail the alert; returns what was done. Raises AlertMailFailed
+    when the mail could not be handed to the mail server."""
     mailbox = (
         Mailbox.objects.select_related("owner", "domain").filter(pk=mailbox_id).first()
     )
@@ -82,20 +91,11 @@ def alert_send(*, mailbox_id: int, event: str, reason: str) -> str:
     else:
         text = reason
     done = []
-    recipients = alert_recipients(mailbox)
-    if settings.FETCH_ALERT_MAIL and recipients:
-        send_mail(
-            subject=f"[fetchweb] {mailbox}: {words}",
-            message=f"Mailbox: {mailbox}\nState: {words}\n\n{text}\n\n{url}\n",
-            from_email=None,
-            recipient_list=recipients,
-        )
-        done.append(f"mailed {len(recipients)}")
-    if settings.FETCH_WEBHOOK_URL:
+    if webhook and settings.FETCH_WEBHOOK_URL:
         body = json.dumps(
             {
                 "event": event,
-                "state": mailbox.health,
+                "state": EVENT_STATES.get(event, event),
                 "mailbox": {
                     "id": mailbox.pk,
                     "name": str(mailbox),
@@ -112,6 +112,18 @@ def alert_send(*, mailbox_id: int, event: str, reason: str) -> str:
 
         post_webhook.delay(body)
         done.append("webhook queued")
+    recipients = alert_recipients(mailbox)
+    if settings.FETCH_ALERT_MAIL and recipients:
+        try:
+            send_mail(
+                subject=f"[fetchweb] {mailbox}: {words}",
+                message=f"Mailbox: {mailbox}\nState: {words}\n\n{text}\n\n{url}\n",
+                from_email=None,
+                recipient_list=recipients,
+            )
+        except OSError as exc:  # smtplib's errors are OSErrors
+            raise AlertMailFailed(str(exc)) from exc
+        done.append(f"mailed {len(recipients)}")
     return f"mailbox {mailbox_id} {event}: " + (", ".join(done) or "nobody to tell")
 
 

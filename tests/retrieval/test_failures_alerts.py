@@ -350,3 +350,40 @@ class ConsoleTests:
         assert client.post(f"/mailboxes/{mailbox.pk}/resume/").status_code == 404
         mailbox.refresh_from_db()
         assert mailbox.health == Mailbox.Health.PAUSED
+
+
+class AlertRetryTests:
+    def test_a_refused_mail_retries_the_mail_alone(self, settings, monkeypatch):
+        """The webhook is queued once; the retry (webhook=False) only mails."""
+        settings.FETCH_WEBHOOK_URL = "http://127.0.0.1:9/hook"
+        settings.FETCH_WEBHOOK_SECRET = "s"
+        hooks: list[str] = []
+        monkeypatch.setattr(tasks.post_webhook, "delay", hooks.append)
+
+        def refuse(*args, **kwargs):
+            raise ConnectionRefusedError("mail server down")
+
+        monkeypatch.setattr(services.alerts, "send_mail", refuse)
+        mailbox = _mailbox()
+        with pytest.raises(services.AlertMailFailed):
+            services.alert_send(mailbox_id=mailbox.pk, event="failing", reason="x")
+        assert len(hooks) == 1
+        retried: list[dict] = []
+
+        def retry(**kwargs):
+            retried.append(kwargs)
+            return RuntimeError("retry")
+
+        monkeypatch.setattr(tasks.send_alert, "retry", retry)
+        with pytest.raises(RuntimeError):
+            tasks.send_alert(mailbox.pk, "failing", "x")
+        assert retried[0]["kwargs"] == {"webhook": False}
+        assert len(hooks) == 2  # this attempt queued it; the retry will not
+        monkeypatch.undo()
+        settings.FETCH_WEBHOOK_URL = "http://127.0.0.1:9/hook"
+        monkeypatch.setattr(tasks.post_webhook, "delay", hooks.append)
+        assert "mailed 1" in services.alert_send(
+            mailbox_id=mailbox.pk, event="failing", reason="x", webhook=False
+        )
+        assert len(hooks) == 2
+        assert len(mail.outbox) == 1
