@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 from fetchweb import localsecrets
 
@@ -246,9 +247,12 @@ else:
         "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
-# Connection tests run on a queue of their own, served by a worker that runs no
-# polls (bin/run, docker-compose.yml): see retrieval.tasks.probe_connection.
-CELERY_TASK_ROUTES = {"retrieval.tasks.probe_connection": {"queue": "interactive"}}
+# Three queues (retrieval.tasks.route_task): scheduled polls on "polls"; "Poll
+# now" and connection tests on "interactive", served by a worker that runs no
+# scheduled polls, so a person never waits behind them; polls started by new mail
+# (IDLE) on "push". Beat's own tasks stay on the default "celery" queue.
+# bin/run and docker-compose.yml start workers on these queues.
+CELERY_TASK_ROUTES = ["retrieval.tasks.route_task"]
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
@@ -269,6 +273,34 @@ FETCH_LEASE_SECONDS = env.int("FETCH_LEASE_SECONDS", default=FETCH_HARD_LIMIT + 
 # Let mailboxes of non-superusers reach private and loopback addresses (labs only).
 FETCH_ALLOW_PRIVATE_HOSTS = env_bool("FETCH_ALLOW_PRIVATE_HOSTS", default=False)
 FETCH_TRANSCRIPT_MAX_CHARS = env.int("FETCH_TRANSCRIPT_MAX_CHARS", default=200_000)
+# Sessions open at once to one remote host, across all workers (0: no limit); a
+# poll that finds none free is postponed by FETCH_HOST_BUSY_DELAY seconds.
+FETCH_MAX_SESSIONS_PER_HOST = env.int("FETCH_MAX_SESSIONS_PER_HOST", default=10)
+FETCH_HOST_BUSY_DELAY = env.int("FETCH_HOST_BUSY_DELAY", default=30)
+# Mailboxes claimed per statement by the dispatcher, and statements per tick.
+FETCH_DISPATCH_BATCH = env.int("FETCH_DISPATCH_BATCH", default=500)
+FETCH_DISPATCH_MAX_BATCHES = env.int("FETCH_DISPATCH_MAX_BATCHES", default=20)
+# Failure handling (README "Failures and alerts"): a failing mailbox waits
+# interval x 2^(failures-1), never longer than FETCH_BACKOFF_MAX seconds; after
+# FETCH_PAUSE_AFTER failures that waiting cannot cure it is paused.
+FETCH_BACKOFF_MAX = env.int("FETCH_BACKOFF_MAX", default=24 * 3600)
+FETCH_PAUSE_AFTER = env.int("FETCH_PAUSE_AFTER", default=3)
+# Alerts: by mail (Django's EMAIL_* settings) and, when a URL is set, by a POST
+# signed with HMAC-SHA256 of the body under FETCH_WEBHOOK_SECRET.
+FETCH_ALERT_MAIL = env_bool("FETCH_ALERT_MAIL", default=True)
+FETCH_WEBHOOK_URL = env.str("FETCH_WEBHOOK_URL", default="")
+FETCH_WEBHOOK_SECRET = env_secret("FETCH_WEBHOOK_SECRET")
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="fetchweb@localhost")
+# The address of the pages, for links in alerts.
+FETCH_BASE_URL = env.str("FETCH_BASE_URL", default="http://localhost:8000").rstrip("/")
+# Poll runs (transcripts, message results) older than this are deleted by a daily
+# task, in batches; the last run of each mailbox is always kept.
+FETCH_RUN_RETENTION_DAYS = env.int("FETCH_RUN_RETENTION_DAYS", default=30)
 # Connection tests ("Test connection") queued or running at once per person; they
 # run on the "interactive" Celery queue, apart from the polls.
 FETCH_MAX_PROBES_PER_USER = env.int("FETCH_MAX_PROBES_PER_USER", default=2)
@@ -327,6 +359,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": FETCH_DISPATCH_INTERVAL,
         # A stalled broker must not replay a burst of dispatches later.
         "options": {"expires": max(FETCH_DISPATCH_INTERVAL - 1, 1)},
+    },
+    "delete-old-runs": {
+        "task": "retrieval.tasks.delete_old_runs",
+        "schedule": crontab(hour=3, minute=17),
+        "options": {"expires": 3600},
     },
 }
 

@@ -35,13 +35,20 @@ from retrieval.services.stats import ERROR_OUTCOMES
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-# The states a mailbox can be in today. (A "paused after repeated failures"
-# state is being added to the scheduler separately; "disabled" is the pause the
-# person chose.)
-OK, FAILING, DISABLED, NEVER = "ok", "failing", "disabled", "never"
+# The states a mailbox can be in. "Needs attention" is the scheduler's pause
+# after repeated permanent failures (Mailbox.health, services.failures);
+# "disabled" is the pause the person chose.
+OK, FAILING, ATTENTION, DISABLED, NEVER = (
+    "ok",
+    "failing",
+    "attention",
+    "disabled",
+    "never",
+)
 STATES = {
     OK: "OK",
     FAILING: "Failing",
+    ATTENTION: "Needs attention",
     DISABLED: "Paused (disabled)",
     NEVER: "Never polled",
 }
@@ -82,6 +89,7 @@ def with_state(queryset: QuerySet[Mailbox]) -> QuerySet[Any]:
         last_exit=Subquery(last.values("exit_code")[:1]),
         state=Case(
             When(enabled=False, then=Value(DISABLED)),
+            When(health=Mailbox.Health.PAUSED, then=Value(ATTENTION)),
             When(last_outcome__isnull=True, then=Value(NEVER)),
             When(last_outcome__in=list(ERROR_OUTCOMES), then=Value(FAILING)),
             default=Value(OK),

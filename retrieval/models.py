@@ -184,6 +184,23 @@ class Mailbox(models.Model):
     lease_owner = models.CharField(max_length=64, blank=True, editable=False)
     lease_until = models.DateTimeField(null=True, blank=True, editable=False)
 
+    # Failure handling (services.failures): consecutive failed polls, how many of
+    # them could not be cured by waiting, and the state people are alerted about.
+    # A state changes by a conditional UPDATE, so each change alerts once.
+    class Health(models.TextChoices):
+        OK = "ok", "Working"
+        FAILING = "failing", "Failing"
+        PAUSED = "paused", "Needs attention"
+
+    health = models.CharField(
+        max_length=8, choices=Health, default=Health.OK, editable=False
+    )
+    health_reason = models.TextField(blank=True, editable=False)
+    health_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    failure_count = models.PositiveIntegerField(default=0, editable=False)
+    permanent_failures = models.PositiveIntegerField(default=0, editable=False)
+
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -362,6 +379,7 @@ class PollRun(models.Model):
         SCHEDULE = "schedule", "Schedule"
         MANUAL = "manual", "Poll now"
         COMMAND = "command", "Command line"
+        PUSH = "push", "New mail (IDLE)"
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=10, choices=Trigger, default=Trigger.SCHEDULE)
@@ -498,3 +516,26 @@ class MailboxStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mailbox_id} {self.hour:%Y-%m-%d %H}:00"
+
+
+class HostSlot(models.Model):
+    """One of the FETCH_MAX_SESSIONS_PER_HOST sessions a remote host may have open.
+
+    A counting semaphore in rows, so it holds across workers and hosts on
+    PostgreSQL and on SQLite alike: a poll takes a free slot (a conditional
+    UPDATE) for the length of its session and gives it back after; a slot whose
+    holder died frees itself when ``until`` passes (services.hostslots).
+    """
+
+    host = models.CharField(max_length=253)
+    slot = models.PositiveSmallIntegerField()
+    holder = models.CharField(max_length=64, blank=True)
+    until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["host", "slot"], name="hostslot_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host} #{self.slot}"

@@ -195,7 +195,8 @@ def _log(mailbox: Mailbox, run: PollRun, report: PollReport, duration: float) ->
 
 # --- scrape time ----------------------------------------------------------------------
 
-QUEUES = ("celery", "interactive")  # bin/run and docker-compose.yml serve these
+# bin/run and docker-compose.yml serve these (retrieval.tasks.route_task).
+QUEUES = ("celery", "polls", "interactive", "push")
 # kombu's Redis transport keeps priorities 3, 6 and 9 in lists of their own.
 _REDIS_PRIORITY_SEP = "\x06\x16"
 _REDIS_PRIORITIES = (3, 6, 9)
@@ -223,9 +224,9 @@ class StateCollector:
         enabled = Mailbox.objects.filter(enabled=True)
         states = GaugeMetricFamily(
             "fetchweb_mailboxes",
-            "Mailboxes by state: enabled, disabled (fetchweb has no separate pause: "
-            "a paused mailbox is a disabled one), failing (enabled, and its last "
-            "finished poll failed).",
+            "Mailboxes by state: enabled, disabled, failing (enabled, and its last "
+            "finished poll failed), paused (enabled, but paused after repeated "
+            "failures that need someone's attention).",
             labels=["state"],
         )
         last_outcome = Subquery(
@@ -240,7 +241,11 @@ class StateCollector:
         states.add_metric(["enabled"], enabled.count())
         states.add_metric(["disabled"], Mailbox.objects.filter(enabled=False).count())
         states.add_metric(["failing"], failing)
+        paused = enabled.filter(health=Mailbox.Health.PAUSED)
+        states.add_metric(["paused"], paused.count())
         yield states
+        # A paused mailbox is not scheduled: never due, never overdue.
+        enabled = enabled.exclude(health=Mailbox.Health.PAUSED)
         due = enabled.filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
         yield GaugeMetricFamily(
             "fetchweb_mailboxes_due",

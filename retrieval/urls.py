@@ -17,6 +17,7 @@ urlpatterns = [
     path("<int:pk>/rules/", views.mailbox_rules, name="mailbox-rules"),
     path("<int:pk>/poll/", views.mailbox_poll, name="mailbox-poll"),
     path("<int:pk>/test/", views.mailbox_test, name="mailbox-test"),
+    path("<int:pk>/resume/", views.mailbox_resume, name="mailbox-resume"),
     path(
         "<int:pk>/tests/<int:test_pk>/", views.connection_test, name="connection-test"
     ),

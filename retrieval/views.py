@@ -81,6 +81,7 @@ def mailbox_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     shown = shown_to(request.user, mailbox)
     for run in runs:
         run.error = shown.text(run.error)  # for this page only; never saved
+    mailbox.health_reason = shown.text(mailbox.health_reason)  # idem
     mda = ((mailbox.options or {}).get("user") or {}).get("mda")
     context = {
         "mailbox": mailbox,
@@ -240,6 +241,18 @@ def mailbox_poll(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     messages.success(
         request, "A poll was queued. Its result appears under Last polls when done."
     )
+    return _detail(mailbox)
+
+
+@login_required
+@require_POST
+def mailbox_resume(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Take a mailbox paused after repeated failures back into the schedule."""
+    mailbox = get_rw_mailbox_for_user(request.user, pk)
+    if services.mailbox_resume(mailbox=mailbox):
+        messages.success(request, "Polling resumed: the next poll starts shortly.")
+    else:
+        messages.info(request, "This mailbox was not paused.")
     return _detail(mailbox)
 
 

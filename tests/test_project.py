@@ -123,6 +123,43 @@ class ComposeTests:
         assert interactive[interactive.index("--queues") + 1] == INTERACTIVE_QUEUE
         polls = services["worker"]["command"]
         assert INTERACTIVE_QUEUE not in polls[polls.index("--queues") + 1].split(",")
+
+    def test_every_queue_a_task_is_routed_to_has_a_worker(self):
+        """Issue 14: scheduled polls, "Poll now", IDLE polls and beat's tasks each
+        land on a queue that a compose worker and a bin/run worker consume."""
+        from fetchweb import celery_app
+        from retrieval import tasks
+
+        router = celery_app.amqp.router
+        routed = {
+            router.route({}, task.name, args=args)["queue"].name
+            for task, args in [
+                (tasks.poll_mailbox, (1,)),
+                (tasks.poll_mailbox, (1, "manual")),
+                (tasks.poll_mailbox, (1, "push")),
+                (tasks.probe_connection, (1,)),
+                (tasks.dispatch_due_polls, ()),
+                (tasks.delete_old_runs, ()),
+                (tasks.send_alert, (1, "failing", "")),
+                (tasks.post_webhook, ("{}",)),
+            ]
+        }
+        assert routed == {"polls", "interactive", "push", "celery"}
+        consumed: set[str] = set()
+        for service in self.compose["services"].values():
+            command = service.get("command") or []
+            if command[:4] == ["celery", "-A", "fetchweb", "worker"]:
+                consumed |= set(command[command.index("--queues") + 1].split(","))
+        assert routed <= consumed
+        run = (ROOT / "bin" / "run").read_text()
+        in_run = set()
+        for queues in re.findall(r"worker --queues (\S+)", run):
+            in_run |= set(queues.split(","))
+        assert routed <= in_run
+        # "Poll now" never waits behind the scheduled polls.
+        polls = self.compose["services"]["worker"]["command"]
+        assert "polls" in polls[polls.index("--queues") + 1].split(",")
+        assert "interactive" not in polls[polls.index("--queues") + 1].split(",")
         assert celery_app.main == "fetchweb"
         assert (ROOT / "fetchweb" / "wsgi.py").is_file()
 

@@ -12,6 +12,10 @@ By subject:
 * mailboxes: add, change, delete, re-encrypt passwords; the forms' pre-checks
 * rules: multidrop rules
 * polls: the poll (lease, lock, record), the schedule, asking for a poll
+* failures: backoff, permanent failures, the mailbox's state, resume
+* hostslots: the cap on sessions per remote host
+* alerts: mail and signed webhook when a mailbox's state changes
+* retention: deleting old poll runs
 * specs: the engine's spec of a row, with the run-time guards
 * ports: the engine's ledger and transcript on the ORM
 * probes: connection tests
@@ -24,7 +28,10 @@ The names below are re-exported so that callers write ``services.mailbox_save``;
 a test that replaces a function replaces it in its module (``services.polls``).
 """
 
+from retrieval.services.alerts import AlertMailFailed, alert_send, webhook_post
 from retrieval.services.domains import domain_delete, domain_save, domains_delete
+from retrieval.services.failures import mailbox_resume
+from retrieval.services.hostslots import host_slot
 from retrieval.services.imports import mailbox_import
 from retrieval.services.mailboxes import (
     MailboxBusy,
@@ -49,7 +56,9 @@ from retrieval.services.polls import (
     mailbox_poll,
     mailbox_poll_request,
     mailboxes_claim_due,
+    mailboxes_dispatch,
     mailboxes_poll_request,
+    mailboxes_spread_new,
     runs_close_lost,
 )
 from retrieval.services.ports import DatabaseLedger, RecordingTranscript
@@ -73,6 +82,7 @@ from retrieval.services.records import (
     run_delete,
     runs_delete,
 )
+from retrieval.services.retention import runs_delete_old
 from retrieval.services.rules import mailbox_rules_replace
 from retrieval.services.specs import BSMTP_STDOUT, SpecError, mailbox_spec
 from retrieval.services.users import user_delete, user_save, users_delete
@@ -82,6 +92,7 @@ __all__ = [
     "BSMTP_STDOUT",
     "PROBES_KEPT",
     "PROBE_STALE_SECONDS",
+    "AlertMailFailed",
     "DatabaseLedger",
     "InsideTransaction",
     "MailboxBusy",
@@ -95,11 +106,13 @@ __all__ = [
     "account_busy",
     "account_changes",
     "action_allowed",
+    "alert_send",
     "connection_test_request",
     "connection_test_run",
     "domain_delete",
     "domain_save",
     "domains_delete",
+    "host_slot",
     "ledger_entries_delete",
     "ledger_entry_delete",
     "ledger_entry_save",
@@ -113,18 +126,23 @@ __all__ = [
     "mailbox_poll_request",
     "mailbox_quota_check",
     "mailbox_quota_refusal",
+    "mailbox_resume",
     "mailbox_rules_replace",
     "mailbox_save",
     "mailbox_spec",
     "mailboxes_claim_due",
     "mailboxes_delete",
+    "mailboxes_dispatch",
     "mailboxes_poll_request",
+    "mailboxes_spread_new",
     "owner_domain_refusal",
     "password_needed",
     "run_delete",
     "runs_close_lost",
     "runs_delete",
+    "runs_delete_old",
     "user_delete",
     "user_save",
     "users_delete",
+    "webhook_post",
 ]

@@ -27,6 +27,8 @@ from retrieval import observability
 from retrieval.engine.report import ExitCode, PollReport
 from retrieval.engine.run import poll as engine_poll
 from retrieval.models import Mailbox, MessageResult, PollRun
+from retrieval.services.failures import JITTER, jittered, poll_recorded
+from retrieval.services.hostslots import host_slot
 from retrieval.services.ports import DatabaseLedger, RecordingTranscript
 from retrieval.services.specs import SpecError, mailbox_spec, refuse_command_line_only
 from retrieval.services.stats import run_recorded
@@ -170,7 +172,34 @@ def mailbox_poll(
         if mailbox is None:
             logger.info("mailbox %s is being polled elsewhere; skipped", mailbox_id)
             return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)
-        return _poll_locked(mailbox, trigger=trigger, echo=echo)
+        if (
+            trigger == PollRun.Trigger.SCHEDULE
+            and mailbox.health == Mailbox.Health.PAUSED
+        ):
+            # Queued before it was paused: only a person may poll it now.
+            return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)
+        with host_slot(host=mailbox.host) as slot:
+            if not slot:
+                return _postpone(mailbox)
+            return _poll_locked(mailbox, trigger=trigger, echo=echo)
+
+
+POSTPONED = "postponed"
+
+
+def _postpone(mailbox: Mailbox) -> PollSummary:
+    """Every session slot of the host is taken: try again shortly (not a failure,
+    so no run is recorded and no backoff counted)."""
+    delay = jittered(settings.FETCH_HOST_BUSY_DELAY)
+    Mailbox.objects.filter(pk=mailbox.pk).update(
+        next_poll_at=timezone.now() + timedelta(seconds=delay)
+    )
+    logger.info(
+        "mailbox %s: %s has FETCH_MAX_SESSIONS_PER_HOST sessions open; postponed",
+        mailbox.pk,
+        mailbox.host,
+    )
+    return PollSummary(mailbox.pk, None, POSTPONED, None)
 
 
 def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
@@ -218,8 +247,7 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
         )
     _record(run, report, transcript, outcome=outcome)
     observability.poll_finished(mailbox, run, report)
-    now = timezone.now()
-    Mailbox.objects.filter(pk=mailbox.pk).update(next_poll_at=mailbox.next_after(now))
+    poll_recorded(mailbox=mailbox, run=run, now=timezone.now())
     logger.info(
         "mailbox %s polled: exit %s, %s delivered%s",
         mailbox.pk,
@@ -311,28 +339,101 @@ def runs_close_lost(*, now: datetime | None = None) -> int:
     return closed
 
 
-def mailboxes_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
-    """Ids of mailboxes due for a poll, each claimed by moving its next poll on.
+# The claim: one statement per batch, which picks the due rows and moves each
+# one's next poll on (interval +- JITTER, a safety net should the queued task be
+# lost; the poll sets the real next time when it ends). PostgreSQL skips rows
+# another transaction holds (a lease being taken, a concurrent dispatcher);
+# SQLite (>= 3.35 for RETURNING) serializes writers, which does the same.
+_CLAIM_POSTGRESQL = """
+UPDATE {table} SET next_poll_at = %s + poll_interval
+    * (%s + %s * random()) * interval '1 second'
+WHERE id IN (
+    SELECT id FROM {table}
+    WHERE enabled AND health <> %s
+      AND (next_poll_at IS NULL OR next_poll_at <= %s)
+      AND (lease_until IS NULL OR lease_until < %s)
+    ORDER BY next_poll_at NULLS FIRST
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+_CLAIM_SQLITE = """
+UPDATE {table} SET next_poll_at = strftime('%%Y-%%m-%%d %%H:%%M:%%f', %s,
+    '+' || (poll_interval * (%s + %s * ((random() & 1048575) / 1048576.0)))
+    || ' seconds')
+WHERE id IN (
+    SELECT id FROM {table}
+    WHERE enabled AND health <> %s
+      AND (next_poll_at IS NULL OR next_poll_at <= %s)
+      AND (lease_until IS NULL OR lease_until < %s)
+    ORDER BY next_poll_at
+    LIMIT %s)
+RETURNING id
+"""
+# A mailbox never polled (a new one, or thousands imported at once) gets a first
+# poll time spread over its interval, instead of all of them falling due at once.
+_SPREAD_POSTGRESQL = """
+UPDATE {table} SET next_poll_at = %s + poll_interval * random() * interval '1 second'
+WHERE next_poll_at IS NULL AND enabled
+"""
+_SPREAD_SQLITE = """
+UPDATE {table} SET next_poll_at = strftime('%%Y-%%m-%%d %%H:%%M:%%f', %s,
+    '+' || (poll_interval * ((random() & 1048575) / 1048576.0)) || ' seconds')
+WHERE next_poll_at IS NULL AND enabled
+"""
 
-    Claiming (a conditional UPDATE per row) makes a duplicate dispatcher harmless:
-    the second one finds nothing due. If the queued task is lost, the mailbox is due
-    again after one interval.
+
+def _sql(postgresql: str, sqlite: str) -> str:
+    table = connection.ops.quote_name(Mailbox._meta.db_table)
+    text = postgresql if connection.vendor == "postgresql" else sqlite
+    return text.format(table=table)
+
+
+def mailboxes_spread_new(*, now: datetime | None = None) -> int:
+    """Give every mailbox never polled a first poll within its interval (one
+    statement); returns how many."""
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _sql(_SPREAD_POSTGRESQL, _SPREAD_SQLITE),
+            [connection.ops.adapt_datetimefield_value(now)],
+        )
+        return max(cursor.rowcount, 0)
+
+
+def mailboxes_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Ids of up to ``limit`` mailboxes due for a poll, claimed in one statement.
+
+    Due: enabled, not paused (needs attention), next poll time passed (or never
+    set), and no lease held: a mailbox being polled is never dispatched again.
+    Claiming moves each one's next poll on (jittered), which makes a duplicate
+    dispatcher harmless: the second one finds nothing due. If the queued task is
+    lost, the mailbox is due again after one interval.
     """
     now = now or timezone.now()
-    due = (
-        Mailbox.objects.filter(enabled=True)
-        .filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .order_by("next_poll_at")
-        .values_list("pk", "next_poll_at", "poll_interval")[:limit]
-    )
-    claimed: list[int] = []
-    for pk, previous, interval in due:
-        moved = Mailbox.objects.filter(pk=pk, next_poll_at=previous).update(
-            next_poll_at=now + timedelta(seconds=interval)
+    at = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _sql(_CLAIM_POSTGRESQL, _CLAIM_SQLITE),
+            [at, 1 - JITTER, 2 * JITTER, Mailbox.Health.PAUSED, at, at, limit],
         )
-        if moved == 1:
-            claimed.append(pk)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def mailboxes_dispatch(
+    *, now: datetime | None = None, batch: int | None = None, batches: int | None = None
+) -> list[int]:
+    """One dispatcher tick: spread new mailboxes, then claim due ones in batches
+    (at most ``batches`` statements of ``batch``)."""
+    now = now or timezone.now()
+    batch = batch or settings.FETCH_DISPATCH_BATCH
+    mailboxes_spread_new(now=now)
+    claimed: list[int] = []
+    for _ in range(batches or settings.FETCH_DISPATCH_MAX_BATCHES):
+        ids = mailboxes_claim_due(now=now, limit=batch)
+        claimed += ids
+        if len(ids) < batch:
+            break
     return claimed
 
 

@@ -82,7 +82,7 @@ def test_worker_counters_reach_metrics_through_the_multiprocess_dir(
         [
             "worker",
             "--queues",
-            "celery",
+            "polls,celery",
             "--pool",
             "prefork",
             "--concurrency",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from retrieval.models import PollRun
 from tests.factories import make_mailbox, make_user
@@ -65,6 +66,9 @@ def test_beat_and_a_worker_poll_a_due_mailbox(
         delivery_port=smtp_listener.port,
         recipient="alice@example.org",
         timeout=10,
+        # Due now: a mailbox never polled would get a first poll spread over
+        # its interval (services.mailboxes_spread_new).
+        next_poll_at=timezone.now(),
     )
     env = {
         **os.environ,
@@ -77,6 +81,9 @@ def test_beat_and_a_worker_poll_a_due_mailbox(
     worker = _celery(
         [
             "worker",
+            # The queues of bin/run's polls worker (retrieval.tasks.route_task).
+            "--queues",
+            "polls,push,celery",
             "--pool",
             "solo",
             "--loglevel",

@@ -91,10 +91,15 @@ class StateTests:
         PollRun.objects.create(mailbox=recovered, outcome="nomail", started_at=now)
         PollRun.objects.create(mailbox=recovered, outcome="running", started_at=now)
         make_mailbox(owner, enabled=False, next_poll_at=now - timedelta(hours=2))
+        # Paused after repeated failures: not scheduled, so neither due nor overdue.
+        make_mailbox(
+            owner, next_poll_at=now - timedelta(hours=2), health=Mailbox.Health.PAUSED
+        )
 
         text = scrape(client)
 
-        assert value(text, "fetchweb_mailboxes", state="enabled") == 5
+        assert value(text, "fetchweb_mailboxes", state="enabled") == 6
+        assert value(text, "fetchweb_mailboxes", state="paused") == 1
         assert value(text, "fetchweb_mailboxes", state="disabled") == 1
         assert value(text, "fetchweb_mailboxes", state="failing") == 1
         assert value(text, "fetchweb_mailboxes_due") == 2

@@ -124,9 +124,13 @@ def test_each_role_sees_its_scope_only(world, role, url):
 
 @pytest.mark.parametrize("role", sorted(SEES))
 def test_the_state_counts_are_the_scope_s(world, role):
-    """Every mailbox in the world has failed once; one seen is then disabled and
-    one (of root's) has succeeded since."""
+    """Every mailbox in the world has failed once; one seen is then disabled, one
+    paused by the scheduler (needs attention) and one (of root's) has succeeded
+    since."""
     Mailbox.objects.filter(pk=world.boxes["alice"].pk).update(enabled=False)
+    Mailbox.objects.filter(pk=world.boxes["bob"].pk).update(
+        health=Mailbox.Health.PAUSED
+    )
     PollRun.objects.create(
         mailbox=world.boxes["root"],
         outcome=PollRun.Outcome.NOMAIL,
@@ -138,6 +142,7 @@ def test_the_state_counts_are_the_scope_s(world, role):
     seen = SEES[role] | ({"never"} if role in ("bob", "admin2", "root") else set())
     expected = {
         "disabled": int("alice" in seen),
+        "attention": int("bob" in seen),
         "ok": int("root" in seen),
         "never": int("never" in seen),
     }

@@ -308,6 +308,10 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
         "GET": _same(E405),
         "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
     },
+    "retrieval:mailbox-resume": {
+        "GET": _same(E405),
+        "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
+    },
     "retrieval:mailbox-test": {
         "GET": _same(E405),
         "POST": _by_level(

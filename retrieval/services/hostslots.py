@@ -1,0 +1,78 @@
+"""A cap on the sessions open at once to one remote host, across all workers.
+
+A counting semaphore in rows of HostSlot: FETCH_MAX_SESSIONS_PER_HOST rows per
+host (made on first use), each free or held by one poll until a deadline. Taking
+one is a conditional UPDATE (free -> held), so two workers never hold the same
+slot, on PostgreSQL (the second UPDATE re-reads the row after the first commits)
+and on SQLite (writes are serialized) alike, with any broker. A worker that dies
+holding a slot loses it when its deadline (the lease length) passes.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from retrieval.models import HostSlot
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def host_key(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
+def host_slot_take(*, host: str, cap: int | None = None) -> tuple[int, str] | None:
+    """Take a free slot of ``host``: (slot id, holder), or None when all are held."""
+    cap = settings.FETCH_MAX_SESSIONS_PER_HOST if cap is None else cap
+    key = host_key(host)
+    holder = uuid.uuid4().hex
+    for attempt in range(2):
+        now = timezone.now()
+        free = Q(until__isnull=True) | Q(until__lt=now)
+        candidates = list(
+            HostSlot.objects.filter(free, host=key, slot__lt=cap).values_list(
+                "pk", flat=True
+            )
+        )
+        random.shuffle(candidates)  # fewer collisions between workers
+        until = now + timedelta(seconds=settings.FETCH_LEASE_SECONDS)
+        for pk in candidates:
+            if HostSlot.objects.filter(free, pk=pk).update(holder=holder, until=until):
+                return pk, holder
+        if attempt == 0:
+            if HostSlot.objects.filter(host=key, slot__lt=cap).count() >= cap:
+                return None
+            HostSlot.objects.bulk_create(
+                [HostSlot(host=key, slot=n) for n in range(cap)], ignore_conflicts=True
+            )
+    return None
+
+
+def host_slot_release(*, slot_id: int, holder: str) -> None:
+    HostSlot.objects.filter(pk=slot_id, holder=holder).update(holder="", until=None)
+
+
+@contextmanager
+def host_slot(*, host: str) -> Iterator[bool]:
+    """Hold one of ``host``'s session slots for the block; yields False (holding
+    nothing) when all are taken. FETCH_MAX_SESSIONS_PER_HOST = 0: no cap."""
+    if settings.FETCH_MAX_SESSIONS_PER_HOST <= 0:
+        yield True
+        return
+    taken = host_slot_take(host=host)
+    if taken is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        host_slot_release(slot_id=taken[0], holder=taken[1])

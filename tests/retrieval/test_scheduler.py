@@ -1,0 +1,289 @@
+"""Issue 14 item 1: batched claims, jitter, leases, queues, the per-host cap."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from retrieval import services, tasks
+from retrieval.engine.report import ExitCode, PollReport
+from retrieval.models import HostSlot, Mailbox
+from retrieval.services import hostslots
+from tests.factories import make_mailbox, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def _many(count: int, **fields) -> list[int]:
+    owner = make_user()
+    Mailbox.objects.bulk_create(
+        Mailbox(
+            owner=owner,
+            host="imap.example.org",
+            username=f"bulk{n}",
+            poll_interval=300,
+            **fields,
+        )
+        for n in range(count)
+    )
+    return list(Mailbox.objects.filter(owner=owner).values_list("pk", flat=True))
+
+
+class ClaimTests:
+    def test_a_batch_is_claimed_in_one_statement(self, django_assert_num_queries):
+        now = timezone.now()
+        ids = _many(50, next_poll_at=now - timedelta(seconds=5))
+        with django_assert_num_queries(1):
+            claimed = services.mailboxes_claim_due(now=now, limit=500)
+        assert sorted(claimed) == sorted(ids)
+        assert services.mailboxes_claim_due(now=now) == []
+
+    def test_a_tick_claims_in_batches_of_one_statement_each(
+        self, django_assert_num_queries
+    ):
+        now = timezone.now()
+        ids = _many(50, next_poll_at=now - timedelta(seconds=5))
+        # One statement spreads new mailboxes, then ceil(51/20) = 3 claims.
+        with django_assert_num_queries(4):
+            claimed = services.mailboxes_dispatch(now=now, batch=20, batches=10)
+        assert sorted(claimed) == sorted(ids)
+
+    def test_batches_per_tick_are_capped(self):
+        now = timezone.now()
+        _many(50, next_poll_at=now - timedelta(seconds=5))
+        assert len(services.mailboxes_dispatch(now=now, batch=10, batches=2)) == 20
+
+    def test_a_held_lease_is_never_dispatched(self):
+        now = timezone.now()
+        held = make_mailbox(
+            next_poll_at=now - timedelta(minutes=10),
+            lease_owner="w",
+            lease_until=now + timedelta(minutes=5),
+        )
+        expired = make_mailbox(
+            next_poll_at=now - timedelta(minutes=10),
+            lease_owner="dead",
+            lease_until=now - timedelta(seconds=1),
+        )
+        assert services.mailboxes_dispatch(now=now) == [expired.pk]
+        held.refresh_from_db()
+        assert held.next_poll_at == now - timedelta(minutes=10)  # untouched
+
+    def test_a_mailbox_leased_during_its_poll_is_not_dispatched(self):
+        mailbox = make_mailbox(next_poll_at=timezone.now() - timedelta(seconds=1))
+        with services.mailbox_lease(mailbox_id=mailbox.pk) as held:
+            assert held is not None
+            assert services.mailboxes_claim_due() == []
+
+    def test_paused_and_disabled_mailboxes_are_not_claimed(self):
+        now = timezone.now()
+        past = now - timedelta(seconds=1)
+        make_mailbox(next_poll_at=past, health=Mailbox.Health.PAUSED)
+        make_mailbox(next_poll_at=past, enabled=False)
+        failing = make_mailbox(next_poll_at=past, health=Mailbox.Health.FAILING)
+        assert services.mailboxes_claim_due(now=now) == [failing.pk]
+
+
+def _per_second(values) -> Counter:
+    return Counter(int(v) for v in values)
+
+
+class JitterTests:
+    COUNT = 10_000
+    INTERVAL = 300
+
+    def test_ten_thousand_new_mailboxes_are_spread_over_their_interval(self):
+        now = timezone.now()
+        _many(self.COUNT)
+        assert services.mailboxes_spread_new(now=now) == self.COUNT
+        offsets = [
+            (at - now).total_seconds()
+            for at in Mailbox.objects.values_list("next_poll_at", flat=True)
+        ]
+        assert min(offsets) >= 0 and max(offsets) <= self.INTERVAL
+        # Uniform over 300 s: about 33 a second; all in one second would be 10,000.
+        per_second = _per_second(offsets)
+        assert len(per_second) >= 0.95 * self.INTERVAL
+        assert max(per_second.values()) < 100
+        # Ten buckets of 30 s hold about 1,000 each.
+        buckets = Counter(int(o // 30) for o in offsets)
+        assert all(700 < buckets[b] < 1300 for b in range(10))
+        # Nothing is due before its time.
+        assert services.mailboxes_claim_due(now=now - timedelta(seconds=1)) == []
+
+    def test_ten_thousand_mailboxes_due_together_fall_due_apart_next_time(self):
+        now = timezone.now()
+        _many(self.COUNT, next_poll_at=now - timedelta(seconds=1))
+        claimed = services.mailboxes_claim_due(now=now, limit=self.COUNT)
+        assert len(claimed) == self.COUNT
+        offsets = [
+            (at - now).total_seconds()
+            for at in Mailbox.objects.values_list("next_poll_at", flat=True)
+        ]
+        # interval +- 10 %: spread over 60 s instead of one instant.
+        assert min(offsets) >= 0.9 * self.INTERVAL - 0.01
+        assert max(offsets) <= 1.1 * self.INTERVAL + 0.01
+        assert max(offsets) - min(offsets) > 50
+        per_second = _per_second(offsets)
+        assert len(per_second) >= 55
+        assert max(per_second.values()) < 400  # about 167 a second
+        assert statistics.pstdev(offsets) > 10  # uniform over 60 s: ~17
+
+
+class QueueTests:
+    @pytest.mark.parametrize(
+        ("args", "kwargs", "queue"),
+        [
+            ((1,), {}, "polls"),
+            ((1, "schedule"), {}, "polls"),
+            ((1, "manual"), {}, "interactive"),
+            ((1,), {"trigger": "manual"}, "interactive"),
+            ((1, "push"), {}, "push"),
+        ],
+    )
+    def test_polls_go_to_the_queue_of_their_trigger(self, args, kwargs, queue):
+        from fetchweb import celery_app
+
+        route = celery_app.amqp.router.route(
+            {}, tasks.poll_mailbox.name, args=args, kwargs=kwargs
+        )
+        assert route["queue"].name == queue
+
+    def test_tests_are_interactive_and_beat_tasks_stay_on_the_default_queue(self):
+        from fetchweb import celery_app
+
+        router = celery_app.amqp.router
+        assert router.route({}, tasks.probe_connection.name)["queue"].name == (
+            "interactive"
+        )
+        for task in (tasks.dispatch_due_polls, tasks.delete_old_runs):
+            assert router.route({}, task.name)["queue"].name == "celery"
+
+
+class HostCapTests:
+    def test_slots_are_taken_up_to_the_cap_and_given_back(self, settings):
+        settings.FETCH_MAX_SESSIONS_PER_HOST = 2
+        a = hostslots.host_slot_take(host="IMAP.example.org")
+        b = hostslots.host_slot_take(host="imap.example.org")
+        assert a and b and a[0] != b[0]
+        assert hostslots.host_slot_take(host="imap.example.org.") is None
+        assert hostslots.host_slot_take(host="other.example.org") is not None
+        hostslots.host_slot_release(slot_id=a[0], holder=a[1])
+        assert hostslots.host_slot_take(host="imap.example.org") is not None
+
+    def test_a_dead_holders_slot_frees_itself(self, settings):
+        settings.FETCH_MAX_SESSIONS_PER_HOST = 1
+        assert hostslots.host_slot_take(host="h.example.org")
+        assert hostslots.host_slot_take(host="h.example.org") is None
+        HostSlot.objects.update(until=timezone.now() - timedelta(seconds=1))
+        assert hostslots.host_slot_take(host="h.example.org")
+
+    def test_a_poll_without_a_slot_is_postponed_not_failed(self, settings, monkeypatch):
+        settings.FETCH_MAX_SESSIONS_PER_HOST = 1
+        called = []
+        monkeypatch.setattr(
+            services.polls, "engine_poll", lambda *a, **k: called.append(1)
+        )
+        mailbox = make_mailbox()
+        assert hostslots.host_slot_take(host=mailbox.host)  # another worker's
+        before = timezone.now()
+        summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+        assert summary.outcome == "postponed" and summary.run_id is None
+        assert called == [] and mailbox.runs.count() == 0
+        mailbox.refresh_from_db()
+        assert mailbox.failure_count == 0 and mailbox.health == "ok"
+        ahead = (mailbox.next_poll_at - before).total_seconds()
+        assert 0 < ahead <= 1.1 * settings.FETCH_HOST_BUSY_DELAY + 1
+        assert mailbox.lease_until is None  # the lease went back too
+
+    def test_a_poll_gives_its_slot_back(self, settings, monkeypatch):
+        settings.FETCH_MAX_SESSIONS_PER_HOST = 1
+        monkeypatch.setattr(
+            services.polls,
+            "engine_poll",
+            lambda *a, **k: PollReport(exit_code=ExitCode.NOMAIL),
+        )
+        mailbox = make_mailbox(
+            make_user(superuser=True), password="pw", host="127.0.0.1", port=993
+        )
+        assert services.mailbox_poll(mailbox_id=mailbox.pk).outcome == "nomail"
+        assert services.mailbox_poll(mailbox_id=mailbox.pk).outcome == "nomail"
+        assert not HostSlot.objects.exclude(holder="").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    "connection.vendor != 'postgresql'", reason="concurrent writers: PostgreSQL"
+)
+class ConcurrentHostCapTests:
+    def test_two_concurrent_claimers_never_exceed_the_cap(self, settings):
+        settings.FETCH_MAX_SESSIONS_PER_HOST = 3
+        start = threading.Barrier(2)
+        taken: list[list[tuple[int, str]]] = [[], []]
+
+        def claimer(n: int) -> None:
+            from django.db import connection as own
+
+            try:
+                start.wait()
+                for _ in range(30):
+                    slot = hostslots.host_slot_take(host="busy.example.org")
+                    if slot is not None:
+                        taken[n].append(slot)
+            finally:
+                own.close()
+
+        threads = [threading.Thread(target=claimer, args=(n,)) for n in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        every = taken[0] + taken[1]
+        assert len(every) == 3
+        assert len({pk for pk, _ in every}) == 3
+        assert (
+            HostSlot.objects.filter(host="busy.example.org").exclude(holder="").count()
+            == 3
+        )
+        assert connection.vendor == "postgresql"
+
+    def test_a_row_another_transaction_holds_is_skipped_not_waited_for(self):
+        """A lease being taken (its UPDATE not yet committed) locks the row: the
+        claim skips it (SKIP LOCKED) and claims the others."""
+        past = timezone.now() - timedelta(seconds=1)
+        busy, free = make_mailbox(next_poll_at=past), make_mailbox(next_poll_at=past)
+        locked, release = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            from django.db import connection as own
+            from django.db import transaction
+
+            try:
+                with transaction.atomic():
+                    Mailbox.objects.select_for_update().get(pk=busy.pk)
+                    locked.set()
+                    release.wait(60)
+            finally:
+                own.close()
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        try:
+            assert locked.wait(60)
+            with connection.cursor() as cursor:
+                # Waiting for the lock would be the bug: fail instead of hanging.
+                cursor.execute("SET lock_timeout = '20s'")
+            claimed = services.mailboxes_claim_due()
+        finally:
+            release.set()
+            thread.join()
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = 0")
+        assert claimed == [free.pk]
+        assert services.mailboxes_claim_due() == [busy.pk]
