@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from retrieval.engine.idfile import IdFile, mailbox_key
+from retrieval.cli.idfile import IdFile, mailbox_key
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.run import poll
 from retrieval.engine.spec import (

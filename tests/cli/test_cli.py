@@ -17,19 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from retrieval.engine.cli import combine_exit_codes, main
-from retrieval.engine.cli_config import check_merged, merged_config, polls
-from retrieval.engine.cli_options import (
-    CommandLine,
-    UsageError,
-    c_int,
-    parse_command_line,
-)
-from retrieval.engine.idfile import (
+from retrieval.cli.config import check_merged, merged_config, polls
+from retrieval.cli.idfile import (
     IdFile,
     IdfileBusy,
     IdfileError,
     insecure_file,
+)
+from retrieval.cli.main import combine_exit_codes, main
+from retrieval.cli.options import (
+    CommandLine,
+    UsageError,
+    c_int,
+    parse_command_line,
 )
 from retrieval.engine.report import ExitCode
 from retrieval.rcfile import Environment, configdump, parse_text
@@ -67,7 +67,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 def test_the_command_needs_no_django() -> None:
     code = (
         "import sys\n"
-        "import retrieval.engine.cli\n"
+        "import retrieval.cli.main\n"
         "bad = sorted(m for m in sys.modules\n"
         "             if m.split('.')[0] in {'django', 'celery', 'redis', 'psycopg'})\n"
         "assert not bad, bad\n"

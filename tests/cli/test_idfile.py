@@ -1,5 +1,5 @@
 """The idfile's journal: durable per change, folded into the file, replayed after
-a crash (see :mod:`retrieval.engine.idfile`).
+a crash (see :mod:`retrieval.cli.idfile`).
 
 A crash is a forked child that records changes and leaves with ``os._exit``:
 nothing is closed or flushed behind its back, as after a kill.
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.engine import idfile
-from retrieval.engine.idfile import IdFile, IdfileError
+from retrieval.cli import idfile
+from retrieval.cli.idfile import IdFile, IdfileError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -7,13 +7,13 @@ stored the way fetchmail stores them before ``optmerge``: in a
 :class:`~retrieval.rcfile.model.ServerOptions`, a
 :class:`~retrieval.rcfile.model.UserOptions` and a
 :class:`~retrieval.rcfile.model.GlobalOptions` whose ``None`` means "not given".
-:mod:`retrieval.engine.cli_config` merges them into the parsed rcfile.
+:mod:`retrieval.cli.config` merges them into the parsed rcfile.
 
 Options that steer the process rather than a poll are fetchmail's too: daemon
 mode (``-d N``, ``-N``, ``-L``, ``--pidfile``, ``-q``; see
-:mod:`retrieval.engine.daemon`); syslog and the parser trace are refused here,
+:mod:`retrieval.cli.daemon`); syslog and the parser trace are refused here,
 with the reason. Options whose value reaches the engine are refused later, by
-:mod:`retrieval.engine.cli_config`, only if the engine cannot act on them.
+:mod:`retrieval.cli.config`, only if the engine cannot act on them.
 
 Where fetchmail differs from what an administrator expects, we differ from
 fetchmail and say so in ``docs/cli.md``: an unknown option is an error (exit 5),

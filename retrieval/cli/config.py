@@ -25,6 +25,7 @@ import copy
 import dataclasses
 from typing import TYPE_CHECKING
 
+from retrieval.cli.options import CommandLine, UsageError
 from retrieval.engine import unsupported
 from retrieval.rcfile.model import (
     SERVER_FIELDS,
@@ -36,8 +37,6 @@ from retrieval.rcfile.model import (
 )
 from retrieval.rcfile.parser import servport
 from retrieval.rcfile.specs import user_spec
-
-from .cli_options import CommandLine, UsageError
 
 if TYPE_CHECKING:
     from retrieval.engine.spec import MailboxSpec

@@ -1,13 +1,13 @@
 """``python -m retrieval.engine -f RCFILE [options] [server ...]``: one poll of
 every active rcfile entry, like ``fetchmail -f RCFILE``, without the database;
 with ``-d N`` (or ``set daemon N``) a poll every N seconds until stopped
-(:mod:`retrieval.engine.daemon`).
+(:mod:`retrieval.cli.daemon`).
 
 Steps, in fetchmail's order: read the command line (exit 5 on a bad one); check
 that the rcfile is private (exit 6, fetchmail's rule: see
-:func:`retrieval.engine.idfile.insecure_file`); parse it (exit 5, ``FILE:LINE:``
+:func:`retrieval.cli.idfile.insecure_file`); parse it (exit 5, ``FILE:LINE:``
 message); select entries and apply the command line
-(:mod:`retrieval.engine.cli_config`); find every password (exit 3 when one is
+(:mod:`retrieval.cli.config`); find every password (exit 3 when one is
 missing and there is no terminal to ask on); lock and read the idfile (exit 6, or
 8 when another poll holds it); poll each selected user description in turn,
 once or (daemon mode) in cycles.
@@ -28,29 +28,30 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, TextIO
 
-from retrieval.engine import daemon, unsupported
-from retrieval.engine.check import check
-from retrieval.engine.cli_config import (
+from retrieval.cli import daemon
+from retrieval.cli.config import (
     Poll,
     check_merged,
     merged_config,
     polls,
     refuse_unsupported,
 )
-from retrieval.engine.cli_options import (
-    PROG,
-    CommandLine,
-    UsageError,
-    help_text,
-    parse_command_line,
-)
-from retrieval.engine.idfile import (
+from retrieval.cli.idfile import (
     IdFile,
     IdfileBusy,
     IdfileError,
     insecure_file,
     mailbox_key,
 )
+from retrieval.cli.options import (
+    PROG,
+    CommandLine,
+    UsageError,
+    help_text,
+    parse_command_line,
+)
+from retrieval.engine import unsupported
+from retrieval.engine.check import check
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Secret
