@@ -52,10 +52,10 @@ from retrieval.cli.options import (
 )
 from retrieval.engine import unsupported
 from retrieval.engine.check import check
+from retrieval.engine.deliver.trace import VERSION
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Secret
-from retrieval.engine.trace import VERSION
 from retrieval.rcfile import Environment, RcConfig, RcfileError, parse_bytes
 from retrieval.rcfile.parser import MAX_INPUT_BYTES
 

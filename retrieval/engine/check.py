@@ -2,7 +2,7 @@
 
 Nothing is fetched, delivered, recorded or deleted: folders are opened read-only
 and the session ends with a plain logout. A message counts as waiting by the rule
-a poll applies (:func:`retrieval.engine.selection.waiting`): the ledger has no
+a poll applies (:func:`retrieval.engine.fetch.selection.waiting`): the ledger has no
 record of it, and it is unread or ``fetchall`` is set; with ``keep`` and
 ``fetchall`` every message waits. The exit code is fetchmail's: 0 when something waits, 1 when nothing
 does, the error's code when the session fails.
@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from retrieval.engine import hooks, selection
+from retrieval.engine import hooks
 from retrieval.engine.errors import EngineError
+from retrieval.engine.fetch import selection
+from retrieval.engine.fetch.session import open_session
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode
-from retrieval.engine.session import open_session
 from retrieval.engine.spec import Protocol
 
 if TYPE_CHECKING:

@@ -15,7 +15,12 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-from retrieval.engine import hooks, idle, selection, unsupported
+from retrieval.engine import hooks, unsupported
+from retrieval.engine.deliver.handover import hand_over
+from retrieval.engine.deliver.headers import is_valid_address, message_id
+from retrieval.engine.deliver.multidrop import DomainRouter
+from retrieval.engine.deliver.sink import Sink, open_sink
+from retrieval.engine.deliver.trace import TraceInfo
 from retrieval.engine.errors import (
     ConfigError,
     EngineError,
@@ -23,25 +28,21 @@ from retrieval.engine.errors import (
     MessageFetchError,
     ServerError,
 )
-from retrieval.engine.etrn import etrn
-from retrieval.engine.handover import hand_over
-from retrieval.engine.headers import is_valid_address, message_id
-from retrieval.engine.multidrop import DomainRouter
+from retrieval.engine.fetch import idle, selection
+from retrieval.engine.fetch.etrn import etrn
+from retrieval.engine.fetch.session import FolderListing, MailSession, open_session
 from retrieval.engine.odmr import odmr
 from retrieval.engine.ports import RecipientLedger
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode, MessageResult, MessageStatus, PollReport
-from retrieval.engine.session import FolderListing, MailSession, open_session
-from retrieval.engine.sink import Sink, open_sink
 from retrieval.engine.spec import Protocol
-from retrieval.engine.trace import TraceInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from retrieval.engine.policy import Decision
+    from retrieval.engine.deliver.policy import Decision
+    from retrieval.engine.fetch.session import RemoteMessage
     from retrieval.engine.ports import Ledger, PollStep, StepObserver, Transcript
-    from retrieval.engine.session import RemoteMessage
     from retrieval.engine.spec import MailboxSpec
 
 
@@ -57,7 +58,7 @@ def poll(
 
     ``observe`` is told each step every message reaches (tests crash there).
     ``stop`` ends an IMAP IDLE poll (``spec.idle``) when it returns True; it is
-    asked about once a second while waiting (see :mod:`retrieval.engine.idle`).
+    asked about once a second while waiting (see :mod:`retrieval.engine.fetch.idle`).
     """
     report = PollReport(properties=spec.properties)
     secrets = [s.reveal() for s in (spec.password, spec.delivery.esmtp_password) if s]
@@ -251,7 +252,7 @@ class _Poll:
                 result.deleted = True
 
     def _folder(self, session: MailSession, sink: Sink, folder: str) -> None:
-        """List, sort (see :mod:`retrieval.engine.selection`), then act."""
+        """List, sort (see :mod:`retrieval.engine.fetch.selection`), then act."""
         spec = self.spec
         if self.folder:
             self._confirm(session.close_folder())

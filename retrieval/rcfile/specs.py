@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from retrieval.engine.commands import split_command
 from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
@@ -40,6 +39,7 @@ from retrieval.engine.spec import (
     TlsMode,
     TlsSpec,
 )
+from retrieval.engine.wire.commands import split_command
 
 from .dump import CLIENT_TIMEOUT, effective_password
 from .env import Environment

@@ -23,8 +23,8 @@ def test_the_engine_imports_no_django_or_celery() -> None:
     code = (
         "import sys\n"
         "import retrieval.engine, retrieval.engine.run, retrieval.engine.memory\n"
-        "import retrieval.engine.pop3, retrieval.engine.imap, retrieval.engine.smtp\n"
-        "import retrieval.engine.mda, retrieval.engine.testing\n"
+        "import retrieval.engine.fetch.pop3, retrieval.engine.fetch.imap, retrieval.engine.deliver.smtp\n"
+        "import retrieval.engine.deliver.mda, retrieval.engine.testing\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'django', 'celery'})\n"
         "assert not bad, bad\n"
     )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from retrieval.cli.main import main
-from retrieval.engine import bsmtp
+from retrieval.engine.deliver import bsmtp
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode, MessageStatus
 from retrieval.engine.run import poll

@@ -20,9 +20,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from retrieval.engine import imap_parse as parse
-from retrieval.engine import numbers
 from retrieval.engine.errors import ProtocolError
+from retrieval.engine.fetch import imap_parse as parse
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import PollReport
 from retrieval.engine.run import poll
@@ -34,6 +33,7 @@ from retrieval.engine.testing import (
     FakePop3Server,
     FakeSmtpServer,
 )
+from retrieval.engine.wire import numbers
 
 from .conftest import make_spec, message, without_trace
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, cast
 
 import pytest
 
+from retrieval.engine.fetch.pop3 import Pop3Session
+from retrieval.engine.fetch.session import RemoteMessage
 from retrieval.engine.memory import ListTranscript, MemoryLedger
-from retrieval.engine.pop3 import Pop3Session
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
-from retrieval.engine.session import RemoteMessage
 from retrieval.engine.spec import Protocol
 from retrieval.engine.testing import (
     FakeClient,
@@ -26,7 +26,7 @@ from retrieval.engine.testing import (
     FakeSmtpServer,
     dot_stuff,
 )
-from retrieval.engine.transport import Connection
+from retrieval.engine.wire.transport import Connection
 
 from .conftest import make_spec, message, without_trace
 from .test_wire_chunks import ScriptedSocket, read

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.engine import imap_parse as parse
+from retrieval.engine.fetch import imap_parse as parse
 
 
 @pytest.mark.parametrize(

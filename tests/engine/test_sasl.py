@@ -8,8 +8,8 @@ import hmac
 
 import pytest
 
-from retrieval.engine import sasl
 from retrieval.engine.errors import AuthError, ConfigError, EngineError, ProtocolError
+from retrieval.engine.wire import sasl
 
 
 def test_plain_sends_everything_at_once() -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.engine import imap_parse as parse
-from retrieval.engine import numbers
 from retrieval.engine.check import check
 from retrieval.engine.errors import ProtocolError
+from retrieval.engine.fetch import imap_parse as parse
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Protocol
 from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+from retrieval.engine.wire import numbers
 
 from .conftest import make_spec, message, without_trace
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trustme
 
+from retrieval.engine.fetch.pop3 import Pop3Session
 from retrieval.engine.memory import ListTranscript, MemoryLedger
-from retrieval.engine.pop3 import Pop3Session
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
 from retrieval.engine.spec import (

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from retrieval.engine.headers import message_id
+from retrieval.engine.deliver.headers import message_id
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 from retrieval.engine.errors import ConfigError, EngineError, ProtocolError, TlsError
 from retrieval.engine.report import ExitCode
 from retrieval.engine.spec import TlsMode
-from retrieval.engine.tls import check_fingerprint, client_context
-from retrieval.engine.tunnel import connect_server
+from retrieval.engine.wire.tls import check_fingerprint, client_context
+from retrieval.engine.wire.tunnel import connect_server
 
 if TYPE_CHECKING:
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import MailboxSpec
-    from retrieval.engine.transport import Connection
+    from retrieval.engine.wire.transport import Connection
 
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100

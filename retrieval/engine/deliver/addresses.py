@@ -19,7 +19,7 @@ real headers use all of them:
 An element that is none of these (``Carol Smith`` without an address) names
 nobody. Input is bounded (:data:`MAX_VALUE`) and every step is linear, so a
 hostile header costs little. Nothing here validates an address for SMTP: the
-caller checks every result with :func:`retrieval.engine.headers.is_valid_address`.
+caller checks every result with :func:`retrieval.engine.deliver.headers.is_valid_address`.
 """
 
 from __future__ import annotations

@@ -21,13 +21,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from retrieval.engine.errors import ConfigError
-from retrieval.engine.imap import ImapSession
+from retrieval.engine.fetch.imap import ImapSession
 from retrieval.engine.spec import Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from retrieval.engine.session import MailSession
+    from retrieval.engine.fetch.session import MailSession
     from retrieval.engine.spec import MailboxSpec
 
 

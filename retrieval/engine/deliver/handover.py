@@ -7,8 +7,8 @@ whatever the listener is:
 1. the envelope: the sender as fetchmail chooses it (``set invisible`` does
    not change it), the recipients that do not have the message yet;
 2. ``bad-header reject``: a header line without a colon refuses the message;
-3. the sink gets an :class:`~retrieval.engine.transforms.OutgoingMessage`;
-4. :func:`~retrieval.engine.policy.decide` turns the answer into a fate, and a
+3. the sink gets an :class:`~retrieval.engine.deliver.transforms.OutgoingMessage`;
+4. :func:`~retrieval.engine.deliver.policy.decide` turns the answer into a fate, and a
    bounce is sent when the policy orders one; a bounce that fails is noted
    and changes nothing else;
 5. multidrop only: when the listener refuses every recipient permanently
@@ -23,22 +23,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from retrieval.engine.bounce import Bounce
+from retrieval.engine.deliver.bounce import Bounce
+from retrieval.engine.deliver.headers import bad_header_line, envelope_sender
+from retrieval.engine.deliver.policy import NEVER_BOUNCE, Decision, bounce_order, decide
+from retrieval.engine.deliver.sink import Envelope, Verdict
+from retrieval.engine.deliver.transforms import Edits, OutgoingMessage
 from retrieval.engine.errors import ListenerError
-from retrieval.engine.headers import bad_header_line, envelope_sender
-from retrieval.engine.policy import NEVER_BOUNCE, Decision, bounce_order, decide
 from retrieval.engine.report import MessageStatus
-from retrieval.engine.sink import Envelope, Verdict
 from retrieval.engine.spec import DeliveryKind
-from retrieval.engine.transforms import Edits, OutgoingMessage
 
 if TYPE_CHECKING:
-    from retrieval.engine.policy import BounceOrder
+    from retrieval.engine.deliver.policy import BounceOrder
+    from retrieval.engine.deliver.sink import DeliveryOutcome, Observe, Sink
+    from retrieval.engine.deliver.trace import TraceInfo
     from retrieval.engine.ports import PollStep
-    from retrieval.engine.sink import DeliveryOutcome, Observe, Sink
     from retrieval.engine.spec import DeliverySpec, MailboxSpec
-    from retrieval.engine.spool import MessageSpool
-    from retrieval.engine.trace import TraceInfo
+    from retrieval.engine.wire.spool import MessageSpool
 
 
 @dataclass

@@ -15,7 +15,7 @@ fetchmail gives the program the socket itself; pipes are what ``ssh`` gives a
 remote command, and some servers refuse a socket on standard input when
 started as root (Dovecot's ``imap`` takes it for inetd). ``%h`` is the host and ``%p`` the port that a TCP
 connection would have used; both are checked before they are put into an
-argument (see :mod:`retrieval.engine.commands`). What the program writes to
+argument (see :mod:`retrieval.engine.wire.commands`). What the program writes to
 standard error is kept (bounded) and written to the transcript when the
 connection closes, with its exit status; a program that dies early has both
 in the error that ends the poll. Closing the connection closes our end (the
@@ -36,16 +36,16 @@ import subprocess
 import threading
 from typing import IO, TYPE_CHECKING
 
-from retrieval.engine.commands import expand, safe_host, shown, stop
 from retrieval.engine.errors import ConfigError, EngineError, TransportError
-from retrieval.engine.transport import DEFAULT_MAX_LINE, Connection
+from retrieval.engine.wire.commands import expand, safe_host, shown, stop
+from retrieval.engine.wire.transport import DEFAULT_MAX_LINE, Connection
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import ServerSpec
-    from retrieval.engine.transport import Budget
+    from retrieval.engine.wire.transport import Budget
 
 MAX_STDERR = 4096  # bytes of the program's standard error kept
 MAX_STDERR_LINES = 20

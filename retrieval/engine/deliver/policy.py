@@ -24,11 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from retrieval.engine.deliver.sink import Verdict
 from retrieval.engine.report import MessageStatus
-from retrieval.engine.sink import Verdict
 
 if TYPE_CHECKING:
-    from retrieval.engine.sink import DeliveryOutcome, RecipientReply
+    from retrieval.engine.deliver.sink import DeliveryOutcome, RecipientReply
     from retrieval.engine.spec import DeliverySpec
 
 NEVER_BOUNCE = 553  # "invalid sending domain": the sender is most likely forged

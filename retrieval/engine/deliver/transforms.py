@@ -1,6 +1,6 @@
 """The message as a listener receives it: spooled bytes, edited while they stream.
 
-:class:`OutgoingMessage` wraps a :class:`~retrieval.engine.spool.MessageSpool`
+:class:`OutgoingMessage` wraps a :class:`~retrieval.engine.wire.spool.MessageSpool`
 and yields the bytes to hand over, chunk by chunk: the header block field by
 field (each field bounded, so a hostile 1 MB header line passes through
 unedited rather than being held), the body line by line. With no option set
@@ -30,13 +30,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from retrieval.engine.headers import header_value
-from retrieval.engine.trace import TraceInfo, received_header
+from retrieval.engine.deliver.headers import header_value
+from retrieval.engine.deliver.trace import TraceInfo, received_header
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from retrieval.engine.spool import MessageSpool
+    from retrieval.engine.wire.spool import MessageSpool
 
 # A field longer than this is passed through as it comes, never edited.
 MAX_FIELD = 64 * 1024

@@ -13,20 +13,20 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from retrieval.engine.errors import ConfigError, TlsError
 from retrieval.engine.spec import Protocol as MailProtocol
 from retrieval.engine.spec import TlsMode
-from retrieval.engine.tls import (
+from retrieval.engine.wire.tls import (
     check_fingerprint,
     client_context,
     fingerprint_algorithm,
     version_note,
 )
-from retrieval.engine.tunnel import connect_server
+from retrieval.engine.wire.tunnel import connect_server
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import MailboxSpec
-    from retrieval.engine.spool import MessageSpool
+    from retrieval.engine.wire.spool import MessageSpool
 
 # A server that claims more messages than this gets the first ones handled and
 # the rest left for the next poll (catalogue 33: STAT claiming 4 billion).
@@ -131,8 +131,8 @@ def open_session(
     session with QUIT every N deletions and logs in anew.
     """
     # Imported here: each protocol module imports this one for the dataclasses.
-    from retrieval.engine.imap import ImapSession
-    from retrieval.engine.pop3 import Pop3Session
+    from retrieval.engine.fetch.imap import ImapSession
+    from retrieval.engine.fetch.pop3 import Pop3Session
 
     server = spec.server
     if server.protocol not in (MailProtocol.POP3, MailProtocol.IMAP):

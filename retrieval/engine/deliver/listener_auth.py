@@ -28,17 +28,17 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
-from retrieval.engine import sasl
 from retrieval.engine.errors import EngineError, ListenerError
 from retrieval.engine.redact import MASK
 from retrieval.engine.spec import TlsMode, TlsSpec
-from retrieval.engine.tls import client_context
+from retrieval.engine.wire import sasl
+from retrieval.engine.wire.tls import client_context
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from retrieval.engine.spec import DeliverySpec
-    from retrieval.engine.transport import Connection
+    from retrieval.engine.wire.transport import Connection
 
     Reply = tuple[int, str]
 
@@ -123,7 +123,7 @@ def login(
 
 
 class SmtpSaslWire:
-    """SMTP AUTH (RFC 4954) for :func:`retrieval.engine.sasl.exchange`."""
+    """SMTP AUTH (RFC 4954) for :func:`retrieval.engine.wire.sasl.exchange`."""
 
     def __init__(self, conn: Connection, reply: Callable[[], Reply], user: str) -> None:
         self._conn = conn

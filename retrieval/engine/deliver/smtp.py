@@ -15,7 +15,7 @@ the list accepts a connection at all, :class:`ListenerUnavailable` ends the poll
 
 ``plugout`` replaces the TCP connection with a program (:mod:`retrieval.engine.
 tunnel`); ``esmtpname``/``esmtppassword`` log in after EHLO, upgrading with
-STARTTLS first (:mod:`retrieval.engine.listener_auth`).
+STARTTLS first (:mod:`retrieval.engine.deliver.listener_auth`).
 """
 
 from __future__ import annotations
@@ -23,23 +23,28 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from retrieval.engine import listener_auth
-from retrieval.engine.encoding import SmtpDataEncoder
+from retrieval.engine.deliver import listener_auth
+from retrieval.engine.deliver.headers import domain_literal
+from retrieval.engine.deliver.sink import (
+    DeliveryOutcome,
+    Envelope,
+    RecipientReply,
+    Verdict,
+)
 from retrieval.engine.errors import (
     DnsError,
     EngineError,
     ListenerError,
     ListenerUnavailable,
 )
-from retrieval.engine.headers import domain_literal
-from retrieval.engine.numbers import SIZE, wire_number_or_none
-from retrieval.engine.sink import DeliveryOutcome, Envelope, RecipientReply, Verdict
-from retrieval.engine.transport import Connection
-from retrieval.engine.tunnel import open_tunnel
+from retrieval.engine.wire.encoding import SmtpDataEncoder
+from retrieval.engine.wire.numbers import SIZE, wire_number_or_none
+from retrieval.engine.wire.transport import Connection
+from retrieval.engine.wire.tunnel import open_tunnel
 
 if TYPE_CHECKING:
+    from retrieval.engine.deliver.sink import Deliverable, Observe
     from retrieval.engine.ports import Transcript
-    from retrieval.engine.sink import Deliverable, Observe
     from retrieval.engine.spec import DeliverySpec
 
 MAX_REPLY_LINE = 4096  # RFC 5321 says 512; be lenient, never unbounded

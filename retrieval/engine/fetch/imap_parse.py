@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from retrieval.engine import numbers
 from retrieval.engine.errors import ProtocolError
+from retrieval.engine.wire import numbers
 
 _LITERAL_ANY = re.compile(rb"\{([^}]*)\}\r?\n\Z")
 _TAGGED = re.compile(rb"^([A-Za-z0-9]+) (OK|NO|BAD)\b ?(.*?)\r?\n?\Z", re.I | re.S)

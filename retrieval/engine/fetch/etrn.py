@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from retrieval.engine.report import ExitCode
-from retrieval.engine.turn import (
+from retrieval.engine.fetch.turn import (
     TurnClient,
     TurnRefused,
     check_turn_options,
     local_fqdn,
 )
+from retrieval.engine.report import ExitCode
 
 if TYPE_CHECKING:
     from retrieval.engine.ports import Transcript

@@ -24,14 +24,14 @@ is injected, and only used when the spec asks for it). fetchmail 6.4's rules
    name that resolves to it) is not ours; otherwise its local part maps by
    the names (case-blind), or passes through with the wildcard ``*``.
 4. **Nobody matched:** the postmaster gets it (never dropped).
-5. **Everyone refused** (at the listener, see :mod:`retrieval.engine.handover`):
+5. **Everyone refused** (at the listener, see :mod:`retrieval.engine.deliver.handover`):
    a message whose every recipient the listener refuses permanently before
    taking any of it goes to the postmaster, as fetchmail's ``open_smtp_sink``
    does, instead of staying on the server to be refused at every poll.
 
 Differences from fetchmail, on purpose: field names match whole, not as a
 prefix; a recipient appears once however often it was named; addresses come
-from one RFC 5322 tokenizer (:mod:`retrieval.engine.addresses`: comments,
+from one RFC 5322 tokenizer (:mod:`retrieval.engine.deliver.addresses`: comments,
 groups, quoted local parts, obsolete forms); and within one poll a message
 (by Message-ID, else by its exact header) reaches each recipient once, whatever
 the number of copies in the mailbox (fetchmail catches only identical headers
@@ -45,14 +45,14 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from retrieval.engine.addresses import parse_address_list
-from retrieval.engine.headers import is_valid_address
+from retrieval.engine.deliver.addresses import parse_address_list
+from retrieval.engine.deliver.headers import is_valid_address
 from retrieval.engine.report import MessageStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from retrieval.engine.handover import Handed
+    from retrieval.engine.deliver.handover import Handed
     from retrieval.engine.spec import MailboxSpec, MultidropSpec
 
 # A hostile header could name thousands of addresses: look at this many at most.

@@ -24,7 +24,7 @@ from retrieval.engine.errors import (
     TlsError,
     TransportError,
 )
-from retrieval.engine.tls import describe_ssl_error
+from retrieval.engine.wire.tls import describe_ssl_error
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

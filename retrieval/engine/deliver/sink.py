@@ -1,7 +1,7 @@
 """Where fetched mail goes: the shared shape of SMTP, LMTP and MDA delivery.
 
 A sink takes one message at a time and says, per recipient, what the listener
-answered. ``run.py`` (with :mod:`retrieval.engine.policy`) turns the
+answered. ``run.py`` (with :mod:`retrieval.engine.deliver.policy`) turns the
 :class:`DeliveryOutcome` into keep or delete; the sinks themselves never decide
 anything about the remote copy.
 """
@@ -88,7 +88,7 @@ class DeliveryOutcome:
 
 
 class Deliverable(Protocol):
-    """A message as a sink sends it (see :class:`~retrieval.engine.transforms.
+    """A message as a sink sends it (see :class:`~retrieval.engine.deliver.transforms.
     OutgoingMessage`; bounces are deliverables too)."""
 
     @property
@@ -130,9 +130,9 @@ def open_sink(
     message: MessageOptions | None = None,
 ) -> Sink:
     """The sink for ``delivery``; ``helo`` is the name we give in EHLO/LHLO."""
-    from retrieval.engine.bsmtp import BsmtpSink
-    from retrieval.engine.mda import MdaSink
-    from retrieval.engine.smtp import SmtpSink
+    from retrieval.engine.deliver.bsmtp import BsmtpSink
+    from retrieval.engine.deliver.mda import MdaSink
+    from retrieval.engine.deliver.smtp import SmtpSink
 
     if delivery.kind is DeliveryKind.BSMTP:
         return BsmtpSink(delivery, transcript)

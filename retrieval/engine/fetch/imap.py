@@ -27,8 +27,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from retrieval.engine import imap_parse as parse
-from retrieval.engine import numbers, sasl
 from retrieval.engine.errors import (
     AuthError,
     ConfigError,
@@ -40,23 +38,25 @@ from retrieval.engine.errors import (
     TlsError,
     TransportError,
 )
-from retrieval.engine.numbers import UIDVALIDITY
-from retrieval.engine.redact import MASK
-from retrieval.engine.session import (
+from retrieval.engine.fetch import imap_parse as parse
+from retrieval.engine.fetch.session import (
     MAX_MESSAGES_PER_FOLDER,
     FolderListing,
     RemoteMessage,
     discard_spools,
     progress_note,
 )
+from retrieval.engine.redact import MASK
 from retrieval.engine.spec import TlsMode
-from retrieval.engine.spool import MessageSpool
+from retrieval.engine.wire import numbers, sasl
+from retrieval.engine.wire.numbers import UIDVALIDITY
+from retrieval.engine.wire.spool import MessageSpool
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from retrieval.engine.spec import MailboxSpec
-    from retrieval.engine.transport import Budget, Connection
+    from retrieval.engine.wire.transport import Budget, Connection
 
 # One response line may carry a whole SEARCH result: 100k UIDs fit in 1 MiB.
 MAX_LINE = 1024 * 1024

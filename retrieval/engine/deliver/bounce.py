@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from retrieval.engine.sink import RecipientReply
+    from retrieval.engine.deliver.sink import RecipientReply
 
 MAX_ORIGINAL_HEADER = 64 * 1024
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -25,7 +25,7 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 class Bounce:
-    """A DSN as a :class:`~retrieval.engine.sink.Deliverable`."""
+    """A DSN as a :class:`~retrieval.engine.deliver.sink.Deliverable`."""
 
     def __init__(
         self,

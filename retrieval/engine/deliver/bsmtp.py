@@ -29,14 +29,14 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from retrieval.engine.encoding import SmtpDataEncoder
-from retrieval.engine.sink import DeliveryOutcome, RecipientReply
+from retrieval.engine.deliver.sink import DeliveryOutcome, RecipientReply
+from retrieval.engine.wire.encoding import SmtpDataEncoder
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from retrieval.engine.deliver.sink import Deliverable, Envelope, Observe
     from retrieval.engine.ports import Transcript
-    from retrieval.engine.sink import Deliverable, Envelope, Observe
     from retrieval.engine.spec import DeliverySpec
 
 STDOUT = "-"
@@ -45,7 +45,7 @@ WRITE_SIZE = 64 * 1024
 
 
 class BsmtpSink:
-    """A :class:`~retrieval.engine.sink.Sink` writing fetchmail's BSMTP batches."""
+    """A :class:`~retrieval.engine.deliver.sink.Sink` writing fetchmail's BSMTP batches."""
 
     def __init__(self, delivery: DeliverySpec, transcript: Transcript) -> None:
         self._path = delivery.bsmtp

@@ -9,7 +9,7 @@ command            where
 =================  =====================================================
 CAPA, STLS         :meth:`Pop3Session.login`
 USER/PASS, APOP    :meth:`_user_pass`, :meth:`_apop`
-AUTH (SASL)        :class:`_SaslWire` with :mod:`retrieval.engine.sasl`
+AUTH (SASL)        :class:`_SaslWire` with :mod:`retrieval.engine.wire.sasl`
 STAT, UIDL, LIST   :meth:`open_folder` (UIDL n / LIST n for fastuidl)
 RETR, TOP          :meth:`fetch`, in windows when the server offers PIPELINING
 DELE               :meth:`delete`, pipelined with the next window
@@ -34,8 +34,6 @@ import re
 from collections import deque
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
-from retrieval.engine import numbers, sasl
-from retrieval.engine.encoding import DotDecoder
 from retrieval.engine.errors import (
     AuthError,
     ConfigError,
@@ -46,8 +44,7 @@ from retrieval.engine.errors import (
     ServerError,
     TlsError,
 )
-from retrieval.engine.redact import MASK
-from retrieval.engine.session import (
+from retrieval.engine.fetch.session import (
     MAX_MESSAGES_PER_FOLDER,
     MAX_UID_LENGTH,
     RFC_UID_LENGTH,
@@ -57,15 +54,18 @@ from retrieval.engine.session import (
     progress_note,
     valid_uid,
 )
+from retrieval.engine.redact import MASK
 from retrieval.engine.spec import TlsMode
-from retrieval.engine.spool import MessageSpool
+from retrieval.engine.wire import numbers, sasl
+from retrieval.engine.wire.encoding import DotDecoder
+from retrieval.engine.wire.spool import MessageSpool
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from retrieval.engine.session import MailSession
+    from retrieval.engine.fetch.session import MailSession
     from retrieval.engine.spec import MailboxSpec
-    from retrieval.engine.transport import Connection
+    from retrieval.engine.wire.transport import Connection
 
 MAX_LINE = 2048  # poplib's _MAXLINE, for status and listing lines
 # Whole multi-line answers: a real CAPA is well under 1 KB; a UIDL or LIST of
@@ -768,7 +768,7 @@ class Pop3Session:
 
 
 class _SaslWire:
-    """POP3 AUTH (RFC 5034) for :func:`retrieval.engine.sasl.exchange`."""
+    """POP3 AUTH (RFC 5034) for :func:`retrieval.engine.wire.sasl.exchange`."""
 
     def __init__(self, session: Pop3Session) -> None:
         self._session = session

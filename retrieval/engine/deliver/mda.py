@@ -27,17 +27,17 @@ import subprocess
 import threading
 from typing import IO, TYPE_CHECKING
 
-from retrieval.engine.encoding import (
+from retrieval.engine.deliver.sink import DeliveryOutcome, Envelope, RecipientReply
+from retrieval.engine.errors import ConfigError
+from retrieval.engine.wire.encoding import (
     CrlfLineEncoder,
     PlainEncoder,
     UnixLineEncoder,
 )
-from retrieval.engine.errors import ConfigError
-from retrieval.engine.sink import DeliveryOutcome, Envelope, RecipientReply
 
 if TYPE_CHECKING:
+    from retrieval.engine.deliver.sink import Deliverable, Observe
     from retrieval.engine.ports import Transcript
-    from retrieval.engine.sink import Deliverable, Observe
     from retrieval.engine.spec import DeliverySpec, MessageOptions
 
 EX_TEMPFAIL = 75

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from retrieval.engine.session import FolderListing, RemoteMessage
+    from retrieval.engine.fetch.session import FolderListing, RemoteMessage
     from retrieval.engine.spec import MailboxSpec
 
 
