@@ -23,7 +23,7 @@ from retrieval.engine.spec import (
     TlsMode,
     TlsSpec,
 )
-from retrieval.engine.testing import FakeServer, FakeSmtpServer
+from tests.support.fake_servers import FakeServer, FakeSmtpServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -11,7 +11,7 @@ from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Protocol, Secret, TlsMode
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import PASSWORD, make_spec, message
 
@@ -24,7 +24,7 @@ def test_the_engine_imports_no_django_or_celery() -> None:
         "import sys\n"
         "import retrieval.engine, retrieval.engine.run, retrieval.engine.memory\n"
         "import retrieval.engine.fetch.pop3, retrieval.engine.fetch.imap, retrieval.engine.deliver.smtp\n"
-        "import retrieval.engine.deliver.mda, retrieval.engine.testing\n"
+        "import retrieval.engine.deliver.mda, tests.support.fake_servers\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'django', 'celery'})\n"
         "assert not bad, bad\n"
     )

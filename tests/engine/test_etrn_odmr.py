@@ -25,7 +25,7 @@ from retrieval.engine.spec import (
 from tests.engine.turn_servers import FakeEtrnServer, FakeOdmrServer, Queued
 
 if TYPE_CHECKING:
-    from retrieval.engine.testing import FakeServer
+    from tests.support.fake_servers import FakeServer
     from tests.support.smtp_listener import SmtpListener
 
 DOMAINS = ("client.example", "@other.example")

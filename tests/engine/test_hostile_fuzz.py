@@ -26,14 +26,14 @@ from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import PollReport
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Protocol
-from retrieval.engine.testing import (
+from retrieval.engine.wire import numbers
+from tests.support.fake_servers import (
     ClientGone,
     FakeClient,
     FakeImapServer,
     FakePop3Server,
     FakeSmtpServer,
 )
-from retrieval.engine.wire import numbers
 
 from .conftest import make_spec, message, without_trace
 

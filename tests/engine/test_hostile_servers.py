@@ -19,14 +19,14 @@ from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Protocol
-from retrieval.engine.testing import (
+from retrieval.engine.wire.transport import Connection
+from tests.support.fake_servers import (
     FakeClient,
     FakeImapServer,
     FakePop3Server,
     FakeSmtpServer,
     dot_stuff,
 )
-from retrieval.engine.wire.transport import Connection
 
 from .conftest import make_spec, message, without_trace
 from .test_wire_chunks import ScriptedSocket, read
@@ -34,7 +34,7 @@ from .test_wire_chunks import ScriptedSocket, read
 if TYPE_CHECKING:
     import socket
 
-    from retrieval.engine.testing import FakeServer
+    from tests.support.fake_servers import FakeServer
 
 
 def run_pop3(server: FakePop3Server, listener: FakeSmtpServer, **options: object):

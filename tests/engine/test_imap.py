@@ -9,7 +9,7 @@ from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode, MessageStatus
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Protocol, TlsMode
-from retrieval.engine.testing import FakeImapServer, FakeSmtpServer
+from tests.support.fake_servers import FakeImapServer, FakeSmtpServer
 
 from .conftest import make_spec, message, without_trace
 from .test_pop3 import TRICKY
@@ -426,7 +426,7 @@ class ImapIdleTests:
     def test_idle_on_pop3_is_noted_and_the_poll_runs_once(
         self, listener: FakeSmtpServer
     ) -> None:
-        from retrieval.engine.testing import FakePop3Server
+        from tests.support.fake_servers import FakePop3Server
 
         with FakePop3Server([message(1)]) as server:
             spec = make_spec(server, listener, idle=True)

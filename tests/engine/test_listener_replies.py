@@ -19,13 +19,13 @@ from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import MessageStatus
 from retrieval.engine.run import poll
 from retrieval.engine.spec import DeliveryKind, DeliverySpec, Protocol
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import make_spec, message
 
 if TYPE_CHECKING:
     from retrieval.engine.report import PollReport
-    from retrieval.engine.testing import FakeServer
+    from tests.support.fake_servers import FakeServer
 
 MESSAGES = [message(1), message(2), message(3)]
 

@@ -30,8 +30,8 @@ from retrieval.engine.spec import (
     MailboxSpec,
     MultidropSpec,
 )
-from retrieval.engine.testing import FakePop3Server
 from tests.engine.conftest import make_spec
+from tests.support.fake_servers import FakePop3Server
 
 if TYPE_CHECKING:
     from tests.support.smtp_listener import SmtpListener

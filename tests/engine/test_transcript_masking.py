@@ -26,13 +26,13 @@ from retrieval.engine.redact import (
 )
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Protocol
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import PASSWORD, make_spec, message
 
 if TYPE_CHECKING:
     from retrieval.engine.report import PollReport
-    from retrieval.engine.testing import FakeClient
+    from tests.support.fake_servers import FakeClient
 
 SHORT = ["mail", "a"]
 TRICKY = 'pa"ss\\w0rd'  # needs IMAP quoting escapes

@@ -11,8 +11,8 @@ from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Protocol
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
 from retrieval.engine.wire import numbers
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import make_spec, message, without_trace
 

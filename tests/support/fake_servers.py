@@ -11,6 +11,16 @@ Faults are injected per command verb:
   (``{tag}`` is replaced by the IMAP tag);
 * ``stall_on="RETR"`` answers nothing and waits until the client goes away;
 * ``drop_on="RETR"`` closes the connection at that command.
+
+Moved here from ``retrieval/engine/testing.py``: only tests use them. There are
+three SMTP/LMTP listeners on purpose, each doing what the others cannot:
+:class:`FakeSmtpServer` (here) answers byte for byte what a test scripts, broken
+replies included (its faults are the engine's hostile-listener cases);
+:class:`tests.support.smtp_listener.SmtpListener` is aiosmtpd, a correct SMTP/LMTP
+server (also on a Unix socket) for the live tests that compare with fetchmail;
+``bench/listener.py`` is a separate process on plain sockets that sets
+TCP_QUICKACK after every read, checks each message against the manifest and
+journals it before the final reply, which an asyncio server cannot do.
 """
 
 from __future__ import annotations
