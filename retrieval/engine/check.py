@@ -19,7 +19,7 @@ from retrieval.engine.fetch import selection
 from retrieval.engine.fetch.session import open_session
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode
-from retrieval.engine.spec import Protocol
+from retrieval.engine.spec import MailProtocol
 
 if TYPE_CHECKING:
     from retrieval.engine.ports import Ledger, Transcript
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 class CheckReport:
     exit_code: ExitCode = ExitCode.NOMAIL
     error: str = ""
+    permanent: bool = False  # retrying cannot help (EngineError.permanent)
     greeting: str = ""
     waiting: int = 0  # messages a poll would fetch
     total: int = 0  # messages in the folders
@@ -71,6 +72,7 @@ def check(spec: MailboxSpec, *, ledger: Ledger, transcript: Transcript) -> Check
         except EngineError as exc:
             report.exit_code = exc.exit_code
             report.error = str(exc)
+            report.permanent = exc.permanent
             return
         report.exit_code = ExitCode.SUCCESS if report.waiting else ExitCode.NOMAIL
 
@@ -83,4 +85,4 @@ def check(spec: MailboxSpec, *, ledger: Ledger, transcript: Transcript) -> Check
 def _read_only(spec: MailboxSpec) -> bool:
     """EXAMINE for IMAP; POP3 has no such mode, and asking for one there only
     refuses servers without UIDL, which a poll without keep accepts."""
-    return spec.server.protocol is not Protocol.POP3 or (spec.keep and not spec.flush)
+    return spec.server.protocol is not MailProtocol.POP3 or (spec.keep and not spec.flush)

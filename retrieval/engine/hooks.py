@@ -42,6 +42,7 @@ class Report(Protocol):
 
     exit_code: ExitCode
     error: str
+    permanent: bool
     notes: list[str]
 
 
@@ -121,4 +122,5 @@ def _plugin_hint(spec: MailboxSpec, report: Report) -> None:
 def _fail(report: Report, wire: Transcript, text: str) -> None:
     report.exit_code = ExitCode.SYNTAX
     report.error = text
+    report.permanent = True  # a configuration error, as ConfigError
     wire.record("*", f"poll ended: {text}")

@@ -30,15 +30,15 @@ from retrieval.engine.errors import (
     EngineError,
     MessageTooLarge,
     TransportError,
+    TurnRefused,
 )
 from retrieval.engine.fetch.turn import (
     TurnClient,
-    TurnRefused,
     check_turn_options,
     local_fqdn,
 )
 from retrieval.engine.redact import MASK
-from retrieval.engine.report import ExitCode, MessageResult, MessageStatus
+from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus
 from retrieval.engine.wire import sasl
 from retrieval.engine.wire.spool import MessageSpool
 
@@ -255,7 +255,7 @@ class _Relay:
         self._say("354 go ahead; end with <CRLF>.<CRLF>")
         with MessageSpool(self.spec.max_message_bytes) as spool:
             too_big = self._receive(spool)
-            result = MessageResult(
+            result = MessageOutcome(
                 folder="ODMR",
                 uid=str(len(self.report.messages) + 1),
                 size=spool.size,
@@ -293,7 +293,7 @@ class _Relay:
                 except MessageTooLarge:
                     too_big = True
 
-    def _answer(self, outcome: DeliveryOutcome, result: MessageResult) -> None:
+    def _answer(self, outcome: DeliveryOutcome, result: MessageOutcome) -> None:
         """Tell the server what the listener said (one line, no CR/LF)."""
         said = " ".join(outcome.reply.split())[:400]
         result.listener_reply = outcome.reply

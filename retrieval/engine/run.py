@@ -34,8 +34,8 @@ from retrieval.engine.fetch.session import FolderListing, MailSession, open_sess
 from retrieval.engine.odmr import odmr
 from retrieval.engine.ports import RecipientLedger
 from retrieval.engine.redact import RedactingTranscript
-from retrieval.engine.report import ExitCode, MessageResult, MessageStatus, PollReport
-from retrieval.engine.spec import Protocol
+from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
+from retrieval.engine.spec import MailProtocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,9 +68,9 @@ def poll(
     def session() -> None:
         job: _Poll | None = None
         try:
-            if spec.server.protocol is Protocol.ETRN:
+            if spec.server.protocol is MailProtocol.ETRN:
                 etrn(spec, wire, report)
-            elif spec.server.protocol is Protocol.ODMR:
+            elif spec.server.protocol is MailProtocol.ODMR:
                 odmr(spec, wire, report)
             else:
                 job = _Poll(spec, ledger, wire, report, observe, stop)
@@ -78,6 +78,7 @@ def poll(
         except EngineError as exc:
             report.exit_code = exc.exit_code
             report.error = str(exc)
+            report.permanent = exc.permanent
             wire.record("*", f"poll ended: {exc}")
         else:
             _conclude(report)
@@ -171,7 +172,7 @@ class _Poll:
         )
         self.local_name = spec.delivery.helo_name or socket.gethostname()
         # Messages whose delete was sent but not yet confirmed, by (folder, uid).
-        self.pending: dict[tuple[str, str], MessageResult] = {}
+        self.pending: dict[tuple[str, str], MessageOutcome] = {}
         self.folder = ""
 
     def run(self) -> None:
@@ -338,7 +339,7 @@ class _Poll:
     ) -> None:
         """A message not fetched: reported, and deleted when the plan says so."""
         message = untouched.message
-        result = MessageResult(
+        result = MessageOutcome(
             folder=listing.folder,
             uid=message.uid,
             size=max(message.size, 0),
@@ -358,7 +359,7 @@ class _Poll:
     ) -> None:
         """Fetch to spool -> deliver -> record -> delete, for one message."""
         spec = self.spec
-        result = MessageResult(
+        result = MessageOutcome(
             folder=listing.folder,
             uid=message.uid,
             size=max(message.size, 0),
@@ -437,7 +438,7 @@ class _Poll:
         self,
         listing: FolderListing,
         uid: str,
-        result: MessageResult,
+        result: MessageOutcome,
         decision: Decision,
         served: set[str],
     ) -> None:
@@ -464,7 +465,7 @@ class _Poll:
         )
 
     def _delete(
-        self, session: MailSession, message: RemoteMessage, result: MessageResult
+        self, session: MailSession, message: RemoteMessage, result: MessageOutcome
     ) -> None:
         try:
             confirmed = session.delete(message)

@@ -37,7 +37,7 @@ class Secret:
         return bool(self._value)
 
 
-class Protocol(StrEnum):
+class MailProtocol(StrEnum):
     POP3 = "pop3"
     IMAP = "imap"
     ETRN = "etrn"
@@ -57,18 +57,18 @@ class DeliveryKind(StrEnum):
     BSMTP = "bsmtp"  # append to a batch SMTP file (see retrieval.engine.deliver.bsmtp)
 
 
-DEFAULT_PORTS: dict[tuple[Protocol, TlsMode], int] = {
-    (Protocol.POP3, TlsMode.IMPLICIT): 995,
-    (Protocol.POP3, TlsMode.STARTTLS): 110,
-    (Protocol.POP3, TlsMode.NONE): 110,
-    (Protocol.IMAP, TlsMode.IMPLICIT): 993,
-    (Protocol.IMAP, TlsMode.STARTTLS): 143,
-    (Protocol.IMAP, TlsMode.NONE): 143,
-    (Protocol.ETRN, TlsMode.NONE): 25,
-    (Protocol.ETRN, TlsMode.IMPLICIT): 465,  # fetchmail's "smtps"
-    (Protocol.ETRN, TlsMode.STARTTLS): 25,
-    (Protocol.ODMR, TlsMode.NONE): 366,
-    (Protocol.ODMR, TlsMode.STARTTLS): 366,
+DEFAULT_PORTS: dict[tuple[MailProtocol, TlsMode], int] = {
+    (MailProtocol.POP3, TlsMode.IMPLICIT): 995,
+    (MailProtocol.POP3, TlsMode.STARTTLS): 110,
+    (MailProtocol.POP3, TlsMode.NONE): 110,
+    (MailProtocol.IMAP, TlsMode.IMPLICIT): 993,
+    (MailProtocol.IMAP, TlsMode.STARTTLS): 143,
+    (MailProtocol.IMAP, TlsMode.NONE): 143,
+    (MailProtocol.ETRN, TlsMode.NONE): 25,
+    (MailProtocol.ETRN, TlsMode.IMPLICIT): 465,  # fetchmail's "smtps"
+    (MailProtocol.ETRN, TlsMode.STARTTLS): 25,
+    (MailProtocol.ODMR, TlsMode.NONE): 366,
+    (MailProtocol.ODMR, TlsMode.STARTTLS): 366,
 }
 
 
@@ -90,7 +90,7 @@ class TlsSpec:
 @dataclass(frozen=True)
 class ServerSpec:
     host: str
-    protocol: Protocol = Protocol.IMAP
+    protocol: MailProtocol = MailProtocol.IMAP
     port: int | None = None  # None: the protocol's default for the TLS mode
     tls: TlsSpec = field(default_factory=TlsSpec)
     auth: str = "any"  # any, password, plain, login, cram-md5, apop, xoauth2, ...

@@ -31,9 +31,9 @@ from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
+    MailProtocol,
     MessageOptions,
     MultidropSpec,
-    Protocol,
     Secret,
     ServerSpec,
     TlsMode,
@@ -49,14 +49,14 @@ if TYPE_CHECKING:
     from .model import GlobalOptions, RcConfig, ServerOptions, UserOptions
 
 _PROTOCOL = {
-    "auto": Protocol.IMAP,
-    "imap": Protocol.IMAP,
-    "pop3": Protocol.POP3,
-    "apop": Protocol.POP3,
-    "rpop": Protocol.POP3,
-    "pop2": Protocol.POP3,
-    "etrn": Protocol.ETRN,
-    "odmr": Protocol.ODMR,
+    "auto": MailProtocol.IMAP,
+    "imap": MailProtocol.IMAP,
+    "pop3": MailProtocol.POP3,
+    "apop": MailProtocol.POP3,
+    "rpop": MailProtocol.POP3,
+    "pop2": MailProtocol.POP3,
+    "etrn": MailProtocol.ETRN,
+    "odmr": MailProtocol.ODMR,
 }
 # fetchmail's sslproto words go to the engine as they are (tls.py reads them),
 # except the exact versions, which the engine spells with "=" (its "TLS1.2"

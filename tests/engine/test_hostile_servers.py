@@ -18,7 +18,7 @@ from retrieval.engine.fetch.session import RemoteMessage
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
-from retrieval.engine.spec import Protocol
+from retrieval.engine.spec import MailProtocol
 from retrieval.engine.wire.transport import Connection
 from tests.support.fake_servers import (
     FakeClient,
@@ -278,5 +278,5 @@ class EndlessResponseTests:
 
 def run_imap(server: FakeImapServer, listener: FakeSmtpServer, **options: object):
     ledger = MemoryLedger()
-    spec = make_spec(server, listener, protocol=Protocol.IMAP, **options)  # type: ignore[arg-type]
+    spec = make_spec(server, listener, protocol=MailProtocol.IMAP, **options)  # type: ignore[arg-type]
     return poll(spec, ledger=ledger, transcript=ListTranscript()), ledger

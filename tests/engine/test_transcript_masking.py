@@ -25,7 +25,7 @@ from retrieval.engine.redact import (
     SecretMatcher,
 )
 from retrieval.engine.run import poll
-from retrieval.engine.spec import Protocol
+from retrieval.engine.spec import MailProtocol
 from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import PASSWORD, make_spec, message
@@ -187,7 +187,7 @@ def test_an_imap_server_echoing_login_leaks_nothing(password: str) -> None:
     server = EchoingImap(capabilities=["IMAP4rev1"])
     with server, FakeSmtpServer() as listener:
         transcript = ListTranscript()
-        spec = make_spec(server, listener, password=password, protocol=Protocol.IMAP)
+        spec = make_spec(server, listener, password=password, protocol=MailProtocol.IMAP)
         report = poll(spec, ledger=MemoryLedger(), transcript=transcript)
     text = everything(report, transcript)
     assert password not in text

@@ -18,7 +18,7 @@ import pytest
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
-from retrieval.engine.spec import DeliverySpec, Protocol, TlsMode
+from retrieval.engine.spec import DeliverySpec, MailProtocol, TlsMode
 from retrieval.engine.wire import tunnel
 from retrieval.engine.wire.commands import expand, split_command
 from retrieval.rcfile import Environment, parse_text
@@ -99,7 +99,7 @@ class PluginTests:
             spec = make_spec(
                 server,
                 listener,
-                protocol=Protocol.IMAP,
+                protocol=MailProtocol.IMAP,
                 tls=TlsMode.IMPLICIT,
                 ca_file=ca_file,
             )

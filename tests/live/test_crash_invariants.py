@@ -40,7 +40,7 @@ from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
-    Protocol,
+    MailProtocol,
     Secret,
     ServerSpec,
     TlsMode,
@@ -88,7 +88,7 @@ def build_spec(cfg: dict[str, Any]) -> MailboxSpec:
         server=ServerSpec(
             host=cfg["host"],
             port=cfg["port"],
-            protocol=Protocol(cfg["protocol"]),
+            protocol=MailProtocol(cfg["protocol"]),
             tls=TlsSpec(mode=TlsMode.NONE),
             timeout=10,
         ),

@@ -23,8 +23,8 @@ from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
+    MailProtocol,
     MultidropSpec,
-    Protocol,
     Secret,
     ServerSpec,
     TlsMode,
@@ -96,7 +96,7 @@ def domain_spec(
         server=ServerSpec(
             host="localhost",
             via=dovecot.host,
-            protocol=Protocol.IMAP,
+            protocol=MailProtocol.IMAP,
             port=dovecot.imaps_port,
             tls=TlsSpec(mode=TlsMode.IMPLICIT, ca_file=dovecot.ca_file),
             timeout=10,

@@ -35,7 +35,10 @@ from retrieval.engine.errors import (
     DnsError,
     EngineError,
     ListenerError,
+    ListenerFault,
     ListenerUnavailable,
+    StaleConnection,
+    UnexpectedReply,
 )
 from retrieval.engine.wire.encoding import SmtpDataEncoder
 from retrieval.engine.wire.numbers import SIZE, wire_number_or_none
@@ -51,10 +54,6 @@ MAX_REPLY_LINE = 4096  # RFC 5321 says 512; be lenient, never unbounded
 MAX_REPLY_LINES = 100
 SEND_BUFFER = 64 * 1024
 _REPLY = re.compile(rb"^([2-5][0-9][0-9])([ -])(.*?)\r?\n\Z", re.S)
-
-
-class ListenerFault(ListenerError):
-    """The conversation with the listener broke; this message is deferred."""
 
 
 class _Listener:
@@ -250,14 +249,14 @@ class SmtpSink:
         if listener is not None and listener.transactions:
             try:
                 return self._attempt(listener, message, envelope, observe, reset=True)
-            except _StaleConnection:
+            except StaleConnection:
                 # The kept connection went stale between messages (idle
                 # timeout, 421): nothing of this message was sent; start afresh.
                 self._drop()
         self._listener = listener = self._connect()
         try:
             return self._attempt(listener, message, envelope, observe, reset=False)
-        except _StaleConnection as exc:
+        except StaleConnection as exc:
             return self._failed(envelope, str(exc))
 
     def _attempt(
@@ -273,7 +272,7 @@ class SmtpSink:
             outcome = self._transaction(
                 listener, message, envelope, observe, reset=reset
             )
-        except _StaleConnection:
+        except StaleConnection:
             raise
         except ListenerError as exc:
             # Dropped, timed out or garbled: we cannot know whether the listener
@@ -393,14 +392,14 @@ class SmtpSink:
                     break  # MAIL refused: no RCPT
         except ListenerError as exc:
             if reset and not replies:
-                raise _StaleConnection(str(exc)) from exc
+                raise StaleConnection(str(exc)) from exc
             raise
         return replies + [replies[0]] * (len(commands) - reset - len(replies))
 
     @staticmethod
     def _check_reset(code: int, text: str) -> None:
         if code != 250:
-            raise _StaleConnection(f"The listener answered {code} {text} to RSET.")
+            raise StaleConnection(f"The listener answered {code} {text} to RSET.")
 
     def _send_data(
         self,
@@ -450,16 +449,6 @@ class SmtpSink:
             pass  # a rude goodbye changes nothing once the replies are in
         finally:
             listener.conn.close()
-
-
-class _StaleConnection(ListenerError):
-    """A kept connection failed before any of this message was sent."""
-
-
-class UnexpectedReply(ListenerFault):
-    """A well-formed reply that is neither the one the step requires nor a
-    refusal: we cannot tell what the listener did, so the message is kept and
-    the connection, whose state is now unknown, is dropped."""
 
 
 # The positive reply each step requires (RFC 5321 4.3.2, RFC 2033 4.2). Only

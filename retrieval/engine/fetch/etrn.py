@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from retrieval.engine.errors import TurnRefused
 from retrieval.engine.fetch.turn import (
     TurnClient,
-    TurnRefused,
     check_turn_options,
     local_fqdn,
 )

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from retrieval.engine.errors import ConfigError
 from retrieval.engine.fetch.imap import ImapSession
-from retrieval.engine.spec import Protocol
+from retrieval.engine.spec import MailProtocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,7 +35,7 @@ def check(spec: MailboxSpec) -> str:
     """Refuse what idle cannot do; returns a note when idle will be ignored."""
     if not spec.idle:
         return ""
-    if spec.server.protocol is not Protocol.IMAP:
+    if spec.server.protocol is not MailProtocol.IMAP:
         return "The option idle works with IMAP only; this poll ran once."
     if len(spec.folders) > 1:
         raise ConfigError(

@@ -31,8 +31,9 @@ from retrieval.engine.errors import (
     AuthError,
     ConfigError,
     EngineError,
-    MailboxBusy,
+    MailboxInUse,
     MessageFetchError,
+    ParseError,
     ProtocolError,
     ServerError,
     TlsError,
@@ -142,7 +143,7 @@ class ImapSession:
             while True:
                 try:
                     size = parse.literal_size(line)
-                except parse.ParseError as exc:
+                except ParseError as exc:
                     raise ProtocolError(
                         f"The server announced a malformed literal: {exc}."
                     ) from exc
@@ -400,7 +401,7 @@ class ImapSession:
             )
         if not read_only and "[READ-ONLY]" in response.text.upper():
             # fetchmail: a folder we may not change is locked by someone else.
-            raise MailboxBusy(
+            raise MailboxInUse(
                 f"The folder {folder!r} is read-only on the server right now "
                 "(another session may hold it); nothing was fetched."
             )
@@ -437,7 +438,7 @@ class ImapSession:
                         if extended_result[0] not in ("", response.tag):
                             continue  # another command's result
                         found = extended_result[1]
-            except parse.ParseError as exc:
+            except ParseError as exc:
                 raise ProtocolError(
                     f"The server sent a bad SEARCH result: {exc}."
                 ) from exc
@@ -833,7 +834,7 @@ def _refusal(status: str, text: str) -> EngineError:
     code = parse.response_code(text.encode())
     name = code[0] if code else ""
     if name in ("INUSE", "UNAVAILABLE"):
-        return MailboxBusy(f"The mailbox is busy (the server said: {text}).")
+        return MailboxInUse(f"The mailbox is busy (the server said: {text}).")
     if status == "BAD":
         return ProtocolError(f"The server rejected the login command: {text}.")
     return AuthError(f"Wrong user name or password (the server said: {text}).")

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from retrieval.engine.errors import ProtocolError
+from retrieval.engine.errors import ParseError
 from retrieval.engine.wire import numbers
 
 _LITERAL_ANY = re.compile(rb"\{([^}]*)\}\r?\n\Z")
@@ -24,13 +24,6 @@ _ESEARCH = re.compile(
     re.I,
 )
 
-
-class ParseError(ProtocolError):
-    """The bytes do not follow the IMAP grammar.
-
-    A ProtocolError, so that a parse the session did not wrap still ends the
-    poll as a protocol error and never as a stray exception.
-    """
 
 
 @dataclass(frozen=True)

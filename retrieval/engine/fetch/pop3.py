@@ -38,8 +38,9 @@ from retrieval.engine.errors import (
     AuthError,
     ConfigError,
     EngineError,
-    MailboxBusy,
+    MailboxInUse,
     MessageFetchError,
+    Pop3Reply,
     ProtocolError,
     ServerError,
     TlsError,
@@ -113,21 +114,13 @@ def _step(
     return wrapper
 
 
-class Pop3Reply(EngineError):
-    """A -ERR answer; the caller decides what it means."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
 _IN_STEP = (
     Pop3Reply,
     MessageFetchError,
     ServerError,
     ConfigError,
     AuthError,
-    MailboxBusy,
+    MailboxInUse,
 )
 
 
@@ -886,7 +879,7 @@ def _busy_or(
         or "LOCKED" in upper
         or "UNABLE TO LOCK" in upper
     ):
-        return MailboxBusy(
+        return MailboxInUse(
             f"The mailbox is in use by another session (the server said: {text})."
         )
     if upper.startswith("[SYS/TEMP]"):

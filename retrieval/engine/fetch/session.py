@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from retrieval.engine.errors import ConfigError, TlsError
-from retrieval.engine.spec import Protocol as MailProtocol
-from retrieval.engine.spec import TlsMode
+from retrieval.engine.spec import MailProtocol, TlsMode
 from retrieval.engine.wire.tls import (
     check_fingerprint,
     client_context,

@@ -12,7 +12,13 @@ import re
 import socket
 from typing import TYPE_CHECKING
 
-from retrieval.engine.errors import ConfigError, EngineError, ProtocolError, TlsError
+from retrieval.engine.errors import (
+    ConfigError,
+    EngineError,
+    ProtocolError,
+    TlsError,
+    TurnRefused,
+)
 from retrieval.engine.report import ExitCode
 from retrieval.engine.spec import TlsMode
 from retrieval.engine.wire.tls import check_fingerprint, client_context
@@ -28,14 +34,6 @@ MAX_REPLY_LINES = 100
 _REPLY = re.compile(rb"^([2-5][0-9][0-9])([ -])(.*?)\r?\n\Z", re.S)
 # RFC 1985's node names: a domain, "@domain" (and its subdomains) or "#queue".
 _NODE = re.compile(r"[@#]?[A-Za-z0-9](?:[A-Za-z0-9._-]{0,253})")
-
-
-class TurnRefused(EngineError):
-    """The server refused (or cannot do) what we asked; the code is fetchmail's."""
-
-    def __init__(self, text: str, exit_code: ExitCode) -> None:
-        super().__init__(text)
-        self.exit_code = exit_code
 
 
 def check_turn_options(spec: MailboxSpec, protocol: str) -> tuple[str, ...]:

@@ -25,7 +25,13 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from retrieval.engine.errors import AuthError, ConfigError, EngineError, ProtocolError
+from retrieval.engine.errors import (
+    AuthError,
+    ConfigError,
+    EngineError,
+    ProtocolError,
+    SaslError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -64,10 +70,6 @@ UNSUPPORTED = {
 USER_PASS = "USER/PASS"  # POP3 USER + PASS
 IMAP_LOGIN = "LOGIN-COMMAND"  # IMAP LOGIN
 APOP = "APOP"
-
-
-class SaslError(Exception):
-    """The server's challenge cannot be answered; the exchange is cancelled."""
 
 
 class Mechanism:
@@ -342,7 +344,7 @@ class SaslWire(Protocol):
     def read(self) -> Reply: ...
 
     def refusal(self, text: str) -> EngineError:
-        """The error for a refused login (AuthError, or MailboxBusy...)."""
+        """The error for a refused login (AuthError, or MailboxInUse...)."""
         ...
 
 

@@ -11,7 +11,7 @@ import hmac
 import ssl
 from typing import TYPE_CHECKING
 
-from retrieval.engine.errors import ConfigError, TlsError
+from retrieval.engine.errors import CertificateError, ConfigError, TlsError
 
 if TYPE_CHECKING:
     from retrieval.engine.spec import TlsSpec
@@ -119,7 +119,7 @@ def check_fingerprint(der_cert: bytes | None, expected: str | None) -> None:
     wanted = expected.replace(":", "").strip().lower()
     actual = hashlib.new(algorithm, der_cert).hexdigest()
     if not hmac.compare_digest(actual, wanted):
-        raise TlsError(
+        raise CertificateError(
             "The server's certificate does not match the configured fingerprint "
             f"({algorithm} {actual})."
         )

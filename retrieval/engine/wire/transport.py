@@ -16,9 +16,11 @@ import time
 from typing import TYPE_CHECKING
 
 from retrieval.engine.errors import (
+    CertificateError,
     ConfigError,
     DnsError,
     EngineError,
+    HostUnknown,
     ProtocolError,
     TimeoutFault,
     TlsError,
@@ -129,7 +131,8 @@ class Connection:
         try:
             addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            raise DnsError(f"The name {host} could not be resolved ({exc}).") from exc
+            unknown = HostUnknown if _name_does_not_exist(exc) else DnsError
+            raise unknown(f"The name {host} could not be resolved ({exc}).") from exc
         except (OSError, OverflowError, ValueError) as exc:
             raise ConfigError(f"The address {label} cannot be used: {exc}.") from exc
         if public_only and not all(is_public_address(a[4][0]) for a in addresses):
@@ -209,6 +212,8 @@ class Connection:
         self._sock.settimeout(self._timeout)
         try:
             self._sock = context.wrap_socket(self._sock, server_hostname=server_name)
+        except ssl.SSLCertVerificationError as exc:
+            raise CertificateError(describe_ssl_error(exc)) from exc
         except ssl.SSLError as exc:
             raise TlsError(describe_ssl_error(exc)) from exc
         except TimeoutError as exc:
@@ -543,3 +548,22 @@ def _reason(exc: OSError) -> str:
     if isinstance(exc, ConnectionResetError):
         return "connection reset"
     return exc.strerror or str(exc) or type(exc).__name__
+
+
+# getaddrinfo's answers that say the name itself is wrong, not the resolver.
+_NO_SUCH_NAME = frozenset(
+    code
+    for code in (
+        getattr(socket, "EAI_NONAME", None),
+        getattr(socket, "EAI_NODATA", None),
+        getattr(socket, "EAI_ADDRFAMILY", None),
+    )
+    if code is not None
+)
+
+
+def _name_does_not_exist(exc: Exception) -> bool:
+    """True for "no such host" (or a name no DNS can hold): asking again won't help."""
+    if isinstance(exc, UnicodeError):
+        return True  # the name cannot even be encoded (IDNA)
+    return isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_NAME
