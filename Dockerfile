@@ -15,8 +15,11 @@ RUN pip install .
 COPY manage.py ./
 COPY templates templates
 COPY static static
-RUN DEBUG=true python manage.py collectstatic --noinput --verbosity 0 \
-    && mkdir -p var && chown -R fetchweb /app/var
+# Throw-away keys for this one build step, so that no generated var/secrets.json
+# (keys anyone with the image could read) is baked into the image.
+RUN DEBUG=true SECRET_KEY=build-only FIELD_ENCRYPTION_KEYS=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \
+    python manage.py collectstatic --noinput --verbosity 0 \
+    && mkdir -p var/prometheus && test ! -e var/secrets.json && chown -R fetchweb /app/var
 
 USER fetchweb
 EXPOSE 8000

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 
-from accounts.models import Domain, User
+from accounts.models import AuditEvent, Domain, User
 from retrieval import services
 
 if TYPE_CHECKING:
@@ -120,3 +120,37 @@ class DomainAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Domain]) -> None:
         services.domains_delete(domains=queryset)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit log: for superusers, and read-only for them too."""
+
+    list_display = (
+        "created_at",
+        "actor_label",
+        "address",
+        "action",
+        "object_type",
+        "object_repr",
+        "summary",
+    )
+    list_filter = ("action", "object_type")
+    search_fields = ("actor_label", "object_repr", "summary", "address")
+    date_hierarchy = "created_at"
+    list_select_related = ("actor",)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

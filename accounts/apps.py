@@ -6,3 +6,8 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = "People and domains"
+
+    def ready(self) -> None:
+        from accounts import audit
+
+        audit.connect()

@@ -113,3 +113,51 @@ class User(AbstractBaseUser, PermissionsMixin):
     @property
     def is_domain_admin(self) -> bool:
         return self.administered_domains.exists()
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, from where: sign-ins and every change to mailboxes,
+    multidrop rules, domains and people (written by ``accounts/audit.py``).
+
+    ``summary`` names the fields that changed and shows the values of harmless ones
+    only; it never holds a password, a token or a key.
+    """
+
+    class Action(models.TextChoices):
+        LOGIN = "login", "signed in"
+        LOGIN_FAILED = "login_failed", "sign-in failed"
+        LOGIN_THROTTLED = "login_throttled", "sign-in refused (too many failures)"
+        LOGOUT = "logout", "signed out"
+        CREATE = "create", "created"
+        UPDATE = "update", "changed"
+        DELETE = "delete", "deleted"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # No database constraint: an event outlives its actor (one deleting a batch of
+    # accounts that includes their own is recorded after their row is gone), and
+    # actor_label keeps the name. A missing actor reads as None.
+    actor = models.ForeignKey(
+        User,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        help_text="Empty for the system (tasks, commands) or an unknown person.",
+    )
+    # The actor's email at the time (or "system", or the name typed at a failed
+    # sign-in), kept when the account is later deleted.
+    actor_label = models.CharField(max_length=320)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    action = models.CharField(max_length=16, choices=Action)
+    object_type = models.CharField(max_length=100, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    summary = models.TextField(blank=True)
+
+    class Meta:
+        ordering: ClassVar = ["-created_at", "-id"]
+        indexes: ClassVar = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action}"

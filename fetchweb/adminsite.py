@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.contrib import admin
-from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
+
+from accounts.forms import ThrottledAdminAuthenticationForm
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -29,9 +30,10 @@ def is_admin_user(user: object) -> bool:
     )
 
 
-class SuperuserAuthenticationForm(AdminAuthenticationForm):
-    """The admin's login form: the password is right but the person is refused
-    unless a superuser (Django's own form lets every staff account in)."""
+class SuperuserAuthenticationForm(ThrottledAdminAuthenticationForm):
+    """The admin's login form: throttled like /login/ (accounts/throttle.py), and
+    with the right password the person is still refused unless a superuser
+    (Django's own form lets every staff account in)."""
 
     def confirm_login_allowed(self, user: User) -> None:
         super().confirm_login_allowed(user)

@@ -5,9 +5,28 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fetchweb.settings")
 
 app = Celery("fetchweb")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_process_shutdown.connect
+def _metrics_of_a_dead_child(pid: int | None = None, **kwargs: object) -> None:
+    """prometheus_client multiprocess mode: drop the live gauges of a worker child
+    that exited (its counters stay, summed into /metrics)."""
+    from retrieval import observability
+
+    observability.process_dead(pid or os.getpid())
+
+
+@worker_init.connect
+def _metrics_fresh_start(**kwargs: object) -> None:
+    """The files of a previous run of this worker would add to its counters and
+    gauges: each worker has a PROMETHEUS_MULTIPROC_DIR of its own, emptied here."""
+    from retrieval import observability
+
+    observability.clear_own_files()

@@ -22,11 +22,18 @@ def production_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if settings.DEBUG:
         return []
     errors: list[Error] = []
-    if settings.SECRET_KEY == settings.DEV_SECRET_KEY or len(settings.SECRET_KEY) < 40:
+    if (
+        settings.SECRET_KEY == settings.DEV_SECRET_KEY
+        or len(settings.SECRET_KEY) < 40
+        or settings.SECRET_KEY_GENERATED
+    ):
         errors.append(
             Error(
-                "SECRET_KEY is the development default or too short.",
-                hint="Set SECRET_KEY to 50 random characters. " + DOCS,
+                "SECRET_KEY is not set in the environment (it comes from the file "
+                f"{settings.SECRETS_FILE} of this machine), or it is the development "
+                "default or too short.",
+                hint="Set SECRET_KEY to 50 random characters, the same for every "
+                "process. " + DOCS,
                 id="fetchweb.E001",
             )
         )
@@ -38,11 +45,12 @@ def production_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="fetchweb.E002",
             )
         )
-    if not settings.FIELD_ENCRYPTION_KEYS:
+    if not settings.FIELD_ENCRYPTION_KEYS or settings.FIELD_ENCRYPTION_KEYS_GENERATED:
         errors.append(
             Error(
-                "FIELD_ENCRYPTION_KEYS is empty: mailbox passwords would be encrypted "
-                "with a key derived from SECRET_KEY.",
+                "FIELD_ENCRYPTION_KEYS is not set in the environment: mailbox "
+                f"passwords would be encrypted with the key in {settings.SECRETS_FILE}, "
+                "which other processes and hosts (web, worker, beat) do not share.",
                 hint="Generate one with `python manage.py generate_encryption_key`. "
                 + DOCS,
                 id="fetchweb.E003",
@@ -52,6 +60,26 @@ def production_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if broker_error:
         errors.append(Error(broker_error, hint=DOCS, id="fetchweb.E004"))
     return errors
+
+
+@register()
+def encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """A malformed key fails `check` (and so `migrate` and the start), in every
+    mode, instead of failing the first poll that needs a password."""
+    from retrieval.crypto import validate_keys
+
+    problem = validate_keys(settings.FIELD_ENCRYPTION_KEYS)
+    if not problem:
+        return []
+    return [
+        Error(
+            f"FIELD_ENCRYPTION_KEYS cannot be used: {problem}",
+            hint="Each key is 32 random bytes in base64url, as printed by "
+            "`python manage.py generate_encryption_key`; separate keys with commas. "
+            + DOCS,
+            id="fetchweb.E005",
+        )
+    ]
 
 
 def _broker_unreachable() -> str:

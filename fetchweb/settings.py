@@ -13,6 +13,8 @@ from pathlib import Path
 
 import environ
 
+from fetchweb import localsecrets
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -41,10 +43,34 @@ def env_secret(name: str, default: str = "") -> str:
     return env.str(name, default=default)
 
 
+# No longer used as a default (see the secrets file below); kept so that the
+# system checks can still refuse it when someone sets it explicitly.
 DEV_SECRET_KEY = "dev-insecure-fetchweb-secret-key-change-me"
 
 DEBUG = env_bool("DEBUG", default=True)
-SECRET_KEY = env_secret("SECRET_KEY", DEV_SECRET_KEY)
+
+# SECRET_KEY and FIELD_ENCRYPTION_KEYS come from the environment; whichever is not
+# set there comes from a private file generated on first start (mode 0600), so that
+# a zero-configuration install has keys nobody else knows. Production sets both in
+# the environment (the system checks insist): every process and host must share them.
+SECRETS_FILE = Path(
+    env.str("FETCHWEB_SECRETS_FILE", default=str(VAR_DIR / "secrets.json"))
+)
+if not SECRETS_FILE.is_absolute():  # relative to the project, like var/
+    SECRETS_FILE = BASE_DIR / SECRETS_FILE
+_env_secret_key = env_secret("SECRET_KEY")
+_env_field_keys = env_secret("FIELD_ENCRYPTION_KEYS")
+_generated: dict[str, str] = {}
+if not _env_secret_key or not _env_field_keys:
+    try:
+        _generated = localsecrets.load_or_create(SECRETS_FILE)
+    except (OSError, ValueError) as exc:
+        raise environ.ImproperlyConfigured(
+            f"SECRET_KEY or FIELD_ENCRYPTION_KEYS is not set and the secrets file "
+            f"cannot be used: {exc}"
+        ) from exc
+SECRET_KEY = _env_secret_key or _generated["SECRET_KEY"]
+SECRET_KEY_GENERATED = not _env_secret_key
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -61,12 +87,16 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every response (static files and errors too) gets the headers.
+    "fetchweb.middleware.SecurityHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who acted, for the audit log of changes (accounts/audit.py).
+    "accounts.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -101,6 +131,13 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
+# The model backend, refusing throttled accounts (accounts/throttle.py).
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
+# Sign-in throttling: past either limit within the window, sign-ins for that
+# account / from that address are refused, the right password included.
+LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=5)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
+LOGIN_FAILURE_WINDOW = env.int("LOGIN_FAILURE_WINDOW", default=900)  # seconds
 AUTH_PASSWORD_VALIDATORS = [
     {
         "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
@@ -132,6 +169,8 @@ STORAGES = {
 
 # Hardening that `check --deploy` asks for; on by default once DEBUG is off.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Health checks and Prometheus talk plain HTTP inside the deployment's network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(
     "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG
@@ -146,11 +185,46 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Scripts, styles, images and fonts from this site only; no inline script or style,
+# no eval, no plugins, no framing, forms post only here (fetchweb/middleware.py).
+# The admin works under it: Django 5.2's admin has no inline script.
+CONTENT_SECURITY_POLICY = env.str(
+    "CONTENT_SECURITY_POLICY",
+    default="; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "font-src 'self'",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    ),
+)
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 # Remote mailbox passwords are encrypted with these keys (comma-separated, the first
-# encrypts, all decrypt; see `manage.py rotate_secrets`). Empty: derived from
-# SECRET_KEY, which the deploy checks refuse.
-FIELD_ENCRYPTION_KEYS = [k for k in env_secret("FIELD_ENCRYPTION_KEYS").split(",") if k]
+# encrypts, all decrypt; see `manage.py rotate_secrets`). Not set: the generated
+# key of SECRETS_FILE, which the production checks refuse.
+FIELD_ENCRYPTION_KEYS = [
+    k.strip()
+    for k in (_env_field_keys or _generated["FIELD_ENCRYPTION_KEYS"]).split(",")
+    if k.strip()
+]
+FIELD_ENCRYPTION_KEYS_GENERATED = not _env_field_keys
+# Installs made before the secrets file encrypted with a key derived from the
+# SECRET_KEY of the time. That key still decrypts (never encrypts), so those
+# passwords keep working until `manage.py rotate_secrets` moves them to the new key.
+FIELD_ENCRYPTION_LEGACY_SECRET = (
+    (_env_secret_key or DEV_SECRET_KEY) if FIELD_ENCRYPTION_KEYS_GENERATED else ""
+)
 
 # --- Celery ------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -215,14 +289,36 @@ if FETCH_DEFAULT_DELIVERY_KIND not in {"smtp", "lmtp"}:
     raise environ.ImproperlyConfigured(
         "FETCH_DEFAULT_DELIVERY_KIND must be smtp or lmtp"
     )
-# "Poll now" and "Test connection" are rate-limited in the cache: one count for
-# every web process through Redis when there is one, per process otherwise.
+# Rate limits ("Poll now", "Test connection") and sign-in throttling count in the
+# cache, which every web process must share (gunicorn runs several): Redis when
+# there is one, else files under var/cache (one host; local memory would give each
+# process its own count). The "throttle" alias outlives a throttling window even
+# where incr() re-sets the entry (file cache).
+_THROTTLE_TIMEOUT = 2 * LOGIN_FAILURE_WINDOW + 120
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-        }
+        },
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "throttle",
+            "TIMEOUT": _THROTTLE_TIMEOUT,
+        },
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache" / "default"),
+        },
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache" / "throttle"),
+            "TIMEOUT": _THROTTLE_TIMEOUT,
+        },
     }
 
 CELERY_BEAT_SCHEDULE = {
@@ -234,12 +330,39 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Logs, metrics, health (docs/metrics.md, README "Monitoring") ----------------------
+# text for people (make run), json for collectors (docker-compose.yml): one object
+# per line, one line per poll and per delivery in the workers, never a secret.
+FETCH_LOG_FORMAT = env.str("FETCH_LOG_FORMAT", default="text").strip().lower()
+if FETCH_LOG_FORMAT not in {"text", "json"}:
+    raise environ.ImproperlyConfigured("FETCH_LOG_FORMAT must be text or json")
+FETCH_LOG_LEVEL = env.str(
+    "FETCH_LOG_LEVEL", default=env.str("LOG_LEVEL", default="INFO")
+).upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "fetchweb.logformat.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": FETCH_LOG_FORMAT}
+    },
+    "root": {"handlers": ["console"], "level": FETCH_LOG_LEVEL},
 }
+# /metrics: allowed to clients in these networks (default: loopback only) and to
+# any client sending "Authorization: Bearer <FETCH_METRICS_TOKEN>" when it is set.
+FETCH_METRICS_TOKEN = env_secret("FETCH_METRICS_TOKEN")
+FETCH_METRICS_ALLOW = env.list("FETCH_METRICS_ALLOW", default=["127.0.0.0/8", "::1"])
+# A mailbox due for longer than this many seconds counts as overdue.
+FETCH_METRICS_OVERDUE_SECONDS = env.int("FETCH_METRICS_OVERDUE_SECONDS", default=300)
+# Where the worker processes leave their metrics for /metrics (prometheus_client's
+# multiprocess mode). Set by bin/run and docker-compose.yml, which empty it at start;
+# the same directory for web and workers. Empty: each process sees only its own.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    # prometheus_client fails at the first metric if the directory is missing.
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# The IDLE process's health URL, checked by /healthz when set (none exists yet).
+FETCH_IDLE_HEALTH = env.str("FETCH_IDLE_HEALTH", default="")

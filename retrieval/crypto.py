@@ -52,17 +52,44 @@ def _parse_key(text: str) -> Key:
     return Key(hashlib.sha256(material).hexdigest()[:8], material)
 
 
-@cache
-def _keys_for(configured: tuple[str, ...], secret_key: str) -> tuple[Key, ...]:
-    if configured:
-        return tuple(_parse_key(k) for k in configured)
-    # Zero-configuration development only; the deploy checks refuse this.
+def validate_keys(configured: list[str] | tuple[str, ...]) -> str:
+    """What is wrong with FIELD_ENCRYPTION_KEYS ("" when nothing): the system checks
+    call this so that a typo stops `check`/`migrate`, not the first poll."""
+    if not configured:
+        return "FIELD_ENCRYPTION_KEYS is empty."
+    for position, text in enumerate(configured, start=1):
+        try:
+            _parse_key(text)
+        except ValueError as exc:
+            return f"Key number {position}: {exc}"
+    return ""
+
+
+def legacy_key(secret_key: str) -> Key:
+    """The key that installs without FIELD_ENCRYPTION_KEYS used to derive from
+    SECRET_KEY; only ever used to decrypt what it encrypted then."""
     material = hashlib.sha256(b"fetchweb-field-key:" + secret_key.encode()).digest()
-    return (Key(hashlib.sha256(material).hexdigest()[:8], material),)
+    return Key(hashlib.sha256(material).hexdigest()[:8], material)
+
+
+@cache
+def _keys_for(configured: tuple[str, ...], legacy_secret: str) -> tuple[Key, ...]:
+    if not configured:
+        # Settings always fill this in (environment or secrets file); never fall
+        # back to a key anyone could derive.
+        raise DecryptionError("FIELD_ENCRYPTION_KEYS is empty.")
+    found = tuple(_parse_key(k) for k in configured)
+    if legacy_secret:
+        found += (legacy_key(legacy_secret),)
+    return found
 
 
 def keys() -> tuple[Key, ...]:
-    return _keys_for(tuple(settings.FIELD_ENCRYPTION_KEYS), settings.SECRET_KEY)
+    """Every key that decrypts; the first one encrypts."""
+    return _keys_for(
+        tuple(settings.FIELD_ENCRYPTION_KEYS),
+        getattr(settings, "FIELD_ENCRYPTION_LEGACY_SECRET", ""),
+    )
 
 
 def encrypt(plaintext: str, *, bound_to: str) -> str:

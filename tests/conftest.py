@@ -33,6 +33,29 @@ def _loopback_only(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _private_caches(request: pytest.FixtureRequest) -> None:
+    """Each Django test gets empty caches of its own: the settings' file cache
+    under var/ would carry rate-limit and sign-in counts from one test (and one
+    run) to the next. Tests that set CACHES themselves still win."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        return
+    if request.node.get_closest_marker("live") or request.node.get_closest_marker(
+        "celery"
+    ):
+        return  # these start real processes that must share the real cache
+    import uuid
+
+    settings = request.getfixturevalue("settings")
+    settings.CACHES = {
+        alias: {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": f"{alias}-{uuid.uuid4().hex}",
+        }
+        for alias in ("default", "throttle")
+    }
+
+
 @pytest.fixture(scope="session")
 def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
     """One real Dovecot (pop3, pop3s, imap, imaps, lmtp) for the session."""

@@ -126,6 +126,42 @@ class ComposeTests:
         assert celery_app.main == "fetchweb"
         assert (ROOT / "fetchweb" / "wsgi.py").is_file()
 
+    def test_every_service_has_a_health_check_on_a_real_command(self):
+        from django.core.management import get_commands
+
+        services = self.compose["services"]
+        assert "healthcheck" in get_commands()
+        for name, service in services.items():
+            test = service["healthcheck"]["test"]
+            assert test[0] in ("CMD", "CMD-SHELL"), name
+            text = " ".join(test[1:])
+            if name in ("worker", "worker-interactive"):
+                command = service["command"]
+                node = command[command.index("--hostname") + 1].split("@")[0]
+                # $$ is compose's escape: the container's shell sees $HOSTNAME.
+                assert f"inspect ping --destination {node}@$$HOSTNAME" in text
+            elif name in ("web", "beat"):
+                assert "manage.py healthcheck" in text
+            if name in ("web", "worker", "worker-interactive", "beat"):
+                # A health check must not leave metric files behind.
+                assert "env -u PROMETHEUS_MULTIPROC_DIR" in text
+        web = services["web"]["healthcheck"]["test"]
+        assert web[web.index("--url") + 1].endswith(":8000/healthz")
+
+    def test_workers_write_metrics_where_the_web_service_reads_them(self):
+        services = self.compose["services"]
+        base = services["web"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+        dirs = []
+        for name in ("web", "worker", "worker-interactive", "beat"):
+            service = services[name]
+            assert f"metrics:{base}" in service["volumes"], name
+            assert service["environment"]["FETCH_LOG_FORMAT"] == "json"
+            if name != "web":
+                own = service["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+                assert own.startswith(base + "/"), name
+                dirs.append(own)
+        assert len(set(dirs)) == len(dirs)  # process ids repeat across containers
+
     def test_dockerfile_copies_every_package(self):
         dockerfile = (ROOT / "Dockerfile").read_text()
         for part in (

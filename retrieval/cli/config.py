@@ -69,9 +69,10 @@ def merged_config(config: RcConfig, cmd: CommandLine) -> RcConfig:
             merged.servers.append(_made_up(merged, name))
             known.add(name)
     g = merged.globals
-    for name, value in vars(cmd.globals).items():
+    for f in dataclasses.fields(cmd.globals):  # slots: no vars()
+        value = getattr(cmd.globals, f.name)
         if value is not None:
-            setattr(g, name, value)
+            setattr(g, f.name, value)
     for server in merged.servers:
         _force(server.options, cmd.server)
         for user in server.users:
@@ -126,7 +127,9 @@ def _force_user(dst: UserOptions, src: UserOptions) -> None:
 def _force_field(dst: object, src: object, name: str) -> None:
     value = getattr(src, name)
     if isinstance(value, list):
-        getattr(dst, name).extend(copy.deepcopy(value))
+        # A new list, not extend(): the parser shares the defaults record's lists
+        # between the entries that inherit them.
+        setattr(dst, name, [*getattr(dst, name), *copy.deepcopy(value)])
     elif value is not None:
         setattr(dst, name, value)
 

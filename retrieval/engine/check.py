@@ -39,9 +39,7 @@ class CheckReport:
 
 def check(spec: MailboxSpec, *, ledger: Ledger, transcript: Transcript) -> CheckReport:
     report = CheckReport()
-    wire = RedactingTranscript(
-        transcript, [spec.password.reveal()] if spec.password else []
-    )
+    wire = RedactingTranscript(transcript, spec.secrets())
 
     def greeted(text: str) -> None:
         report.greeting = text

@@ -29,8 +29,7 @@ class LoginCheck(NamedTuple):
 def check_login(spec: MailboxSpec, transcript: Transcript | None = None) -> LoginCheck:
     """Connect, secure and log in with ``spec``'s settings, then log out."""
     wire = RedactingTranscript(
-        transcript if transcript is not None else ListTranscript(),
-        [spec.password.reveal()] if spec.password else [],
+        transcript if transcript is not None else ListTranscript(), spec.secrets()
     )
     greeting = ""
 

@@ -61,8 +61,7 @@ def poll(
     asked about once a second while waiting (see :mod:`retrieval.engine.fetch.idle`).
     """
     report = PollReport(properties=spec.properties)
-    secrets = [s.reveal() for s in (spec.password, spec.delivery.esmtp_password) if s]
-    wire = RedactingTranscript(transcript, secrets)
+    wire = RedactingTranscript(transcript, spec.secrets())
     report.notes.extend(unsupported.notes(spec))
 
     def session() -> None:

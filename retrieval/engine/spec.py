@@ -245,3 +245,14 @@ class MailboxSpec:
     # Options the engine does not act on yet, kept so that nothing a user
     # configured is silently lost; the report lists them.
     extra: tuple[tuple[str, str], ...] = ()
+
+    def secrets(self) -> list[str]:
+        """What no transcript may show: the password and the listener's SMTP AUTH
+        password. With ``auth ssh`` or ``external`` no password is sent, and the
+        "password" is the remote user name (fetchmail's placeholder), which is
+        no secret: withholding every line that names the user would hide the
+        greeting and the whole login from the person reading the run."""
+        found = [s.reveal() for s in (self.delivery.esmtp_password,) if s]
+        if self.password and self.server.auth not in ("ssh", "external"):
+            found.append(self.password.reveal())
+        return found

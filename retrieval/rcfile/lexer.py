@@ -8,16 +8,27 @@ flex throws away (blanks, ``,;:``, comments, noise words) do not change the
 state. Every string, quoted or not, goes through fetchmail's ``escapes()`` and is
 cut at the first NUL byte, as a C string would be.
 
-The scan is linear in the size of the input, whatever the bytes.
+The scan is linear in the size of the input, whatever the bytes, and lazy:
+:func:`iter_tokens` yields one token at a time so that the parser holds only a
+small window of them (a list of every token cost about 45 bytes of memory per
+byte of input). A token longer than ``MAX_TOKEN_BYTES`` is refused.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .errors import RcfileError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# The longest word or quoted string accepted. Real values (an mda command, a
+# password, a list of folders) are far shorter; the bound keeps one token from
+# holding the whole input in several decoded copies.
+MAX_TOKEN_BYTES: Final = 16 * 1024
 
 INITIAL: Final = 0
 NAME: Final = 1
@@ -272,7 +283,21 @@ def decode(raw: bytes) -> str:
 
 def tokenize(data: bytes, filename: str = "<rcfile>") -> list[Token]:
     """Split an rcfile into tokens (ending with an EOF token)."""
-    tokens: list[Token] = []
+    return list(iter_tokens(data, filename))
+
+
+def _too_long(filename: str, line: int, column: int, raw: bytes) -> RcfileError:
+    return RcfileError(
+        filename,
+        line,
+        f"a word or quoted string longer than {MAX_TOKEN_BYTES} bytes",
+        column=column,
+        token=raw[:60].decode("utf-8", "replace"),
+    )
+
+
+def iter_tokens(data: bytes, filename: str = "<rcfile>") -> Iterator[Token]:
+    """Yield the tokens of an rcfile one by one, ending with an EOF token."""
     state = INITIAL
     pos = 0
     n = len(data)
@@ -304,7 +329,7 @@ def tokenize(data: bytes, filename: str = "<rcfile>") -> list[Token]:
             pos += 1
             continue
         if c == 0x3D:  # '='
-            tokens.append(Token("MAP", "=", b"=", tok_line, col))
+            yield Token("MAP", "=", b"=", tok_line, col)
             state = NAME
             pos += 1
             continue
@@ -331,10 +356,12 @@ def tokenize(data: bytes, filename: str = "<rcfile>") -> list[Token]:
                 next_quote[c] = cached
             if cached > pos:
                 qlen = cached + 1 - pos
+        if max(qlen, wlen) > MAX_TOKEN_BYTES:
+            raise _too_long(filename, tok_line, col, data[pos : pos + 60])
         if qlen and qlen >= wlen:
             raw = data[pos : pos + qlen]
             value = decode(escapes(raw[1:-1]))
-            tokens.append(Token("STRING", value, raw, tok_line, col))
+            yield Token("STRING", value, raw, tok_line, col)
             state = INITIAL
             count_lines(pos, pos + qlen)
             pos += qlen
@@ -342,32 +369,39 @@ def tokenize(data: bytes, filename: str = "<rcfile>") -> list[Token]:
         raw = word.group()
         pos = word.end()
         if state == NAME:
-            tokens.append(Token("STRING", decode(escapes(raw)), raw, tok_line, col))
+            yield Token("STRING", decode(escapes(raw)), raw, tok_line, col)
             state = INITIAL
             continue
         if raw in NOISE:
             continue
         if state == AUTH and raw == b"password":
-            tokens.append(Token("AUTHTYPE", "password", raw, tok_line, col))
+            yield Token("AUTHTYPE", "password", raw, tok_line, col)
             state = INITIAL
             continue
         if raw in GLUED_NO:
-            tokens.append(Token("NO", "no", raw[:2], tok_line, col))
+            yield Token("NO", "no", raw[:2], tok_line, col)
             pos -= wlen - 2
             continue
         kw = _KEYWORDS.get(raw)
         if kw is not None and not (state == AUTH and kw[0] == "PASSWORD"):
             kind, value_kw, new_state = kw
-            tokens.append(Token(kind, value_kw, raw, tok_line, col))
+            yield Token(kind, value_kw, raw, tok_line, col)
             if new_state is not None:
                 state = new_state
             continue
         if _NUMBER.fullmatch(raw):
-            tokens.append(Token("NUMBER", c_atoi(raw), raw, tok_line, col))
+            yield Token("NUMBER", c_atoi(raw), raw, tok_line, col)
             continue
-        tokens.append(Token("STRING", decode(escapes(raw)), raw, tok_line, col))
-    tokens.append(Token("EOF", None, b"", line, pos - line_start + 1))
-    return tokens
+        yield Token("STRING", decode(escapes(raw)), raw, tok_line, col)
+    yield Token("EOF", None, b"", line, pos - line_start + 1)
 
 
-__all__ = ["RcfileError", "Token", "c_atoi", "escapes", "tokenize"]
+__all__ = [
+    "MAX_TOKEN_BYTES",
+    "RcfileError",
+    "Token",
+    "c_atoi",
+    "escapes",
+    "iter_tokens",
+    "tokenize",
+]

@@ -33,7 +33,7 @@ AUTH_TYPES = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class GlobalOptions:
     """``set`` statements."""
 
@@ -51,7 +51,7 @@ class GlobalOptions:
     showdots: bool | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ServerOptions:
     """Options of one poll/skip entry (fetchmail's ``struct hostdata``)."""
 
@@ -87,7 +87,7 @@ class ServerOptions:
 Mapping = tuple[str, str | None]  # (server-side name, local name) or (name, None)
 
 
-@dataclass
+@dataclass(slots=True)
 class UserOptions:
     """One user description (fetchmail's ``struct query`` less the server part)."""
 
@@ -137,7 +137,7 @@ class UserOptions:
     properties: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Server:
     """One entry: server options shared by one or more user descriptions."""
 
@@ -157,7 +157,7 @@ class Server:
         return not self.options.skip
 
 
-@dataclass
+@dataclass(slots=True)
 class RcConfig:
     """A whole rcfile, with the ``defaults`` record already merged into the entries."""
 

@@ -4,17 +4,28 @@ fetchmail exit with status 5.
 
 The grammar is LALR(1) in fetchmail; this is a hand-written recursive descent
 parser that accepts exactly the same token sequences.
+
+Memory stays linear and small (issue 11, item 9). A 10.7 MB file once took 2.9 GB:
+every user description deep-copied its entry's server options (so an ``aka`` or
+``localdomains`` list of N names times M users cost N*M) and the ``defaults``
+record's lists were deep-copied into every entry. Now a record shares its entry's
+options (the grammar forbids server options after the first user, so they cannot
+change) and merged values are shared, not copied: nothing mutates a parsed
+configuration. The lexer yields tokens lazily and the parser keeps a window of a
+few. On top of that the input is bounded (``MAX_INPUT_BYTES``, ``MAX_ENTRIES``,
+``MAX_LIST_ITEMS``, and ``MAX_TOKEN_BYTES`` in the lexer) and refused with
+``FILE:LINE: message``.
 """
 
 from __future__ import annotations
 
-import copy
 import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import RcfileError
-from .lexer import Token, tokenize
+from .lexer import MAX_TOKEN_BYTES, Token, iter_tokens
 from .model import (
     SERVER_FIELDS,
     USER_FIELDS,
@@ -25,7 +36,14 @@ from .model import (
     UserOptions,
 )
 
-MAX_INPUT_BYTES = 64 * 1024 * 1024
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sized
+
+# The bounds of an rcfile. A large real one (hundreds of accounts) is tens of
+# kilobytes; these leave ample room and keep a hostile upload cheap to refuse.
+MAX_INPUT_BYTES = 1024 * 1024  # bytes of input
+MAX_ENTRIES = 10_000  # user descriptions (mailboxes) in one file
+MAX_LIST_ITEMS = 1_000  # names in one list option (aka, folder, smtphost, is ...)
 
 SERVER_FLAGS = {
     "UIDL": "uidl",
@@ -203,9 +221,42 @@ class _Record:
     orphan: bool = False
 
 
+class _TokenWindow:
+    """The lexer's tokens by index, keeping only the last few in memory.
+
+    The parser moves forward, looks one token ahead and steps back by at most one
+    (``mapping_list``, ``userdef``), so a window of a handful of tokens is enough.
+    Past the end it keeps answering the EOF token.
+    """
+
+    KEEP = 8
+
+    def __init__(self, tokens: Iterator[Token]) -> None:
+        self._source = tokens
+        self._buffer: list[Token] = []
+        self._first = 0  # index of self._buffer[0]
+        self._done = False
+
+    def __getitem__(self, index: int) -> Token:
+        while not self._done and index >= self._first + len(self._buffer):
+            token = next(self._source, None)
+            if token is None:
+                self._done = True
+                break
+            self._buffer.append(token)
+            if len(self._buffer) > 2 * self.KEEP:
+                drop = len(self._buffer) - self.KEEP
+                del self._buffer[:drop]
+                self._first += drop
+        offset = index - self._first
+        if offset < 0:  # pragma: no cover - the parser never looks that far back
+            raise IndexError(index)
+        return self._buffer[min(offset, len(self._buffer) - 1)]
+
+
 class _Parser:
-    def __init__(self, tokens: list[Token], filename: str) -> None:
-        self.tokens = tokens
+    def __init__(self, tokens: Iterator[Token], filename: str) -> None:
+        self.tokens = _TokenWindow(tokens)
         self.i = 0
         self.filename = filename
         self.dir = rcfile_dir(filename)
@@ -215,6 +266,7 @@ class _Parser:
         self.user = UserOptions()
         self.trailer = False
         self.entry_line = 0
+        self.user_line = 0  # where the current user description starts
 
     # -- token helpers
     @property
@@ -222,7 +274,7 @@ class _Parser:
         return self.tokens[self.i]
 
     def peek(self, k: int = 1) -> Token:
-        return self.tokens[min(self.i + k, len(self.tokens) - 1)]
+        return self.tokens[self.i + k]
 
     def error(self, message: str, tok: Token | None = None) -> RcfileError:
         t = tok or self.tok
@@ -256,6 +308,16 @@ class _Parser:
         while self.tok.kind == "STRING":
             out.append(self.string())
         return out
+
+    def extend(self, target: list[str], where: Token) -> None:
+        """Append the strings that follow to a list option, within MAX_LIST_ITEMS."""
+        target.extend(self.strings())
+        self.check_list(target, where)
+
+    def check_list(self, target: Sized, where: Token, what: str = "") -> None:
+        if len(target) > MAX_LIST_ITEMS:
+            what = what or f"{where.shown()} list"
+            raise self.error(f"more than {MAX_LIST_ITEMS} names in one {what}", where)
 
     # -- statements
     def parse(self) -> None:
@@ -302,14 +364,25 @@ class _Parser:
 
     def reset_server(self, name: str, *, skip: bool) -> None:
         self.trailer = False
+        self.user_line = 0
         self.server = ServerOptions(pollname=name, skip=skip)
         self.user = UserOptions()
 
     def record_current(self) -> None:
+        if len(self.records) >= MAX_ENTRIES:
+            raise RcfileError(
+                self.filename,
+                self.user_line or self.entry_line,
+                f"more than {MAX_ENTRIES} user descriptions in one file",
+            )
+        # No copies: the grammar allows no server option after the first user, so
+        # every user of an entry shares one ServerOptions, and user_reset() starts
+        # a fresh UserOptions right after. (Deep copies here made memory grow with
+        # users times the length of the entry's lists.)
         self.records.append(
             _Record(
-                copy.deepcopy(self.server),
-                copy.deepcopy(self.user),
+                self.server,
+                self.user,
                 lead=not self.trailer,
                 line=self.entry_line,
             )
@@ -386,9 +459,9 @@ class _Parser:
         elif k in SERVER_STRINGS:
             setattr(s, SERVER_STRINGS[k], self.string())
         elif k == "AKA":
-            s.aka.extend(self.strings())
+            self.extend(s.aka, t)
         elif k == "LOCALDOMAINS":
-            s.localdomains.extend(self.strings())
+            self.extend(s.localdomains, t)
         elif k == "PROTOCOL":
             p = self.tok
             if p.kind == "PROTO":
@@ -455,6 +528,7 @@ class _Parser:
 
     def mapping_list(self) -> None:
         u = self.user
+        start = self.tok
         self.expect("STRING", "a user name")
         self.i -= 1
         while self.tok.kind == "STRING":
@@ -467,8 +541,10 @@ class _Parser:
                 u.wildcard = True
             else:
                 u.localnames.append((name, None))
+        self.check_list(u.localnames, start, "list of local names")
 
     def userdef(self) -> None:
+        self.user_line = self.tok.line
         self.i += 1  # USERNAME
         self.expect("STRING", "a user name")
         nxt = self.tok
@@ -499,11 +575,12 @@ class _Parser:
         elif k in USER_NUMBERS:
             setattr(u, USER_NUMBERS[k], self.number())
         elif k in USER_LISTS:
-            getattr(u, USER_LISTS[k]).extend(self.strings())
+            self.extend(getattr(u, USER_LISTS[k]), t)
         elif k == "SPAMRESPONSE":
             u.antispam.append(self.number())
             while self.tok.kind == "NUMBER":
                 u.antispam.append(self.number())
+            self.check_list(u.antispam, t)
         elif k == "LMTP":
             u.lmtp = True
         elif k == "IS" and self.tok.kind == "STRING" and self.peek().kind == "THERE":
@@ -527,6 +604,10 @@ def _merge(
 
     Unset is ``None`` (a NULL pointer or a zero number/flag in C), an empty list,
     or ``False`` for ``skip``. ``aka`` and ``sdps`` are not merged by fetchmail.
+
+    Values are shared with ``src``, not copied: a list of the defaults record is
+    the same object in every entry that inherits it, so memory does not grow with
+    entries times list length. Nothing mutates a parsed configuration.
     """
     for name in SERVER_FIELDS:
         if name in ("pollname", "aka", "sdps", "no_envelope", "envelope"):
@@ -534,14 +615,14 @@ def _merge(
         mine = getattr(dst_s, name)
         unset = mine is None or (isinstance(mine, list) and not mine)
         if unset or (name == "skip" and not mine):
-            setattr(dst_s, name, copy.deepcopy(getattr(src_s, name)))
+            setattr(dst_s, name, getattr(src_s, name))
     if dst_s.envelope is None and not dst_s.no_envelope:
         dst_s.envelope = src_s.envelope
         dst_s.no_envelope = src_s.no_envelope
     for name in USER_FIELDS:
         mine = getattr(dst_u, name)
         if mine is None or (isinstance(mine, list) and not mine):
-            setattr(dst_u, name, copy.deepcopy(getattr(src_u, name)))
+            setattr(dst_u, name, getattr(src_u, name))
 
 
 def _check(records: list[_Record], filename: str) -> None:
@@ -630,9 +711,16 @@ def _load(parser: _Parser) -> RcConfig:
 def parse_bytes(data: bytes, filename: str = "<rcfile>") -> RcConfig:
     """Parse rcfile bytes. Raises :class:`RcfileError`, and nothing else, on bad input."""
     if len(data) > MAX_INPUT_BYTES:
-        raise RcfileError(filename, 1, f"file too large (over {MAX_INPUT_BYTES} bytes)")
+        # Name the line where the bound is crossed, like every other refusal.
+        line = data.count(b"\n", 0, MAX_INPUT_BYTES) + 1
+        raise RcfileError(
+            filename,
+            line,
+            f"the file is larger than {MAX_INPUT_BYTES} bytes, the most an rcfile "
+            "may be",
+        )
     try:
-        parser = _Parser(tokenize(data, filename), filename)
+        parser = _Parser(iter_tokens(data, filename), filename)
         parser.parse()
         return _load(parser)
     except RcfileError:
@@ -654,6 +742,10 @@ def parse_file(path: str) -> RcConfig:
 
 
 __all__ = [
+    "MAX_ENTRIES",
+    "MAX_INPUT_BYTES",
+    "MAX_LIST_ITEMS",
+    "MAX_TOKEN_BYTES",
     "SERVER_FIELDS",
     "USER_FIELDS",
     "fields",

@@ -25,6 +25,7 @@ where fetchmail and the engine differ:
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from retrieval.engine.spec import (
@@ -165,22 +166,29 @@ def _render(value: object) -> str:
     return str(value)
 
 
+def _items(
+    options: GlobalOptions | ServerOptions | UserOptions,
+) -> list[tuple[str, object]]:
+    # The model's dataclasses have slots (a third of the memory), so no vars().
+    return [(f.name, getattr(options, f.name)) for f in fields(options)]
+
+
 def _extras(
     g: GlobalOptions, s: ServerOptions, u: UserOptions
 ) -> list[tuple[str, str]]:
     extra: list[tuple[str, str]] = []
-    for name, value in vars(s).items():
+    for name, value in _items(s):
         if name in _MAPPED_SERVER or value is None or value == [] or value is False:
             continue
         if name == "no_envelope":
             extra.append(("envelope", "no"))
             continue
         extra.append((name, _SECRET if name == "esmtppassword" else _render(value)))
-    for name, value in vars(u).items():
+    for name, value in _items(u):
         if name in _MAPPED_USER or value is None or value == []:
             continue
         extra.append((name, _render(value)))
-    for name, value in vars(g).items():
+    for name, value in _items(g):
         if value is not None and name not in _MAPPED_GLOBAL:
             extra.append(("set " + name, _render(value)))
     return extra

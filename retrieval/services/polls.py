@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from retrieval import observability
 from retrieval.engine.report import ExitCode, PollReport
 from retrieval.engine.run import poll as engine_poll
 from retrieval.models import Mailbox, MessageResult, PollRun
@@ -64,14 +65,17 @@ def mailbox_lease(*, mailbox_id: int) -> Iterator[Mailbox | None]:
     """
     owner = uuid.uuid4().hex
     now = timezone.now()
-    claimed = (
-        Mailbox.objects.filter(pk=mailbox_id)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(
-            lease_owner=owner,
-            lease_until=now + timedelta(seconds=settings.FETCH_LEASE_SECONDS),
-        )
-    )
+    lease = {
+        "lease_owner": owner,
+        "lease_until": now + timedelta(seconds=settings.FETCH_LEASE_SECONDS),
+    }
+    rows = Mailbox.objects.filter(pk=mailbox_id)
+    claimed = rows.filter(lease_until__isnull=True).update(**lease)
+    if claimed != 1:
+        # Taken over from a holder whose lease expired: its worker was lost.
+        claimed = rows.filter(lease_until__lt=now).update(**lease)
+        if claimed == 1:
+            observability.lease_stolen(mailbox_id)
     if claimed != 1:
         yield None
         return
@@ -178,9 +182,7 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
     try:
         spec = mailbox_spec(mailbox)
         refuse_command_line_only(spec)
-        secrets = tuple(
-            s.reveal() for s in (spec.password, spec.delivery.esmtp_password) if s
-        )
+        secrets = tuple(spec.secrets())
         transcript = RecordingTranscript(
             secrets=secrets, limit=settings.FETCH_TRANSCRIPT_MAX_CHARS, echo=echo
         )
@@ -214,6 +216,7 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
             error="fetchweb failed unexpectedly; the administrator can see the log.",
         )
     _record(run, report, transcript, outcome=outcome)
+    observability.poll_finished(mailbox, run, report)
     now = timezone.now()
     Mailbox.objects.filter(pk=mailbox.pk).update(next_poll_at=mailbox.next_after(now))
     logger.info(

@@ -138,7 +138,9 @@ def test_it_delivers_byte_for_byte_and_empties_the_mailbox(
     received = smtp_listener.wait_for(len(SAMPLES))
     assert [without_trace(r.data) for r in received] == SAMPLES
     assert received[1].mail_from == "bounces@example.net"
-    assert received[0].mail_from == "a@example.net"  # no Return-Path: From, as fetchmail
+    assert (
+        received[0].mail_from == "a@example.net"
+    )  # no Return-Path: From, as fetchmail
     assert dovecot.messages(mailuser.name) == []
     assert len(ledger.marks) == 4
     assert smtp_listener.connections == 1  # one listener connection per poll

@@ -107,7 +107,7 @@ def markers(owner: str) -> tuple[str, ...]:
     )
 
 
-SITE_MARKERS = ("GROUP-SECRET-site",)
+SITE_MARKERS = ("GROUP-SECRET-site", "AUDIT-SECRET-site")
 
 
 def forbidden_markers(role: str) -> tuple[str, ...]:
@@ -186,6 +186,7 @@ def fill_route(route: str, values: dict[str, str]) -> str:
 # The admin's model pages and which owners' rows they are probed on.
 ADMIN_MODELS: dict[str, tuple[str, ...]] = {
     "auth_group": ("site",),
+    "accounts_auditevent": ("site",),
     "accounts_user": OWNERS,
     "accounts_domain": ("dom1", "dom2"),
     "retrieval_mailbox": OWNERS,
@@ -275,6 +276,10 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
     "login": {"GET": _same(OK), "POST": _same(OK)},  # bad credentials: the form again
     "logout": {"GET": _same(E405), "POST": _same(Expect(302, "login"))},
     "healthz": {"GET": _same(OK), "POST": _same(E405)},
+    # Prometheus text for loopback clients (the test client's 127.0.0.1) whoever
+    # they are; other networks need FETCH_METRICS_ALLOW or the token
+    # (tests/monitoring/test_metrics.py). Counts only, never a mailbox's data.
+    "metrics": {"GET": _same(OK), "POST": _same(E405)},
     "retrieval:mailbox-detail": {
         "GET": _by_level(E404, OK, OK, OK),
         "POST": _same(E405),
@@ -391,6 +396,14 @@ ROOT_MODEL_EXCEPTIONS: dict[tuple[str, str, str], Expect] = {
     ("retrieval_pollrun", "add", "POST"): E403,
     ("retrieval_pollrun", "change", "POST"): E403,
     ("retrieval_pollrun", "delete", "POST"): Expect(302, "admin-index"),
+    # The audit log is read-only even for the superuser: no add, change or delete
+    # (the bulk delete is not offered, so the list answers again).
+    ("accounts_auditevent", "changelist", "POST"): OK,
+    ("accounts_auditevent", "add", "GET"): E403,
+    ("accounts_auditevent", "add", "POST"): E403,
+    ("accounts_auditevent", "change", "POST"): E403,
+    ("accounts_auditevent", "delete", "GET"): E403,
+    ("accounts_auditevent", "delete", "POST"): E403,
 }
 # Everyone else who is not let in: anonymous, the users, the domain administrators.
 # Django's admin logout sends them to the admin index (which sends them to login).

@@ -28,7 +28,7 @@ from django.test.utils import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import Domain, User
+from accounts.models import AuditEvent, Domain, User
 from retrieval import services
 from retrieval.models import (
     ConnectionTest,
@@ -62,6 +62,7 @@ class World:
     probes: dict[str, int] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
     group: int = 0
+    audit: int = 0
     sessions: dict[str, str] = field(default_factory=dict)  # role -> session key
     baseline: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -102,6 +103,9 @@ def _build() -> World:
     world.users = {role: u.pk for role, u in users.items()}
     group = Group.objects.create(name="GROUP-SECRET-site")
     world.group = group.pk
+    world.audit = AuditEvent.objects.create(
+        actor_label="AUDIT-SECRET-site", action=AuditEvent.Action.UPDATE
+    ).pk
     mailbox_domain = {"alice": "dom1", "peer": "dom1", "bob": "dom2", "root": "dom1"}
     for owner in m.OWNERS:
         mailbox = Mailbox(
@@ -181,9 +185,19 @@ class Calls:
 
 
 @pytest.fixture
-def calls(db: None, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Calls:
+def calls(
+    db: None,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Calls:
     """No poll or connection test leaves the process: they are recorded instead.
-    A fresh cache per probe, so that the buttons' rate limit never carries over."""
+    A fresh cache per probe, so that the buttons' rate limit never carries over.
+    A file broker whose folder exists, so that /healthz is ready in any checkout."""
+    settings.REDIS_URL = ""
+    queue = tmp_path_factory.getbasetemp() / "authz-broker-queue"
+    queue.mkdir(exist_ok=True)
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(queue)}
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
@@ -238,6 +252,7 @@ def _object_ids(world: World, pattern: m.Pattern, owner: str) -> dict[str, str]:
     assert model, pattern
     table = {
         "auth_group": {"site": world.group},
+        "accounts_auditevent": {"site": world.audit},
         "accounts_user": world.users,
         "accounts_domain": world.domains,
         "retrieval_mailbox": world.mailboxes,
@@ -256,6 +271,7 @@ def concrete_url(world: World, pattern: m.Pattern, owner: str) -> str:
 
 _ADMIN_MODELS: dict[str, Any] = {
     "auth_group": Group,
+    "accounts_auditevent": AuditEvent,
     "accounts_user": User,
     "accounts_domain": Domain,
     "retrieval_mailbox": Mailbox,

@@ -8,7 +8,6 @@ writes each command and each reply line to the transcript (bodies are not writte
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import select
 import socket
 import ssl
@@ -26,6 +25,7 @@ from retrieval.engine.errors import (
     TlsError,
     TransportError,
 )
+from retrieval.engine.wire.netaddrs import is_public_address
 from retrieval.engine.wire.tls import describe_ssl_error
 
 if TYPE_CHECKING:
@@ -45,17 +45,6 @@ MIN_RATE = 10 * 1024  # bytes per second
 NOT_PUBLIC = (
     "This server address is not allowed: use a public mail server on a mail port."
 )
-
-
-def is_public_address(address: object) -> bool:
-    """True for a globally routable IP address (an IPv4-mapped one counts as IPv4)."""
-    try:
-        ip = ipaddress.ip_address(str(address).split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global
 
 
 class Budget:
