@@ -29,7 +29,7 @@ bench: install system-deps
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict retrieval/engine retrieval/rcfile
+	$(VENV)/bin/mypy --strict retrieval/engine retrieval/rcfile retrieval/cli
 	$(VENV)/bin/mypy .
 
 clean:

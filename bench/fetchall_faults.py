@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrieval.engine.idfile import IdFile, mailbox_key
+from retrieval.cli.idfile import IdFile, mailbox_key
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.run import poll
 from tests.live.test_crash_invariants import build_spec, config, ids, message

@@ -21,8 +21,7 @@ from django.core.validators import validate_email
 
 from accounts.models import User
 from retrieval import netpolicy, services
-from retrieval.engine.spec import DEFAULT_PORTS
-from retrieval.engine.spec import Protocol as EngineProtocol
+from retrieval.engine.spec import DEFAULT_PORTS, MailProtocol
 from retrieval.engine.spec import TlsMode as EngineTlsMode
 from retrieval.models import ACCOUNT_BUSY, PASSWORD_AGAIN, Mailbox
 from retrieval.rcmap import MAX_POLL_INTERVAL
@@ -81,7 +80,7 @@ def refuse_line_breaks(value: str, what: str) -> None:
 def default_port(protocol: str, tls_mode: str) -> int:
     """The port the engine uses when none is given; 0 when there is none."""
     try:
-        key = (EngineProtocol(protocol), EngineTlsMode(tls_mode))
+        key = (MailProtocol(protocol), EngineTlsMode(tls_mode))
     except ValueError:
         return 0
     return DEFAULT_PORTS.get(key, 0)

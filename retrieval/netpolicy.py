@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import socket
 
-from retrieval.engine.netaddrs import is_public_address
-from retrieval.engine.transport import NOT_PUBLIC
+from retrieval.engine.wire.netaddrs import is_public_address
+from retrieval.engine.wire.transport import NOT_PUBLIC
 
 MAIL_PORTS = frozenset({25, 110, 143, 366, 465, 587, 993, 995, 2525})
 REFUSAL = NOT_PUBLIC

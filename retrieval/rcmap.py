@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from retrieval.engine.numbers import PORT, wire_number_or_none
+from retrieval.engine.wire.numbers import PORT, wire_number_or_none
 from retrieval.models import Mailbox, default_poll_interval
 from retrieval.rcfile.dump import CLIENT_TIMEOUT, effective_password, no_password
 from retrieval.rcfile.model import GlobalOptions, ServerOptions, UserOptions

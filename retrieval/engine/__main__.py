@@ -1,7 +1,5 @@
-"""``python -m retrieval.engine -f RCFILE [options] [server ...]``."""
+"""``python -m retrieval.engine -f RCFILE [options] [server ...]``: see :mod:`retrieval.cli`."""
 
-import sys
+from retrieval.cli.main import main
 
-from .cli import main
-
-sys.exit(main())
+raise SystemExit(main())

@@ -2,7 +2,7 @@
 
 Nothing is fetched, delivered, recorded or deleted: folders are opened read-only
 and the session ends with a plain logout. A message counts as waiting by the rule
-a poll applies (:func:`retrieval.engine.selection.waiting`): the ledger has no
+a poll applies (:func:`retrieval.engine.fetch.selection.waiting`): the ledger has no
 record of it, and it is unread or ``fetchall`` is set; with ``keep`` and
 ``fetchall`` every message waits. The exit code is fetchmail's: 0 when something waits, 1 when nothing
 does, the error's code when the session fails.
@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from retrieval.engine import hooks, selection
+from retrieval.engine import hooks
 from retrieval.engine.errors import EngineError
+from retrieval.engine.fetch import selection
+from retrieval.engine.fetch.session import open_session
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode
-from retrieval.engine.session import open_session
-from retrieval.engine.spec import Protocol
+from retrieval.engine.spec import MailProtocol
 
 if TYPE_CHECKING:
     from retrieval.engine.ports import Ledger, Transcript
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 class CheckReport:
     exit_code: ExitCode = ExitCode.NOMAIL
     error: str = ""
+    permanent: bool = False  # retrying cannot help (EngineError.permanent)
     greeting: str = ""
     waiting: int = 0  # messages a poll would fetch
     total: int = 0  # messages in the folders
@@ -68,6 +70,7 @@ def check(spec: MailboxSpec, *, ledger: Ledger, transcript: Transcript) -> Check
         except EngineError as exc:
             report.exit_code = exc.exit_code
             report.error = str(exc)
+            report.permanent = exc.permanent
             return
         report.exit_code = ExitCode.SUCCESS if report.waiting else ExitCode.NOMAIL
 
@@ -80,4 +83,4 @@ def check(spec: MailboxSpec, *, ledger: Ledger, transcript: Transcript) -> Check
 def _read_only(spec: MailboxSpec) -> bool:
     """EXAMINE for IMAP; POP3 has no such mode, and asking for one there only
     refuses servers without UIDL, which a poll without keep accepts."""
-    return spec.server.protocol is not Protocol.POP3 or (spec.keep and not spec.flush)
+    return spec.server.protocol is not MailProtocol.POP3 or (spec.keep and not spec.flush)

@@ -4,7 +4,7 @@
 
 1. options that make the poll impossible end it at once, exit 5
    (:mod:`retrieval.engine.unsupported`);
-2. ``interface`` / ``monitor`` may skip the poll (:mod:`retrieval.engine.link`):
+2. ``interface`` / ``monitor`` may skip the poll (:mod:`retrieval.engine.wire.link`):
    a note in the report, exit 1 (no mail), nothing else runs;
 3. ``preconnect``: a command that fails (non-zero status, a signal, no end
    within the server timeout) skips the session, exit 5 as in fetchmail;
@@ -15,7 +15,7 @@
    note when the poll had already failed;
 6. the monitored interface's traffic is noted for the next check.
 
-The commands run without a shell (see :mod:`retrieval.engine.commands`); what
+The commands run without a shell (see :mod:`retrieval.engine.wire.commands`); what
 they print and how they end is in the transcript.
 """
 
@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from retrieval.engine import link, unsupported
-from retrieval.engine.commands import run_command, shown
+from retrieval.engine import unsupported
 from retrieval.engine.errors import ConfigError
 from retrieval.engine.report import ExitCode
 from retrieval.engine.spec import TlsMode
+from retrieval.engine.wire import link
+from retrieval.engine.wire.commands import run_command, shown
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,6 +42,7 @@ class Report(Protocol):
 
     exit_code: ExitCode
     error: str
+    permanent: bool
     notes: list[str]
 
 
@@ -120,4 +122,5 @@ def _plugin_hint(spec: MailboxSpec, report: Report) -> None:
 def _fail(report: Report, wire: Transcript, text: str) -> None:
     report.exit_code = ExitCode.SYNTAX
     report.error = text
+    report.permanent = True  # a configuration error, as ConfigError
     wire.record("*", f"poll ended: {text}")

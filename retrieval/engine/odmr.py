@@ -1,7 +1,7 @@
 """ODMR (RFC 2645): the ISP's server hands a domain's queued mail over our connection.
 
 We connect to port 366, say EHLO, authenticate (AUTH is mandatory in ODMR;
-any mechanism :mod:`retrieval.engine.sasl` can do, CRAM-MD5 first) and send
+any mechanism :mod:`retrieval.engine.wire.sasl` can do, CRAM-MD5 first) and send
 ``ATRN`` with ``fetchdomains``. On 250 the roles reverse: we greet as an SMTP
 server and the ISP's server sends us its queue, message by message.
 
@@ -20,34 +20,34 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from retrieval.engine import sasl
+from retrieval.engine.deliver.headers import is_valid_address, message_id
+from retrieval.engine.deliver.sink import Envelope, Verdict, open_sink
+from retrieval.engine.deliver.trace import TraceInfo
+from retrieval.engine.deliver.transforms import Edits, OutgoingMessage
 from retrieval.engine.errors import (
     AuthError,
     ConfigError,
     EngineError,
     MessageTooLarge,
     TransportError,
-)
-from retrieval.engine.headers import is_valid_address, message_id
-from retrieval.engine.redact import MASK
-from retrieval.engine.report import ExitCode, MessageResult, MessageStatus
-from retrieval.engine.sink import Envelope, Verdict, open_sink
-from retrieval.engine.spool import MessageSpool
-from retrieval.engine.trace import TraceInfo
-from retrieval.engine.transforms import Edits, OutgoingMessage
-from retrieval.engine.turn import (
-    TurnClient,
     TurnRefused,
+)
+from retrieval.engine.fetch.turn import (
+    TurnClient,
     check_turn_options,
     local_fqdn,
 )
+from retrieval.engine.redact import MASK
+from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus
+from retrieval.engine.wire import sasl
+from retrieval.engine.wire.spool import MessageSpool
 
 if TYPE_CHECKING:
+    from retrieval.engine.deliver.sink import DeliveryOutcome, Sink
     from retrieval.engine.ports import Transcript
     from retrieval.engine.report import PollReport
-    from retrieval.engine.sink import DeliveryOutcome, Sink
     from retrieval.engine.spec import MailboxSpec
-    from retrieval.engine.transport import Connection
+    from retrieval.engine.wire.transport import Connection
 
 ATRN_REFUSED = {
     450: ("the ATRN request was refused", ExitCode.PROTOCOL),
@@ -122,7 +122,7 @@ def _authenticate(client: TurnClient, spec: MailboxSpec) -> None:
 
 
 class _SmtpSaslWire:
-    """SMTP AUTH (RFC 4954) for :func:`retrieval.engine.sasl.exchange`."""
+    """SMTP AUTH (RFC 4954) for :func:`retrieval.engine.wire.sasl.exchange`."""
 
     def __init__(self, client: TurnClient) -> None:
         self._client = client
@@ -255,7 +255,7 @@ class _Relay:
         self._say("354 go ahead; end with <CRLF>.<CRLF>")
         with MessageSpool(self.spec.max_message_bytes) as spool:
             too_big = self._receive(spool)
-            result = MessageResult(
+            result = MessageOutcome(
                 folder="ODMR",
                 uid=str(len(self.report.messages) + 1),
                 size=spool.size,
@@ -293,7 +293,7 @@ class _Relay:
                 except MessageTooLarge:
                     too_big = True
 
-    def _answer(self, outcome: DeliveryOutcome, result: MessageResult) -> None:
+    def _answer(self, outcome: DeliveryOutcome, result: MessageOutcome) -> None:
         """Tell the server what the listener said (one line, no CR/LF)."""
         said = " ".join(outcome.reply.split())[:400]
         result.listener_reply = outcome.reply

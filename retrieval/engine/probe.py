@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from retrieval.engine.errors import EngineError
+from retrieval.engine.fetch.session import open_session
 from retrieval.engine.memory import ListTranscript
 from retrieval.engine.redact import RedactingTranscript
-from retrieval.engine.session import open_session
 
 if TYPE_CHECKING:
     from retrieval.engine.ports import Transcript

@@ -36,7 +36,7 @@ class MessageStatus(StrEnum):
 
 
 @dataclass
-class MessageResult:
+class MessageOutcome:
     folder: str
     uid: str
     size: int = 0
@@ -52,7 +52,9 @@ class PollReport:
     exit_code: ExitCode = ExitCode.NOMAIL
     greeting: str = ""
     error: str = ""  # plain words for a person, empty on success
-    messages: list[MessageResult] = field(default_factory=list)
+    # The error that ended the poll cannot go away by retrying (EngineError.permanent).
+    permanent: bool = False
+    messages: list[MessageOutcome] = field(default_factory=list)
     bytes_fetched: int = 0
     notes: list[str] = field(default_factory=list)  # warnings, quirks, ignored options
     properties: str = ""  # the mailbox's opaque ``properties``, passed through

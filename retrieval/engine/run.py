@@ -15,7 +15,12 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-from retrieval.engine import hooks, idle, selection, unsupported
+from retrieval.engine import hooks, unsupported
+from retrieval.engine.deliver.handover import hand_over
+from retrieval.engine.deliver.headers import is_valid_address, message_id
+from retrieval.engine.deliver.multidrop import DomainRouter
+from retrieval.engine.deliver.sink import Sink, open_sink
+from retrieval.engine.deliver.trace import TraceInfo
 from retrieval.engine.errors import (
     ConfigError,
     EngineError,
@@ -23,25 +28,21 @@ from retrieval.engine.errors import (
     MessageFetchError,
     ServerError,
 )
-from retrieval.engine.etrn import etrn
-from retrieval.engine.handover import hand_over
-from retrieval.engine.headers import is_valid_address, message_id
-from retrieval.engine.multidrop import DomainRouter
+from retrieval.engine.fetch import idle, selection
+from retrieval.engine.fetch.etrn import etrn
+from retrieval.engine.fetch.session import FolderListing, MailSession, open_session
 from retrieval.engine.odmr import odmr
 from retrieval.engine.ports import RecipientLedger
 from retrieval.engine.redact import RedactingTranscript
-from retrieval.engine.report import ExitCode, MessageResult, MessageStatus, PollReport
-from retrieval.engine.session import FolderListing, MailSession, open_session
-from retrieval.engine.sink import Sink, open_sink
-from retrieval.engine.spec import Protocol
-from retrieval.engine.trace import TraceInfo
+from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
+from retrieval.engine.spec import MailProtocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from retrieval.engine.policy import Decision
+    from retrieval.engine.deliver.policy import Decision
+    from retrieval.engine.fetch.session import RemoteMessage
     from retrieval.engine.ports import Ledger, PollStep, StepObserver, Transcript
-    from retrieval.engine.session import RemoteMessage
     from retrieval.engine.spec import MailboxSpec
 
 
@@ -57,7 +58,7 @@ def poll(
 
     ``observe`` is told each step every message reaches (tests crash there).
     ``stop`` ends an IMAP IDLE poll (``spec.idle``) when it returns True; it is
-    asked about once a second while waiting (see :mod:`retrieval.engine.idle`).
+    asked about once a second while waiting (see :mod:`retrieval.engine.fetch.idle`).
     """
     report = PollReport(properties=spec.properties)
     wire = RedactingTranscript(transcript, spec.secrets())
@@ -66,9 +67,9 @@ def poll(
     def session() -> None:
         job: _Poll | None = None
         try:
-            if spec.server.protocol is Protocol.ETRN:
+            if spec.server.protocol is MailProtocol.ETRN:
                 etrn(spec, wire, report)
-            elif spec.server.protocol is Protocol.ODMR:
+            elif spec.server.protocol is MailProtocol.ODMR:
                 odmr(spec, wire, report)
             else:
                 job = _Poll(spec, ledger, wire, report, observe, stop)
@@ -76,6 +77,7 @@ def poll(
         except EngineError as exc:
             report.exit_code = exc.exit_code
             report.error = str(exc)
+            report.permanent = exc.permanent
             wire.record("*", f"poll ended: {exc}")
         else:
             _conclude(report)
@@ -169,7 +171,7 @@ class _Poll:
         )
         self.local_name = spec.delivery.helo_name or socket.gethostname()
         # Messages whose delete was sent but not yet confirmed, by (folder, uid).
-        self.pending: dict[tuple[str, str], MessageResult] = {}
+        self.pending: dict[tuple[str, str], MessageOutcome] = {}
         self.folder = ""
 
     def run(self) -> None:
@@ -250,7 +252,7 @@ class _Poll:
                 result.deleted = True
 
     def _folder(self, session: MailSession, sink: Sink, folder: str) -> None:
-        """List, sort (see :mod:`retrieval.engine.selection`), then act."""
+        """List, sort (see :mod:`retrieval.engine.fetch.selection`), then act."""
         spec = self.spec
         if self.folder:
             self._confirm(session.close_folder())
@@ -336,7 +338,7 @@ class _Poll:
     ) -> None:
         """A message not fetched: reported, and deleted when the plan says so."""
         message = untouched.message
-        result = MessageResult(
+        result = MessageOutcome(
             folder=listing.folder,
             uid=message.uid,
             size=max(message.size, 0),
@@ -356,7 +358,7 @@ class _Poll:
     ) -> None:
         """Fetch to spool -> deliver -> record -> delete, for one message."""
         spec = self.spec
-        result = MessageResult(
+        result = MessageOutcome(
             folder=listing.folder,
             uid=message.uid,
             size=max(message.size, 0),
@@ -435,7 +437,7 @@ class _Poll:
         self,
         listing: FolderListing,
         uid: str,
-        result: MessageResult,
+        result: MessageOutcome,
         decision: Decision,
         served: set[str],
     ) -> None:
@@ -462,7 +464,7 @@ class _Poll:
         )
 
     def _delete(
-        self, session: MailSession, message: RemoteMessage, result: MessageResult
+        self, session: MailSession, message: RemoteMessage, result: MessageOutcome
     ) -> None:
         try:
             confirmed = session.delete(message)

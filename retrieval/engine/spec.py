@@ -37,7 +37,7 @@ class Secret:
         return bool(self._value)
 
 
-class Protocol(StrEnum):
+class MailProtocol(StrEnum):
     POP3 = "pop3"
     IMAP = "imap"
     ETRN = "etrn"
@@ -54,21 +54,21 @@ class DeliveryKind(StrEnum):
     SMTP = "smtp"
     LMTP = "lmtp"
     MDA = "mda"
-    BSMTP = "bsmtp"  # append to a batch SMTP file (see retrieval.engine.bsmtp)
+    BSMTP = "bsmtp"  # append to a batch SMTP file (see retrieval.engine.deliver.bsmtp)
 
 
-DEFAULT_PORTS: dict[tuple[Protocol, TlsMode], int] = {
-    (Protocol.POP3, TlsMode.IMPLICIT): 995,
-    (Protocol.POP3, TlsMode.STARTTLS): 110,
-    (Protocol.POP3, TlsMode.NONE): 110,
-    (Protocol.IMAP, TlsMode.IMPLICIT): 993,
-    (Protocol.IMAP, TlsMode.STARTTLS): 143,
-    (Protocol.IMAP, TlsMode.NONE): 143,
-    (Protocol.ETRN, TlsMode.NONE): 25,
-    (Protocol.ETRN, TlsMode.IMPLICIT): 465,  # fetchmail's "smtps"
-    (Protocol.ETRN, TlsMode.STARTTLS): 25,
-    (Protocol.ODMR, TlsMode.NONE): 366,
-    (Protocol.ODMR, TlsMode.STARTTLS): 366,
+DEFAULT_PORTS: dict[tuple[MailProtocol, TlsMode], int] = {
+    (MailProtocol.POP3, TlsMode.IMPLICIT): 995,
+    (MailProtocol.POP3, TlsMode.STARTTLS): 110,
+    (MailProtocol.POP3, TlsMode.NONE): 110,
+    (MailProtocol.IMAP, TlsMode.IMPLICIT): 993,
+    (MailProtocol.IMAP, TlsMode.STARTTLS): 143,
+    (MailProtocol.IMAP, TlsMode.NONE): 143,
+    (MailProtocol.ETRN, TlsMode.NONE): 25,
+    (MailProtocol.ETRN, TlsMode.IMPLICIT): 465,  # fetchmail's "smtps"
+    (MailProtocol.ETRN, TlsMode.STARTTLS): 25,
+    (MailProtocol.ODMR, TlsMode.NONE): 366,
+    (MailProtocol.ODMR, TlsMode.STARTTLS): 366,
 }
 
 
@@ -90,14 +90,14 @@ class TlsSpec:
 @dataclass(frozen=True)
 class ServerSpec:
     host: str
-    protocol: Protocol = Protocol.IMAP
+    protocol: MailProtocol = MailProtocol.IMAP
     port: int | None = None  # None: the protocol's default for the TLS mode
     tls: TlsSpec = field(default_factory=TlsSpec)
     auth: str = "any"  # any, password, plain, login, cram-md5, apop, xoauth2, ...
     timeout: float = 300.0  # seconds, every single wait on the network
     via: str | None = None  # connect here instead of ``host`` (name still verified)
     # fetchmail's plugin: argv of a program whose stdin/stdout is the connection
-    # (%h host, %p port); never a shell line. See retrieval.engine.tunnel.
+    # (%h host, %p port); never a shell line. See retrieval.engine.wire.tunnel.
     plugin: tuple[str, ...] = ()
     # Connect only to globally routable addresses. Checked on the very addresses
     # connected to, so a name that resolves differently between a policy check and
@@ -143,7 +143,7 @@ class DeliverySpec:
     bsmtp: str = ""  # kind BSMTP: the batch file, "-" for standard output
     plugout: tuple[str, ...] = ()  # argv speaking to the listener, as ``plugin``
     # SMTP AUTH to the listener (esmtpname/esmtppassword), only with a password;
-    # see retrieval.engine.listener_auth for STARTTLS and the certificate check:
+    # see retrieval.engine.deliver.listener_auth for STARTTLS and the certificate check:
     # ``listener_verify`` None means "checked unless the listener is on this
     # host"; ``listener_ca_file`` replaces the system CAs for that check.
     esmtp_name: str = ""
@@ -175,7 +175,7 @@ class MultidropSpec:
     """A mailbox holding the mail of many people (fetchmail's multidrop mode).
 
     Each message's envelope recipients are found in its header (see
-    :mod:`retrieval.engine.multidrop`) and mapped to local users; a message
+    :mod:`retrieval.engine.deliver.multidrop`) and mapped to local users; a message
     nobody matches goes to ``DeliverySpec.postmaster`` (or, when that is
     empty, to the mailbox's own recipient). Nothing here is ever resolved in
     the DNS unless ``dns`` says so.
@@ -237,7 +237,7 @@ class MailboxSpec:
     # postconnect), as argv; see retrieval.engine.hooks.
     preconnect: tuple[str, ...] = ()
     postconnect: tuple[str, ...] = ()
-    # Dial-up era link checks (see retrieval.engine.link): poll only while the
+    # Dial-up era link checks (see retrieval.engine.wire.link): poll only while the
     # interface "IF/ADDRESS[/MASK]" is up with that address; skip the poll when
     # the ``monitor`` interface saw no traffic since the previous poll.
     interface: str = ""

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from retrieval.engine import sasl
-from retrieval.engine.commands import shell_refusal
+from retrieval.engine.wire import sasl
+from retrieval.engine.wire.commands import shell_refusal
 
 if TYPE_CHECKING:
     from retrieval.engine.spec import MailboxSpec

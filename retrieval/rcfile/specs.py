@@ -28,19 +28,19 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
-from retrieval.engine.commands import split_command
 from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
+    MailProtocol,
     MessageOptions,
     MultidropSpec,
-    Protocol,
     Secret,
     ServerSpec,
     TlsMode,
     TlsSpec,
 )
+from retrieval.engine.wire.commands import split_command
 
 from .dump import CLIENT_TIMEOUT, effective_password
 from .env import Environment
@@ -50,14 +50,14 @@ if TYPE_CHECKING:
     from .model import GlobalOptions, RcConfig, ServerOptions, UserOptions
 
 _PROTOCOL = {
-    "auto": Protocol.IMAP,
-    "imap": Protocol.IMAP,
-    "pop3": Protocol.POP3,
-    "apop": Protocol.POP3,
-    "rpop": Protocol.POP3,
-    "pop2": Protocol.POP3,
-    "etrn": Protocol.ETRN,
-    "odmr": Protocol.ODMR,
+    "auto": MailProtocol.IMAP,
+    "imap": MailProtocol.IMAP,
+    "pop3": MailProtocol.POP3,
+    "apop": MailProtocol.POP3,
+    "rpop": MailProtocol.POP3,
+    "pop2": MailProtocol.POP3,
+    "etrn": MailProtocol.ETRN,
+    "odmr": MailProtocol.ODMR,
 }
 # fetchmail's sslproto words go to the engine as they are (tls.py reads them),
 # except the exact versions, which the engine spells with "=" (its "TLS1.2"

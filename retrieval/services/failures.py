@@ -31,7 +31,6 @@ JITTER = 0.1
 DNS_PERMANENT_AFTER = timedelta(days=1)
 # The start of the engine's message for a certificate that did not verify
 # (retrieval/engine/tls.py describe_ssl_error); the report carries no class.
-CERTIFICATE_NOT_VERIFIED = "The server's certificate could not be verified"
 
 
 def jittered(seconds: float, rng: random.Random | None = None) -> float:
@@ -72,9 +71,15 @@ PERMANENT_CODES = {
 
 
 def classify(
-    *, exit_code: int | None, error: str, failing_since: datetime | None, now: datetime
+    *,
+    exit_code: int | None,
+    permanent: bool,
+    failing_since: datetime | None,
+    now: datetime,
 ) -> Failure:
-    """Is this failed poll one that retrying later cannot cure?"""
+    """Is this failed poll one that retrying later cannot cure? The engine says
+    (``PollReport.permanent``, from its error hierarchy); this adds the words and
+    the one rule of our own: a name unknown counts only after a day of it."""
     code = (
         ExitCode(exit_code)
         if exit_code is not None and exit_code in ExitCode._value2member_map_
@@ -83,7 +88,7 @@ def classify(
     if code in PERMANENT_CODES:
         kind, text = PERMANENT_CODES[code]
         return Failure(permanent=True, kind=kind, explanation=text)
-    if code is ExitCode.SOCKET and error.startswith(CERTIFICATE_NOT_VERIFIED):
+    if code is ExitCode.SOCKET and permanent:
         return Failure(
             permanent=True,
             kind="certificate",
@@ -93,6 +98,7 @@ def classify(
         )
     if (
         code is ExitCode.DNS
+        and permanent
         and failing_since is not None
         and now - failing_since >= DNS_PERMANENT_AFTER
     ):
@@ -112,7 +118,9 @@ def classify(
 FAILED_OUTCOMES = (PollRun.Outcome.ERROR, PollRun.Outcome.TIMEOUT)
 
 
-def poll_recorded(*, mailbox: Mailbox, run: PollRun, now: datetime) -> None:
+def poll_recorded(
+    *, mailbox: Mailbox, run: PollRun, permanent: bool, now: datetime
+) -> None:
     """After a run is recorded: set the next poll and the mailbox's state.
 
     ``mailbox`` is the row as read under the poll's lease.
@@ -136,17 +144,20 @@ def poll_recorded(*, mailbox: Mailbox, run: PollRun, now: datetime) -> None:
     failures = mailbox.failure_count + 1
     failing_since = mailbox.failing_since or run.started_at
     failure = classify(
-        exit_code=run.exit_code, error=run.error, failing_since=failing_since, now=now
+        exit_code=run.exit_code,
+        permanent=permanent,
+        failing_since=failing_since,
+        now=now,
     )
-    permanent = mailbox.permanent_failures + (1 if failure.permanent else 0)
+    permanent_count = mailbox.permanent_failures + (1 if failure.permanent else 0)
     Mailbox.objects.filter(pk=mailbox.pk).update(
         failure_count=failures,
-        permanent_failures=permanent,
+        permanent_failures=permanent_count,
         failing_since=failing_since,
         next_poll_at=now
         + timedelta(seconds=backoff_seconds(mailbox.poll_interval, failures)),
     )
-    pause = failure.permanent and permanent >= settings.FETCH_PAUSE_AFTER
+    pause = failure.permanent and permanent_count >= settings.FETCH_PAUSE_AFTER
     after = Mailbox.Health.PAUSED if pause else Mailbox.Health.FAILING
     if mailbox.health == Mailbox.Health.PAUSED or mailbox.health == after:
         return  # a paused mailbox stays paused until someone resumes it

@@ -221,7 +221,7 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
         )
     except SpecError as exc:
         transcript = RecordingTranscript(secrets=secrets, limit=1000)
-        report = PollReport(exit_code=ExitCode.SYNTAX, error=str(exc))
+        report = PollReport(exit_code=ExitCode.SYNTAX, error=str(exc), permanent=True)
     except SoftTimeLimitExceeded:
         # Celery's soft limit, not a bug: say so, and end before the hard limit
         # kills the worker. Deliveries so far are in the ledger; the rest stays on
@@ -247,7 +247,9 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
         )
     _record(run, report, transcript, outcome=outcome)
     observability.poll_finished(mailbox, run, report)
-    poll_recorded(mailbox=mailbox, run=run, now=timezone.now())
+    poll_recorded(
+        mailbox=mailbox, run=run, permanent=report.permanent, now=timezone.now()
+    )
     logger.info(
         "mailbox %s polled: exit %s, %s delivered%s",
         mailbox.pk,

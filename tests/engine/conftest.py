@@ -17,13 +17,13 @@ from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
-    Protocol,
+    MailProtocol,
     Secret,
     ServerSpec,
     TlsMode,
     TlsSpec,
 )
-from retrieval.engine.testing import FakeServer, FakeSmtpServer
+from tests.support.fake_servers import FakeServer, FakeSmtpServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -79,7 +79,7 @@ def make_spec(
     server: FakeServer,
     listener: FakeServer | None = None,
     *,
-    protocol: Protocol = Protocol.POP3,
+    protocol: MailProtocol = MailProtocol.POP3,
     tls: TlsMode = TlsMode.NONE,
     ca_file: str | None = None,
     timeout: float = 3.0,

@@ -1,7 +1,7 @@
 """Every spelling of a private address is refused, by the engine and by the form check.
 
 The table goes through the two entry points that existed before the rule moved to
-``retrieval/engine/netaddrs.py`` (``transport.is_public_address`` at connect time,
+``retrieval/engine/wire/netaddrs.py`` (``transport.is_public_address`` at connect time,
 ``netpolicy.check_destination`` for forms), so it also proves both use the one rule.
 Numeric hosts never touch DNS: getaddrinfo answers them locally.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.engine.transport import is_public_address
+from retrieval.engine.wire.transport import is_public_address
 
 REFUSED = [
     # the spellings of issue 11, item 6
@@ -102,7 +102,7 @@ def test_public_passes(address, what):
 
 
 def test_the_engine_rule_is_django_free_and_has_reasons():
-    from retrieval.engine.netaddrs import refusal_reason
+    from retrieval.engine.wire.netaddrs import refusal_reason
 
     assert refusal_reason("fec0::1") == "site-local (deprecated)"
     assert refusal_reason("2002:7f00:1::1") == "embeds 127.0.0.1: loopback"

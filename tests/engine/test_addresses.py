@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.engine.addresses import MAX_ADDRESSES, parse_address_list
+from retrieval.engine.deliver.addresses import MAX_ADDRESSES, parse_address_list
 
 
 def addresses(value: str) -> list[str]:

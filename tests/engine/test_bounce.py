@@ -8,10 +8,10 @@ from email import policy as email_policy
 
 import pytest
 
-from retrieval.engine.bounce import Bounce, status_code
-from retrieval.engine.policy import decide
+from retrieval.engine.deliver.bounce import Bounce, status_code
+from retrieval.engine.deliver.policy import decide
+from retrieval.engine.deliver.sink import DeliveryOutcome, RecipientReply, Verdict
 from retrieval.engine.report import MessageStatus
-from retrieval.engine.sink import DeliveryOutcome, RecipientReply, Verdict
 from retrieval.engine.spec import DeliverySpec
 
 SENDER = "alice@example.net"

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
-from retrieval.engine.spec import Protocol, Secret, TlsMode
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+from retrieval.engine.spec import MailProtocol, Secret, TlsMode
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import PASSWORD, make_spec, message
 
@@ -23,8 +23,8 @@ def test_the_engine_imports_no_django_or_celery() -> None:
     code = (
         "import sys\n"
         "import retrieval.engine, retrieval.engine.run, retrieval.engine.memory\n"
-        "import retrieval.engine.pop3, retrieval.engine.imap, retrieval.engine.smtp\n"
-        "import retrieval.engine.mda, retrieval.engine.testing\n"
+        "import retrieval.engine.fetch.pop3, retrieval.engine.fetch.imap, retrieval.engine.deliver.smtp\n"
+        "import retrieval.engine.deliver.mda, tests.support.fake_servers\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'django', 'celery'})\n"
         "assert not bad, bad\n"
     )
@@ -55,22 +55,22 @@ def test_the_password_appears_nowhere_in_the_transcript(
             ),
             {"auth": "plain"},
         ),
-        (FakeImapServer([message(1)], password=PASSWORD), {"protocol": Protocol.IMAP}),
+        (FakeImapServer([message(1)], password=PASSWORD), {"protocol": MailProtocol.IMAP}),
         (
             FakeImapServer(
                 [message(1)],
                 password=PASSWORD,
                 capabilities=["IMAP4rev1", "AUTH=PLAIN", "SASL-IR"],
             ),
-            {"protocol": Protocol.IMAP},
+            {"protocol": MailProtocol.IMAP},
         ),
         (
             FakeImapServer([message(1)], password=PASSWORD, capabilities=["IMAP4rev1"]),
-            {"protocol": Protocol.IMAP},
+            {"protocol": MailProtocol.IMAP},
         ),
         (
             FakeImapServer([message(1)], password=PASSWORD, starttls=server_tls),
-            {"protocol": Protocol.IMAP, "tls": TlsMode.STARTTLS, "ca_file": ca_file},
+            {"protocol": MailProtocol.IMAP, "tls": TlsMode.STARTTLS, "ca_file": ca_file},
         ),
     ]
     for server, options in cases:
@@ -107,7 +107,7 @@ def test_line_breaks_in_credentials_stop_the_poll_before_connecting() -> None:
 def test_a_folder_name_cannot_inject_a_command(listener: FakeSmtpServer) -> None:
     with FakeImapServer([message(1)]) as server:
         spec = make_spec(
-            server, listener, protocol=Protocol.IMAP, folders=("INBOX\r\nA1 DELETE x",)
+            server, listener, protocol=MailProtocol.IMAP, folders=("INBOX\r\nA1 DELETE x",)
         )
         report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
     assert report.exit_code is ExitCode.SYNTAX
@@ -152,7 +152,7 @@ def test_long_listings_are_summarised_in_the_transcript(
         with server:
             transcript = ListTranscript()
             protocol = (
-                Protocol.POP3 if isinstance(server, FakePop3Server) else Protocol.IMAP
+                MailProtocol.POP3 if isinstance(server, FakePop3Server) else MailProtocol.IMAP
             )
             # A size limit below every message: listed and sized, none fetched.
             spec = make_spec(server, listener, protocol=protocol, keep=True, limit=1)

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from retrieval.engine import bsmtp
-from retrieval.engine.cli import main
+from retrieval.cli.main import main
+from retrieval.engine.deliver import bsmtp
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode, MessageStatus
 from retrieval.engine.run import poll
 from retrieval.engine.spec import DeliveryKind, DeliverySpec
-from retrieval.engine.testing import FakePop3Server
 from retrieval.rcfile import Environment, parse_text
 from retrieval.rcfile.specs import to_mailbox_specs
+from tests.support.fake_servers import FakePop3Server
 
 from .conftest import make_spec, message, without_trace
 

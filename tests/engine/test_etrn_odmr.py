@@ -16,7 +16,7 @@ from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
-    Protocol,
+    MailProtocol,
     Secret,
     ServerSpec,
     TlsMode,
@@ -25,7 +25,7 @@ from retrieval.engine.spec import (
 from tests.engine.turn_servers import FakeEtrnServer, FakeOdmrServer, Queued
 
 if TYPE_CHECKING:
-    from retrieval.engine.testing import FakeServer
+    from tests.support.fake_servers import FakeServer
     from tests.support.smtp_listener import SmtpListener
 
 DOMAINS = ("client.example", "@other.example")
@@ -33,7 +33,7 @@ DOMAINS = ("client.example", "@other.example")
 
 def turn_spec(
     server: FakeServer,
-    protocol: Protocol,
+    protocol: MailProtocol,
     listener: SmtpListener | None = None,
     **changes: object,
 ) -> MailboxSpec:
@@ -70,7 +70,7 @@ def run(spec: MailboxSpec) -> tuple[PollReport, str]:
 def test_etrn_asks_for_every_domain_and_reports_each_answer() -> None:
     replies = {"@other.example": "251 OK, no messages waiting for node @other.example"}
     with FakeEtrnServer(etrn_replies=replies) as server:
-        report, _ = run(turn_spec(server, Protocol.ETRN))
+        report, _ = run(turn_spec(server, MailProtocol.ETRN))
     assert report.exit_code is ExitCode.SUCCESS, report.error
     assert server.commands[1:] == [
         "ETRN client.example",
@@ -103,7 +103,7 @@ def test_etrn_refusals_carry_fetchmails_exit_codes(
     reply: str, exit_code: ExitCode, words: str
 ) -> None:
     with FakeEtrnServer(etrn_replies={"client.example": reply}) as server:
-        report, _ = run(turn_spec(server, Protocol.ETRN))
+        report, _ = run(turn_spec(server, MailProtocol.ETRN))
     assert report.exit_code is exit_code
     assert words in report.error and reply.split()[0] in report.error
     assert server.commands[-1] == "QUIT"  # stopped at the first refusal, politely
@@ -112,7 +112,7 @@ def test_etrn_refusals_carry_fetchmails_exit_codes(
 
 def test_etrn_refuses_a_server_without_etrn() -> None:
     with FakeEtrnServer(offer_etrn=False) as server:
-        report, _ = run(turn_spec(server, Protocol.ETRN))
+        report, _ = run(turn_spec(server, MailProtocol.ETRN))
     assert report.exit_code is ExitCode.PROTOCOL
     assert "does not offer ETRN" in report.error
     assert not any(c.startswith("ETRN") for c in server.commands)
@@ -133,7 +133,7 @@ def test_etrn_refuses_options_that_make_no_sense(
     changes: dict[str, object], words: str
 ) -> None:
     with FakeEtrnServer() as server:
-        spec = replace(turn_spec(server, Protocol.ETRN), **changes)  # type: ignore[arg-type]
+        spec = replace(turn_spec(server, MailProtocol.ETRN), **changes)  # type: ignore[arg-type]
         report, _ = run(spec)
         assert server.connections == 0
     assert report.exit_code is ExitCode.SYNTAX
@@ -142,7 +142,7 @@ def test_etrn_refuses_options_that_make_no_sense(
 
 def test_etrn_with_required_starttls_stops_before_asking() -> None:
     with FakeEtrnServer() as server:
-        spec = turn_spec(server, Protocol.ETRN)
+        spec = turn_spec(server, MailProtocol.ETRN)
         spec = replace(
             spec, server=replace(spec.server, tls=TlsSpec(mode=TlsMode.STARTTLS))
         )
@@ -171,7 +171,7 @@ def test_odmr_relays_the_queue_through_the_listener(
         queued(2, "bob@client.example", "carol@client.example"),
     ]
     with FakeOdmrServer(queue) as server:
-        report, text = run(turn_spec(server, Protocol.ODMR, smtp_listener))
+        report, text = run(turn_spec(server, MailProtocol.ODMR, smtp_listener))
     assert report.exit_code is ExitCode.SUCCESS, report.error
     assert server.atrn_domains == list(DOMAINS)
     assert server.authenticated_as == "client.example"
@@ -208,7 +208,7 @@ def test_odmr_answers_the_server_only_after_the_listener(
         queued(4, "alice@client.example"),
     ]
     with FakeOdmrServer(queue) as server:
-        report, _ = run(turn_spec(server, Protocol.ODMR, smtp_listener))
+        report, _ = run(turn_spec(server, MailProtocol.ODMR, smtp_listener))
     assert server.delivered() == [0, 3]
     assert (
         queue[1].final_reply.startswith("451 ") and "disk full" in queue[1].final_reply
@@ -232,7 +232,7 @@ def test_odmr_answers_the_server_only_after_the_listener(
 
 def test_odmr_with_the_listener_gone_acknowledges_nothing(unused_port: int) -> None:
     with FakeOdmrServer([queued(1, "alice@client.example")]) as server:
-        spec = turn_spec(server, Protocol.ODMR)
+        spec = turn_spec(server, MailProtocol.ODMR)
         spec = replace(
             spec, delivery=replace(spec.delivery, hosts=(f"127.0.0.1/{unused_port}",))
         )
@@ -246,7 +246,7 @@ def test_odmr_server_hanging_up_keeps_what_was_answered(
 ) -> None:
     queue = [queued(1, "alice@client.example"), queued(2, "bob@client.example")]
     with FakeOdmrServer(queue, hang_up_after=1) as server:
-        report, _ = run(turn_spec(server, Protocol.ODMR, smtp_listener))
+        report, _ = run(turn_spec(server, MailProtocol.ODMR, smtp_listener))
     assert server.delivered() == [0]
     assert len(smtp_listener.messages) == 1
     assert report.exit_code is ExitCode.SUCCESS
@@ -265,21 +265,21 @@ def test_odmr_server_hanging_up_keeps_what_was_answered(
 )
 def test_odmr_atrn_refusals(atrn_reply: str, exit_code: ExitCode) -> None:
     with FakeOdmrServer([], atrn_reply=atrn_reply) as server:
-        report, _ = run(turn_spec(server, Protocol.ODMR))
+        report, _ = run(turn_spec(server, MailProtocol.ODMR))
     assert report.exit_code is exit_code
     assert atrn_reply.split()[0] in report.error
 
 
 def test_odmr_no_mail_is_success_as_in_fetchmail() -> None:
     with FakeOdmrServer([], atrn_reply="453 You have no mail") as server:
-        report, _ = run(turn_spec(server, Protocol.ODMR))
+        report, _ = run(turn_spec(server, MailProtocol.ODMR))
     assert report.exit_code is ExitCode.SUCCESS
     assert server.commands[-1] == "QUIT"
 
 
 def test_odmr_wrong_password_and_plain_only_server() -> None:
     with FakeOdmrServer([], mechanisms="PLAIN") as server:
-        report, _ = run(turn_spec(server, Protocol.ODMR, password=Secret("wrong")))
+        report, _ = run(turn_spec(server, MailProtocol.ODMR, password=Secret("wrong")))
     assert report.exit_code is ExitCode.AUTHFAIL
     assert not server.turned_around
     assert not any(c.startswith("ATRN") for c in server.commands)
@@ -287,7 +287,7 @@ def test_odmr_wrong_password_and_plain_only_server() -> None:
 
 def test_odmr_refuses_a_server_without_atrn() -> None:
     with FakeOdmrServer([], offer_atrn=False) as server:
-        report, _ = run(turn_spec(server, Protocol.ODMR))
+        report, _ = run(turn_spec(server, MailProtocol.ODMR))
     assert report.exit_code is ExitCode.PROTOCOL
     assert "ATRN" in report.error
     assert not any(c.startswith("AUTH") for c in server.commands)

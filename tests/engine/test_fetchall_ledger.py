@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.engine import selection
-from retrieval.engine.session import FolderListing, RemoteMessage
+from retrieval.engine.fetch import selection
+from retrieval.engine.fetch.session import FolderListing, RemoteMessage
 from retrieval.engine.spec import MailboxSpec, ServerSpec
 
 LISTING = FolderListing(

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from retrieval.engine import link
 from retrieval.engine.check import check
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
-from retrieval.engine.testing import FakePop3Server, FakeSmtpServer, refused_port
+from retrieval.engine.wire import link
 from retrieval.rcfile import Environment, parse_text
 from retrieval.rcfile.specs import to_mailbox_specs
+from tests.support.fake_servers import FakePop3Server, FakeSmtpServer, refused_port
 
 from .conftest import make_spec, message
 

@@ -20,14 +20,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from retrieval.engine import imap_parse as parse
-from retrieval.engine import numbers
 from retrieval.engine.errors import ProtocolError
+from retrieval.engine.fetch import imap_parse as parse
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import PollReport
 from retrieval.engine.run import poll
-from retrieval.engine.spec import Protocol
-from retrieval.engine.testing import (
+from retrieval.engine.spec import MailProtocol
+from retrieval.engine.wire import numbers
+from tests.support.fake_servers import (
     ClientGone,
     FakeClient,
     FakeImapServer,
@@ -186,7 +186,7 @@ def check(
             server.messages[0].__class__(101 + i, body) for i, body in enumerate(BODIES)
         ]
         spec = make_spec(
-            server, listener, protocol=Protocol.IMAP, timeout=TIMEOUT, keep=keep
+            server, listener, protocol=MailProtocol.IMAP, timeout=TIMEOUT, keep=keep
         )
     report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
     assert isinstance(report, PollReport)

@@ -13,20 +13,20 @@ from typing import TYPE_CHECKING, cast
 
 import pytest
 
+from retrieval.engine.fetch.pop3 import Pop3Session
+from retrieval.engine.fetch.session import RemoteMessage
 from retrieval.engine.memory import ListTranscript, MemoryLedger
-from retrieval.engine.pop3 import Pop3Session
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
-from retrieval.engine.session import RemoteMessage
-from retrieval.engine.spec import Protocol
-from retrieval.engine.testing import (
+from retrieval.engine.spec import MailProtocol
+from retrieval.engine.wire.transport import Connection
+from tests.support.fake_servers import (
     FakeClient,
     FakeImapServer,
     FakePop3Server,
     FakeSmtpServer,
     dot_stuff,
 )
-from retrieval.engine.transport import Connection
 
 from .conftest import make_spec, message, without_trace
 from .test_wire_chunks import ScriptedSocket, read
@@ -34,7 +34,7 @@ from .test_wire_chunks import ScriptedSocket, read
 if TYPE_CHECKING:
     import socket
 
-    from retrieval.engine.testing import FakeServer
+    from tests.support.fake_servers import FakeServer
 
 
 def run_pop3(server: FakePop3Server, listener: FakeSmtpServer, **options: object):
@@ -278,5 +278,5 @@ class EndlessResponseTests:
 
 def run_imap(server: FakeImapServer, listener: FakeSmtpServer, **options: object):
     ledger = MemoryLedger()
-    spec = make_spec(server, listener, protocol=Protocol.IMAP, **options)  # type: ignore[arg-type]
+    spec = make_spec(server, listener, protocol=MailProtocol.IMAP, **options)  # type: ignore[arg-type]
     return poll(spec, ledger=ledger, transcript=ListTranscript()), ledger

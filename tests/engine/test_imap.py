@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode, MessageStatus
 from retrieval.engine.run import poll
-from retrieval.engine.spec import Protocol, TlsMode
-from retrieval.engine.testing import FakeImapServer, FakeSmtpServer
+from retrieval.engine.spec import MailProtocol, TlsMode
+from tests.support.fake_servers import FakeImapServer, FakeSmtpServer
 
 from .conftest import make_spec, message, without_trace
 from .test_pop3 import TRICKY
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def run(server: FakeImapServer, listener: FakeSmtpServer | None, **options: object):
     ledger = options.pop("ledger", None) or MemoryLedger()
     transcript = ListTranscript()
-    spec = make_spec(server, listener, protocol=Protocol.IMAP, **options)  # type: ignore[arg-type]
+    spec = make_spec(server, listener, protocol=MailProtocol.IMAP, **options)  # type: ignore[arg-type]
     report = poll(spec, ledger=ledger, transcript=transcript)  # type: ignore[arg-type]
     return report, ledger, transcript
 
@@ -346,7 +346,7 @@ class ImapBatchTests:
     ) -> None:
         bodies = [message(i) for i in range(4)]
         with FakeImapServer(bodies) as server:
-            spec = make_spec(server, listener, protocol=Protocol.IMAP)
+            spec = make_spec(server, listener, protocol=MailProtocol.IMAP)
             listener.stop()  # the listener is gone before the first delivery
             report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
         assert report.exit_code is ExitCode.SMTP
@@ -400,7 +400,7 @@ class ImapIdleTests:
             [], capabilities=["IMAP4rev1", "AUTH=PLAIN", "IDLE"]
         ) as server:
             spec = make_spec(
-                server, listener, protocol=Protocol.IMAP, idle=True, idle_reissue=60
+                server, listener, protocol=MailProtocol.IMAP, idle=True, idle_reissue=60
             )
             started = time.monotonic()
             report = poll(
@@ -426,7 +426,7 @@ class ImapIdleTests:
     def test_idle_on_pop3_is_noted_and_the_poll_runs_once(
         self, listener: FakeSmtpServer
     ) -> None:
-        from retrieval.engine.testing import FakePop3Server
+        from tests.support.fake_servers import FakePop3Server
 
         with FakePop3Server([message(1)]) as server:
             spec = make_spec(server, listener, idle=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.engine import imap_parse as parse
+from retrieval.engine.errors import ParseError
+from retrieval.engine.fetch import imap_parse as parse
 
 
 @pytest.mark.parametrize(
@@ -27,7 +28,7 @@ def test_it_reads_literal_sizes(line: bytes, size: int | None) -> None:
     [b"* 1 FETCH (BODY[] {-1}\r\n", b"* 1 FETCH (BODY[] {" + b"9" * 30 + b"}\r\n"],
 )
 def test_it_rejects_malformed_literal_sizes(line: bytes) -> None:
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.literal_size(line)
 
 
@@ -101,9 +102,9 @@ def test_it_parses_search_results(line: bytes, expected: list[int] | None) -> No
 
 
 def test_it_rejects_garbage_in_search_results() -> None:
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.search_results(b"* SEARCH 1 two\r\n")
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.search_results(b"* SEARCH " + b"9" * 40 + b"\r\n")
 
 
@@ -197,5 +198,5 @@ def test_a_hostile_esearch_range_is_expanded_only_up_to_the_limit() -> None:
     ],
 )
 def test_it_rejects_bad_esearch_results(line: bytes) -> None:
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.esearch_all(line, limit=10)

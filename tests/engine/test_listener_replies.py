@@ -18,20 +18,20 @@ import pytest
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import MessageStatus
 from retrieval.engine.run import poll
-from retrieval.engine.spec import DeliveryKind, DeliverySpec, Protocol
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+from retrieval.engine.spec import DeliveryKind, DeliverySpec, MailProtocol
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import make_spec, message
 
 if TYPE_CHECKING:
     from retrieval.engine.report import PollReport
-    from retrieval.engine.testing import FakeServer
+    from tests.support.fake_servers import FakeServer
 
 MESSAGES = [message(1), message(2), message(3)]
 
 
-def source(protocol: Protocol) -> FakeServer:
-    if protocol is Protocol.IMAP:
+def source(protocol: MailProtocol) -> FakeServer:
+    if protocol is MailProtocol.IMAP:
         return FakeImapServer(MESSAGES)
     return FakePop3Server(MESSAGES)
 
@@ -47,7 +47,7 @@ def left_on(server: FakeServer) -> int:
 def run(
     server: FakeServer,
     listener: FakeSmtpServer,
-    protocol: Protocol,
+    protocol: MailProtocol,
     *recipients: str,
 ) -> tuple[PollReport, MemoryLedger]:
     delivery = DeliverySpec(
@@ -61,7 +61,7 @@ def run(
     return poll(spec, ledger=ledger, transcript=ListTranscript()), ledger
 
 
-PROTOCOLS = pytest.mark.parametrize("protocol", [Protocol.POP3, Protocol.IMAP])
+PROTOCOLS = pytest.mark.parametrize("protocol", [MailProtocol.POP3, MailProtocol.IMAP])
 
 
 @PROTOCOLS
@@ -95,7 +95,7 @@ PROTOCOLS = pytest.mark.parametrize("protocol", [Protocol.POP3, Protocol.IMAP])
     ],
 )
 def test_an_unexpected_reply_keeps_every_message(
-    protocol: Protocol, faults: dict[str, object]
+    protocol: MailProtocol, faults: dict[str, object]
 ) -> None:
     with (
         FakeSmtpServer(**faults) as listener,  # type: ignore[arg-type]
@@ -110,7 +110,7 @@ def test_an_unexpected_reply_keeps_every_message(
 
 @PROTOCOLS
 def test_lmtp_an_odd_reply_for_one_recipient_keeps_the_message_for_it(
-    protocol: Protocol,
+    protocol: MailProtocol,
 ) -> None:
     replies = {"END:b@x.org": "252 2.0.0 maybe"}
     with (
@@ -142,7 +142,7 @@ def test_the_listener_still_works_after_an_odd_reply() -> None:
             return reply
 
         listener._reply = once  # type: ignore[method-assign]
-        report, _ = run(server, listener, Protocol.POP3)
+        report, _ = run(server, listener, MailProtocol.POP3)
     assert [m.status for m in report.messages] == [
         MessageStatus.DEFERRED,
         MessageStatus.DELIVERED,

@@ -1,7 +1,7 @@
 """Multidrop: envelope extraction and mapping (tables), then whole polls.
 
 The tables follow fetchmail 6.4's ``transact.c`` rules as the module docstring
-of :mod:`retrieval.engine.multidrop` lists them; the polls run the engine
+of :mod:`retrieval.engine.deliver.multidrop` lists them; the polls run the engine
 against the scripted POP3 server and the suite's aiosmtpd listener.
 """
 
@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from retrieval.engine.memory import ListTranscript, MemoryLedger
-from retrieval.engine.multidrop import (
+from retrieval.engine.deliver.multidrop import (
     ServerNames,
     address_list,
     find_addresses,
@@ -22,6 +21,7 @@ from retrieval.engine.multidrop import (
     received_for,
     route,
 )
+from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode, MessageStatus
 from retrieval.engine.run import poll
 from retrieval.engine.spec import (
@@ -30,8 +30,8 @@ from retrieval.engine.spec import (
     MailboxSpec,
     MultidropSpec,
 )
-from retrieval.engine.testing import FakePop3Server
 from tests.engine.conftest import make_spec
+from tests.support.fake_servers import FakePop3Server
 
 if TYPE_CHECKING:
     from tests.support.smtp_listener import SmtpListener

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from retrieval.engine.multidrop import route
+from retrieval.engine.deliver.multidrop import route
 from tests.engine.test_multidrop import NAMES, SERVER, SPEC, header
 
 GUESS = replace(SPEC, envelope=None, wildcard=True)

@@ -10,7 +10,7 @@ from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode, MessageStatus
 from retrieval.engine.run import poll
 from retrieval.engine.spec import TlsMode
-from retrieval.engine.testing import FakePop3Server, FakeSmtpServer, refused_port
+from tests.support.fake_servers import FakePop3Server, FakeSmtpServer, refused_port
 
 from .conftest import make_spec, message, without_trace
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from retrieval.engine.memory import ListTranscript
 from retrieval.engine.probe import check_login
-from retrieval.engine.spec import Protocol, TlsMode
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, refused_port
+from retrieval.engine.spec import MailProtocol, TlsMode
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, refused_port
 
 from .conftest import PASSWORD, make_spec, message
 
@@ -67,7 +67,7 @@ class CheckLoginTests:
             result = check_login(
                 make_spec(
                     server,
-                    protocol=Protocol.IMAP,
+                    protocol=MailProtocol.IMAP,
                     tls=TlsMode.IMPLICIT,
                     ca_file=ca_file,
                     password=PASSWORD,

@@ -8,7 +8,7 @@ import pytest
 
 from retrieval.engine.errors import ConfigError
 from retrieval.engine.memory import ListTranscript
-from retrieval.engine.transport import NOT_PUBLIC, Connection, is_public_address
+from retrieval.engine.wire.transport import NOT_PUBLIC, Connection, is_public_address
 
 
 @pytest.mark.parametrize(

@@ -9,18 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.engine.encoding import SmtpDataEncoder, UnixLineEncoder
-from retrieval.engine.errors import MessageTooLarge
-from retrieval.engine.headers import (
+from retrieval.engine.deliver.headers import (
     header_value,
     is_valid_address,
     message_id,
     return_path,
 )
+from retrieval.engine.deliver.trace import TraceInfo, received_header
+from retrieval.engine.errors import MessageTooLarge
 from retrieval.engine.memory import ListTranscript
 from retrieval.engine.redact import WITHHELD, RedactingTranscript
-from retrieval.engine.spool import MessageSpool
-from retrieval.engine.trace import TraceInfo, received_header
+from retrieval.engine.wire.encoding import SmtpDataEncoder, UnixLineEncoder
+from retrieval.engine.wire.spool import MessageSpool
 
 WHEN = datetime(2025, 11, 25, 13, 37, tzinfo=UTC)
 

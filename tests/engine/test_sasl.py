@@ -8,21 +8,27 @@ import hmac
 
 import pytest
 
-from retrieval.engine import sasl
-from retrieval.engine.errors import AuthError, ConfigError, EngineError, ProtocolError
+from retrieval.engine.errors import (
+    AuthError,
+    ConfigError,
+    EngineError,
+    ProtocolError,
+    SaslError,
+)
+from retrieval.engine.wire import sasl
 
 
 def test_plain_sends_everything_at_once() -> None:
     mech = sasl.Plain("joe", "pw")
     assert mech.initial() == b"\0joe\0pw"
-    with pytest.raises(sasl.SaslError):
+    with pytest.raises(SaslError):
         mech.respond(b"more?")
 
 
 def test_login_answers_user_then_password_then_nothing() -> None:
     mech = sasl.Login("joe", "pw")
     assert [mech.respond(b"Username:"), mech.respond(b"Password:")] == [b"joe", b"pw"]
-    with pytest.raises(sasl.SaslError):
+    with pytest.raises(SaslError):
         mech.respond(b"Again:")
 
 
@@ -31,9 +37,9 @@ def test_cram_md5_answers_one_nonempty_challenge() -> None:
     challenge = b"<1.2@host>"
     digest = hmac.new(b"pw", challenge, hashlib.md5).hexdigest()
     assert mech.respond(challenge) == f"joe {digest}".encode()
-    with pytest.raises(sasl.SaslError):
+    with pytest.raises(SaslError):
         mech.respond(challenge)
-    with pytest.raises(sasl.SaslError):
+    with pytest.raises(SaslError):
         sasl.CramMd5("joe", "pw").respond(b"")
 
 
@@ -67,7 +73,7 @@ def test_it_decodes_challenges(text: str, data: bytes) -> None:
     "text", ["!!!", "abc", "QUFB" * 2000, "QUFB\x00"], ids=["junk", "pad", "big", "nul"]
 )
 def test_it_refuses_bad_challenges(text: str) -> None:
-    with pytest.raises(sasl.SaslError):
+    with pytest.raises(SaslError):
         sasl.decode(text)
 
 

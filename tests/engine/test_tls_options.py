@@ -19,8 +19,8 @@ import pytest
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
-from retrieval.engine.spec import Protocol, TlsMode
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+from retrieval.engine.spec import MailProtocol, TlsMode
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import make_spec, message
 
@@ -57,7 +57,7 @@ def tls_poll(
     server: FakePop3Server | FakeImapServer,
     listener: FakeSmtpServer | None,
     *,
-    protocol: Protocol = Protocol.POP3,
+    protocol: MailProtocol = MailProtocol.POP3,
     ca_file: str | None = None,
     **tls: Any,
 ) -> tuple[PollReport, ListTranscript]:
@@ -275,7 +275,7 @@ class ClientCertificateTests:
             spec = make_spec(
                 server,
                 listener,
-                protocol=Protocol.IMAP,
+                protocol=MailProtocol.IMAP,
                 tls=TlsMode.IMPLICIT,
                 ca_file=ca_file,
                 auth="any",

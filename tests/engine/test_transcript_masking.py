@@ -25,14 +25,14 @@ from retrieval.engine.redact import (
     SecretMatcher,
 )
 from retrieval.engine.run import poll
-from retrieval.engine.spec import Protocol
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+from retrieval.engine.spec import MailProtocol
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import PASSWORD, make_spec, message
 
 if TYPE_CHECKING:
     from retrieval.engine.report import PollReport
-    from retrieval.engine.testing import FakeClient
+    from tests.support.fake_servers import FakeClient
 
 SHORT = ["mail", "a"]
 TRICKY = 'pa"ss\\w0rd'  # needs IMAP quoting escapes
@@ -187,7 +187,7 @@ def test_an_imap_server_echoing_login_leaks_nothing(password: str) -> None:
     server = EchoingImap(capabilities=["IMAP4rev1"])
     with server, FakeSmtpServer() as listener:
         transcript = ListTranscript()
-        spec = make_spec(server, listener, password=password, protocol=Protocol.IMAP)
+        spec = make_spec(server, listener, password=password, protocol=MailProtocol.IMAP)
         report = poll(spec, ledger=MemoryLedger(), transcript=transcript)
     text = everything(report, transcript)
     assert password not in text

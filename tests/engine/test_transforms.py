@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.engine.spool import MessageSpool
-from retrieval.engine.trace import TraceInfo
-from retrieval.engine.transforms import (
+from retrieval.engine.deliver.trace import TraceInfo
+from retrieval.engine.deliver.transforms import (
     MAX_FIELD,
     Edits,
     OutgoingMessage,
@@ -20,6 +19,7 @@ from retrieval.engine.transforms import (
     mime_plan,
     qualify_addresses,
 )
+from retrieval.engine.wire.spool import MessageSpool
 
 TRACE = TraceInfo(
     server_host="pop.example.org",
@@ -239,7 +239,7 @@ def test_an_oversized_decoded_line_is_broken_like_fetchmail() -> None:
 
 
 def test_the_date_in_trace_is_fetchmails() -> None:
-    from retrieval.engine.trace import received_header
+    from retrieval.engine.deliver.trace import received_header
 
     stamp = received_header(TRACE, [], when=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert stamp.endswith(b"\tThu, 02 Jan 2025 03:04:05 +0000 (UTC)\r\n")

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from retrieval.engine import tunnel
-from retrieval.engine.commands import expand, split_command
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
-from retrieval.engine.spec import DeliverySpec, Protocol, TlsMode
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+from retrieval.engine.spec import DeliverySpec, MailProtocol, TlsMode
+from retrieval.engine.wire import tunnel
+from retrieval.engine.wire.commands import expand, split_command
 from retrieval.rcfile import Environment, parse_text
 from retrieval.rcfile.specs import to_mailbox_specs
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import make_spec, message, without_trace
 
@@ -99,7 +99,7 @@ class PluginTests:
             spec = make_spec(
                 server,
                 listener,
-                protocol=Protocol.IMAP,
+                protocol=MailProtocol.IMAP,
                 tls=TlsMode.IMPLICIT,
                 ca_file=ca_file,
             )

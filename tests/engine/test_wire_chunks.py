@@ -18,21 +18,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.engine.encoding import DotDecoder
 from retrieval.engine.errors import ProtocolError
+from retrieval.engine.fetch.pop3 import Pop3Session
+from retrieval.engine.fetch.session import RemoteMessage
 from retrieval.engine.memory import ListTranscript
-from retrieval.engine.pop3 import Pop3Session
-from retrieval.engine.session import RemoteMessage
-from retrieval.engine.testing import dot_stuff
-from retrieval.engine.transport import RECV_SIZE, Connection
+from retrieval.engine.wire.encoding import DotDecoder
+from retrieval.engine.wire.transport import RECV_SIZE, Connection
+from tests.support.fake_servers import dot_stuff
 
 from .conftest import make_spec
 
 if TYPE_CHECKING:
     import socket
 
-    from retrieval.engine.spool import MessageSpool
-    from retrieval.engine.testing import FakeServer
+    from retrieval.engine.wire.spool import MessageSpool
+    from tests.support.fake_servers import FakeServer
 
 
 def reference(wire: bytes) -> tuple[bytes, bytes] | None:

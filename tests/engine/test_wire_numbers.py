@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.engine import imap_parse as parse
-from retrieval.engine import numbers
 from retrieval.engine.check import check
-from retrieval.engine.errors import ProtocolError
+from retrieval.engine.errors import ParseError, ProtocolError
+from retrieval.engine.fetch import imap_parse as parse
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
-from retrieval.engine.spec import Protocol
-from retrieval.engine.testing import FakeImapServer, FakePop3Server, FakeSmtpServer
+from retrieval.engine.spec import MailProtocol
+from retrieval.engine.wire import numbers
+from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpServer
 
 from .conftest import make_spec, message, without_trace
 
@@ -55,12 +55,12 @@ def test_it_accepts_only_bounded_ascii_digits(
     ],
 )
 def test_search_results_outside_the_uid_range_are_parse_errors(line: bytes) -> None:
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.search_results(line)
 
 
 def test_parse_errors_are_protocol_errors() -> None:
-    assert issubclass(parse.ParseError, ProtocolError)
+    assert issubclass(ParseError, ProtocolError)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_fetch_items_are_tokenized_not_searched(line: bytes, uid: int | None) ->
     ],
 )
 def test_malformed_fetch_responses_are_parse_errors(line: bytes) -> None:
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.fetch_uid(line)
 
 
@@ -101,7 +101,7 @@ def test_only_the_body_item_itself_is_the_body_literal() -> None:
 
 def run_imap(server: FakeImapServer, listener: FakeSmtpServer, **options: object):
     ledger = MemoryLedger()
-    spec = make_spec(server, listener, protocol=Protocol.IMAP, **options)  # type: ignore[arg-type]
+    spec = make_spec(server, listener, protocol=MailProtocol.IMAP, **options)  # type: ignore[arg-type]
     report = poll(spec, ledger=ledger, transcript=ListTranscript())
     return report, ledger
 
@@ -213,7 +213,7 @@ def test_the_connection_check_survives_braces_in_a_password() -> None:
     with FakeImapServer(
         [message(1)], password="p{}w", capabilities=["IMAP4rev1"]
     ) as server:
-        spec = make_spec(server, protocol=Protocol.IMAP, password="p{}w")
+        spec = make_spec(server, protocol=MailProtocol.IMAP, password="p{}w")
         report = check(spec, ledger=MemoryLedger(), transcript=ListTranscript())
     assert report.exit_code is ExitCode.SUCCESS, report.error
     assert report.waiting == 1

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
-from retrieval.engine.testing import FakeClient, FakeServer, dot_stuff
+from tests.support.fake_servers import FakeClient, FakeServer, dot_stuff
 
 NAME = "odmr.isp.example"
 

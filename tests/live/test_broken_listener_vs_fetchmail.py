@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from retrieval.engine.testing import FakeSmtpServer
 from tests.live.test_cli_vs_fetchmail import CONTENT, Comparison, fetchmail_home
 from tests.support.dovecot import MailUser
+from tests.support.fake_servers import FakeSmtpServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

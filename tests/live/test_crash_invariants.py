@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from retrieval.engine.idfile import IdFile, mailbox_key
+from retrieval.cli.idfile import IdFile, mailbox_key
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.run import poll
 from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
-    Protocol,
+    MailProtocol,
     Secret,
     ServerSpec,
     TlsMode,
@@ -88,7 +88,7 @@ def build_spec(cfg: dict[str, Any]) -> MailboxSpec:
         server=ServerSpec(
             host=cfg["host"],
             port=cfg["port"],
-            protocol=Protocol(cfg["protocol"]),
+            protocol=MailProtocol(cfg["protocol"]),
             tls=TlsSpec(mode=TlsMode.NONE),
             timeout=10,
         ),

@@ -20,8 +20,8 @@ from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
+    MailProtocol,
     MessageOptions,
-    Protocol,
     Secret,
     ServerSpec,
     TlsMode,
@@ -62,7 +62,7 @@ def spec_for(
         server=ServerSpec(
             host=dovecot.host,
             port=dovecot.pop3_port,
-            protocol=Protocol.POP3,
+            protocol=MailProtocol.POP3,
             tls=TlsSpec(mode=TlsMode.NONE),
             timeout=10,
         ),

@@ -21,7 +21,7 @@ from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
-    Protocol,
+    MailProtocol,
     Secret,
     ServerSpec,
     TlsMode,
@@ -51,12 +51,12 @@ OVERLONG = b"Subject: a very long line\r\n\r\n" + b"y" * 20_000 + b"\r\nend\r\n"
 
 # (protocol, TLS mode, name of the Dovecot port attribute)
 PATHS = [
-    pytest.param(Protocol.POP3, TlsMode.NONE, "pop3_port", id="pop3"),
-    pytest.param(Protocol.POP3, TlsMode.STARTTLS, "pop3_port", id="pop3-stls"),
-    pytest.param(Protocol.POP3, TlsMode.IMPLICIT, "pop3s_port", id="pop3s"),
-    pytest.param(Protocol.IMAP, TlsMode.NONE, "imap_port", id="imap"),
-    pytest.param(Protocol.IMAP, TlsMode.STARTTLS, "imap_port", id="imap-starttls"),
-    pytest.param(Protocol.IMAP, TlsMode.IMPLICIT, "imaps_port", id="imaps"),
+    pytest.param(MailProtocol.POP3, TlsMode.NONE, "pop3_port", id="pop3"),
+    pytest.param(MailProtocol.POP3, TlsMode.STARTTLS, "pop3_port", id="pop3-stls"),
+    pytest.param(MailProtocol.POP3, TlsMode.IMPLICIT, "pop3s_port", id="pop3s"),
+    pytest.param(MailProtocol.IMAP, TlsMode.NONE, "imap_port", id="imap"),
+    pytest.param(MailProtocol.IMAP, TlsMode.STARTTLS, "imap_port", id="imap-starttls"),
+    pytest.param(MailProtocol.IMAP, TlsMode.IMPLICIT, "imaps_port", id="imaps"),
 ]
 
 
@@ -65,7 +65,7 @@ def mailbox_spec(
     user: MailUser,
     listener: SmtpListener | None,
     *,
-    protocol: Protocol = Protocol.IMAP,
+    protocol: MailProtocol = MailProtocol.IMAP,
     tls: TlsMode = TlsMode.IMPLICIT,
     port_name: str = "imaps_port",
     **options: object,
@@ -115,7 +115,7 @@ def test_it_delivers_byte_for_byte_and_empties_the_mailbox(
     dovecot: Dovecot,
     mailuser: MailUser,
     smtp_listener: SmtpListener,
-    protocol: Protocol,
+    protocol: MailProtocol,
     tls: TlsMode,
     port_name: str,
 ) -> None:
@@ -151,13 +151,13 @@ def test_it_delivers_byte_for_byte_and_empties_the_mailbox(
 
 @pytest.mark.parametrize(
     ("protocol", "port_name"),
-    [(Protocol.POP3, "pop3s_port"), (Protocol.IMAP, "imaps_port")],
+    [(MailProtocol.POP3, "pop3s_port"), (MailProtocol.IMAP, "imaps_port")],
 )
 def test_keep_leaves_the_mail_and_a_second_poll_delivers_nothing(
     dovecot: Dovecot,
     mailuser: MailUser,
     smtp_listener: SmtpListener,
-    protocol: Protocol,
+    protocol: MailProtocol,
     port_name: str,
 ) -> None:
     for sample in SAMPLES[:2]:
@@ -182,13 +182,13 @@ def test_keep_leaves_the_mail_and_a_second_poll_delivers_nothing(
 
 @pytest.mark.parametrize(
     ("protocol", "port_name"),
-    [(Protocol.POP3, "pop3s_port"), (Protocol.IMAP, "imaps_port")],
+    [(MailProtocol.POP3, "pop3s_port"), (MailProtocol.IMAP, "imaps_port")],
 )
 def test_a_wrong_password_is_authfail_and_deletes_nothing(
     dovecot: Dovecot,
     mailuser: MailUser,
     smtp_listener: SmtpListener,
-    protocol: Protocol,
+    protocol: MailProtocol,
     port_name: str,
 ) -> None:
     dovecot.put(mailuser.name, SAMPLES[0])
@@ -214,16 +214,16 @@ def test_a_wrong_password_is_authfail_and_deletes_nothing(
 @pytest.mark.parametrize(
     ("protocol", "tls", "port_name"),
     [
-        (Protocol.POP3, TlsMode.IMPLICIT, "pop3s_port"),
-        (Protocol.IMAP, TlsMode.IMPLICIT, "imaps_port"),
-        (Protocol.IMAP, TlsMode.STARTTLS, "imap_port"),
+        (MailProtocol.POP3, TlsMode.IMPLICIT, "pop3s_port"),
+        (MailProtocol.IMAP, TlsMode.IMPLICIT, "imaps_port"),
+        (MailProtocol.IMAP, TlsMode.STARTTLS, "imap_port"),
     ],
 )
 def test_a_certificate_from_another_ca_ends_the_poll_before_anything_is_sent(
     dovecot: Dovecot,
     mailuser: MailUser,
     smtp_listener: SmtpListener,
-    protocol: Protocol,
+    protocol: MailProtocol,
     tls: TlsMode,
     port_name: str,
 ) -> None:
@@ -317,7 +317,7 @@ def test_a_listener_answering_451_keeps_everything(
         dovecot.put(mailuser.name, sample)
     smtp_listener.fail_at("DATA_END", 451)
     spec = mailbox_spec(
-        dovecot, mailuser, smtp_listener, protocol=Protocol.POP3, port_name="pop3s_port"
+        dovecot, mailuser, smtp_listener, protocol=MailProtocol.POP3, port_name="pop3s_port"
     )
 
     report, ledger, _ = run(spec)
@@ -364,7 +364,7 @@ def test_it_delivers_into_dovecots_own_lmtp(
         dovecot,
         mailuser,
         None,
-        protocol=Protocol.POP3,
+        protocol=MailProtocol.POP3,
         port_name="pop3s_port",
         delivery=delivery,
     )
@@ -386,13 +386,13 @@ def test_it_delivers_into_dovecots_own_lmtp(
 
 @pytest.mark.parametrize(
     ("protocol", "port_name"),
-    [(Protocol.POP3, "pop3s_port"), (Protocol.IMAP, "imaps_port")],
+    [(MailProtocol.POP3, "pop3s_port"), (MailProtocol.IMAP, "imaps_port")],
 )
 def test_throughput(
     dovecot: Dovecot,
     mailuser: MailUser,
     smtp_listener: SmtpListener,
-    protocol: Protocol,
+    protocol: MailProtocol,
     port_name: str,
     record_property: Callable[[str, object], None],
 ) -> None:

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trustme
 
+from retrieval.engine.fetch.pop3 import Pop3Session
 from retrieval.engine.memory import ListTranscript, MemoryLedger
-from retrieval.engine.pop3 import Pop3Session
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
 from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
-    Protocol,
+    MailProtocol,
     Secret,
     ServerSpec,
     TlsMode,
@@ -59,7 +59,7 @@ def spec_for(
     user: MailUser,
     listener: SmtpListener | None,
     *,
-    protocol: Protocol = Protocol.IMAP,
+    protocol: MailProtocol = MailProtocol.IMAP,
     tls: TlsMode = TlsMode.IMPLICIT,
     port: int | None = None,
     via: tuple[str, int] | None = None,
@@ -69,10 +69,10 @@ def spec_for(
     if port is None:
         implicit = tls is TlsMode.IMPLICIT
         port = {
-            (Protocol.IMAP, True): dovecot.imaps_port,
-            (Protocol.IMAP, False): dovecot.imap_port,
-            (Protocol.POP3, True): dovecot.pop3s_port,
-            (Protocol.POP3, False): dovecot.pop3_port,
+            (MailProtocol.IMAP, True): dovecot.imaps_port,
+            (MailProtocol.IMAP, False): dovecot.imap_port,
+            (MailProtocol.POP3, True): dovecot.pop3s_port,
+            (MailProtocol.POP3, False): dovecot.pop3_port,
         }[(protocol, implicit)]
     spec = MailboxSpec(
         server=ServerSpec(
@@ -229,7 +229,7 @@ class PipeliningTests:
                 dovecot,
                 mailuser,
                 smtp_listener,
-                protocol=Protocol.POP3,
+                protocol=MailProtocol.POP3,
                 via=("127.0.0.1", proxy.port),
             )
             started = time.monotonic()
@@ -266,7 +266,7 @@ class PipeliningTests:
 
 
 AUTH_PATHS = [
-    pytest.param(Protocol.POP3, auth, expected, id=f"pop3-{auth}")
+    pytest.param(MailProtocol.POP3, auth, expected, id=f"pop3-{auth}")
     for auth, expected in [
         ("any", "AUTH CRAM-MD5"),
         ("password", "AUTH PLAIN"),
@@ -275,7 +275,7 @@ AUTH_PATHS = [
         ("cram-md5", "AUTH CRAM-MD5"),
     ]
 ] + [
-    pytest.param(Protocol.IMAP, auth, expected, id=f"imap-{auth}")
+    pytest.param(MailProtocol.IMAP, auth, expected, id=f"imap-{auth}")
     for auth, expected in [
         ("any", "AUTHENTICATE CRAM-MD5"),
         ("password", "AUTHENTICATE PLAIN"),
@@ -291,7 +291,7 @@ def test_each_mechanism_dovecot_offers_logs_in(
     dovecot: Dovecot,
     mailuser: MailUser,
     smtp_listener: SmtpListener,
-    protocol: Protocol,
+    protocol: MailProtocol,
     auth: str,
     expected: str,
 ) -> None:
@@ -314,7 +314,7 @@ def test_each_mechanism_dovecot_offers_logs_in(
 def test_a_mechanism_dovecot_lacks_ends_the_poll_before_any_secret(
     dovecot: Dovecot, mailuser: MailUser
 ) -> None:
-    spec = spec_for(dovecot, mailuser, None, protocol=Protocol.POP3, auth="xoauth2")
+    spec = spec_for(dovecot, mailuser, None, protocol=MailProtocol.POP3, auth="xoauth2")
     report, _, transcript = run(spec)
     assert report.exit_code is ExitCode.AUTHFAIL
     assert "does not offer XOAUTH2" in report.error
@@ -374,13 +374,13 @@ CAROL = MailUser("carol", "carols-password")
 
 
 class ClientCertificateTests:
-    @pytest.mark.parametrize("protocol", [Protocol.POP3, Protocol.IMAP])
+    @pytest.mark.parametrize("protocol", [MailProtocol.POP3, MailProtocol.IMAP])
     def test_a_demanded_certificate_is_presented(
         self,
         special: SpecialDovecot,
         certificates: dict[str, str],
         smtp_listener: SmtpListener,
-        protocol: Protocol,
+        protocol: MailProtocol,
     ) -> None:
         special.put("carol", sample(1))
         spec = spec_for(special, CAROL, smtp_listener, protocol=protocol)
@@ -393,13 +393,13 @@ class ClientCertificateTests:
         report, _, _ = run(spec)
         assert report.exit_code is ExitCode.SUCCESS, report.error
 
-    @pytest.mark.parametrize("protocol", [Protocol.POP3, Protocol.IMAP])
+    @pytest.mark.parametrize("protocol", [MailProtocol.POP3, MailProtocol.IMAP])
     def test_external_logs_in_with_the_certificate_alone(
         self,
         special: SpecialDovecot,
         certificates: dict[str, str],
         smtp_listener: SmtpListener,
-        protocol: Protocol,
+        protocol: MailProtocol,
     ) -> None:
         special.put("carol", sample(2))
         spec = replace(
@@ -424,7 +424,7 @@ class ClientCertificateTests:
             special,
             CAROL,
             smtp_listener,
-            protocol=Protocol.POP3,
+            protocol=MailProtocol.POP3,
             tls=TlsMode.STARTTLS,
             auth="apop",
         )
@@ -524,7 +524,7 @@ def test_pop3_expunge_commits_every_n_deletions(
     bodies = [sample(n) for n in range(5)]
     for body in bodies:
         dovecot.put(mailuser.name, body)
-    spec = spec_for(dovecot, mailuser, smtp_listener, protocol=Protocol.POP3, expunge=2)
+    spec = spec_for(dovecot, mailuser, smtp_listener, protocol=MailProtocol.POP3, expunge=2)
     report, _, transcript = run(spec)
     assert report.exit_code is ExitCode.SUCCESS, report.error
     assert [body_of(r.data) for r in smtp_listener.wait_for(5)] == bodies
@@ -537,7 +537,7 @@ def test_pop3_keep_reads_with_top_and_fastuidl_lists_only_the_new(
 ) -> None:
     for n in range(10):
         dovecot.put(mailuser.name, sample(n))
-    spec = spec_for(dovecot, mailuser, smtp_listener, protocol=Protocol.POP3, keep=True)
+    spec = spec_for(dovecot, mailuser, smtp_listener, protocol=MailProtocol.POP3, keep=True)
     first, ledger, _ = run(spec)
     assert first.delivered == 10
     # TOP leaves the messages unread on the server.

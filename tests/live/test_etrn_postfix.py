@@ -16,7 +16,13 @@ import pytest
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
-from retrieval.engine.spec import MailboxSpec, Protocol, ServerSpec, TlsMode, TlsSpec
+from retrieval.engine.spec import (
+    MailboxSpec,
+    MailProtocol,
+    ServerSpec,
+    TlsMode,
+    TlsSpec,
+)
 from tests.support.postfix import HELD_DOMAIN
 
 if TYPE_CHECKING:
@@ -32,7 +38,7 @@ def etrn_spec(postfix: Postfix, *domains: str) -> MailboxSpec:
             host="mx.isp.example",
             via=postfix.host,
             port=postfix.port,
-            protocol=Protocol.ETRN,
+            protocol=MailProtocol.ETRN,
             tls=TlsSpec(mode=TlsMode.NONE),
             timeout=10,
         ),

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from retrieval.cli.idfile import IdFile, mailbox_key
 from retrieval.engine.check import check
-from retrieval.engine.idfile import IdFile, mailbox_key
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.run import poll
 from tests.live.test_crash_invariants import Crash, build_spec, config, ids, message

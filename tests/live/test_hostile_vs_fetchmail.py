@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from retrieval.engine.testing import FakePop3Server, FakeSmtpServer, dot_stuff
 from tests.engine.conftest import message
 from tests.engine.test_hostile_servers import (
     PIECE,
@@ -35,6 +34,7 @@ from tests.engine.test_hostile_servers import (
 )
 from tests.live.test_cli_dovecot import run_cli, without_received, write_rcfile
 from tests.rcfile.oracle import FETCHMAIL, Oracle, have_fetchmail
+from tests.support.fake_servers import FakePop3Server, FakeSmtpServer, dot_stuff
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from retrieval.engine.headers import message_id
+from retrieval.engine.deliver.headers import message_id
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
@@ -23,8 +23,8 @@ from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
     MailboxSpec,
+    MailProtocol,
     MultidropSpec,
-    Protocol,
     Secret,
     ServerSpec,
     TlsMode,
@@ -96,7 +96,7 @@ def domain_spec(
         server=ServerSpec(
             host="localhost",
             via=dovecot.host,
-            protocol=Protocol.IMAP,
+            protocol=MailProtocol.IMAP,
             port=dovecot.imaps_port,
             tls=TlsSpec(mode=TlsMode.IMPLICIT, ca_file=dovecot.ca_file),
             timeout=10,

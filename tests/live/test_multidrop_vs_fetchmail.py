@@ -9,7 +9,7 @@ each Message-ID must be the same.
 
 Compared as sets: when one message sits in the mailbox several times, fetchmail
 delivers each copy while fetchweb gives each recipient one (see
-:mod:`retrieval.engine.multidrop`), so counts differ on purpose; the messages
+:mod:`retrieval.engine.deliver.multidrop`), so counts differ on purpose; the messages
 below are all distinct. Every shape says ``no dns``: a test resolves nothing.
 """
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from retrieval.engine.headers import message_id
+from retrieval.engine.deliver.headers import message_id
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.run import poll
 from retrieval.rcfile import Environment, parse_text, to_mailbox_specs

@@ -12,7 +12,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from retrieval import observability, services
-from retrieval.engine.report import ExitCode, MessageResult, MessageStatus, PollReport
+from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
 from retrieval.models import Mailbox, PollRun
 from tests.factories import make_mailbox, make_user
 from tests.monitoring.scrape import samples, scrape, value
@@ -155,11 +155,11 @@ class CounterTests:
         report = PollReport(
             exit_code=ExitCode.SMTP,
             messages=[
-                MessageResult("INBOX", "1", size=100, status=MessageStatus.DELIVERED),
-                MessageResult("INBOX", "2", size=50, status=MessageStatus.DELIVERED),
-                MessageResult("INBOX", "3", size=7, status=MessageStatus.REFUSED),
-                MessageResult("INBOX", "4", size=7, status=MessageStatus.DEFERRED),
-                MessageResult("INBOX", "5", size=7, status=MessageStatus.SKIPPED),
+                MessageOutcome("INBOX", "1", size=100, status=MessageStatus.DELIVERED),
+                MessageOutcome("INBOX", "2", size=50, status=MessageStatus.DELIVERED),
+                MessageOutcome("INBOX", "3", size=7, status=MessageStatus.REFUSED),
+                MessageOutcome("INBOX", "4", size=7, status=MessageStatus.DEFERRED),
+                MessageOutcome("INBOX", "5", size=7, status=MessageStatus.SKIPPED),
             ],
         )
         before = scrape(client)
@@ -221,8 +221,8 @@ class DocsTests:
             PollReport(
                 exit_code=ExitCode.SMTP,
                 messages=[
-                    MessageResult("INBOX", "1", status=MessageStatus.DELIVERED),
-                    MessageResult("INBOX", "2", status=MessageStatus.REFUSED),
+                    MessageOutcome("INBOX", "1", status=MessageStatus.DELIVERED),
+                    MessageOutcome("INBOX", "2", status=MessageStatus.REFUSED),
                 ],
             ),
         )

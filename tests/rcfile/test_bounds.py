@@ -16,8 +16,8 @@ import tracemalloc
 
 import pytest
 
-from retrieval.engine.cli_config import merged_config
-from retrieval.engine.cli_options import parse_command_line
+from retrieval.cli.config import merged_config
+from retrieval.cli.options import parse_command_line
 from retrieval.rcfile import RcfileError, parse_bytes, parse_text
 from retrieval.rcfile.lexer import MAX_TOKEN_BYTES
 from retrieval.rcfile.parser import MAX_ENTRIES, MAX_INPUT_BYTES, MAX_LIST_ITEMS

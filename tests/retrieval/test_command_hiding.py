@@ -14,9 +14,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from retrieval.display import HIDDEN
-from retrieval.engine.commands import run_command, shown
 from retrieval.engine.errors import EngineError
-from retrieval.engine.tunnel import open_tunnel
+from retrieval.engine.wire.commands import run_command, shown
+from retrieval.engine.wire.tunnel import open_tunnel
 from retrieval.models import ConnectionTest, MessageResult, PollRun
 from retrieval.services import RecordingTranscript
 from tests.factories import make_mailbox

@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from retrieval import console, services
-from retrieval.engine.report import ExitCode, MessageResult, MessageStatus, PollReport
+from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
 from retrieval.models import Mailbox, MailboxStat, PollRun
 from retrieval.services import stats
 from tests.factories import make_domain, make_mailbox, make_user
@@ -199,7 +199,7 @@ def _delivering(count: int, size: int):
         return PollReport(
             exit_code=ExitCode.SUCCESS,
             messages=[
-                MessageResult(
+                MessageOutcome(
                     folder="INBOX",
                     uid=str(i),
                     size=size,

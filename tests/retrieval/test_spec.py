@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 
 from retrieval import services
-from retrieval.engine.spec import DeliveryKind, Protocol, TlsMode
+from retrieval.engine.spec import DeliveryKind, MailProtocol, TlsMode
 from retrieval.models import Mailbox
 from tests.factories import make_mailbox, make_user
 
@@ -31,7 +31,7 @@ class SpecTests:
             delivery_port=24,
         )
         spec = services.mailbox_spec(mailbox)
-        assert spec.server.protocol is Protocol.POP3
+        assert spec.server.protocol is MailProtocol.POP3
         assert spec.server.tls.mode is TlsMode.STARTTLS
         assert spec.server.tls.verify is True
         assert spec.server.effective_port == 1995

@@ -14,10 +14,10 @@ import pytest
 
 from retrieval import services
 from retrieval.engine.redact import WITHHELD
-from retrieval.engine.testing import FakeSmtpServer
 from retrieval.models import PollRun
 from tests.engine.test_transcript_masking import EchoingPop3, partial_masks
 from tests.factories import make_mailbox, make_user
+from tests.support.fake_servers import FakeSmtpServer
 
 if TYPE_CHECKING:
     from pytest import LogCaptureFixture

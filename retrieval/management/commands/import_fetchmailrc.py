@@ -47,7 +47,7 @@ from django.db import transaction
 
 from accounts.models import Domain, User
 from retrieval import rcmap, services
-from retrieval.engine.spec import DEFAULT_PORTS, Protocol, TlsMode
+from retrieval.engine.spec import DEFAULT_PORTS, MailProtocol, TlsMode
 from retrieval.engine.unsupported import run_time_notes
 from retrieval.models import Mailbox
 from retrieval.rcfile import RcfileError, parse_file
@@ -331,7 +331,7 @@ def _effective_port(columns: dict[str, Any]) -> int | None:
     if columns["port"] is not None:
         return int(columns["port"])
     try:
-        key = (Protocol(columns["protocol"]), TlsMode(columns["tls_mode"]))
+        key = (MailProtocol(columns["protocol"]), TlsMode(columns["tls_mode"]))
     except ValueError:
         return None
     return DEFAULT_PORTS.get(key)

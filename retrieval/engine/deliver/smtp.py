@@ -1,0 +1,508 @@
+"""SMTP (RFC 5321) and LMTP (RFC 2033) delivery to the local listener.
+
+One connection serves the whole poll (RSET between messages, a fresh one after
+``batchlimit`` messages), as fetchmail's does. The listener list is tried in
+order; an absolute path is a unix socket spoken to in LMTP, as in fetchmail.
+ESMTP extensions used when offered: PIPELINING (RSET, MAIL and every RCPT go
+out in one write; DATA waits for their replies, so a refused recipient never
+gets an empty message), SIZE (``SIZE=`` on MAIL; a message over the listener's
+limit is refused here with 552 and never sent) and 8BITMIME (``BODY=8BITMIME``
+for 8-bit content).
+
+A listener that drops, times out or answers nonsense makes that message
+DEFERRED and the next message opens a fresh connection; when no listener in
+the list accepts a connection at all, :class:`ListenerUnavailable` ends the poll.
+
+``plugout`` replaces the TCP connection with a program (:mod:`retrieval.engine.
+tunnel`); ``esmtpname``/``esmtppassword`` log in after EHLO, upgrading with
+STARTTLS first (:mod:`retrieval.engine.deliver.listener_auth`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from retrieval.engine.deliver import listener_auth
+from retrieval.engine.deliver.headers import domain_literal
+from retrieval.engine.deliver.sink import (
+    DeliveryOutcome,
+    Envelope,
+    RecipientReply,
+    Verdict,
+)
+from retrieval.engine.errors import (
+    DnsError,
+    EngineError,
+    ListenerError,
+    ListenerFault,
+    ListenerUnavailable,
+    StaleConnection,
+    UnexpectedReply,
+)
+from retrieval.engine.wire.encoding import SmtpDataEncoder
+from retrieval.engine.wire.numbers import SIZE, wire_number_or_none
+from retrieval.engine.wire.transport import Connection
+from retrieval.engine.wire.tunnel import open_tunnel
+
+if TYPE_CHECKING:
+    from retrieval.engine.deliver.sink import Deliverable, Observe
+    from retrieval.engine.ports import Transcript
+    from retrieval.engine.spec import DeliverySpec
+
+MAX_REPLY_LINE = 4096  # RFC 5321 says 512; be lenient, never unbounded
+MAX_REPLY_LINES = 100
+SEND_BUFFER = 64 * 1024
+_REPLY = re.compile(rb"^([2-5][0-9][0-9])([ -])(.*?)\r?\n\Z", re.S)
+
+
+class _Listener:
+    """What one connection's greeting told us."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        lmtp: bool,
+        domain: str,
+        host: str = "",
+        local: bool = True,
+    ) -> None:
+        self.conn = conn
+        self.lmtp = lmtp
+        self.domain = domain  # for bare recipient names (fetchmail's destaddr)
+        self.host = host  # "" for a unix socket
+        self.local = local  # on this host: see listener_auth
+        self.extensions: dict[str, str] = {}
+        self.transactions = 0
+
+    @property
+    def name(self) -> str:
+        return "LMTP" if self.lmtp else "SMTP"
+
+    @property
+    def size_limit(self) -> int:
+        # An unreadable SIZE (or "SIZE ²") is no known limit, not a crash.
+        value = self.extensions.get("SIZE", "")
+        return wire_number_or_none(value, SIZE) or 0
+
+
+class SmtpSink:
+    """SMTP or LMTP client over TCP, or LMTP over a unix socket (absolute path)."""
+
+    def __init__(
+        self,
+        delivery: DeliverySpec,
+        transcript: Transcript,
+        *,
+        lmtp: bool,
+        batch_limit: int = 0,
+        helo: str = "",
+    ) -> None:
+        self._delivery = delivery
+        self._batch_limit = batch_limit  # fetchmail's batchlimit
+        self._transcript = transcript
+        self._lmtp = lmtp
+        self._helo = helo or "localhost"
+        self._listener: _Listener | None = None
+
+    # -- connection ------------------------------------------------------------
+
+    def _connect(self) -> _Listener:
+        """Try each listener in order, like fetchmail's smtphost list."""
+        failures: list[str] = []
+        for entry in self._delivery.hosts:
+            try:
+                listener = self._open(entry)
+            except (ListenerError, DnsError) as exc:
+                failures.append(str(exc))
+                continue
+            try:
+                self._greet(listener)
+            except EngineError as exc:
+                listener.conn.close()
+                failures.append(str(exc))
+                continue
+            return listener
+        raise ListenerUnavailable(
+            "Local delivery is unavailable: "
+            + ("; ".join(failures) or "no listener is configured")
+            + " Nothing was deleted from the server."
+        )
+
+    def _open(self, entry: str) -> _Listener:
+        timeout = self._delivery.timeout
+        if entry.startswith("/"):
+            conn = Connection.open_unix(
+                entry,
+                timeout=timeout,
+                transcript=self._transcript,
+                side="the local LMTP listener",
+                error=ListenerError,
+            )
+            return _Listener(
+                conn, lmtp=True, domain=self._delivery.smtpaddress or "localhost"
+            )
+        host, port = split_host_port(entry, self._delivery.port)
+        side = f"the local {'LMTP' if self._lmtp else 'SMTP'} listener"
+        if self._delivery.plugout:  # fetchmail's plugout: a program speaks for it
+            opened: Connection = open_tunnel(
+                self._delivery.plugout,
+                host=host,
+                port=port,
+                timeout=timeout,
+                transcript=self._transcript,
+                label="plugout",
+                side=side,
+                error=ListenerError,
+            )
+        else:
+            opened = Connection.open_tcp(
+                host,
+                port,
+                timeout=timeout,
+                transcript=self._transcript,
+                side=side,
+                error=ListenerError,
+            )
+        domain = self._delivery.smtpaddress or domain_literal(host)
+        local = bool(self._delivery.plugout) or listener_auth.on_this_host(host)
+        return _Listener(opened, lmtp=self._lmtp, domain=domain, host=host, local=local)
+
+    def _greet(self, listener: _Listener) -> None:
+        conn = listener.conn
+        code, text = self._reply(conn)
+        if code != 220:
+            raise ListenerFault(f"The listener's greeting was {code} {text}.")
+        self._hello(listener)
+        if self._delivery.esmtp_password is not None:
+            listener_auth.login(
+                conn,
+                listener.extensions,
+                delivery=self._delivery,
+                host=listener.host,
+                local=listener.local,
+                command=lambda line: self._command(conn, line),
+                reply=lambda: self._reply(conn),
+                hello=lambda: self._hello(listener),
+            )
+
+    def _hello(self, listener: _Listener) -> dict[str, str]:
+        """EHLO (LHLO), HELO as a fallback; the extensions it announced."""
+        conn = listener.conn
+        code, text = self._command(
+            conn, f"{'LHLO' if listener.lmtp else 'EHLO'} {self._helo}"
+        )
+        if code != 250 and not listener.lmtp:
+            code, text = self._command(conn, f"HELO {self._helo}")
+        if code != 250:
+            raise ListenerFault(f"The listener refused our greeting: {code} {text}.")
+        # The first line of the EHLO reply is the server's name, not an extension.
+        listener.extensions.clear()
+        for line in text.splitlines()[1:]:
+            keyword, _, value = line.strip().partition(" ")
+            if keyword:
+                listener.extensions[keyword.upper()] = value.strip()
+        return listener.extensions
+
+    def _reply(self, conn: Connection) -> tuple[int, str]:
+        """A (possibly multi-line) reply; anything malformed is a fault (CVE-2025-61962)."""
+        lines: list[str] = []
+        code = 0
+        for _ in range(MAX_REPLY_LINES):
+            raw = conn.readline(MAX_REPLY_LINE)
+            match = _REPLY.match(raw)
+            if match is None or (code and int(match.group(1)) != code):
+                raise ListenerFault(
+                    f"The listener sent a malformed reply: {raw[:80]!r}."
+                )
+            code = int(match.group(1))
+            lines.append(match.group(3).decode("utf-8", "replace"))
+            if match.group(2) == b" ":
+                return code, "\n".join(lines)
+        raise ListenerFault("The listener sent an endless multi-line reply.")
+
+    def _command(self, conn: Connection, line: str) -> tuple[int, str]:
+        conn.send_line(line)
+        return self._reply(conn)
+
+    def _send_batch(self, conn: Connection, lines: list[str]) -> None:
+        """PIPELINING: several commands in one write, each transcribed."""
+        for line in lines:
+            if any(ch in line for ch in "\r\n\0"):
+                raise ValueError("a protocol line must not contain CR, LF or NUL")
+            self._transcript.record("C", line)
+        conn.send_raw("".join(f"{line}\r\n" for line in lines).encode())
+
+    # -- delivery -------------------------------------------------------------
+
+    def deliver(
+        self,
+        message: Deliverable,
+        envelope: Envelope,
+        observe: Observe | None = None,
+    ) -> DeliveryOutcome:
+        listener = self._listener
+        if listener is not None and self._batch_full(listener):
+            self.close()
+            listener = None
+        if listener is not None and listener.transactions:
+            try:
+                return self._attempt(listener, message, envelope, observe, reset=True)
+            except StaleConnection:
+                # The kept connection went stale between messages (idle
+                # timeout, 421): nothing of this message was sent; start afresh.
+                self._drop()
+        self._listener = listener = self._connect()
+        try:
+            return self._attempt(listener, message, envelope, observe, reset=False)
+        except StaleConnection as exc:
+            return self._failed(envelope, str(exc))
+
+    def _attempt(
+        self,
+        listener: _Listener,
+        message: Deliverable,
+        envelope: Envelope,
+        observe: Observe | None,
+        *,
+        reset: bool,
+    ) -> DeliveryOutcome:
+        try:
+            outcome = self._transaction(
+                listener, message, envelope, observe, reset=reset
+            )
+        except StaleConnection:
+            raise
+        except ListenerError as exc:
+            # Dropped, timed out or garbled: we cannot know whether the listener
+            # kept the message, so keep ours and start afresh next time.
+            self._drop()
+            return self._failed(envelope, str(exc))
+        listener.transactions += 1
+        if any(r.code == 421 for r in outcome.recipients):
+            self._drop()  # 421: the listener is closing this connection
+        return outcome
+
+    def _failed(self, envelope: Envelope, reason: str) -> DeliveryOutcome:
+        return DeliveryOutcome(
+            Verdict.DEFERRED,
+            reason,
+            [RecipientReply(r, 0, reason) for r in envelope.recipients],
+        )
+
+    def _drop(self) -> None:
+        if self._listener is not None:
+            self._listener.conn.close()
+        self._listener = None
+
+    def _batch_full(self, listener: _Listener) -> bool:
+        return bool(self._batch_limit) and listener.transactions >= self._batch_limit
+
+    def _transaction(
+        self,
+        listener: _Listener,
+        message: Deliverable,
+        envelope: Envelope,
+        observe: Observe | None,
+        *,
+        reset: bool,
+    ) -> DeliveryOutcome:
+        conn = listener.conn
+        recipients = [self._qualify(listener, r) for r in envelope.recipients]
+        limit = listener.size_limit
+        if limit and message.size > limit:
+            text = (
+                f"5.3.4 The message ({message.size} octets) is larger than the "
+                f"{listener.name} listener takes ({limit} octets); not sent."
+            )
+            return DeliveryOutcome.from_replies(
+                [RecipientReply(r, 552, text) for r in recipients]
+            )
+        params = ""
+        if message.needs_8bit and "8BITMIME" in listener.extensions:
+            params += " BODY=8BITMIME"
+        if "SIZE" in listener.extensions:
+            params += f" SIZE={message.size}"
+        commands = [f"MAIL FROM:<{envelope.mail_from}>{params}"]
+        commands += [f"RCPT TO:<{r}>" for r in recipients]
+        if reset:
+            commands.insert(0, "RSET")
+        replies = self._envelope_replies(listener, commands, reset=reset)
+        mail_code, mail_text = _expect(replies[0], MAIL_OK, "MAIL FROM")
+        if mail_code != 250:
+            return DeliveryOutcome.from_replies(
+                [RecipientReply(r, mail_code, mail_text) for r in recipients]
+            )
+        rcpts = [
+            RecipientReply(r, *_expect(reply, RCPT_OK, "RCPT TO"))
+            for r, reply in zip(recipients, replies[1:], strict=True)
+        ]
+        accepted = [r for r in rcpts if r.accepted]
+        if not accepted or any(400 <= r.code < 500 for r in rcpts):
+            # A temporary RCPT failure sends no DATA at all (fetchmail: "do not
+            # risk dataloss"); RSET clears the half-built transaction.
+            return DeliveryOutcome.from_replies(rcpts)
+        code, text = _expect(self._command(conn, "DATA"), DATA_OK, "DATA")
+        if code != 354:
+            return DeliveryOutcome.from_replies(
+                [RecipientReply(r.recipient, code, text) for r in rcpts]
+            )
+        self._send_data(conn, message, [r.recipient for r in accepted], observe)
+        if observe is not None:
+            observe("dot")
+        finals = {r.recipient: r for r in rcpts}
+        if listener.lmtp:
+            # One reply per accepted recipient, in RCPT order (RFC 2033 4.2).
+            # An odd code is a temporary failure for that recipient alone, so
+            # those the listener did accept are not offered the message again.
+            odd = False
+            for r in accepted:
+                code, text = self._reply(conn)
+                odd = odd or _unexpected(code, FINAL_OK)
+                finals[r.recipient] = RecipientReply(
+                    r.recipient, *_judged((code, text), FINAL_OK, "the final dot")
+                )
+            if odd:
+                self._drop()
+        else:
+            code, text = _expect(self._reply(conn), FINAL_OK, "the final dot")
+            for r in accepted:
+                finals[r.recipient] = RecipientReply(r.recipient, code, text)
+        return DeliveryOutcome.from_replies([finals[r] for r in recipients])
+
+    def _envelope_replies(
+        self, listener: _Listener, commands: list[str], *, reset: bool
+    ) -> list[tuple[int, str]]:
+        """Send RSET/MAIL/RCPT (pipelined when offered); the replies after RSET's."""
+        conn = listener.conn
+        replies: list[tuple[int, str]] = []
+        try:
+            if "PIPELINING" in listener.extensions:
+                self._send_batch(conn, commands)
+                if reset:
+                    self._check_reset(*self._reply(conn))
+                replies = [self._reply(conn) for _ in commands[reset:]]
+                return replies
+            if reset:
+                self._check_reset(*self._command(conn, commands[0]))
+            for line in commands[reset:]:
+                replies.append(self._command(conn, line))
+                if replies[0][0] != 250:
+                    break  # MAIL refused: no RCPT
+        except ListenerError as exc:
+            if reset and not replies:
+                raise StaleConnection(str(exc)) from exc
+            raise
+        return replies + [replies[0]] * (len(commands) - reset - len(replies))
+
+    @staticmethod
+    def _check_reset(code: int, text: str) -> None:
+        if code != 250:
+            raise StaleConnection(f"The listener answered {code} {text} to RSET.")
+
+    def _send_data(
+        self,
+        conn: Connection,
+        message: Deliverable,
+        recipients: list[str],
+        observe: Observe | None,
+    ) -> None:
+        encoder = SmtpDataEncoder()
+        pending: list[bytes] = []  # joined only when sent: one copy at most
+        size = sent = 0
+        for chunk in message.chunks(recipients):
+            pending.append(encoder.feed(chunk))
+            size += len(pending[-1])
+            if size >= SEND_BUFFER or not sent:
+                conn.send_raw(b"".join(pending))
+                if not sent and observe is not None:
+                    observe("data")  # the listener has the first bytes
+                sent += size
+                pending.clear()
+                size = 0
+        pending.append(encoder.finish())
+        data = b"".join(pending)
+        conn.send_raw(data)
+        sent += len(data)
+        conn.note(f"message data: {sent} octets sent")
+
+    def _qualify(self, listener: _Listener, recipient: str) -> str:
+        """fetchmail's rcpt_address: a bare name gets the listener's domain.
+
+        LMTP servers (Dovecot, Cyrus) look bare names up themselves, so over
+        LMTP a bare name is qualified only when ``smtpaddress`` asks for it.
+        """
+        if "@" in recipient:
+            return recipient
+        if listener.lmtp and not self._delivery.smtpaddress:
+            return recipient
+        return f"{recipient}@{listener.domain}"
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        try:
+            self._command(listener.conn, "QUIT")
+        except EngineError:
+            pass  # a rude goodbye changes nothing once the replies are in
+        finally:
+            listener.conn.close()
+
+
+# The positive reply each step requires (RFC 5321 4.3.2, RFC 2033 4.2). Only
+# the reply to the final dot accepts a message; a 2xx anywhere else is merely
+# leave to go on, and a different 2xx there is not leave at all. 252 is a VRFY
+# reply (RFC 5321 3.5.3) that 4.3.2 does not list for MAIL or RCPT: a
+# listener sending it has not promised anything, so it is not taken as yes.
+MAIL_OK = frozenset({250})
+RCPT_OK = frozenset({250, 251})
+DATA_OK = frozenset({354})
+FINAL_OK = frozenset({250})
+
+
+def _unexpected(code: int, wanted: frozenset[int]) -> bool:
+    """Neither the required reply nor a 4xx/5xx refusal."""
+    return code not in wanted and not 400 <= code < 600
+
+
+def _why(code: int, text: str, step: str, wanted: frozenset[int]) -> str:
+    first = text.splitlines()[0] if text else ""
+    return (
+        f"The listener answered {code} {first} to {step} where only "
+        f"{' or '.join(map(str, sorted(wanted)))} lets delivery go on; "
+        "the message is kept for the next poll."
+    )
+
+
+def _expect(
+    reply: tuple[int, str], wanted: frozenset[int], step: str
+) -> tuple[int, str]:
+    """``reply`` when it is the required one or a refusal; UnexpectedReply else."""
+    code, text = reply
+    if _unexpected(code, wanted):
+        raise UnexpectedReply(_why(code, text, step, wanted))
+    return reply
+
+
+def _judged(
+    reply: tuple[int, str], wanted: frozenset[int], step: str
+) -> tuple[int, str]:
+    """As :func:`_expect`, but an odd reply becomes a temporary failure (code 0)."""
+    code, text = reply
+    if _unexpected(code, wanted):
+        return 0, _why(code, text, step, wanted)
+    return reply
+
+
+def split_host_port(entry: str, default_port: int) -> tuple[str, int]:
+    """ "host", "host/port", "[v6]" or "[v6]/port" (fetchmail's smtphost syntax)."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = rest.removeprefix("/")
+    else:
+        host, _, port = entry.partition("/")
+    if port and not port.isdigit():
+        raise ListenerError(f"The listener address {entry!r} has a bad port.")
+    return host, int(port) if port else default_port
