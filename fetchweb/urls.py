@@ -13,4 +13,6 @@ urlpatterns = [
     path("healthz", account_views.healthz, name="healthz"),
     path("mailboxes/", include("retrieval.urls")),
     path("admin/", admin.site.urls),
+    path("account/", include("accounts.urls")),
+    path("api/v1/", include("retrieval.api.urls")),
 ]

@@ -19,6 +19,7 @@ By subject:
 * imports: the rcfile importer's rows
 * records: poll runs and ledger rows, for the admin
 * domains, users: the admin's writes for accounts
+* tokens: the REST API's tokens (made, checked, revoked)
 
 The names below are re-exported so that callers write ``services.mailbox_save``;
 a test that replaces a function replaces it in its module (``services.polls``).
@@ -75,6 +76,12 @@ from retrieval.services.records import (
 )
 from retrieval.services.rules import mailbox_rules_replace
 from retrieval.services.specs import BSMTP_STDOUT, SpecError, mailbox_spec
+from retrieval.services.tokens import (
+    TokenLimit,
+    token_authenticate,
+    token_create,
+    token_revoke,
+)
 from retrieval.services.users import user_delete, user_save, users_delete
 
 __all__ = [
@@ -92,6 +99,7 @@ __all__ = [
     "RecordingTranscript",
     "ServerCommandRefused",
     "SpecError",
+    "TokenLimit",
     "account_busy",
     "account_changes",
     "action_allowed",
@@ -124,6 +132,9 @@ __all__ = [
     "run_delete",
     "runs_close_lost",
     "runs_delete",
+    "token_authenticate",
+    "token_create",
+    "token_revoke",
     "user_delete",
     "user_save",
     "users_delete",
