@@ -52,8 +52,17 @@ def _invalid(fields: dict[str, list[str]], message: str = "") -> ApiError:
     )
 
 
+def _param(request: Request, name: str) -> str:
+    """A query parameter's text, stripped; "" when absent. A NUL or an absurd
+    length is refused (no database keeps a NUL in text)."""
+    raw = str(request.query_params.get(name) or "").strip()
+    if "\0" in raw or len(raw) > 1000:
+        raise _invalid({name: ["This value cannot contain a NUL character."]})
+    return raw
+
+
 def _when(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
+    raw = _param(request, name)
     if not raw:
         return None
     value = parse_datetime(raw)
@@ -65,7 +74,7 @@ def _when(request: Request, name: str) -> datetime | None:
 
 
 def _int(request: Request, name: str) -> int | None:
-    raw = request.query_params.get(name)
+    raw = _param(request, name)
     if not raw:
         return None
     if not raw.isdigit() or len(raw) > 18:
@@ -74,7 +83,7 @@ def _int(request: Request, name: str) -> int | None:
 
 
 def _choice(request: Request, name: str, allowed: Any) -> str | None:
-    raw = request.query_params.get(name)
+    raw = _param(request, name)
     if not raw:
         return None
     if raw not in allowed:
@@ -110,8 +119,7 @@ def mailboxes_listed(request: Request) -> QuerySet[Mailbox]:
         .select_related("owner", "domain")
         .annotate(last_outcome=Subquery(last.values("outcome")[:1]))
     )
-    q = request.query_params
-    search = (q.get("search") or "").strip()
+    search = _param(request, "search")
     if search:
         rows = rows.filter(
             Q(name__icontains=search)
@@ -119,14 +127,14 @@ def mailboxes_listed(request: Request) -> QuerySet[Mailbox]:
             | Q(username__icontains=search)
             | Q(owner__email__icontains=search)
         )
-    domain = (q.get("domain") or "").strip()
+    domain = _param(request, "domain")
     if domain:
         rows = rows.filter(
             Q(domain__pk=int(domain))
             if domain.isdigit() and len(domain) < 19
             else Q(domain__name=domain.lower())
         )
-    owner = (q.get("owner") or "").strip()
+    owner = _param(request, "owner")
     if owner:
         rows = rows.filter(
             Q(owner__pk=int(owner))
@@ -148,7 +156,7 @@ def mailboxes_listed(request: Request) -> QuerySet[Mailbox]:
         rows = rows.filter(enabled=True, last_outcome__isnull=False).exclude(
             last_outcome__in=failing
         )
-    ordering = (q.get("ordering") or "name").strip()
+    ordering = _param(request, "ordering") or "name"
     if ordering.lstrip("-") not in ORDERINGS:
         raise _invalid(
             {"ordering": [f"One of: {', '.join(sorted(ORDERINGS))}, or with a -."]}
@@ -259,6 +267,8 @@ class MailboxList(generics.GenericAPIView):  # type: ignore[type-arg]
             )
         except services.QuotaExceeded as exc:
             raise ApiError(409, "quota", str(exc)) from exc
+        except (services.ServerCommandRefused, services.OwnerDomainMismatch) as exc:
+            raise _invalid({"mda": [str(exc)]}, str(exc)) from exc
         return Response(_shown(request, mailbox), status=status.HTTP_201_CREATED)
 
 
@@ -273,13 +283,16 @@ class MailboxDetail(APIView):
         assert isinstance(user, User)
         mailbox = get_rw_mailbox_for_user(user, pk)
         form = mailbox_form(user=user, data=request.data, instance=mailbox)
-        services.mailbox_save(
-            mailbox=form.instance,
-            editor=user,
-            new_password=form.cleaned_data["new_password"],
-            clear_password=form.cleaned_data.get("clear_password", False),
-            mda=form.cleaned_data.get("mda"),
-        )
+        try:
+            services.mailbox_save(
+                mailbox=form.instance,
+                editor=user,
+                new_password=form.cleaned_data["new_password"],
+                clear_password=form.cleaned_data.get("clear_password", False),
+                mda=form.cleaned_data.get("mda"),
+            )
+        except (services.ServerCommandRefused, services.OwnerDomainMismatch) as exc:
+            raise _invalid({"mda": [str(exc)]}, str(exc)) from exc
         return Response(_shown(request, mailbox))
 
     @extend_schema(
@@ -481,7 +494,7 @@ class MessageList(generics.GenericAPIView):  # type: ignore[type-arg]
             rows = rows.filter(run__mailbox_id=mailbox)
         if run is not None:
             rows = rows.filter(run_id=run)
-        wanted = (request.query_params.get("status") or "").strip()
+        wanted = _param(request, "status")
         if wanted:
             rows = rows.filter(status=wanted)
         since, until = _when(request, "since"), _when(request, "until")
@@ -600,8 +613,8 @@ SCOPE = [
 def _scope(request: Request) -> dict[str, Any]:
     user = request.user
     assert isinstance(user, User)
-    owner = (request.query_params.get("owner") or "").strip() or None
-    domain = (request.query_params.get("domain") or "").strip() or None
+    owner = _param(request, "owner") or None
+    domain = _param(request, "domain") or None
     if owner is None and domain is None:
         owner = user.email
     return {"owner": owner, "domain": domain, "as_email": user.email}

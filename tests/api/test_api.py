@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -41,7 +42,7 @@ def queued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return polls
 
 
-def bearer(token: str) -> dict[str, str]:
+def bearer(token: str) -> dict[str, Any]:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 
 
@@ -297,7 +298,7 @@ def test_poll_now_is_queued_and_its_run_is_read(queued: list[int]) -> None:
         mailbox=box,
         outcome=PollRun.Outcome.SUCCESS,
         trigger="manual",
-        started_at=timezone.now() + timezone.timedelta(seconds=1),
+        started_at=timezone.now() + timedelta(seconds=1),
     )
     MessageResult.objects.create(
         run=run, uid="7", status="delivered", listener_reply="250 ok"
