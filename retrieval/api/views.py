@@ -19,7 +19,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, parsers, status
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -617,6 +617,12 @@ def _scope(request: Request) -> dict[str, Any]:
     domain = _param(request, "domain") or None
     if owner is None and domain is None:
         owner = user.email
+    # Someone or a domain the caller does not manage does not exist for them:
+    # the command's own refusal would confirm that the address has an account.
+    if owner is not None and not _people(user).filter(email=owner.lower()).exists():
+        raise NotFound()
+    if domain is not None and not _domains(user).filter(name=domain.lower()).exists():
+        raise NotFound()
     return {"owner": owner, "domain": domain, "as_email": user.email}
 
 

@@ -423,14 +423,54 @@ def test_rcfile_errors_say_file_and_line_and_save_nothing() -> None:
     assert not Mailbox.objects.exists()
 
 
-def test_importing_for_someone_else_is_refused() -> None:
-    make_user("victim@example.org")
+@pytest.mark.parametrize("owner", ["victim@example.org", "nobody@example.org"])
+def test_importing_or_exporting_for_someone_else_is_404(owner: str) -> None:
+    """The same answer whether or not the address has an account here."""
+    victim = make_user("victim@example.org")
+    make_mailbox(victim, name="victims-box", host="imap.victim.example")
     token = token_for(make_user("anna@example.org"))
     answer = Client().post(
-        reverse("api:rcfile-import") + "?owner=victim@example.org",
+        reverse("api:rcfile-import") + f"?owner={owner}",
         RCFILE,
         content_type="text/plain",
         **bearer(token),
     )
-    assert answer.status_code == 400
-    assert not Mailbox.objects.exists()
+    assert answer.status_code == 404
+    assert Mailbox.objects.count() == 1
+    exported = Client().get(
+        reverse("api:rcfile-export"), {"owner": owner}, **bearer(token)
+    )
+    assert exported.status_code == 404
+    assert "imap.victim.example" not in exported.content.decode()
+    for domain in ("nowhere.example", make_domain().name):
+        answer = Client().get(
+            reverse("api:rcfile-export"), {"domain": domain}, **bearer(token)
+        )
+        assert answer.status_code == 404
+
+
+def test_a_domain_administrator_exports_a_members_mailboxes() -> None:
+    admin = make_user("admin@dom.example")
+    domain = make_domain("dom.example", admins=(admin,))
+    member = make_user("member@dom.example", domain=domain)
+    make_mailbox(member, domain=domain, host="imap.member.example")
+    answer = Client().get(
+        reverse("api:rcfile-export"),
+        {"owner": member.email},
+        **bearer(token_for(admin)),
+    )
+    assert answer.status_code == 200, answer.content
+    assert "imap.member.example" in answer.content.decode()
+
+
+def test_a_session_needs_the_csrf_token_to_change_anything() -> None:
+    user = make_user()
+    box = make_mailbox(user)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    url = reverse("api:mailbox-detail", args=[box.pk])
+    assert client.get(url).status_code == 200
+    refused = client.delete(url)
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "forbidden"
+    assert Mailbox.objects.filter(pk=box.pk).exists()
