@@ -260,6 +260,21 @@ class UserSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         read_only_fields = fields
 
 
+class DomainInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    name = serializers.CharField(required=False)
+    admins = serializers.ListField(
+        child=serializers.IntegerField(), required=False, help_text="People's ids."
+    )
+
+
+class PersonInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    email = serializers.EmailField(required=False)
+    full_name = serializers.CharField(required=False, allow_blank=True)
+    domain = serializers.IntegerField(required=False, allow_null=True)
+    is_active = serializers.BooleanField(required=False)
+    password = serializers.CharField(required=False, write_only=True)
+
+
 class QueuedSerializer(serializers.Serializer):  # type: ignore[type-arg]
     status = serializers.CharField()
     message = serializers.CharField()

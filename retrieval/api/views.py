@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.core.management import CommandError, call_command
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import OuterRef, ProtectedError, Q, QuerySet, Subquery
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Domain, User
 from retrieval import services
+from retrieval.api import forms
 from retrieval.api import serializers as s
 from retrieval.api.errors import ApiError
 from retrieval.forms import SUPERUSER_FIELDS, MailboxForm, RulesForm
@@ -191,7 +192,7 @@ def mailbox_form(
                 refused[key] = ["You may add mailboxes only for yourself."]
         elif key in SUPERUSER_FIELDS or key == "mda":
             stored = getattr(mailbox, key, None)
-            if key == "mda" or value != stored:
+            if (key == "mda" and value) or (key != "mda" and value != stored):
                 refused[key] = ["Only a superuser may set this."]
         else:
             refused[key] = ["You may not set this."]
@@ -549,6 +550,43 @@ def _administrator(request: Request) -> User:
     return user
 
 
+def _superuser(request: Request) -> User:
+    user = request.user
+    assert isinstance(user, User)
+    if not user.is_superuser:
+        # The same for every id: a refusal that says nothing about what exists.
+        raise PermissionDenied("Only a superuser may change domains and people.")
+    return user
+
+
+def _bound(form_class: Any, request: Request, instance: Any = None) -> Any:
+    """A form over the stored values with the request's over them."""
+    if not isinstance(request.data, dict):
+        raise _invalid({}, "Send a JSON object.")
+    unbound = form_class(instance=instance)
+    values = {name: unbound[name].value() for name in unbound.fields}
+    unknown = sorted(set(request.data) - set(unbound.fields) - {"id", "created_at"})
+    if unknown:
+        raise _invalid({name: ["There is no such field."] for name in unknown})
+    values.update({k: v for k, v in request.data.items() if k in unbound.fields})
+    if "admins" in values and values["admins"] is None:
+        values["admins"] = []
+    form = form_class(values, instance=instance)
+    if not form.is_valid():
+        raise _invalid(
+            {
+                ("non_field_errors" if k == "__all__" else k): [str(m) for m in v]
+                for k, v in form.errors.items()
+            }
+        )
+    return form
+
+
+def _domain_data(domain: Domain) -> dict[str, Any]:
+    data: dict[str, Any] = s.DomainSerializer(domain).data
+    return data
+
+
 class DomainList(generics.GenericAPIView):  # type: ignore[type-arg]
     serializer_class = s.DomainSerializer
 
@@ -559,6 +597,19 @@ class DomainList(generics.GenericAPIView):  # type: ignore[type-arg]
         )
         return self.get_paginated_response(s.DomainSerializer(page, many=True).data)
 
+    @extend_schema(
+        request=s.DomainInputSerializer,
+        responses={201: s.DomainSerializer, **ERRORS},
+        description="Superusers only.",
+    )
+    def post(self, request: Request) -> Response:
+        _superuser(request)
+        form = _bound(forms.DomainForm, request)
+        domain = services.domain_save(
+            domain=form.instance, admins=form.cleaned_data.get("admins")
+        )
+        return Response(_domain_data(domain), status=status.HTTP_201_CREATED)
+
 
 class DomainDetail(APIView):
     @extend_schema(responses={200: s.DomainSerializer, **ERRORS})
@@ -566,7 +617,44 @@ class DomainDetail(APIView):
         user = request.user
         assert isinstance(user, User)
         domain = get_object_or_404(_domains(user), pk=pk)
-        return Response(s.DomainSerializer(domain).data)
+        return Response(_domain_data(domain))
+
+    @extend_schema(
+        request=s.DomainInputSerializer,
+        responses={200: s.DomainSerializer, **ERRORS},
+        description="Superusers only; the fields sent are changed.",
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        _superuser(request)
+        domain = get_object_or_404(Domain, pk=pk)
+        form = _bound(forms.DomainForm, request, domain)
+        admins = form.cleaned_data.get("admins") if "admins" in request.data else None
+        services.domain_save(domain=form.instance, admins=admins)
+        return Response(_domain_data(domain))
+
+    @extend_schema(responses={204: None, 409: s.ErrorSerializer, **ERRORS})
+    def delete(self, request: Request, pk: int) -> Response:
+        _superuser(request)
+        domain = get_object_or_404(Domain, pk=pk)
+        try:
+            services.domain_delete(domain=domain)
+        except ProtectedError as exc:
+            raise ApiError(
+                409,
+                "in_use",
+                "People or mailboxes are in this domain: move or delete them first.",
+            ) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _person_saved(form: Any) -> User:
+    person: User = form.instance
+    password = form.cleaned_data.get("password")
+    if password:
+        person.set_password(password)
+    elif person._state.adding:
+        person.set_unusable_password()
+    return services.user_save(user=person)
 
 
 class UserList(generics.GenericAPIView):  # type: ignore[type-arg]
@@ -579,6 +667,16 @@ class UserList(generics.GenericAPIView):  # type: ignore[type-arg]
         )
         return self.get_paginated_response(s.UserSerializer(page, many=True).data)
 
+    @extend_schema(
+        request=s.PersonInputSerializer,
+        responses={201: s.UserSerializer, **ERRORS},
+        description="Superusers only; makes a person who is not a superuser.",
+    )
+    def post(self, request: Request) -> Response:
+        _superuser(request)
+        person = _person_saved(_bound(forms.PersonForm, request))
+        return Response(s.UserSerializer(person).data, status=status.HTTP_201_CREATED)
+
 
 class UserDetail(APIView):
     @extend_schema(responses={200: s.UserSerializer, **ERRORS})
@@ -587,6 +685,26 @@ class UserDetail(APIView):
         assert isinstance(user, User)
         person = get_object_or_404(_people(user), pk=pk)
         return Response(s.UserSerializer(person).data)
+
+    @extend_schema(
+        request=s.PersonInputSerializer,
+        responses={200: s.UserSerializer, **ERRORS},
+        description="Superusers only; the fields sent are changed.",
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        _superuser(request)
+        person = get_object_or_404(User, pk=pk)
+        saved = _person_saved(_bound(forms.PersonForm, request, person))
+        return Response(s.UserSerializer(saved).data)
+
+    @extend_schema(responses={204: None, **ERRORS})
+    def delete(self, request: Request, pk: int) -> Response:
+        user = _superuser(request)
+        person = get_object_or_404(User, pk=pk)
+        if person.pk == user.pk:
+            raise ApiError(400, "invalid", "You cannot delete yourself.")
+        services.user_delete(user=person)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # --- rcfiles -------------------------------------------------------------------------

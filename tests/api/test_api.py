@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, Domain, User
 from retrieval import services
 from retrieval.models import ConnectionTest, Mailbox, MessageResult, PollRun
 from tests.factories import make_domain, make_mailbox, make_user
@@ -474,3 +474,86 @@ def test_a_session_needs_the_csrf_token_to_change_anything() -> None:
     assert refused.status_code == 403
     assert refused.json()["code"] == "forbidden"
     assert Mailbox.objects.filter(pk=box.pk).exists()
+
+
+# --- domains and people (superusers) ---------------------------------------------------
+
+
+def test_a_superuser_manages_domains_and_people() -> None:
+    root = make_user("root@op.example", superuser=True)
+    token = token_for(root)
+    client = Client()
+    made = client.post(
+        reverse("api:domain-list"),
+        {"name": "New.Example"},
+        content_type="application/json",
+        **bearer(token),
+    )
+    assert made.status_code == 201, made.json()
+    domain_id = made.json()["id"]
+    assert made.json()["name"] == "new.example"
+    person = client.post(
+        reverse("api:user-list"),
+        {
+            "email": "Anna@New.example",
+            "domain": domain_id,
+            "password": "Long-pass-98765",
+        },
+        content_type="application/json",
+        **bearer(token),
+    )
+    assert person.status_code == 201, person.json()
+    anna = User.objects.get(email="anna@new.example")
+    assert anna.check_password("Long-pass-98765") and not anna.is_superuser
+    assert "Long-pass" not in person.content.decode()
+    admins = client.patch(
+        reverse("api:domain-detail", args=[domain_id]),
+        {"admins": [anna.pk]},
+        content_type="application/json",
+        **bearer(token),
+    )
+    assert admins.status_code == 200
+    assert list(Domain.objects.get(pk=domain_id).admins.all()) == [anna]
+    in_use = client.delete(
+        reverse("api:domain-detail", args=[domain_id]), **bearer(token)
+    )
+    assert in_use.status_code == 409 and in_use.json()["code"] == "in_use"
+    weak = client.patch(
+        reverse("api:user-detail", args=[anna.pk]),
+        {"password": "123"},
+        content_type="application/json",
+        **bearer(token),
+    )
+    assert weak.status_code == 400 and "password" in weak.json()["fields"]
+    unknown = client.patch(
+        reverse("api:user-detail", args=[anna.pk]),
+        {"is_superuser": True},
+        content_type="application/json",
+        **bearer(token),
+    )
+    assert unknown.status_code == 400 and "is_superuser" in unknown.json()["fields"]
+    anna.refresh_from_db()
+    assert not anna.is_superuser
+    gone = client.delete(reverse("api:user-detail", args=[anna.pk]), **bearer(token))
+    assert gone.status_code == 204
+    assert not User.objects.filter(pk=anna.pk).exists()
+
+
+def test_a_domain_administrator_reads_but_does_not_change_domains_or_people() -> None:
+    admin = make_user()
+    domain = make_domain(admins=(admin,))
+    member = make_user(domain=domain)
+    token = token_for(admin)
+    client = Client()
+    listed = client.get(reverse("api:user-list"), **bearer(token)).json()["results"]
+    assert {p["email"] for p in listed} == {admin.email, member.email}
+    for url, method in (
+        (reverse("api:domain-list"), "post"),
+        (reverse("api:domain-detail", args=[domain.pk]), "patch"),
+        (reverse("api:user-detail", args=[member.pk]), "delete"),
+    ):
+        answer = getattr(client, method)(
+            url, {}, content_type="application/json", **bearer(token)
+        )
+        assert answer.status_code == 403, (url, method)
+    assert User.objects.filter(pk=member.pk).exists()

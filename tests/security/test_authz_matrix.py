@@ -280,6 +280,12 @@ def post_body(world: World, pattern: m.Pattern, owner: str) -> dict[str, Any]:
         return {**API_MAILBOX, "name": "EDITED-BY-PROBE"}
     if key == "api:mailbox-rules":
         return {"rules": [{"remote": "probe@remote.example", "local": "probe"}]}
+    if key in ("api:domain-list", "api:domain-detail"):
+        return {"name": "probe-domain.example"}
+    if key == "api:user-list":
+        return {"email": "probe-person@probe.example", "password": "Probe-pass-123456"}
+    if key == "api:user-detail":
+        return {"full_name": "PROBE-NAME"}
     if key in m.API:
         return {}
     if key in ("login", "admin:login"):
@@ -513,7 +519,21 @@ def _check_effect(
         key = {"api:mailbox-list": "retrieval:mailbox-add"}.get(
             key, key.replace("api:", "retrieval:")
         )
-    if key == "retrieval:mailbox-edit":
+    if key in ("api:domain-list", "api:domain-detail"):
+        assert Domain.objects.filter(name="probe-domain.example").exists()
+        if key == "api:domain-detail":
+            assert Domain.objects.get(pk=world.domains[owner]).name == (
+                "probe-domain.example"
+            )
+    elif key == "api:user-list":
+        person = User.objects.get(email="probe-person@probe.example")
+        assert person.check_password("Probe-pass-123456") and not person.is_superuser
+    elif key == "api:user-detail" and method == "PATCH":
+        assert User.objects.get(pk=world.users[owner]).full_name == "PROBE-NAME"
+    elif key == "api:user-detail":
+        assert not User.objects.filter(pk=world.users[owner]).exists()
+        assert not Mailbox.objects.filter(owner_id=world.users[owner]).exists()
+    elif key == "retrieval:mailbox-edit":
         assert Mailbox.objects.get(pk=pk).name == "EDITED-BY-PROBE"
     elif key == "retrieval:mailbox-rules":
         rules = MultidropRule.objects.filter(mailbox_id=pk)
