@@ -568,7 +568,7 @@ def _bound(form_class: Any, request: Request, instance: Any = None) -> Any:
     unknown = sorted(set(request.data) - set(unbound.fields) - {"id", "created_at"})
     if unknown:
         raise _invalid({name: ["There is no such field."] for name in unknown})
-    values.update({k: v for k, v in request.data.items() if k in unbound.fields})
+    values |= {k: v for k, v in request.data.items() if k in unbound.fields}
     if "admins" in values and values["admins"] is None:
         values["admins"] = []
     form = form_class(values, instance=instance)
