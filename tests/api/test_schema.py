@@ -79,7 +79,7 @@ def test_the_password_is_write_only_in_the_schema() -> None:
 
 
 @pytest.mark.django_db
-def test_the_docs_page_has_no_inline_script_and_no_cdn() -> None:
+def test_the_docs_page_has_no_inline_script_or_style_and_no_cdn() -> None:
     page = Client().get(reverse("api:docs"))
     assert page.status_code == 200
     html = page.content.decode()
@@ -87,6 +87,7 @@ def test_the_docs_page_has_no_inline_script_and_no_cdn() -> None:
     assert scripts
     for attributes, content in scripts:
         assert 'src="' in attributes and not content.strip(), attributes
+    assert "<style" not in html and " style=" not in html
     sources = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert all(not s.startswith(("http:", "https:", "//")) for s in sources), sources
     for source in sources:
