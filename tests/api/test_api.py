@@ -557,3 +557,35 @@ def test_a_domain_administrator_reads_but_does_not_change_domains_or_people() ->
         )
         assert answer.status_code == 403, (url, method)
     assert User.objects.filter(pk=member.pk).exists()
+
+
+def test_the_browsable_pages_render_for_a_logged_in_person() -> None:
+    """DRF's HTML pages (Accept: text/html, the browser's session) for every GET
+    route: they render, with the same answers as JSON."""
+    root = make_user(superuser=True)
+    domain = make_domain()
+    user = make_user(domain=domain)
+    box = make_mailbox(user, domain=domain)
+    run = PollRun.objects.create(mailbox=box)
+    probe = ConnectionTest.objects.create(mailbox=box)
+    routes = [
+        ("api:mailbox-list", [], 200, 200),
+        ("api:mailbox-detail", [box.pk], 200, 200),
+        ("api:mailbox-rules", [box.pk], 200, 200),
+        ("api:run-list", [], 200, 200),
+        ("api:run-detail", [run.pk], 200, 200),
+        ("api:message-list", [], 200, 200),
+        ("api:connection-test-detail", [probe.pk], 200, 200),
+        ("api:domain-list", [], 200, 403),
+        ("api:domain-detail", [domain.pk], 200, 404),
+        ("api:user-list", [], 200, 403),
+        ("api:user-detail", [user.pk], 200, 200),
+        ("api:rcfile-export", [], 200, 200),
+    ]
+    for person, column in ((root, 2), (user, 3)):
+        client = Client()
+        client.force_login(person)
+        for route in routes:
+            url = reverse(route[0], args=route[1])
+            answer = client.get(url, HTTP_ACCEPT="text/html")
+            assert answer.status_code == route[column], (url, person)
