@@ -589,3 +589,29 @@ def test_the_browsable_pages_render_for_a_logged_in_person() -> None:
             url = reverse(route[0], args=route[1])
             answer = client.get(url, HTTP_ACCEPT="text/html")
             assert answer.status_code == route[column], (url, person)
+
+
+def test_a_program_for_a_users_mailbox_is_refused_in_words_not_a_500() -> None:
+    """Found by the generated requests: a superuser's form with a program for a
+    mailbox whose owner may not run one crashed in the service (page and API)."""
+    root = make_user(superuser=True)
+    box = make_mailbox(make_user(), host=PUBLIC)
+    api = Client().patch(
+        reverse("api:mailbox-detail", args=[box.pk]),
+        {"mda": "/bin/true"},
+        content_type="application/json",
+        **bearer(token_for(root)),
+    )
+    assert api.status_code == 400 and "mda" in api.json()["fields"]
+    page = Client()
+    page.force_login(root)
+    form = page.get(reverse("retrieval:mailbox-edit", args=[box.pk])).context["form"]
+    data = {
+        k: v for k, v in ((n, form[n].value()) for n in form.fields) if v is not None
+    }
+    data.update(mda="/bin/true", enabled="on", verify_tls="on")
+    answer = page.post(reverse("retrieval:mailbox-edit", args=[box.pk]), data)
+    assert answer.status_code == 200
+    assert "mda" in answer.context["form"].errors
+    box.refresh_from_db()
+    assert "mda" not in (box.options or {}).get("user", {})
