@@ -85,6 +85,9 @@ INSTALLED_APPS = [
     "fetchweb.apps.FetchwebConfig",
     "accounts",
     "retrieval",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by us: no CDN
 ]
 
 MIDDLEWARE = [
@@ -403,3 +406,31 @@ if PROMETHEUS_MULTIPROC_DIR:
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 # The IDLE process's health URL, checked by /healthz when set (none exists yet).
 FETCH_IDLE_HEALTH = env.str("FETCH_IDLE_HEALTH", default="")
+
+# --- the REST API (/api/v1/, retrieval/api/) -------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: an unauthenticated call gets 401 with "WWW-Authenticate: Bearer".
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "retrieval.api.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "retrieval.api.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "retrieval.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "SCHEMA_COERCE_PATH_PK": False,  # the routes say {pk}; so does the schema
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "fetchweb API",
+    "DESCRIPTION": "Mailboxes, polls, connection tests, multidrop rules and rcfiles "
+    "of fetchweb. Authenticate with `Authorization: Bearer fw_<prefix>_<secret>` "
+    "(a token made on /account/tokens/) or the browser's session.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}

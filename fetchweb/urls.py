@@ -21,4 +21,6 @@ urlpatterns = [
     path("metrics", monitoring.metrics, name="metrics"),
     path("mailboxes/", include("retrieval.urls")),
     path("admin/", admin.site.urls),
+    path("account/", include("accounts.urls")),
+    path("api/v1/", include("retrieval.api.urls")),
 ]

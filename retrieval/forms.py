@@ -410,6 +410,12 @@ class MailboxForm(forms.ModelForm):
         return cleaned
 
     def _clean_delivery(self, cleaned: dict[str, Any]) -> None:
+        if cleaned.get("mda") and not self.owner().is_superuser:
+            # services.mailbox_save refuses it (ServerCommandRefused): said here
+            # in words, instead of a server error.
+            self.add_error(
+                "mda", "Only a mailbox owned by a superuser may run a program."
+            )
         if cleaned.get("delivery_kind") != Mailbox.DeliveryKind.MDA:
             return
         if not cleaned.get("mda"):

@@ -23,6 +23,7 @@ By subject:
 * imports: the rcfile importer's rows
 * records: poll runs and ledger rows, for the admin
 * domains, users: the admin's writes for accounts
+* tokens: the REST API's tokens (made, checked, revoked)
 
 The names below are re-exported so that callers write ``services.mailbox_save``;
 a test that replaces a function replaces it in its module (``services.polls``).
@@ -85,6 +86,12 @@ from retrieval.services.records import (
 from retrieval.services.retention import runs_delete_old
 from retrieval.services.rules import mailbox_rules_replace
 from retrieval.services.specs import BSMTP_STDOUT, SpecError, mailbox_spec
+from retrieval.services.tokens import (
+    TokenLimit,
+    token_authenticate,
+    token_create,
+    token_revoke,
+)
 from retrieval.services.users import user_delete, user_save, users_delete
 
 __all__ = [
@@ -103,6 +110,7 @@ __all__ = [
     "RecordingTranscript",
     "ServerCommandRefused",
     "SpecError",
+    "TokenLimit",
     "account_busy",
     "account_changes",
     "action_allowed",
@@ -141,6 +149,9 @@ __all__ = [
     "runs_close_lost",
     "runs_delete",
     "runs_delete_old",
+    "token_authenticate",
+    "token_create",
+    "token_revoke",
     "user_delete",
     "user_save",
     "users_delete",

@@ -125,7 +125,10 @@ def forbidden_markers(role: str) -> tuple[str, ...]:
 
 
 # Pages of one connection test, reached through its mailbox as a run is.
-CONNECTION_TEST_PAGES = ("retrieval:connection-test", "retrieval:connection-test-status")
+CONNECTION_TEST_PAGES = (
+    "retrieval:connection-test",
+    "retrieval:connection-test-status",
+)
 
 # --- the URLs -----------------------------------------------------------------------
 
@@ -212,6 +215,8 @@ def targets(pattern: Pattern) -> tuple[str, ...]:
     run in the run page's URL (and so on): a run must be reached only through
     its own mailbox.
     """
+    if pattern.key in API:
+        return API_TARGETS.get(pattern.key, ("-",))
     if pattern.key == "retrieval:run-detail" or pattern.key in CONNECTION_TEST_PAGES:
         return (*OWNERS, "missing", "alice+bob", "bob+alice", "root+alice")
     if pattern.key == "retrieval:mailbox-bulk":
@@ -335,6 +340,8 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
         "GET": _by_level(E404, OK, OK, OK),
         "POST": _same(E405),
     },
+    # One's own API tokens; the probe's empty POST gets the form with its error.
+    "accounts:tokens": {"GET": _same(OK), "POST": _same(OK)},
 }
 # What anonymous gets on the pages; absent: the logged-in answer at level NONE.
 ANONYMOUS: dict[str, dict[str, Expect]] = {
@@ -344,7 +351,7 @@ ANONYMOUS: dict[str, dict[str, Expect]] = {
     **{
         key: {"GET": LOGIN, "POST": LOGIN}
         for key in PAGES
-        if key.startswith("retrieval:")
+        if key.startswith(("retrieval:", "accounts:"))
     },
 }
 
@@ -449,6 +456,8 @@ def expect(pattern: Pattern, role: str, owner: str, method: str) -> tuple[Expect
         refused = NOT_ADMITTED.get(pattern.key, (ADMIN_LOGIN,))
         # staff1 may also be refused with 403, however item 1 is implemented.
         return (*refused, E403) if role == "staff1" else refused
+    if pattern.key in API:
+        return (api_expectation(pattern.key, role, owner, method),)
     if pattern.key == "retrieval:mailbox-add":
         return (add_expectation(role, owner, method),)
     by_level = PAGES[pattern.key][method]
@@ -459,11 +468,16 @@ def expect(pattern: Pattern, role: str, owner: str, method: str) -> tuple[Expect
     return (by_level[level(role, owner)],)
 
 
+def methods(pattern: Pattern) -> tuple[str, ...]:
+    """GET and POST everywhere; the API's routes get PUT, PATCH and DELETE too."""
+    return API_METHODS if pattern.key in API else ("GET", "POST")
+
+
 def iter_probes(patterns: list[Pattern]) -> Iterator[tuple[Pattern, str, str, str]]:
     for pattern in patterns:
         for role in ROLES:
             for owner in targets(pattern):
-                for method in ("GET", "POST"):
+                for method in methods(pattern):
                     yield pattern, role, owner, method
 
 
@@ -473,6 +487,142 @@ def has_expectation(pattern: Pattern) -> bool:
         return model_page_kind(pattern) in ROOT_MODEL_PAGES
     return (
         pattern.key in PAGES
+        or pattern.key in API
         or pattern.key in ROOT_ADMIN
         or (pattern.key == "retrieval:mailbox-add")
     )
+
+
+# --- the REST API (issue 15 item 1) -------------------------------------------------
+# The same rules as the pages, in the API's words: 401 for anonymous (no login
+# redirect), 404 for what the caller cannot see, 403 for what they may only look
+# at, 405 for a method the route has not. Bodies are JSON (the rcfile import's
+# is text, sent with ?dry_run=1: it must change nothing).
+
+API_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+E400, E401 = Expect(400), Expect(401)
+CREATED, ACCEPTED, NO_CONTENT = Expect(201), Expect(202), Expect(204)
+_NOT_HERE = dict.fromkeys(API_METHODS, _same(E405))
+
+
+def _api(**by_method: dict[str, Expect]) -> dict[str, dict[str, Expect]]:
+    return {**_NOT_HERE, **by_method}
+
+
+_SEEN = _by_level(E404, OK, OK, OK)
+_CHANGE = _by_level(E404, E403, OK, OK)
+
+API: dict[str, dict[str, dict[str, Expect]]] = {
+    "api:mailbox-list": _api(GET=_same(OK)),  # POST: MAY_ADD_FOR
+    "api:mailbox-detail": _api(
+        GET=_SEEN,
+        PUT=_CHANGE,
+        PATCH=_CHANGE,
+        DELETE=_by_level(E404, E403, NO_CONTENT, NO_CONTENT),
+    ),
+    "api:mailbox-poll": _api(POST=_by_level(E404, E403, ACCEPTED, ACCEPTED)),
+    "api:mailbox-test": _api(POST=_by_level(E404, E403, ACCEPTED, ACCEPTED)),
+    # Rules are read by whoever sees the mailbox (its page shows them), changed
+    # by a domain administrator or a superuser.
+    "api:mailbox-rules": _api(GET=_SEEN, PUT=_by_level(E404, E403, E403, OK)),
+    "api:run-list": _api(GET=_same(OK)),
+    "api:run-detail": _api(GET=_SEEN),
+    "api:message-list": _api(GET=_same(OK)),
+    "api:connection-test-detail": _api(GET=_SEEN),
+    "api:domain-list": _api(),  # GET: ADMINISTERS
+    "api:domain-detail": _api(),
+    "api:user-list": _api(),  # GET: PEOPLE_SEEN
+    "api:user-detail": _api(),
+    "api:rcfile-import": _api(POST=_same(OK)),  # a dry run of one's own file
+    "api:rcfile-export": _api(GET=_same(OK)),
+    "api:schema": _api(GET=_same(OK)),
+    "api:docs": _api(GET=_same(OK)),
+}
+API_PUBLIC = {"api:schema", "api:docs"}  # they describe the API, not anyone's data
+# Which owners' objects a route is probed on; absent: none ("-").
+_BOXES = (*OWNERS, "missing")
+API_TARGETS: dict[str, tuple[str, ...]] = {
+    "api:mailbox-list": OWNERS,  # the owner named in the POSTed body
+    "api:mailbox-detail": _BOXES,
+    "api:mailbox-poll": _BOXES,
+    "api:mailbox-test": _BOXES,
+    "api:mailbox-rules": _BOXES,
+    "api:run-detail": _BOXES,
+    "api:connection-test-detail": _BOXES,
+    "api:domain-detail": ("dom1", "dom2", "missing"),
+    "api:user-detail": _BOXES,
+}
+# What the routes of domains and people show, per role: a superuser everything,
+# a domain administrator their domains and their members (and themselves), a
+# user only themselves; the lists are for superusers and domain administrators.
+ADMINISTERS: dict[str, set[str]] = {
+    "admin1": {"dom1"},
+    "staff1": {"dom1"},
+    "admin2": {"dom2"},
+    "root": {"dom1", "dom2"},
+}
+PEOPLE_SEEN: dict[str, set[str]] = {
+    "alice": {"alice"},
+    "peer": {"peer"},
+    "bob": {"bob"},
+    "admin1": {"alice", "peer"},
+    "staff1": {"alice", "peer"},
+    "admin2": {"bob"},
+    "root": set(OWNERS),
+}
+# Whom a POST to the mailbox list may add a mailbox for (the pages' rule).
+MAY_ADD_FOR: dict[str, set[str]] = {
+    "alice": {"alice"},
+    "peer": {"peer"},
+    "bob": {"bob"},
+    "admin1": {"alice", "peer"},
+    "staff1": {"alice", "peer"},
+    "admin2": {"bob"},
+    "root": set(OWNERS),
+}
+
+
+def api_expectation(key: str, role: str, owner: str, method: str) -> Expect:
+    if key in API_PUBLIC:
+        return API[key][method][NONE]
+    if role == "anonymous":
+        return E401
+    if method == "GET" and key in ("api:domain-list", "api:user-list"):
+        return OK if role in ADMINISTERS else E403
+    if method == "GET" and key == "api:domain-detail":
+        return OK if owner in ADMINISTERS.get(role, set()) else E404
+    if method == "GET" and key == "api:user-detail":
+        return OK if owner in PEOPLE_SEEN[role] else E404
+    if key == "api:mailbox-list" and method == "POST":
+        return CREATED if owner in MAY_ADD_FOR[role] else E400
+    if key in SUPERUSER_WRITES and method in SUPERUSER_WRITES[key]:
+        if role != "root":
+            return E403  # whatever the id: the refusal confirms nothing
+        if owner == "missing":
+            return E404
+        return SUPERUSER_WRITES[key][method].get(
+            owner, SUPERUSER_WRITES[key][method]["*"]
+        )
+    return API[key][method][level(role, owner)]
+
+
+# Domains and people are changed by superusers only (as in the admin); what the
+# superuser's probe gets, by target ("*": any other).
+SUPERUSER_WRITES: dict[str, dict[str, dict[str, Expect]]] = {
+    "api:domain-list": {"POST": {"*": CREATED}},
+    "api:user-list": {"POST": {"*": CREATED}},
+    # Both domains have people in them: the database keeps them (PROTECT).
+    "api:domain-detail": {"PATCH": {"*": OK}, "DELETE": {"*": Expect(409)}},
+    # Deleting a person deletes their mailboxes; nobody deletes themselves.
+    "api:user-detail": {
+        "PATCH": {"*": OK},
+        "DELETE": {"*": NO_CONTENT, "root": E400},
+    },
+}
+
+
+def api_changes(key: str, method: str, answer: Expect) -> bool:
+    """Did an allowed API call change rows (so the before/after check is off)?"""
+    if method == "GET" or key == "api:rcfile-import":  # a dry run
+        return False
+    return answer.status in (200, 201, 202, 204)

@@ -49,7 +49,6 @@ MISSING = 999_999_999
 PATTERNS = m.url_patterns()
 
 
-
 # --- the rows ------------------------------------------------------------------------
 
 
@@ -224,6 +223,14 @@ def _object_ids(world: World, pattern: m.Pattern, owner: str) -> dict[str, str]:
     """The URL's parameters for ``owner``'s object."""
     if owner == "-":
         return {name: "no-such-page/" for name in pattern.params}  # the catch-all
+    if pattern.key in m.API:
+        table = {
+            "api:run-detail": world.runs,
+            "api:connection-test-detail": world.probes,
+            "api:domain-detail": world.domains,
+            "api:user-detail": world.users,
+        }.get(pattern.key, world.mailboxes)
+        return {"pk": str(table.get(owner, MISSING))}
     if pattern.key == "retrieval:run-detail":
         if owner == "missing":
             return {"pk": str(MISSING), "run_pk": str(MISSING)}
@@ -283,6 +290,20 @@ _ADMIN_MODELS: dict[str, Any] = {
 def post_body(world: World, pattern: m.Pattern, owner: str) -> dict[str, Any]:
     """A plausible form for each POST: what a browser would send to do the thing."""
     key = pattern.key
+    if key == "api:mailbox-list":
+        return {**API_MAILBOX, "name": "ADDED-BY-PROBE", "owner": world.users[owner]}
+    if key == "api:mailbox-detail":
+        return {**API_MAILBOX, "name": "EDITED-BY-PROBE"}
+    if key == "api:mailbox-rules":
+        return {"rules": [{"remote": "probe@remote.example", "local": "probe"}]}
+    if key in ("api:domain-list", "api:domain-detail"):
+        return {"name": "probe-domain.example"}
+    if key == "api:user-list":
+        return {"email": "probe-person@probe.example", "password": "Probe-pass-123456"}
+    if key == "api:user-detail":
+        return {"full_name": "PROBE-NAME"}
+    if key in m.API:
+        return {}
     if key in ("login", "admin:login"):
         return {"username": "nobody@nowhere.example", "password": "wrong"}
     if key == "retrieval:mailbox-add":
@@ -313,6 +334,32 @@ def post_body(world: World, pattern: m.Pattern, owner: str) -> dict[str, Any]:
             "post": "yes",
         }
     return {}
+
+
+# What a script would send to add or change a mailbox through the API.
+API_MAILBOX: dict[str, Any] = {
+    "poll_interval": 300,
+    "protocol": "imap",
+    "host": PUBLIC,
+    "tls_mode": "implicit",
+    "username": "probe-remote",
+    "password": "probe-password",
+}
+# The rcfile import's probe: a dry run of a file for the caller themselves.
+API_RCFILE = f"poll {PUBLIC} proto imap user probe-remote password probe-password\n"
+
+
+def _request(
+    client: Client, method: str, path: str, pattern: m.Pattern, body: Any
+) -> Any:
+    if pattern.key not in m.API:
+        return client.get(path) if method == "GET" else client.post(path, body)
+    if pattern.key == "api:rcfile-import" and method == "POST":
+        return client.post(path + "?dry_run=1", API_RCFILE, content_type="text/plain")
+    call = getattr(client, method.lower())
+    if method in ("GET", "DELETE"):
+        return call(path)
+    return call(path, body or {}, content_type="application/json")
 
 
 def _mailbox_form(**overrides: str) -> dict[str, str]:
@@ -445,9 +492,9 @@ def probe(
 ) -> None:
     client = _client(role, world)
     path = concrete_url(world, pattern, owner)
-    body = post_body(world, pattern, owner) if method == "POST" else None
+    body = post_body(world, pattern, owner) if method != "GET" else None
     before = world.baseline
-    response = client.get(path) if method == "GET" else client.post(path, body)
+    response = _request(client, method, path, pattern, body)
     accepted = m.expect(pattern, role, owner, method)
 
     content = response.content.decode("utf-8", "replace") + response.headers.get(
@@ -461,22 +508,51 @@ def probe(
     # even a redirect there (logout's, to the index) is a refusal.
     admitted = not pattern.admin or role == "root"
     changes = method == "POST" and answer.status == 302 and answer.allowed and admitted
+    if pattern.key in m.API:
+        changes = m.api_changes(pattern.key, method, answer)
     if not changes:
         assert world_state() == before, f"{method} {path} as {role} changed rows"
     if not changes:
         assert not calls.polls and not calls.tests, (calls, method, path)
     if changes and not pattern.admin:
-        _check_effect(world, calls, pattern, role, owner)
+        _check_effect(world, calls, pattern, role, owner, method)
 
 
 def _check_effect(
-    world: World, calls: Calls, pattern: m.Pattern, role: str, owner: str
+    world: World,
+    calls: Calls,
+    pattern: m.Pattern,
+    role: str,
+    owner: str,
+    method: str = "POST",
 ) -> None:
     """An allowed change happened, to the object asked for: the matrix proves the
     allowed cells are real permissions, not pages that ignore the request."""
     pk = world.mailboxes.get(owner, MISSING)
     key = pattern.key
-    if key == "retrieval:mailbox-edit":
+    if key == "api:mailbox-detail":
+        key = {"DELETE": "retrieval:mailbox-delete"}.get(
+            method, "retrieval:mailbox-edit"
+        )
+    if key.startswith("api:mailbox-"):
+        key = {"api:mailbox-list": "retrieval:mailbox-add"}.get(
+            key, key.replace("api:", "retrieval:")
+        )
+    if key in ("api:domain-list", "api:domain-detail"):
+        assert Domain.objects.filter(name="probe-domain.example").exists()
+        if key == "api:domain-detail":
+            assert Domain.objects.get(pk=world.domains[owner]).name == (
+                "probe-domain.example"
+            )
+    elif key == "api:user-list":
+        person = User.objects.get(email="probe-person@probe.example")
+        assert person.check_password("Probe-pass-123456") and not person.is_superuser
+    elif key == "api:user-detail" and method == "PATCH":
+        assert User.objects.get(pk=world.users[owner]).full_name == "PROBE-NAME"
+    elif key == "api:user-detail":
+        assert not User.objects.filter(pk=world.users[owner]).exists()
+        assert not Mailbox.objects.filter(owner_id=world.users[owner]).exists()
+    elif key == "retrieval:mailbox-edit":
         assert Mailbox.objects.get(pk=pk).name == "EDITED-BY-PROBE"
     elif key == "retrieval:mailbox-rules":
         rules = MultidropRule.objects.filter(mailbox_id=pk)
@@ -531,7 +607,9 @@ def test_every_url_has_an_expectation() -> None:
 
 def test_every_url_is_probed_for_every_role_and_method() -> None:
     probed = {(p.key, role, method) for p, role, _, method in m.iter_probes(PATTERNS)}
-    assert len(probed) == len(PATTERNS) * len(m.ROLES) * 2
+    assert len(probed) == sum(len(m.methods(p)) for p in PATTERNS) * len(m.ROLES)
+    api = [p for p in PATTERNS if p.key.startswith("api:")]
+    assert api and all(m.methods(p) == m.API_METHODS for p in api)
 
 
 @override_settings(ROOT_URLCONF="tests.security.extra_urls")
