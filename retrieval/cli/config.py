@@ -162,6 +162,15 @@ def _default_smtp_port(host: str) -> bool:
     return cut < 0 or host[cut + 1 :] == "smtp" or servport(host[cut + 1 :]) == 25
 
 
+def inherit_environment(spec: MailboxSpec) -> MailboxSpec:
+    """``spec`` whose programs get this process's whole environment."""
+    return dataclasses.replace(
+        spec,
+        server=dataclasses.replace(spec.server, inherit_env=True),
+        delivery=dataclasses.replace(spec.delivery, inherit_env=True),
+    )
+
+
 def polls(config: RcConfig, names: list[str], env: Environment) -> list[Poll]:
     """The engine's specs for every selected user description, in poll order.
 
@@ -169,10 +178,15 @@ def polls(config: RcConfig, names: list[str], env: Environment) -> list[Poll]:
     password may then come from ~/.netrc). ``set idfile``, ``set pidfile`` and
     ``set logfile`` are the command's to honour (daemon mode), not the engine's:
     they are left out of what the engine would report as unsupported.
+
+    The programs a poll runs (mda, plugin, plugout, preconnect, postconnect)
+    inherit this process's whole environment, as fetchmail's do: the command
+    line is a person's own process. The web service keeps the engine's default,
+    a short allow-list (retrieval.engine.wire.commands.program_environment).
     """
     g = dataclasses.replace(config.globals, idfile=None, pidfile=None, logfile=None)
     return [
-        Poll(server, user, user_spec(g, active, user, env))
+        Poll(server, user, inherit_environment(user_spec(g, active, user, env)))
         for server in selected(config, names)
         for active in [dataclasses.replace(server.options, skip=False)]
         for user in server.users

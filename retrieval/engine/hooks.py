@@ -28,7 +28,7 @@ from retrieval.engine.errors import ConfigError
 from retrieval.engine.report import ExitCode
 from retrieval.engine.spec import TlsMode
 from retrieval.engine.wire import link
-from retrieval.engine.wire.commands import run_command, shown
+from retrieval.engine.wire.commands import program_environment, run_command, shown
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -85,7 +85,13 @@ def _command(
     if not argv:
         return True
     timeout = spec.server.timeout
-    finished = run_command(argv, label=label, timeout=timeout, transcript=wire)
+    finished = run_command(
+        argv,
+        label=label,
+        timeout=timeout,
+        transcript=wire,
+        env=program_environment(inherit=spec.server.inherit_env),
+    )
     if finished.ok:
         return True
     words = "pre" if label == "preconnect" else "post"

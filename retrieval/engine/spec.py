@@ -103,6 +103,10 @@ class ServerSpec:
     # connected to, so a name that resolves differently between a policy check and
     # the connect (DNS rebinding) still cannot reach a private network.
     public_only: bool = False
+    # plugin, preconnect, postconnect get our whole environment (True: the
+    # command line, as fetchmail) or only PATH, HOME, LANG, LC_*... (False: the
+    # service, whose environment holds its secrets); wire/commands.py decides.
+    inherit_env: bool = False
 
     @property
     def effective_port(self) -> int:
@@ -142,6 +146,7 @@ class DeliverySpec:
     mda_ignore_stderr: bool = False
     bsmtp: str = ""  # kind BSMTP: the batch file, "-" for standard output
     plugout: tuple[str, ...] = ()  # argv speaking to the listener, as ``plugin``
+    inherit_env: bool = False  # mda and plugout: as ``ServerSpec.inherit_env``
     # SMTP AUTH to the listener (esmtpname/esmtppassword), only with a password;
     # see retrieval.engine.deliver.listener_auth for STARTTLS and the certificate check:
     # ``listener_verify`` None means "checked unless the listener is on this

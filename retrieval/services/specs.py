@@ -68,7 +68,9 @@ def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
     _refuse_server_commands(mailbox, s, u)
     spec = user_spec(g, s, u, Environment.fixed(mailbox.owner.email))
     timeout = min(spec.server.timeout, float(settings.FETCH_TIMEOUT))
-    server = replace(spec.server, timeout=timeout)
+    # The programs it runs get an allow-listed environment, not the worker's
+    # secrets (retrieval.engine.wire.commands.program_environment).
+    server = replace(spec.server, timeout=timeout, inherit_env=False)
     if not (mailbox.owner.is_superuser or settings.FETCH_ALLOW_PRIVATE_HOSTS):
         try:
             netpolicy.check_destination(server.host, server.effective_port)
@@ -78,5 +80,7 @@ def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
     recipients = spec.delivery.recipients
     if not recipients or not (u.smtpname or u.localnames):
         recipients = (mailbox.delivery_address,)
-    delivery = replace(spec.delivery, recipients=recipients, timeout=timeout)
+    delivery = replace(
+        spec.delivery, recipients=recipients, timeout=timeout, inherit_env=False
+    )
     return replace(spec, server=server, delivery=delivery)

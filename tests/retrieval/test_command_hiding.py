@@ -39,7 +39,9 @@ def _engine_transcript() -> tuple[str, str]:
 
     transcript = RecordingTranscript(secrets=(), limit=100_000)
     argv = shlex.split(PRECONNECT)
-    finished = run_command(argv, label="preconnect", timeout=10, transcript=transcript)
+    finished = run_command(
+        argv, label="preconnect", timeout=10, transcript=transcript, env={}
+    )
     try:
         open_tunnel(
             shlex.split(PLUGIN),
@@ -48,6 +50,7 @@ def _engine_transcript() -> tuple[str, str]:
             timeout=10,
             transcript=transcript,
             label="plugin",
+            inherit_env=False,
         )
     except EngineError as exc:  # the program cannot start: its words are recorded
         transcript.record("*", f"poll ended: {exc}")

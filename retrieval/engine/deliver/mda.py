@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING
 
 from retrieval.engine.deliver.sink import DeliveryOutcome, Envelope, RecipientReply
 from retrieval.engine.errors import ConfigError
+from retrieval.engine.wire.commands import program_environment
 from retrieval.engine.wire.encoding import (
     CrlfLineEncoder,
     PlainEncoder,
@@ -65,6 +66,7 @@ class MdaSink:
         self._argv = delivery.mda
         self._timeout = delivery.timeout
         self._ignore_stderr = delivery.mda_ignore_stderr
+        self._env = program_environment(inherit=delivery.inherit_env)
         self._transcript = transcript
         strip = message.stripcr if message is not None else None
         force = message.forcecr if message is not None else False
@@ -136,6 +138,7 @@ class MdaSink:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # a runaway MDA is killed with its children
+                env=self._env,  # not the worker's secrets (wire/commands.py)
             )
         except OSError as exc:
             return 451, f"The delivery program could not be started: {exc}."

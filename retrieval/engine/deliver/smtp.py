@@ -153,6 +153,7 @@ class SmtpSink:
                 timeout=timeout,
                 transcript=self._transcript,
                 label="plugout",
+                inherit_env=self._delivery.inherit_env,
                 side=side,
                 error=ListenerError,
             )

@@ -15,6 +15,16 @@ standard input, its output (both streams, bounded) and its exit status go to
 the transcript, and it is stopped (with any children in its process group)
 when it outlives its deadline. :func:`stop` ends a program that is still
 running (a plugin whose connection is closed).
+
+Environment: every program (mda, plugin, plugout, preconnect, postconnect) is
+started with :func:`program_environment`, the one place that decides it. The
+web service's worker holds secrets in its environment (``SECRET_KEY``,
+``FIELD_ENCRYPTION_KEYS``, ``DATABASE_URL``...), so by default a program gets
+only :data:`ENVIRONMENT_KEPT` (and ``LC_*``) from it. fetchmail sets no
+variables of its own for these programs (plugins get ``%h``/``%p`` in their
+arguments, an MDA ``%T``/``%F``), so nothing is added. The command line, a
+person's own process as fetchmail is, passes its whole environment on
+(``inherit_env`` on the server and delivery specs, set by retrieval.cli).
 """
 
 from __future__ import annotations
@@ -49,6 +59,29 @@ STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 # no quotes, nothing a program could read as an option.
 _HOST = re.compile(r"[A-Za-z0-9._:\[\]-]{1,255}")
 _PLACEHOLDER = re.compile(r"%(.)")
+# What a program run for a mailbox gets from the worker's environment.
+ENVIRONMENT_KEPT = frozenset(
+    {"PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR"}
+)
+
+
+def program_environment(
+    *, inherit: bool, source: Mapping[str, str] | None = None
+) -> dict[str, str] | None:
+    """The environment for a program we start (``env=`` of ``Popen``).
+
+    ``inherit``: None, so the program inherits ours whole (the command line, as
+    fetchmail). Otherwise only :data:`ENVIRONMENT_KEPT` and ``LC_*`` of
+    ``source`` (``os.environ`` when None) are passed, never anything else.
+    """
+    if inherit:
+        return None
+    environ = os.environ if source is None else source
+    return {
+        key: value
+        for key, value in environ.items()
+        if key in ENVIRONMENT_KEPT or key.startswith("LC_")
+    }
 
 
 def split_command(text: str) -> tuple[str, ...] | None:
@@ -166,14 +199,19 @@ class Finished:
 
 
 def run_command(
-    argv: Sequence[str], *, label: str, timeout: float, transcript: Transcript
+    argv: Sequence[str],
+    *,
+    label: str,
+    timeout: float,
+    transcript: Transcript,
+    env: Mapping[str, str] | None,
 ) -> Finished:
     """Run ``argv`` to its end; its output and status go to the transcript.
 
     The output goes to a temporary file rather than a pipe: a command that
     leaves a child running in the background (``ssh -f``, the classic
     preconnect) keeps its output open, and a pipe would make us wait for
-    that child instead of the command.
+    that child instead of the command. ``env`` is :func:`program_environment`'s.
     """
     transcript.record("*", f"{label}: running {shown(argv)}")
     with tempfile.TemporaryFile() as output:
@@ -184,6 +222,7 @@ def run_command(
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=env,
             )
         except OSError as exc:
             finished = Finished(None, error=exc.strerror or str(exc))

@@ -37,7 +37,13 @@ import threading
 from typing import IO, TYPE_CHECKING
 
 from retrieval.engine.errors import ConfigError, EngineError, TransportError
-from retrieval.engine.wire.commands import expand, safe_host, shown, stop
+from retrieval.engine.wire.commands import (
+    expand,
+    program_environment,
+    safe_host,
+    shown,
+    stop,
+)
 from retrieval.engine.wire.transport import DEFAULT_MAX_LINE, Connection
 
 if TYPE_CHECKING:
@@ -65,6 +71,7 @@ def connect_server(server: ServerSpec, transcript: Transcript) -> Connection:
             timeout=server.timeout,
             transcript=transcript,
             label="plugin",
+            inherit_env=server.inherit_env,
         )
     return Connection.open_tcp(
         host,
@@ -83,10 +90,12 @@ def open_tunnel(
     timeout: float,
     transcript: Transcript,
     label: str,
+    inherit_env: bool,
     side: str = "",
     error: type[EngineError] = TransportError,
 ) -> TunnelConnection:
-    """Start the program ``template`` (``%h``/``%p`` filled in) as the far end."""
+    """Start the program ``template`` (``%h``/``%p`` filled in) as the far end,
+    with :func:`~retrieval.engine.wire.commands.program_environment`."""
     if not safe_host(host):
         raise ConfigError(
             f"The host name {host!r} cannot be given to the {label} command; "
@@ -101,6 +110,7 @@ def open_tunnel(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            env=program_environment(inherit=inherit_env),
         )
     except OSError as exc:
         raise error(
