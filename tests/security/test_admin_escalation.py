@@ -1,11 +1,10 @@
-"""What a staff domain administrator can do through Django's admin today.
+"""What a staff domain administrator could once do through Django's admin.
 
-The matrix (test_authz_matrix.py) proves that staff1 gets in; these tests show
-why that matters, with a valid form rather than an empty one: through the admin
-a domain administrator edits the superuser's mailbox of their domain (read-only
-to them on the pages), and so chooses a command that the worker runs with the
-superuser's rights. Both must be refused once the admin is superuser-only
-(issue 11 item 1); until then they are strict xfails.
+Before the admin became superuser-only (issue 11 item 1), a domain
+administrator with staff status edited the superuser's mailbox of their domain
+(read-only to them on the pages) with a valid form, and so chose a command that
+the worker ran with the superuser's rights. These tests post those forms and
+prove nothing changes; the superuser's own post shows the form is valid.
 """
 
 from __future__ import annotations
