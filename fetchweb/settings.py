@@ -249,6 +249,10 @@ else:
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
+    # Any process may queue a task (a poll from `manage.py poll` queues its alert),
+    # not only those `make run` starts after creating the folders.
+    for _folder in ("queue", "control"):
+        (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_IGNORE_RESULT = True
 # Three queues (retrieval.tasks.route_task): scheduled polls on "polls"; "Poll
 # now" and connection tests on "interactive", served by a worker that runs no
