@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 QUIT_WAIT = 120.0  # seconds --quit waits for a daemon finishing its poll
 QUIT_CHECK = 0.05
-PID_SUFFIX = ".pid"
 
 
 class DaemonBusy(Exception):

@@ -37,7 +37,6 @@ from retrieval.engine.fetch.turn import (
     check_turn_options,
     local_fqdn,
 )
-from retrieval.engine.redact import MASK
 from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus
 from retrieval.engine.wire import sasl
 from retrieval.engine.wire.spool import MessageSpool
@@ -121,24 +120,12 @@ def _authenticate(client: TurnClient, spec: MailboxSpec) -> None:
     raise refusal or AuthError("No authentication method worked.")
 
 
-class _SmtpSaslWire:
+class _SmtpSaslWire(sasl.CommandSaslWire):
     """SMTP AUTH (RFC 4954) for :func:`retrieval.engine.wire.sasl.exchange`."""
 
     def __init__(self, client: TurnClient) -> None:
         self._client = client
-
-    def start(self, name: str, initial: str | None) -> None:
-        conn = self._client.conn
-        if initial is None:
-            conn.send_line(f"AUTH {name}")
-        else:
-            conn.send_line(f"AUTH {name} {initial or '='}", shown=f"AUTH {name} {MASK}")
-
-    def answer(self, line: str) -> None:
-        self._client.conn.send_line(line, shown=MASK)
-
-    def cancel(self) -> None:
-        self._client.conn.send_line("*")
+        self._conn = client.conn
 
     def read(self) -> sasl.Reply:
         code, text = self._client.reply()

@@ -123,9 +123,6 @@ class RedactingTranscript:
         self._matcher = SecretMatcher(secrets)
         self._in_auth = False
 
-    def add_secret(self, secret: str) -> None:
-        self._matcher.add(secret)
-
     def mask(self, text: str) -> str:
         """For report fields that carry server words (greeting, errors, replies):
         the text unchanged, or a fixed note when it carries a secret."""

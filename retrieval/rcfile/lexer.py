@@ -210,8 +210,6 @@ GLUED_NO: Final = frozenset(
     ]
 )
 
-KEYWORD_WORDS: Final = frozenset(w.decode() for w in _KEYWORDS) | {"password"}
-
 _WORD = re.compile(rb"[^=;:, \t\r\n]+")
 _BLANK = re.compile(rb"[ \t\r]+")
 _NUMBER = re.compile(rb"-?[0-9]+")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-PROTOCOLS = ("auto", "pop2", "pop3", "imap", "apop", "rpop", "etrn", "odmr")
 AUTH_TYPES = (
     "password",
     "kerberos_v4",
@@ -58,7 +57,8 @@ class ServerOptions:
     pollname: str = ""
     skip: bool = False
     via: str | None = None
-    protocol: str | None = None  # one of PROTOCOLS; kpop/sdps are folded into pop3
+    # auto, pop2, pop3, imap, apop, rpop, etrn or odmr; kpop/sdps are folded into pop3
+    protocol: str | None = None
     sdps: bool = False
     service: str | None = None  # as given; ``port N`` and ``service N`` give digits
     interval: int | None = None

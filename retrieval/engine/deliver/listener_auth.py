@@ -29,7 +29,6 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from retrieval.engine.errors import EngineError, ListenerError
-from retrieval.engine.redact import MASK
 from retrieval.engine.spec import TlsMode, TlsSpec
 from retrieval.engine.wire import sasl
 from retrieval.engine.wire.tls import client_context
@@ -122,27 +121,13 @@ def login(
     conn.note(f"ESMTP login as {user} ({name}) accepted")
 
 
-class SmtpSaslWire:
+class SmtpSaslWire(sasl.CommandSaslWire):
     """SMTP AUTH (RFC 4954) for :func:`retrieval.engine.wire.sasl.exchange`."""
 
     def __init__(self, conn: Connection, reply: Callable[[], Reply], user: str) -> None:
         self._conn = conn
         self._reply = reply
         self._user = user
-
-    def start(self, name: str, initial: str | None) -> None:
-        if initial is None:
-            self._conn.send_line(f"AUTH {name}")
-        else:
-            self._conn.send_line(
-                f"AUTH {name} {initial or '='}", shown=f"AUTH {name} {MASK}"
-            )
-
-    def answer(self, line: str) -> None:
-        self._conn.send_line(line, shown=MASK)
-
-    def cancel(self) -> None:
-        self._conn.send_line("*")
 
     def read(self) -> sasl.Reply:
         code, text = self._reply()

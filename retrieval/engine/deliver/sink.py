@@ -60,10 +60,6 @@ class DeliveryOutcome:
     recipients: list[RecipientReply] = field(default_factory=list)
 
     @property
-    def refusal_codes(self) -> set[int]:
-        return {r.code for r in self.recipients if r.permanent}
-
-    @property
     def accepted(self) -> list[str]:
         """Recipients that have the message now."""
         return [r.recipient for r in self.recipients if r.accepted]

@@ -771,7 +771,7 @@ class ImapSession:
         return self._arrived
 
 
-class _SaslWire:
+class _SaslWire(sasl.CommandSaslWire):
     """IMAP AUTHENTICATE (RFC 3501 6.2.2, SASL-IR RFC 4959) for sasl.exchange."""
 
     def __init__(self, session: ImapSession) -> None:
@@ -780,21 +780,9 @@ class _SaslWire:
         self._tag = ""
         self._status = "NO"
 
-    def start(self, name: str, initial: str | None) -> None:
+    def _command(self, name: str) -> str:
         self._tag = self._session._next_tag()
-        if initial is None:
-            self._conn.send_line(f"{self._tag} AUTHENTICATE {name}")
-        else:
-            self._conn.send_line(
-                f"{self._tag} AUTHENTICATE {name} {initial or '='}",
-                shown=f"{self._tag} AUTHENTICATE {name} {MASK}",
-            )
-
-    def answer(self, line: str) -> None:
-        self._conn.send_line(line, shown=MASK)
-
-    def cancel(self) -> None:
-        self._conn.send_line("*")
+        return f"{self._tag} AUTHENTICATE {name}"
 
     def read(self) -> sasl.Reply:
         budget = self._conn.budget()

@@ -760,26 +760,12 @@ class Pop3Session:
         discard_spools(self._parked)
 
 
-class _SaslWire:
+class _SaslWire(sasl.CommandSaslWire):
     """POP3 AUTH (RFC 5034) for :func:`retrieval.engine.wire.sasl.exchange`."""
 
     def __init__(self, session: Pop3Session) -> None:
         self._session = session
         self._conn = session._conn
-
-    def start(self, name: str, initial: str | None) -> None:
-        if initial is None:
-            self._conn.send_line(f"AUTH {name}")
-        else:
-            self._conn.send_line(
-                f"AUTH {name} {initial or '='}", shown=f"AUTH {name} {MASK}"
-            )
-
-    def answer(self, line: str) -> None:
-        self._conn.send_line(line, shown=MASK)
-
-    def cancel(self) -> None:
-        self._conn.send_line("*")
 
     def read(self) -> sasl.Reply:
         line = self._conn.readline(MAX_LINE)

@@ -32,11 +32,13 @@ from retrieval.engine.errors import (
     ProtocolError,
     SaslError,
 )
+from retrieval.engine.redact import MASK
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from retrieval.engine.spec import MailboxSpec
+    from retrieval.engine.wire.transport import Connection
 
 MAX_CHALLENGE = 4096  # decoded bytes; CRAM-MD5 and LOGIN prompts are tiny
 MAX_STEPS = 4  # challenges answered per exchange (LOGIN needs two)
@@ -346,6 +348,34 @@ class SaslWire(Protocol):
     def refusal(self, text: str) -> EngineError:
         """The error for a refused login (AuthError, or MailboxInUse...)."""
         ...
+
+
+class CommandSaslWire:
+    """The sending half of :class:`SaslWire`, the same in POP3 AUTH (RFC 5034),
+    IMAP AUTHENTICATE (RFC 3501, SASL-IR RFC 4959) and SMTP AUTH (RFC 4954): the
+    command with the initial response if any (``=`` for an empty one), masked in the
+    transcript like every response line, and ``*`` to cancel. A protocol sets
+    ``_conn``, gives ``read`` and ``refusal``, and ``_command`` if not ``AUTH``."""
+
+    _conn: Connection
+
+    def _command(self, name: str) -> str:
+        return f"AUTH {name}"
+
+    def start(self, name: str, initial: str | None) -> None:
+        command = self._command(name)
+        if initial is None:
+            self._conn.send_line(command)
+        else:
+            self._conn.send_line(
+                f"{command} {initial or '='}", shown=f"{command} {MASK}"
+            )
+
+    def answer(self, line: str) -> None:
+        self._conn.send_line(line, shown=MASK)
+
+    def cancel(self) -> None:
+        self._conn.send_line("*")
 
 
 def authenticate(

@@ -32,7 +32,6 @@ class MessageSpool:
         self._header_done = False
         self.size = 0
         self.has_8bit = False
-        self.ends_with_newline = True  # an empty message needs no terminator
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -45,7 +44,6 @@ class MessageSpool:
             )
         if not self.has_8bit and not data.isascii():
             self.has_8bit = True
-        self.ends_with_newline = data.endswith(b"\n")
         self._capture_header(data)
         self._file.write(data)
 
