@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +21,9 @@ from retrieval.engine.report import ExitCode
 from retrieval.engine.wire.tls import describe_ssl_error
 from retrieval.engine.wire.transport import Connection
 from retrieval.explain import explain
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @pytest.fixture
