@@ -379,6 +379,7 @@ def mailbox_poll(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         return _detail(mailbox)
     newest = mailbox.runs.order_by("-pk").values_list("pk", flat=True).first()
     services.mailbox_poll_request(mailbox=mailbox)
+    messages.success(request, "A poll was queued; its progress shows below.")
     # The page follows the poll that starts next (mailbox_poll_status).
     url = reverse("retrieval:mailbox-detail", args=[mailbox.pk])
     return redirect(f"{url}?after={newest or 0}")
