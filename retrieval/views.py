@@ -90,7 +90,8 @@ def mailbox_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     runs = list(page.object_list)
     page.object_list = runs
     port = mailbox.port or default_port(mailbox.protocol, mailbox.tls_mode)
-    last = mailbox.runs.order_by("-started_at", "-pk").first()
+    # The newest poll, explained above the table on page 1 only.
+    last = runs[0] if runs and page.number == 1 else None
     last_explanation = (
         explain.for_mailbox(last.error, last.exit_code, mailbox, port)
         if last is not None and last.finished_at is not None
@@ -142,14 +143,12 @@ def mailbox_poll_status(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
     if run is not None:
         shown = shown_to(request.user, mailbox)
         port = mailbox.port or default_port(mailbox.protocol, mailbox.tls_mode)
-        context.update(
-            so_far=run.messages.count(),
-            error=shown.text(run.error),
-            explanation=(
-                explain.for_mailbox(run.error, run.exit_code, mailbox, port)
-                if run.finished_at is not None
-                else None
-            ),
+        context["so_far"] = run.messages.count()
+        context["error"] = shown.text(run.error)
+        context["explanation"] = (
+            explain.for_mailbox(run.error, run.exit_code, mailbox, port)
+            if run.finished_at is not None
+            else None
         )
     response = render(request, "retrieval/mailbox_poll_status.html", context)
     response["Cache-Control"] = "no-store"
