@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from retrieval.models import Mailbox, MessageResult, PollRun
+from retrieval.models import ConnectionTest, Mailbox, MessageResult, PollRun
 from tests.factories import make_mailbox, make_user
 
 pytestmark = pytest.mark.django_db
@@ -212,3 +212,25 @@ def test_transcript_download_hides_commands_from_non_superusers() -> None:
     assert "procmail" not in text and "shown to superusers only" in text
     client.force_login(root)
     assert "procmail" in client.get(url).content.decode()
+
+
+def test_connection_test_page_explains_a_failure(alice) -> None:
+    user, client = alice
+    mailbox = make_mailbox(user)
+    probe = ConnectionTest.objects.create(
+        mailbox=mailbox,
+        requested_by=user,
+        status=ConnectionTest.Status.DONE,
+        ok=False,
+        error="The name imap.example.invalid could not be resolved "
+        "([Errno -2] Name or service not known).",
+        finished_at=timezone.now(),
+    )
+    for name in ("retrieval:connection-test", "retrieval:connection-test-status"):
+        page = client.get(reverse(name, args=[mailbox.pk, probe.pk])).content.decode()
+        assert "explain-host-unknown" in page and "Check the server name" in page
+    probe.ok = True
+    probe.error = ""
+    probe.save()
+    page = client.get(reverse("retrieval:connection-test", args=[mailbox.pk, probe.pk]))
+    assert b"explanation" not in page.content
