@@ -18,6 +18,10 @@ urlpatterns = [
     path("<int:pk>/poll/", views.mailbox_poll, name="mailbox-poll"),
     path("<int:pk>/test/", views.mailbox_test, name="mailbox-test"),
     path("<int:pk>/resume/", views.mailbox_resume, name="mailbox-resume"),
+    path("<int:pk>/pause/", views.mailbox_pause, name="mailbox-pause"),
+    path(
+        "<int:pk>/poll/status/", views.mailbox_poll_status, name="mailbox-poll-status"
+    ),
     path(
         "<int:pk>/tests/<int:test_pk>/", views.connection_test, name="connection-test"
     ),
@@ -28,4 +32,9 @@ urlpatterns = [
     ),
     path("<int:pk>/delete/", views.mailbox_delete, name="mailbox-delete"),
     path("<int:pk>/runs/<int:run_pk>/", views.run_detail, name="run-detail"),
+    path(
+        "<int:pk>/runs/<int:run_pk>/transcript.txt",
+        views.run_transcript,
+        name="run-transcript",
+    ),
 ]

@@ -7,12 +7,14 @@ POST, with Django's CSRF check, through retrieval.services.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import (
@@ -21,7 +23,7 @@ from django.views.decorators.http import (
     require_POST,
 )
 
-from retrieval import services
+from retrieval import explain, services
 from retrieval.display import shown_to
 from retrieval.engine.report import ExitCode
 from retrieval.forms import MailboxForm, RulesForm, default_port
@@ -34,7 +36,9 @@ from retrieval.permissions import (
 )
 
 if TYPE_CHECKING:
-    from django.http import HttpRequest, HttpResponse
+    from datetime import timedelta
+
+    from django.http import HttpRequest
 
     from accounts.models import User
 
@@ -42,7 +46,9 @@ if TYPE_CHECKING:
         user: User  # type: ignore[assignment]
 
 
-RECENT_RUNS = 20
+RUNS_PER_PAGE = 20
+# A transcript longer than this is folded on the poll page (<details>).
+TRANSCRIPT_FOLD_LINES = 40
 MESSAGES_PER_PAGE = 200
 TESTABLE = {Mailbox.Protocol.POP3, Mailbox.Protocol.IMAP}
 
@@ -77,30 +83,135 @@ def _detail(mailbox: Mailbox) -> HttpResponse:
 @require_GET
 def mailbox_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     mailbox, can_write = get_mailbox_for_user(request.user, pk)
-    runs = list(mailbox.runs.order_by("-started_at")[:RECENT_RUNS])
+    # Every poll still kept (retention removes the oldest), newest first, by page.
+    page = Paginator(
+        mailbox.runs.order_by("-started_at", "-pk"), RUNS_PER_PAGE
+    ).get_page(request.GET.get("page"))
+    runs = list(page.object_list)
+    page.object_list = runs
+    port = mailbox.port or default_port(mailbox.protocol, mailbox.tls_mode)
+    # The newest poll, explained above the table on page 1 only.
+    last = runs[0] if runs and page.number == 1 else None
+    last_explanation = (
+        explain.for_mailbox(last.error, last.exit_code, mailbox, port)
+        if last is not None and last.finished_at is not None
+        else None
+    )
     shown = shown_to(request.user, mailbox)
     for run in runs:
         run.error = shown.text(run.error)  # for this page only; never saved
     mailbox.health_reason = shown.text(mailbox.health_reason)  # idem
     mda = ((mailbox.options or {}).get("user") or {}).get("mda")
+    after = request.GET.get("after")
     context = {
         "mailbox": mailbox,
         "can_write": can_write,
         "can_edit_rules": can_write and can_edit_rules(request.user, mailbox),
         "can_test": can_write and mailbox.protocol in TESTABLE,
         "runs": runs,
+        "page": page,
+        "last_run": last,
+        "last_explanation": last_explanation,
         "rules": list(mailbox.rules.all()),
-        "port": mailbox.port or default_port(mailbox.protocol, mailbox.tls_mode),
+        "port": port,
         "mda": mda if request.user.is_superuser else "",
+        # Set by "Poll now": the page follows that poll (mailbox_poll_status).
+        "poll_status_url": (
+            reverse("retrieval:mailbox-poll-status", args=[mailbox.pk])
+            + f"?after={int(after)}"
+            if after is not None and after.isdigit()
+            else ""
+        ),
     }
     return render(request, "retrieval/mailbox_detail.html", context)
 
 
 @login_required
 @require_GET
-def run_detail(request: AuthenticatedHttpRequest, pk: int, run_pk: int) -> HttpResponse:
+def mailbox_poll_status(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """What became of the poll asked for with "Poll now": the first poll started
+    after run ``after`` (the newest when the button was pressed). Fetched again by
+    static/js/poll-status.js until it is finished."""
     mailbox, _ = get_mailbox_for_user(request.user, pk)
-    run = get_object_or_404(PollRun, pk=run_pk, mailbox=mailbox)
+    after = request.GET.get("after", "")
+    run = (
+        mailbox.runs.filter(pk__gt=int(after)).order_by("pk").first()
+        if after.isdigit()
+        else None
+    )
+    context: dict[str, object] = {"mailbox": mailbox, "run": run}
+    if run is not None:
+        shown = shown_to(request.user, mailbox)
+        port = mailbox.port or default_port(mailbox.protocol, mailbox.tls_mode)
+        context["so_far"] = run.messages.count()
+        context["error"] = shown.text(run.error)
+        context["explanation"] = (
+            explain.for_mailbox(run.error, run.exit_code, mailbox, port)
+            if run.finished_at is not None
+            else None
+        )
+    response = render(request, "retrieval/mailbox_poll_status.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = max(delta.total_seconds(), 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f} seconds"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+_TLS_LINE = re.compile(
+    r"^\*: TLS established: (?P<version>\S+)(?: (?P<cipher>\S+))?", re.M
+)
+# The client's login commands to the mail server: IMAP AUTHENTICATE/LOGIN, POP3
+# AUTH/USER/APOP. Only those before the first talk to a listener (LHLO/EHLO/HELO).
+_LOGIN_LINE = re.compile(
+    r"^C: (?:(?:\S+ )?(?:AUTHENTICATE|AUTH) (?P<sasl>[A-Z0-9_-]+)|"
+    r"\S+ (?P<login>LOGIN) |(?P<user>USER) |(?P<apop>APOP) )",
+    re.M,
+)
+_LISTENER_START = re.compile(r"^C: (?:LHLO|EHLO|HELO) ", re.M)
+
+
+def session_facts(transcript: str) -> dict[str, str]:
+    """TLS version, cipher and login mechanism, as the engine's transcript records
+    them ("*: TLS established: TLSv1.3 TLS_AES_256_GCM_SHA384"; the client's login
+    command). Empty strings for what it does not show."""
+    facts = {"tls_version": "", "tls_cipher": "", "auth": ""}
+    cut = _LISTENER_START.search(transcript)
+    head = transcript[: cut.start()] if cut else transcript
+    tls = _TLS_LINE.search(head)
+    if tls:
+        facts["tls_version"] = tls["version"]
+        facts["tls_cipher"] = tls["cipher"] or ""
+    logins = list(_LOGIN_LINE.finditer(head))
+    if logins:
+        last = logins[-1]
+        if last["sasl"]:
+            facts["auth"] = f"SASL {last['sasl']}"
+        elif last["login"]:
+            facts["auth"] = "IMAP LOGIN (password)"
+        elif last["user"]:
+            facts["auth"] = "POP3 USER/PASS (password)"
+        else:
+            facts["auth"] = "POP3 APOP"
+    return facts
+
+
+def _run_for(
+    request: AuthenticatedHttpRequest, pk: int, run_pk: int
+) -> tuple[Mailbox, PollRun]:
+    mailbox, _ = get_mailbox_for_user(request.user, pk)
+    return mailbox, get_object_or_404(PollRun, pk=run_pk, mailbox=mailbox)
+
+
+@login_required
+@require_GET
+def run_detail(request: AuthenticatedHttpRequest, pk: int, run_pk: int) -> HttpResponse:
+    mailbox, run = _run_for(request, pk, run_pk)
     page = Paginator(run.messages.all(), MESSAGES_PER_PAGE).get_page(
         request.GET.get("page")
     )
@@ -115,6 +226,8 @@ def run_detail(request: AuthenticatedHttpRequest, pk: int, run_pk: int) -> HttpR
     for message in page.object_list:
         # An MDA's answer can quote its command line; for this page only.
         message.listener_reply = shown.text(message.listener_reply)
+    transcript = shown.text(run.transcript)
+    port = mailbox.port or default_port(mailbox.protocol, mailbox.tls_mode)
     context = {
         "mailbox": mailbox,
         "run": run,
@@ -122,9 +235,35 @@ def run_detail(request: AuthenticatedHttpRequest, pk: int, run_pk: int) -> HttpR
         "meaning": meaning,
         "greeting": shown.text(run.greeting),
         "error": shown.text(run.error),
-        "transcript": shown.text(run.transcript),
+        "explanation": explain.for_mailbox(run.error, run.exit_code, mailbox, port),
+        "transcript": transcript,
+        "transcript_lines": transcript.count("\n") + 1 if transcript else 0,
+        "fold": transcript.count("\n") + 1 > TRANSCRIPT_FOLD_LINES,
+        "facts": session_facts(transcript),
+        "duration": (
+            _duration(run.finished_at - run.started_at) if run.finished_at else ""
+        ),
     }
     return render(request, "retrieval/run_detail.html", context)
+
+
+@login_required
+@require_GET
+def run_transcript(
+    request: AuthenticatedHttpRequest, pk: int, run_pk: int
+) -> HttpResponse:
+    """The poll's transcript as a text file: what the poll page shows, command
+    lines hidden from non-superusers the same way (retrieval.display)."""
+    mailbox, run = _run_for(request, pk, run_pk)
+    text = shown_to(request.user, mailbox).text(run.transcript)
+    response = HttpResponse(
+        text + "\n" if text else "", content_type="text/plain; charset=utf-8"
+    )
+    response["Content-Disposition"] = (
+        f'attachment; filename="fetchweb-poll-{mailbox.pk}-{run.pk}.txt"'
+    )
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 # --- forms ---------------------------------------------------------------------------
@@ -237,22 +376,37 @@ def mailbox_poll(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             request, "A poll was asked for a moment ago: wait a few seconds."
         )
         return _detail(mailbox)
+    newest = mailbox.runs.order_by("-pk").values_list("pk", flat=True).first()
     services.mailbox_poll_request(mailbox=mailbox)
-    messages.success(
-        request, "A poll was queued. Its result appears under Last polls when done."
-    )
-    return _detail(mailbox)
+    messages.success(request, "A poll was queued; its progress shows below.")
+    # The page follows the poll that starts next (mailbox_poll_status).
+    url = reverse("retrieval:mailbox-detail", args=[mailbox.pk])
+    return redirect(f"{url}?after={newest or 0}")
 
 
 @login_required
 @require_POST
 def mailbox_resume(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    """Take a mailbox paused after repeated failures back into the schedule."""
+    """Take a mailbox back into the schedule: paused by its owner (enabled off),
+    or paused by the scheduler after repeated failures, or both."""
     mailbox = get_rw_mailbox_for_user(request.user, pk)
-    if services.mailbox_resume(mailbox=mailbox):
+    resumed = services.mailbox_set_enabled(mailbox=mailbox, enabled=True)
+    if services.mailbox_resume(mailbox=mailbox) or resumed:
         messages.success(request, "Polling resumed: the next poll starts shortly.")
     else:
         messages.info(request, "This mailbox was not paused.")
+    return _detail(mailbox)
+
+
+@login_required
+@require_POST
+def mailbox_pause(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Stop scheduled polls until Resume; Poll now still works."""
+    mailbox = get_rw_mailbox_for_user(request.user, pk)
+    if services.mailbox_set_enabled(mailbox=mailbox, enabled=False):
+        messages.success(request, "Polling paused: no scheduled poll until Resume.")
+    else:
+        messages.info(request, "This mailbox was already paused.")
     return _detail(mailbox)
 
 
@@ -284,11 +438,17 @@ def _connection_test(
     mailbox, _ = get_mailbox_for_user(request.user, pk)
     probe = get_object_or_404(ConnectionTest, pk=test_pk, mailbox=mailbox)
     shown = shown_to(request.user, mailbox)
+    port = mailbox.port or default_port(mailbox.protocol, mailbox.tls_mode)
     return {
         "mailbox": mailbox,
         "probe": probe,
         "greeting": shown.text(probe.greeting),
         "error": shown.text(probe.error),
+        "explanation": (
+            explain.for_mailbox(probe.error, None, mailbox, port)
+            if probe.done and not probe.ok
+            else None
+        ),
         "transcript": shown.text(probe.transcript),
         "lost": probe.lost(stale_after=services.PROBE_STALE_SECONDS),
         "status_url": reverse(

@@ -30,6 +30,7 @@ a test that replaces a function replaces it in its module (``services.polls``).
 """
 
 from retrieval.services.alerts import AlertMailFailed, alert_send, webhook_post
+from retrieval.services.console import mailbox_set_enabled
 from retrieval.services.domains import domain_delete, domain_save, domains_delete
 from retrieval.services.failures import mailbox_resume
 from retrieval.services.hostslots import host_slot
@@ -137,6 +138,7 @@ __all__ = [
     "mailbox_resume",
     "mailbox_rules_replace",
     "mailbox_save",
+    "mailbox_set_enabled",
     "mailbox_spec",
     "mailboxes_claim_due",
     "mailboxes_delete",

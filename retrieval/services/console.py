@@ -49,6 +49,11 @@ def mailboxes_set_enabled(*, mailboxes: Iterable[Mailbox], enabled: bool) -> int
     return changed
 
 
+def mailbox_set_enabled(*, mailbox: Mailbox, enabled: bool) -> bool:
+    """The mailbox page's Pause and Resume buttons; True when it changed."""
+    return mailboxes_set_enabled(mailboxes=[mailbox], enabled=enabled) == 1
+
+
 def mailboxes_bulk(
     *, user: User, action: str, mailboxes: Iterable[Mailbox]
 ) -> BulkResult:

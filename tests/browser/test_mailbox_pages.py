@@ -78,6 +78,14 @@ class MailboxPageTests:
         assert "Mail delivered" in page.locator("dl.summary").inner_text()
         assert "0 (SUCCESS)" in page.locator("dl.summary").inner_text()
         assert "Dovecot" in page.locator("pre.greeting").inner_text()
+        # The engine's own record of the session, on the page (issue 13 item 7).
+        summary = page.locator("dl.summary").inner_text()
+        assert "TLSv1." in summary and "cipher" in summary
+        assert "no login recorded" not in summary
+        # A long transcript is folded: open it.
+        fold = page.locator("details.transcript-fold summary")
+        if fold.count():
+            fold.click()
         transcript = page.locator("pre.transcript").inner_text()
         assert "S: * OK" in transcript and "********" in transcript
         row = page.locator("table.messages-table tbody tr")

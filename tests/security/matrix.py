@@ -124,6 +124,9 @@ def forbidden_markers(role: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+# Pages of one poll, reached through its mailbox: the page and its transcript.
+RUN_PAGES = ("retrieval:run-detail", "retrieval:run-transcript")
+
 # Pages of one connection test, reached through its mailbox as a run is.
 CONNECTION_TEST_PAGES = (
     "retrieval:connection-test",
@@ -217,7 +220,7 @@ def targets(pattern: Pattern) -> tuple[str, ...]:
     """
     if pattern.key in API:
         return API_TARGETS.get(pattern.key, ("-",))
-    if pattern.key == "retrieval:run-detail" or pattern.key in CONNECTION_TEST_PAGES:
+    if pattern.key in RUN_PAGES or pattern.key in CONNECTION_TEST_PAGES:
         return (*OWNERS, "missing", "alice+bob", "bob+alice", "root+alice")
     if pattern.key == "retrieval:mailbox-bulk":
         return (*OWNERS, "missing")  # whose mailbox id is posted
@@ -317,6 +320,16 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
         "GET": _same(E405),
         "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
     },
+    "retrieval:mailbox-pause": {
+        "GET": _same(E405),
+        "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
+    },
+    # The live status of the poll asked for with "Poll now": seen by whoever
+    # sees the mailbox, like its page.
+    "retrieval:mailbox-poll-status": {
+        "GET": _by_level(E404, OK, OK, OK),
+        "POST": _same(E405),
+    },
     "retrieval:mailbox-test": {
         "GET": _same(E405),
         "POST": _by_level(
@@ -337,6 +350,11 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
         "POST": _by_level(E404, E403, Expect(302, "home"), Expect(302, "home")),
     },
     "retrieval:run-detail": {
+        "GET": _by_level(E404, OK, OK, OK),
+        "POST": _same(E405),
+    },
+    # The transcript as a file: the same permission as the poll's page.
+    "retrieval:run-transcript": {
         "GET": _by_level(E404, OK, OK, OK),
         "POST": _same(E405),
     },

@@ -231,7 +231,7 @@ def _object_ids(world: World, pattern: m.Pattern, owner: str) -> dict[str, str]:
             "api:user-detail": world.users,
         }.get(pattern.key, world.mailboxes)
         return {"pk": str(table.get(owner, MISSING))}
-    if pattern.key == "retrieval:run-detail":
+    if pattern.key in m.RUN_PAGES:
         if owner == "missing":
             return {"pk": str(MISSING), "run_pk": str(MISSING)}
         box, _, run = owner.partition("+")
