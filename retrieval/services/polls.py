@@ -11,7 +11,7 @@ import logging
 import uuid
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
@@ -212,7 +212,11 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
     outcome: str | None = None
     secrets: tuple[str, ...] = ()
     try:
-        spec = mailbox_spec(mailbox)
+        # A poll of the service ends when the mailbox is empty: waiting in IDLE
+        # inside it would hold a worker (and the lease) until the time limit. On a
+        # row, ``idle`` means that the IDLE process (retrieval/push) holds the
+        # mailbox and queues a poll on new mail.
+        spec = replace(mailbox_spec(mailbox), idle=False)
         refuse_command_line_only(spec)
         secrets = tuple(spec.secrets())
         transcript = RecordingTranscript(

@@ -79,8 +79,4 @@ def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
     if not recipients or not (u.smtpname or u.localnames):
         recipients = (mailbox.delivery_address,)
     delivery = replace(spec.delivery, recipients=recipients, timeout=timeout)
-    # A poll of the service ends when the mailbox is empty: waiting in IDLE inside
-    # a poll would hold a worker (and the mailbox's lease) until the time limit.
-    # ``idle`` on a row means that the IDLE process (retrieval/push) holds it and
-    # queues a poll on new mail.
-    return replace(spec, server=server, delivery=delivery, idle=False)
+    return replace(spec, server=server, delivery=delivery)
