@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fetchweb.idle")
 
 DB_TIMEOUT = 60.0  # seconds for one database call from the loop
+# Sessions being set up at once (resolve, connect, TLS, login, EXAMINE): a start or
+# a network blip with thousands of mailboxes does not open thousands at once.
+MAX_STARTING = 50
 
 
 # --- the database side (run in threads) ------------------------------------------------
@@ -116,6 +119,7 @@ class Supervisor:
         wanted: Callable[[int, int], dict[int, str]] = wanted_mailboxes,
         load: Callable[[int], MailboxSpec] = load_spec,
         queue: Callable[[int], bool] = queue_poll,
+        max_starting: int = MAX_STARTING,
     ) -> None:
         if not 0 <= shard < shards:
             raise ValueError("the shard must be K/N with 0 <= K < N")
@@ -128,6 +132,7 @@ class Supervisor:
         self.rounds = 0  # reconcile rounds done
         self.last_round: float | None = None  # loop time of the last good round
         self._stopped: list[asyncio.Task[None]] = []
+        self._starting = asyncio.Semaphore(max_starting)
 
     # -- what the health endpoint and tests read
 
@@ -205,10 +210,18 @@ class Supervisor:
         known: list[int] = []
         delay = self.backoff[0]
         while True:
-            w.state, held = "connecting", [False]
+            w.state, held, slot = "connecting", [False], [True]
+            await self._starting.acquire()
+
+            def release(slot: list[bool] = slot) -> None:
+                if slot[0]:
+                    slot[0] = False
+                    self._starting.release()
 
             def idling(state: str, held: list[bool] = held) -> None:
                 held[0] = held[0] or state == "idling"
+                if state == "idling":
+                    release()
                 w.state = state
                 self._gauge()
 
@@ -233,6 +246,8 @@ class Supervisor:
             except Exception as exc:
                 w.reason = f"{type(exc).__name__}: {exc}"
                 logger.warning("mailbox %s: IDLE link lost: %s", pk, w.reason)
+            finally:
+                release()
             if held[0]:
                 delay = self.backoff[0]  # it worked: start the backoff again
             w.state = "waiting"

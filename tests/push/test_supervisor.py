@@ -158,7 +158,8 @@ class FakeServerTests:
         with fake_imap(idle=True) as server:
             first = _fake_mailbox(root, server.port)
             second = _fake_mailbox(root, server.port)
-            with Running(_supervisor([])) as running:
+            # One session set up at a time: a held one frees the slot.
+            with Running(_supervisor([], max_starting=1)) as running:
                 wait_until(lambda: running.idling() == {first.pk, second.pk})
                 Mailbox.objects.filter(pk=first.pk).update(enabled=False)
                 wait_until(lambda: running.idling() == {second.pk})
