@@ -169,6 +169,18 @@ class FakeServerTests:
                 assert observability.IDLE_CONNECTIONS._value.get() == 0
             assert server.connections == 2
 
+    def test_an_added_mailbox_is_picked_up_and_a_changed_one_reconnects(self, root):
+        with fake_imap(idle=True) as server, Running(_supervisor([])) as running:
+            wait_until(lambda: running.rounds() >= 1)
+            mailbox = _fake_mailbox(root, server.port)
+            wait_until(lambda: running.idling() == {mailbox.pk})
+            assert server.connections == 1
+            mailbox.refresh_from_db()
+            mailbox.keep = True
+            services.mailbox_save(mailbox=mailbox)
+            wait_until(lambda: server.connections == 2)
+            wait_until(lambda: running.idling() == {mailbox.pk})
+
     def test_the_health_endpoint_answers_while_rounds_succeed(self, root):
         supervisor = _supervisor([])
         with Running(supervisor) as running:
