@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 MAX_LINE = 64 * 1024  # bytes in one response line
 MAX_LITERAL = 1024 * 1024  # bytes of a literal in an untagged response (skipped)
+MAX_LITERALS = 16  # literals in one response
 REISSUE = 29 * 60.0  # seconds: RFC 2177 asks clients to re-issue IDLE within 29 min
 PASSWORD_AUTH = {"any", "password", "plain", "login"}
 
@@ -67,23 +68,39 @@ class _Session:
         self.caps: frozenset[str] = frozenset()
 
     async def line(self, timeout: float | None = None) -> bytes:
+        """One response, its literals (never expected while waiting) skipped:
+        at most MAX_LITERALS of MAX_LITERAL bytes, the text parts MAX_LINE."""
+        raw = await self._read_line(timeout or self.timeout)
+        for _ in range(MAX_LITERALS + 1):
+            try:
+                size = imap_parse.literal_size(raw)
+            except EngineError as exc:
+                raise IdleDropped(str(exc)) from exc
+            if size is None:
+                break
+            if size > MAX_LITERAL:
+                raise IdleDropped(f"a literal of {size} bytes")
+            try:
+                await asyncio.wait_for(self.reader.readexactly(size), self.timeout)
+            except asyncio.IncompleteReadError as exc:
+                raise IdleDropped("the server closed the connection") from exc
+            rest = await self._read_line(self.timeout)
+            if len(raw) + len(rest) > MAX_LINE:
+                raise IdleDropped(f"a response longer than {MAX_LINE} bytes")
+            raw = raw + rest
+        else:
+            raise IdleDropped(f"a response with more than {MAX_LITERALS} literals")
+        if raw.startswith(b"* BYE"):
+            raise IdleDropped("the server said BYE")
+        return raw
+
+    async def _read_line(self, timeout: float) -> bytes:
         try:
-            raw = await asyncio.wait_for(
-                self.reader.readuntil(b"\n"), timeout or self.timeout
-            )
+            return await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout)
         except asyncio.IncompleteReadError as exc:
             raise IdleDropped("the server closed the connection") from exc
         except asyncio.LimitOverrunError as exc:
             raise IdleDropped(f"a response line longer than {MAX_LINE} bytes") from exc
-        size = imap_parse.literal_size(raw)
-        if size is not None:  # skip a literal (never expected while waiting)
-            if size > MAX_LITERAL:
-                raise IdleDropped(f"a literal of {size} bytes")
-            await asyncio.wait_for(self.reader.readexactly(size), self.timeout)
-            raw = raw + await self.line(timeout)
-        if raw.startswith(b"* BYE"):
-            raise IdleDropped("the server said BYE")
-        return raw
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)

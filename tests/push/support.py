@@ -84,6 +84,7 @@ class FakeImap:
 
     ``idle``: offer IDLE. ``script(n)``: what to do once the n-th connection
     (from 1) is in IDLE: "drop" closes it, "exists" sends ``* 4 EXISTS``,
+    "flood" a 70 kB line,
     anything else waits. Records every line received and the connections.
     """
 
@@ -145,6 +146,8 @@ class FakeImap:
                     return
                 if action == "exists":
                     wfile.write(b"* 4 EXISTS\r\n")
+                if action == "flood":  # a line past the client's bound
+                    wfile.write(b"* OK " + b"x" * 70000 + b"\r\n")
                 wfile.flush()
                 done = rfile.readline(65536)
                 if not done:

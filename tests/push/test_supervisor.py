@@ -126,6 +126,19 @@ class FakeServerTests:
         assert server.seen(b'EXAMINE "INBOX"') == 2
         assert not server.seen(b"SELECT")
 
+    def test_an_overlong_line_ends_the_session_and_it_reconnects(self, root):
+        script = {1: "flood", 2: "exists"}
+        with fake_imap(idle=True, script=lambda n: script.get(n, "")) as server:
+            mailbox = _fake_mailbox(root, server.port)
+            queued: list[int] = []
+            with Running(_supervisor(queued)) as running:
+                wait_until(lambda: queued)
+                reason = running.call(
+                    lambda: running.supervisor.watches[mailbox.pk].reason
+                )
+                assert "longer than" in reason
+            assert server.connections == 2
+
     def test_idle_is_reissued_on_the_same_connection(self, root):
         with fake_imap(idle=True) as server:
             _fake_mailbox(root, server.port)

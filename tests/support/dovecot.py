@@ -98,10 +98,6 @@ pop3_uidl_format = %08Xu%08Xv
 # Per user and IP, and every client is 127.0.0.1: the benchmark's "many"
 # cases and the tests' concurrent sessions must never meet the limit.
 mail_max_userip_connections = 1000
-# IDLE clients hear of new mail by inotify; on a busy machine with no inotify
-# instance left, Dovecot checks every mailbox_idle_check_interval instead (30 s
-# by default, as long as the tests wait).
-mailbox_idle_check_interval = 1 secs
 
 service anvil {{
   {chroot}
