@@ -1,5 +1,7 @@
 """/metrics (Prometheus) and /healthz (readiness): for machines, not people.
 
+The IDLE check asks the IDLE process's own endpoint (``manage.py idle --health``).
+
 See docs/metrics.md and the README's "Monitoring" section.
 """
 

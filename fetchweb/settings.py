@@ -408,8 +408,14 @@ PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 if PROMETHEUS_MULTIPROC_DIR:
     # prometheus_client fails at the first metric if the directory is missing.
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
-# The IDLE process's health URL, checked by /healthz when set (none exists yet).
+# The IDLE process (python manage.py idle --health HOST:PORT) answers on
+# http://HOST:PORT/healthz; /healthz checks that URL too when this is set.
 FETCH_IDLE_HEALTH = env.str("FETCH_IDLE_HEALTH", default="")
+# Seconds the IDLE process's reconcile waits between two reads of the mailboxes.
+FETCH_IDLE_RECONCILE_SECONDS = env.float("FETCH_IDLE_RECONCILE_SECONDS", default=5.0)
+# A push poll is queued at most once per mailbox until a poll of it starts; the
+# mark expires after this many seconds should the task be lost.
+FETCH_IDLE_PENDING_SECONDS = env.int("FETCH_IDLE_PENDING_SECONDS", default=600)
 
 # --- the REST API (/api/v1/, retrieval/api/) -------------------------------------------
 REST_FRAMEWORK = {

@@ -84,10 +84,10 @@ LEASE_STEALS = Counter(
     "Polls that took over a mailbox whose previous holder's lease had expired "
     "(its worker was killed or lost).",
 )
-# Set by the IDLE push process once it exists; 0 until then.
+# Set by the IDLE push process (retrieval/push/supervisor.py), one value per process.
 IDLE_CONNECTIONS = Gauge(
     "fetchweb_idle_connections",
-    "IMAP IDLE connections held open (0 until the IDLE process exists).",
+    "IMAP IDLE connections held open by the IDLE process (manage.py idle).",
     multiprocess_mode="livesum",
 )
 

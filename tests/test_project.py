@@ -89,11 +89,12 @@ class ComposeTests:
             "worker",
             "worker-interactive",
             "beat",
+            "idle",
         }
 
     def test_app_services_share_one_image_built_by_the_dockerfile(self):
         assert (ROOT / "Dockerfile").is_file()
-        for name in ("web", "worker", "worker-interactive", "beat"):
+        for name in ("web", "worker", "worker-interactive", "beat", "idle"):
             service = self.compose["services"][name]
             assert service["build"] == "."
             assert service["image"] == "fetchweb:latest"
@@ -123,6 +124,21 @@ class ComposeTests:
         assert interactive[interactive.index("--queues") + 1] == INTERACTIVE_QUEUE
         polls = services["worker"]["command"]
         assert INTERACTIVE_QUEUE not in polls[polls.index("--queues") + 1].split(",")
+        # The IDLE push process (issue 14 item 3): a management command that exists,
+        # in compose and in bin/run; the web service's /healthz checks its endpoint.
+        from django.core.management import get_commands
+
+        idle = services["idle"]["command"]
+        assert idle[:3] == ["python", "manage.py", "idle"]
+        assert "idle" in get_commands()
+        health = idle[idle.index("--health") + 1]
+        port = health.rpartition(":")[2]
+        idle_health = services["web"]["environment"]["FETCH_IDLE_HEALTH"]
+        assert idle_health == f"http://idle:{port}/healthz"
+        assert f"127.0.0.1:{port}/healthz" in " ".join(
+            services["idle"]["healthcheck"]["test"]
+        )
+        assert "manage.py idle --health" in (ROOT / "bin" / "run").read_text()
 
     def test_every_queue_a_task_is_routed_to_has_a_worker(self):
         """Issue 14: scheduled polls, "Poll now", IDLE polls and beat's tasks each
@@ -177,9 +193,9 @@ class ComposeTests:
                 node = command[command.index("--hostname") + 1].split("@")[0]
                 # $$ is compose's escape: the container's shell sees $HOSTNAME.
                 assert f"inspect ping --destination {node}@$$HOSTNAME" in text
-            elif name in ("web", "beat"):
+            elif name in ("web", "beat", "idle"):
                 assert "manage.py healthcheck" in text
-            if name in ("web", "worker", "worker-interactive", "beat"):
+            if name in ("web", "worker", "worker-interactive", "beat", "idle"):
                 # A health check must not leave metric files behind.
                 assert "env -u PROMETHEUS_MULTIPROC_DIR" in text
         web = services["web"]["healthcheck"]["test"]
@@ -189,7 +205,7 @@ class ComposeTests:
         services = self.compose["services"]
         base = services["web"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
         dirs = []
-        for name in ("web", "worker", "worker-interactive", "beat"):
+        for name in ("web", "worker", "worker-interactive", "beat", "idle"):
             service = services[name]
             assert f"metrics:{base}" in service["volumes"], name
             assert service["environment"]["FETCH_LOG_FORMAT"] == "json"

@@ -11,7 +11,7 @@ import logging
 import uuid
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
@@ -168,12 +168,14 @@ def mailbox_poll(
     Raises InsideTransaction when called inside ``transaction.atomic``.
     """
     _require_autocommit()
+    # This poll will see whatever mail is there now: new mail may ask again.
+    cache.delete(_push_key(mailbox_id))
     with mailbox_lease(mailbox_id=mailbox_id) as mailbox:
         if mailbox is None:
             logger.info("mailbox %s is being polled elsewhere; skipped", mailbox_id)
             return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)
         if (
-            trigger == PollRun.Trigger.SCHEDULE
+            trigger in (PollRun.Trigger.SCHEDULE, PollRun.Trigger.PUSH)
             and mailbox.health == Mailbox.Health.PAUSED
         ):
             # Queued before it was paused: only a person may poll it now.
@@ -210,7 +212,11 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
     outcome: str | None = None
     secrets: tuple[str, ...] = ()
     try:
-        spec = mailbox_spec(mailbox)
+        # A poll of the service ends when the mailbox is empty: waiting in IDLE
+        # inside it would hold a worker (and the lease) until the time limit. On a
+        # row, ``idle`` means that the IDLE process (retrieval/push) holds the
+        # mailbox and queues a poll on new mail.
+        spec = replace(mailbox_spec(mailbox), idle=False)
         refuse_command_line_only(spec)
         secrets = tuple(spec.secrets())
         transcript = RecordingTranscript(
@@ -462,3 +468,32 @@ def mailboxes_poll_request(*, mailbox_ids: Iterable[int]) -> int:
         transaction.on_commit(partial(poll_mailbox_task.delay, pk, "manual"))
         count += 1
     return count
+
+
+# --- new mail (the IDLE process, retrieval/push) -----------------------------------------
+
+
+def _push_key(mailbox_id: int) -> str:
+    return f"fetchweb:push-pending:{mailbox_id}"
+
+
+def mailbox_push_request(*, mailbox_id: int) -> bool:
+    """New mail: queue a poll with trigger "push" (the "push" queue), unless one
+    is pending already; True when this call queued it.
+
+    Coalesced by a cache key (the shared cache: Redis, or files on one host),
+    set here and removed when any poll of the mailbox starts (``mailbox_poll``):
+    a burst of EXISTS gives one poll, and mail that comes once a poll has started
+    asks again. The key expires after FETCH_IDLE_PENDING_SECONDS in case the task
+    is lost; a duplicate then finds the mailbox locked or nothing new.
+    """
+    from retrieval.tasks import poll_mailbox as poll_mailbox_task
+
+    if not cache.add(
+        _push_key(mailbox_id), 1, timeout=settings.FETCH_IDLE_PENDING_SECONDS
+    ):
+        return False
+    transaction.on_commit(
+        partial(poll_mailbox_task.delay, mailbox_id, PollRun.Trigger.PUSH)
+    )
+    return True
