@@ -247,6 +247,13 @@ class Listing(generics.GenericAPIView):  # type: ignore[type-arg]
         model = self.get_serializer_class().Meta.model  # type: ignore[attr-defined]
         return model.objects.none()  # type: ignore[no-any-return]
 
+    def page_of(self, request: Request, rows: QuerySet[Any]) -> Response:
+        """The requested page of ``rows``, through the view's serializer."""
+        page = self.paginate_queryset(rows)
+        serializer = self.get_serializer_class()
+        data = serializer(page, many=True, context={"request": request}).data
+        return self.get_paginated_response(data)
+
 
 class MailboxList(Listing):
     serializer_class = s.MailboxSerializer
@@ -256,9 +263,7 @@ class MailboxList(Listing):
         responses={200: s.MailboxSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(mailboxes_listed(request))
-        data = s.MailboxSerializer(page, many=True, context={"request": request}).data
-        return self.get_paginated_response(data)
+        return self.page_of(request, mailboxes_listed(request))
 
     @extend_schema(
         request=s.MailboxInputSerializer, responses={201: s.MailboxSerializer, **ERRORS}
@@ -440,6 +445,17 @@ TIME_FILTERS = [
 ]
 
 
+def _in_window(request: Request, rows: QuerySet[Any], field: str) -> QuerySet[Any]:
+    """``rows`` whose ``field`` (a time) is within the ``since`` and ``until``
+    parameters (TIME_FILTERS): from ``since`` on, before ``until``."""
+    since, until = _when(request, "since"), _when(request, "until")
+    if since:
+        rows = rows.filter(**{f"{field}__gte": since})
+    if until:
+        rows = rows.filter(**{f"{field}__lt": until})
+    return rows
+
+
 def _visible_ids(request: Request) -> Any:
     return mailboxes_visible_to(user=request.user).order_by().values("pk")
 
@@ -464,14 +480,8 @@ class RunList(Listing):
         outcome = _choice(request, "outcome", set(PollRun.Outcome.values))
         if outcome:
             rows = rows.filter(outcome=outcome)
-        since, until = _when(request, "since"), _when(request, "until")
-        if since:
-            rows = rows.filter(started_at__gte=since)
-        if until:
-            rows = rows.filter(started_at__lt=until)
-        page = self.paginate_queryset(rows.order_by("-started_at", "-pk"))
-        data = s.RunSerializer(page, many=True, context={"request": request}).data
-        return self.get_paginated_response(data)
+        rows = _in_window(request, rows, "started_at")
+        return self.page_of(request, rows.order_by("-started_at", "-pk"))
 
 
 class RunDetail(APIView):
@@ -508,14 +518,8 @@ class MessageList(Listing):
         wanted = _param(request, "status")
         if wanted:
             rows = rows.filter(status=wanted)
-        since, until = _when(request, "since"), _when(request, "until")
-        if since:
-            rows = rows.filter(run__started_at__gte=since)
-        if until:
-            rows = rows.filter(run__started_at__lt=until)
-        page = self.paginate_queryset(rows.order_by("-run__started_at", "pk"))
-        data = s.MessageSerializer(page, many=True, context={"request": request}).data
-        return self.get_paginated_response(data)
+        rows = _in_window(request, rows, "run__started_at")
+        return self.page_of(request, rows.order_by("-run__started_at", "pk"))
 
 
 class ConnectionTestDetail(APIView):

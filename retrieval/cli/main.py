@@ -57,7 +57,7 @@ from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Secret
 from retrieval.rcfile import Environment, RcConfig, RcfileError, parse_bytes
-from retrieval.rcfile.parser import MAX_INPUT_BYTES
+from retrieval.rcfile.parser import read_rcfile
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -141,11 +141,7 @@ def load_rcfile(path: str) -> RcConfig:
     if problem:
         raise Fatal(ExitCode.IOERR, problem)
     try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-        else:
-            with open(path, "rb") as fh:  # noqa: PTH123
-                data = fh.read(MAX_INPUT_BYTES + 1)
+        data = read_rcfile(path)
     except FileNotFoundError:
         return RcConfig(filename=path)
     except OSError as exc:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .dump import configdump
 from .env import Environment
 from .errors import RcfileError
-from .parser import MAX_INPUT_BYTES, parse_bytes
+from .parser import parse_bytes, read_rcfile
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,11 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     path: str = args.file
     try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-        else:
-            with open(path, "rb") as fh:  # noqa: PTH123
-                data = fh.read(MAX_INPUT_BYTES + 1)
+        data = read_rcfile(path)
     except OSError as exc:
         print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
         return PS_IOERR

@@ -20,6 +20,7 @@ few. On top of that the input is bounded (``MAX_INPUT_BYTES``, ``MAX_ENTRIES``,
 from __future__ import annotations
 
 import socket
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -706,6 +707,18 @@ def _load(parser: _Parser) -> RcConfig:
         else:
             servers[-1].users.append(r.user)
     return RcConfig(parser.globals, servers, defaults, filename=parser.filename)
+
+
+def read_rcfile(path: str) -> bytes:
+    """An rcfile's bytes, ``-`` for standard input; OSError when it cannot be read.
+
+    It reads one byte past ``MAX_INPUT_BYTES`` at the most, so that
+    :func:`parse_bytes` can refuse a file that is too large without reading it all.
+    """
+    if path == "-":
+        return sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    with open(path, "rb") as fh:  # noqa: PTH123
+        return fh.read(MAX_INPUT_BYTES + 1)
 
 
 def parse_bytes(data: bytes, filename: str = "<rcfile>") -> RcConfig:

@@ -51,7 +51,7 @@ from retrieval.engine.redact import MASK
 from retrieval.engine.spec import TlsMode
 from retrieval.engine.wire import numbers, sasl
 from retrieval.engine.wire.numbers import UIDVALIDITY
-from retrieval.engine.wire.spool import MessageSpool
+from retrieval.engine.wire.spool import MessageSpool, filling
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -179,16 +179,10 @@ class ImapSession:
                 f"limit of {limit}; the connection was closed and nothing deleted."
             )
         spool = MessageSpool(limit)
-        try:
+        # Mid-literal the session cannot continue: filling ends it, deleting nothing.
+        with filling(spool):
             for chunk in self._conn.read_exact(size, budget=budget):
                 spool.write(chunk)
-        except MessageFetchError as exc:
-            spool.close()
-            # Mid-literal the session cannot continue: end it, delete nothing.
-            raise ProtocolError(str(exc)) from exc
-        except BaseException:
-            spool.close()
-            raise
         self._conn.note(f"FETCH body: {size} octets")
         return spool
 

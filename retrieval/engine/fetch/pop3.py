@@ -59,7 +59,7 @@ from retrieval.engine.redact import MASK
 from retrieval.engine.spec import TlsMode
 from retrieval.engine.wire import numbers, sasl
 from retrieval.engine.wire.encoding import DotDecoder
-from retrieval.engine.wire.spool import MessageSpool
+from retrieval.engine.wire.spool import MessageSpool, filling
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -220,7 +220,9 @@ class Pop3Session:
         spool = MessageSpool(self._spec.max_message_bytes)
         decoder = DotDecoder()
         held = b""
-        try:
+        # The rest of the body may still be on the wire and may never end:
+        # filling drops the whole session if the read fails.
+        with filling(spool):
             # One budget for the whole message: see transport.Budget.
             budget = self._conn.budget()
             first = self._conn.read_fragment(BODY_FRAGMENT, budget=budget)
@@ -234,14 +236,6 @@ class Pop3Session:
                 body, rest = decoder.feed(self._conn.read_chunk(budget=budget))
             spool.write(body)
             self._conn.unread(rest, budget=budget)
-        except MessageFetchError as exc:
-            spool.close()
-            # The rest of the body is still on the wire and may never end:
-            # the only safe way out is to drop the whole session.
-            raise ProtocolError(str(exc)) from exc
-        except BaseException:
-            spool.close()
-            raise
         if not held:
             return spool
         if self._doubled_ok(kind, message, spool.size, len(held)):

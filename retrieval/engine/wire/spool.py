@@ -7,10 +7,11 @@ buffer up to ``MEMORY_BYTES``, larger ones roll over to a temporary file).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from typing import TYPE_CHECKING
 
-from retrieval.engine.errors import MessageTooLarge
+from retrieval.engine.errors import MessageFetchError, MessageTooLarge, ProtocolError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -91,3 +92,21 @@ class MessageSpool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def filling(spool: MessageSpool) -> Iterator[MessageSpool]:
+    """While a body is read from the server into ``spool``: closed if that fails.
+
+    A :class:`MessageFetchError` partway through a body leaves the rest of it
+    on the wire, where it may never end: the session cannot go on, so it
+    becomes a :class:`ProtocolError`, which ends the session and deletes nothing.
+    """
+    try:
+        yield spool
+    except MessageFetchError as exc:
+        spool.close()
+        raise ProtocolError(str(exc)) from exc
+    except BaseException:
+        spool.close()
+        raise

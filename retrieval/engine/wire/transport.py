@@ -428,17 +428,9 @@ class Connection:
             data = self._sock.recv(size)
         except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
             return None
-        except ssl.SSLError as exc:
-            raise self._error(
-                f"The secure connection to {self.side} failed: {exc.reason or exc}."
-            ) from exc
         except OSError as exc:
-            raise self._error(
-                f"The connection to {self.side} failed: {_reason(exc)}."
-            ) from exc
-        if not data:
-            raise self._error(f"{self.side.capitalize()} closed the connection.")
-        return data
+            raise self._read_error(exc) from exc
+        return self._received(data)
 
     def _recv_bulk(self, deadline: float, budget: Budget | None = None) -> bytes:
         """One read, then, over TLS, the records that have already arrived.
@@ -478,14 +470,20 @@ class Connection:
             data = self._sock.recv(RECV_SIZE)
         except TimeoutError as exc:
             raise self._slow_error(budget) from exc
-        except ssl.SSLError as exc:
-            raise self._error(
-                f"The secure connection to {self.side} failed: {exc.reason or exc}."
-            ) from exc
         except OSError as exc:
-            raise self._error(
-                f"The connection to {self.side} failed: {_reason(exc)}."
-            ) from exc
+            raise self._read_error(exc) from exc
+        return self._received(data)
+
+    def _read_error(self, exc: OSError) -> EngineError:
+        """A read that failed: the TLS layer's reason, or the socket's."""
+        if isinstance(exc, ssl.SSLError):
+            return self._error(
+                f"The secure connection to {self.side} failed: {exc.reason or exc}."
+            )
+        return self._error(f"The connection to {self.side} failed: {_reason(exc)}.")
+
+    def _received(self, data: bytes) -> bytes:
+        """What one read returned; nothing at all means the peer has closed."""
         if not data:
             raise self._error(f"{self.side.capitalize()} closed the connection.")
         return data
