@@ -73,27 +73,28 @@ def _address_key(address: str) -> str:
     return f"fetchweb:login-fail:address:{address}"
 
 
-def _slots(now: float) -> tuple[int, int]:
-    slot = int(now // _window())
+def _slots(now: float, window: int | None = None) -> tuple[int, int]:
+    slot = int(now // (window or _window()))
     return slot, slot - 1
 
 
-def _count(base: str, now: float) -> tuple[int, int]:
+def _count(base: str, now: float, window: int | None = None) -> tuple[int, int]:
     """Failures in the current and the previous window."""
-    current, previous = _slots(now)
+    current, previous = _slots(now, window)
     got = _cache().get_many([f"{base}:{current}", f"{base}:{previous}"])
     return int(got.get(f"{base}:{current}", 0)), int(got.get(f"{base}:{previous}", 0))
 
 
-def _add(base: str, now: float) -> None:
-    current, _ = _slots(now)
+def _add(base: str, now: float, window: int | None = None) -> None:
+    current, _ = _slots(now, window)
     key = f"{base}:{current}"
     cache = _cache()
-    cache.add(key, 0, timeout=2 * _window() + 60)
+    timeout = 2 * (window or _window()) + 60
+    cache.add(key, 0, timeout=timeout)
     try:
         cache.incr(key)
     except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=2 * _window() + 60)
+        cache.set(key, 1, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ class Refusal:
             return (
                 "Too many failed sign-in attempts for this account. To protect it, "
                 f"signing in is paused for {wait}; please try again then. If you have "
-                "forgotten your password, ask your administrator."
+                "forgotten your password, you can reset it by mail from the "
+                "sign-in page."
             )
         return (
             "Too many failed sign-in attempts from your network. Signing in from "
@@ -151,3 +153,70 @@ def clear_account(username: str) -> None:
     current, previous = _slots(time.time())
     base = _account_key(username)
     _cache().delete_many([f"{base}:{current}", f"{base}:{previous}"])
+
+
+# --- password reset requests ------------------------------------------------------
+#
+# Every reset request counts (a valid-looking form, whether or not the address has
+# an account, so the answer tells nothing): at most RESET_REQUESTS_PER_EMAIL
+# (default 3) for one email address and RESET_REQUESTS_PER_ADDRESS (default 5)
+# from one client address within RESET_REQUEST_WINDOW seconds (default 3600),
+# counted in the same two consecutive windows as the sign-ins.
+
+
+def _reset_window() -> int:
+    return int(getattr(settings, "RESET_REQUEST_WINDOW", 3600))
+
+
+def _reset_email_key(email: str) -> str:
+    digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    return f"fetchweb:reset:email:{digest}"
+
+
+def _reset_address_key(address: str) -> str:
+    return f"fetchweb:reset:address:{address}"
+
+
+@dataclass(frozen=True)
+class ResetRefusal:
+    scope: str  # "email" or "address"
+    minutes: int
+
+    @property
+    def message(self) -> str:
+        wait = f"about {self.minutes} minute{'s' if self.minutes != 1 else ''}"
+        if self.scope == "email":
+            return (
+                "Too many password reset requests for this email address. Please "
+                f"check your mailbox (and its spam folder) for the mails already "
+                f"sent, or try again in {wait}."
+            )
+        return (
+            "Too many password reset requests from your network. Please try "
+            f"again in {wait}."
+        )
+
+
+def reset_refusal(email: str, address: str | None) -> ResetRefusal | None:
+    """Why a password reset request must be refused now, or None."""
+    window, now = _reset_window(), time.time()
+    per_email = int(getattr(settings, "RESET_REQUESTS_PER_EMAIL", 3))
+    per_address = int(getattr(settings, "RESET_REQUESTS_PER_ADDRESS", 5))
+    checks = [("email", _reset_email_key(email), per_email)] if email else []
+    if address:
+        checks.append(("address", _reset_address_key(address), per_address))
+    for scope, key, limit in checks:
+        current, previous = _count(key, now, window)
+        if current + previous >= limit:
+            slot_end = (int(now // window) + 1) * window
+            left = slot_end - now + (window if current else 0)
+            return ResetRefusal(scope, max(1, int(-(-left // 60))))
+    return None
+
+
+def record_reset(email: str, address: str | None) -> None:
+    window, now = _reset_window(), time.time()
+    if email:
+        _add(_reset_email_key(email), now, window)
+    if address:
+        _add(_reset_address_key(address), now, window)

@@ -1,4 +1,4 @@
-"""The person's own account pages: API tokens."""
+"""The person's own account pages: API tokens, their password."""
 
 from __future__ import annotations
 
@@ -6,14 +6,22 @@ from typing import TYPE_CHECKING
 
 from django import forms
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods
 
+from accounts.forms import (
+    ServicePasswordChangeForm,
+    ServiceSetPasswordForm,
+    ThrottledPasswordResetForm,
+)
 from accounts.models import ApiToken
 from retrieval import services
 
 if TYPE_CHECKING:
+    from django.forms import Form
     from django.http import HttpRequest, HttpResponse
 
 
@@ -66,3 +74,49 @@ def tokens(request: HttpRequest) -> HttpResponse:
     )
     response["Cache-Control"] = "no-store"  # the new token is on this page
     return response
+
+
+# --- passwords: Django's views, our templates, the writes through the services ----
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Change one's password; the person stays signed in (Django keeps the
+    session's hash up to date)."""
+
+    form_class = ServicePasswordChangeForm
+    template_name = "accounts/password_change.html"
+    success_url = reverse_lazy("accounts:password-change-done")
+
+
+class PasswordChangeDoneView(auth_views.PasswordChangeDoneView):
+    template_name = "accounts/password_change_done.html"
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Mails a one-time link to the address if it has an account; answers the
+    same either way. Throttled per email address and per client address."""
+
+    form_class = ThrottledPasswordResetForm
+    template_name = "accounts/password_reset.html"
+    email_template_name = "accounts/password_reset_email.txt"
+    subject_template_name = "accounts/password_reset_subject.txt"
+    success_url = reverse_lazy("accounts:password-reset-done")
+
+    def get_form(self, form_class: type[Form] | None = None) -> Form:
+        form = super().get_form(form_class)
+        form.request = self.request  # type: ignore[attr-defined]
+        return form
+
+
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    template_name = "accounts/password_reset_done.html"
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    form_class = ServiceSetPasswordForm
+    template_name = "accounts/password_reset_confirm.html"
+    success_url = reverse_lazy("accounts:password-reset-complete")
+
+
+class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    template_name = "accounts/password_reset_complete.html"

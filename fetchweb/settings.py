@@ -142,6 +142,11 @@ AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
 LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=5)
 LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
 LOGIN_FAILURE_WINDOW = env.int("LOGIN_FAILURE_WINDOW", default=900)  # seconds
+# Password reset requests (accounts/throttle.py): per email address typed and per
+# client address, within the window, whether or not the address has an account.
+RESET_REQUESTS_PER_EMAIL = env.int("RESET_REQUESTS_PER_EMAIL", default=3)
+RESET_REQUESTS_PER_ADDRESS = env.int("RESET_REQUESTS_PER_ADDRESS", default=5)
+RESET_REQUEST_WINDOW = env.int("RESET_REQUEST_WINDOW", default=3600)  # seconds
 AUTH_PASSWORD_VALIDATORS = [
     {
         "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
@@ -333,7 +338,7 @@ if FETCH_DEFAULT_DELIVERY_KIND not in {"smtp", "lmtp"}:
 # there is one, else files under var/cache (one host; local memory would give each
 # process its own count). The "throttle" alias outlives a throttling window even
 # where incr() re-sets the entry (file cache).
-_THROTTLE_TIMEOUT = 2 * LOGIN_FAILURE_WINDOW + 120
+_THROTTLE_TIMEOUT = 2 * max(LOGIN_FAILURE_WINDOW, RESET_REQUEST_WINDOW) + 120
 if REDIS_URL:
     CACHES = {
         "default": {

@@ -94,7 +94,12 @@ from retrieval.services.tokens import (
     token_create,
     token_revoke,
 )
-from retrieval.services.users import user_delete, user_save, users_delete
+from retrieval.services.users import (
+    user_delete,
+    user_password_set,
+    user_save,
+    users_delete,
+)
 
 __all__ = [
     "ACTION_INTERVAL",
@@ -157,6 +162,7 @@ __all__ = [
     "token_create",
     "token_revoke",
     "user_delete",
+    "user_password_set",
     "user_save",
     "users_delete",
     "webhook_post",

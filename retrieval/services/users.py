@@ -53,3 +53,12 @@ def users_delete(*, users: QuerySet[User]) -> int:
         user_delete(user=user)
         count += 1
     return count
+
+
+def user_password_set(*, user: User, password: str) -> User:
+    """Give ``user`` a new password (already validated against
+    AUTH_PASSWORD_VALIDATORS by the form). Only the hash is stored; the audit log
+    says "password changed", never the password."""
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    return user

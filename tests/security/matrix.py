@@ -279,6 +279,18 @@ def _same(expect: Expect) -> dict[str, Expect]:
     return dict.fromkeys(_ALL_LEVELS, expect)
 
 
+# The password reset pages answer everyone alike, anonymous included. The link's
+# page is probed with a link that is not valid: it says so, and takes no form.
+RESET: dict[str, dict[str, dict[str, Expect]]] = {
+    "accounts:password-reset": {
+        "GET": _same(OK),
+        "POST": _same(Expect(302, "password-reset-done")),
+    },
+    "accounts:password-reset-done": {"GET": _same(OK), "POST": _same(E405)},
+    "accounts:password-reset-confirm": {"GET": _same(OK), "POST": _same(OK)},
+    "accounts:password-reset-complete": {"GET": _same(OK), "POST": _same(E405)},
+}
+
 # EXPECT[url key][method] -> {level: Expect}, for logged-in roles on the pages.
 # Anonymous gets LOGIN everywhere login_required applies (ANONYMOUS below).
 PAGES: dict[str, dict[str, dict[str, Expect]]] = {
@@ -360,6 +372,13 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
     },
     # One's own API tokens; the probe's empty POST gets the form with its error.
     "accounts:tokens": {"GET": _same(OK), "POST": _same(OK)},
+    # One's own password; the probe posts a wrong old password: the form again.
+    "accounts:password-change": {"GET": _same(OK), "POST": _same(OK)},
+    "accounts:password-change-done": {"GET": _same(OK), "POST": _same(E405)},
+    # Forgotten passwords: open to everyone, signed in or not (RESET below). The
+    # probe asks for a link to an address with no account: the same "check your
+    # mail" as for one with an account, and no mail.
+    **{key: dict(value) for key, value in RESET.items()},
 }
 # What anonymous gets on the pages; absent: the logged-in answer at level NONE.
 ANONYMOUS: dict[str, dict[str, Expect]] = {
@@ -369,7 +388,11 @@ ANONYMOUS: dict[str, dict[str, Expect]] = {
     **{
         key: {"GET": LOGIN, "POST": LOGIN}
         for key in PAGES
-        if key.startswith(("retrieval:", "accounts:"))
+        if key.startswith(("retrieval:", "accounts:")) and key not in RESET
+    },
+    **{
+        key: {method: by_level[NONE] for method, by_level in value.items()}
+        for key, value in RESET.items()
     },
 }
 

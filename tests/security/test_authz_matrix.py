@@ -22,6 +22,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
+from django.core import mail
 from django.db import transaction
 from django.test import Client
 from django.test.utils import override_settings
@@ -221,6 +222,9 @@ def calls(
 
 def _object_ids(world: World, pattern: m.Pattern, owner: str) -> dict[str, str]:
     """The URL's parameters for ``owner``'s object."""
+    if pattern.key == "accounts:password-reset-confirm":
+        # A link that is not valid: some user id, a made-up token.
+        return {"uidb64": "MQ", "token": "no-such-token"}
     if owner == "-":
         return {name: "no-such-page/" for name in pattern.params}  # the catch-all
     if pattern.key in m.API:
@@ -306,6 +310,19 @@ def post_body(world: World, pattern: m.Pattern, owner: str) -> dict[str, Any]:
         return {}
     if key in ("login", "admin:login"):
         return {"username": "nobody@nowhere.example", "password": "wrong"}
+    if key == "accounts:password-change":
+        return {
+            "old_password": "wrong",
+            "new_password1": "Probe-pass-123456",
+            "new_password2": "Probe-pass-123456",
+        }
+    if key == "accounts:password-reset":
+        return {"email": "nobody@nowhere.example"}
+    if key == "accounts:password-reset-confirm":
+        return {
+            "new_password1": "Probe-pass-123456",
+            "new_password2": "Probe-pass-123456",
+        }
     if key == "retrieval:mailbox-add":
         return _mailbox_form(name="ADDED-BY-PROBE", owner=str(world.users[owner]))
     if key == "retrieval:mailbox-edit":
@@ -422,6 +439,7 @@ def _place(
         "admin-index": reverse("admin:index"),
         "home": reverse("home"),
         "mailbox-list": reverse("retrieval:mailbox-list"),
+        "password-reset-done": reverse("accounts:password-reset-done"),
         "detail": reverse(
             "retrieval:mailbox-detail", args=[world.mailboxes.get(box, 0)]
         ),
@@ -510,6 +528,11 @@ def probe(
     changes = method == "POST" and answer.status == 302 and answer.allowed and admitted
     if pattern.key in m.API:
         changes = m.api_changes(pattern.key, method, answer)
+    if pattern.key == "accounts:password-reset":
+        # "Check your mail" for an address with no account: nothing changed and
+        # nothing was sent.
+        changes = False
+        assert not mail.outbox, [msg.to for msg in mail.outbox]
     if not changes:
         assert world_state() == before, f"{method} {path} as {role} changed rows"
     if not changes:
