@@ -606,10 +606,7 @@ class DomainList(Listing):
 
     @extend_schema(responses={200: s.DomainSerializer(many=True), **ERRORS})
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(
-            _domains(_administrator(request)).order_by("name")
-        )
-        return self.get_paginated_response(s.DomainSerializer(page, many=True).data)
+        return self.page_of(request, _domains(_administrator(request)).order_by("name"))
 
     @extend_schema(
         request=s.DomainInputSerializer,
@@ -676,10 +673,7 @@ class UserList(Listing):
 
     @extend_schema(responses={200: s.UserSerializer(many=True), **ERRORS})
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(
-            _people(_administrator(request)).order_by("email")
-        )
-        return self.get_paginated_response(s.UserSerializer(page, many=True).data)
+        return self.page_of(request, _people(_administrator(request)).order_by("email"))
 
     @extend_schema(
         request=s.PersonInputSerializer,
