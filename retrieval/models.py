@@ -204,6 +204,29 @@ class Mailbox(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # The settings a person edits, in the order the admin, the mailbox form and
+    # the API list them: one declaration, so a new setting is added once.
+    SETTINGS: ClassVar = (
+        "enabled",
+        "poll_interval",
+        "protocol",
+        "host",
+        "port",
+        "tls_mode",
+        "verify_tls",
+        "ca_file",
+        "auth",
+        "username",
+        "folders",
+        "keep",
+        "fetchall",
+        "timeout",
+        "delivery_kind",
+        "delivery_host",
+        "delivery_port",
+        "recipient",
+    )
+
     class Meta:
         ordering: ClassVar = ["owner__email", "host", "username"]
         verbose_name_plural = "mailboxes"
