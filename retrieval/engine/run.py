@@ -16,6 +16,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from retrieval.engine import hooks, unsupported
+from retrieval.engine.append import AppendSink
 from retrieval.engine.deliver.handover import hand_over
 from retrieval.engine.deliver.headers import is_valid_address, message_id
 from retrieval.engine.deliver.multidrop import DomainRouter
@@ -35,7 +36,7 @@ from retrieval.engine.odmr import odmr
 from retrieval.engine.ports import RecipientLedger
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
-from retrieval.engine.spec import MailProtocol
+from retrieval.engine.spec import DeliveryKind, MailProtocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -190,16 +191,7 @@ class _Poll:
         session = open_session(self.spec, self.wire, on_greeting=greeted)
         sink: Sink | None = None
         try:
-            sink = open_sink(
-                self.spec.delivery,
-                self.wire,
-                batch_limit=self.spec.batchlimit,
-                # set invisible: the listener is told the mail server sent it.
-                helo=self.spec.server.host
-                if self.spec.delivery.invisible
-                else self.local_name,
-                message=self.spec.message,
-            )
+            sink = self._open_sink()
             for folder in self.spec.folders or ("INBOX",):
                 self._folder(session, sink, folder)
             self._idle(session, sink, folder)
@@ -214,6 +206,21 @@ class _Poll:
         finally:
             if sink is not None:
                 sink.close()
+
+    def _open_sink(self) -> Sink:
+        delivery = self.spec.delivery
+        if delivery.kind is DeliveryKind.IMAP:
+            if delivery.mailbox is None:
+                raise ConfigError("Delivery into a mailbox needs its server and login.")
+            return AppendSink(delivery.mailbox, self.wire)
+        return open_sink(
+            delivery,
+            self.wire,
+            batch_limit=self.spec.batchlimit,
+            # set invisible: the listener is told the mail server sent it.
+            helo=self.spec.server.host if delivery.invisible else self.local_name,
+            message=self.spec.message,
+        )
 
     def _finish(self, session: MailSession) -> None:
         try:

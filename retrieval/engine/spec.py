@@ -55,6 +55,7 @@ class DeliveryKind(StrEnum):
     LMTP = "lmtp"
     MDA = "mda"
     BSMTP = "bsmtp"  # append to a batch SMTP file (see retrieval.engine.deliver.bsmtp)
+    IMAP = "imap"  # APPEND into a remote IMAP mailbox (see retrieval.engine.append)
 
 
 DEFAULT_PORTS: dict[tuple[MailProtocol, TlsMode], int] = {
@@ -116,6 +117,19 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
+class AppendTarget:
+    """Delivery kind IMAP: each message is APPENDed to ``folder`` of this account
+    (a Gmail or Microsoft 365 mailbox, say), logged in as a mailbox is."""
+
+    server: ServerSpec  # protocol IMAP; auth "xoauth2"/"oauthbearer" for tokens
+    username: str
+    password: Secret | None = None  # or the access token
+    folder: str = "INBOX"
+    flags: tuple[str, ...] = ()  # system flags such as \\Seen, or keywords
+    create_folder: bool = False  # CREATE the folder when the server says TRYCREATE
+
+
+@dataclass(frozen=True)
 class DeliverySpec:
     """Where accepted mail goes: one SMTP/LMTP listener list, or an MDA command."""
 
@@ -155,6 +169,7 @@ class DeliverySpec:
     esmtp_password: Secret | None = None
     listener_verify: bool | None = None
     listener_ca_file: str | None = None
+    mailbox: AppendTarget | None = None  # kind IMAP: where messages are APPENDed
 
 
 @dataclass(frozen=True)
@@ -257,7 +272,9 @@ class MailboxSpec:
         "password" is the remote user name (fetchmail's placeholder), which is
         no secret: withholding every line that names the user would hide the
         greeting and the whole login from the person reading the run."""
-        found = [s.reveal() for s in (self.delivery.esmtp_password,) if s]
+        target = self.delivery.mailbox
+        others = (self.delivery.esmtp_password, target.password if target else None)
+        found = [s.reveal() for s in others if s]
         if self.password and self.server.auth not in ("ssh", "external"):
             found.append(self.password.reveal())
         return found

@@ -81,7 +81,10 @@ def hand_over(
         spool.header_block, remote_user=spec.username, server=spec.server.host
     )
     edits = Edits(
-        trace=None if delivery.invisible else trace,
+        # Into a mailbox (kind IMAP) the message goes as it was on the source.
+        trace=None
+        if delivery.invisible or delivery.kind is DeliveryKind.IMAP
+        else trace,
         dropstatus=options.dropstatus,
         dropdelivered=options.dropdelivered,
         mimedecode=options.mimedecode,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
+from retrieval.engine.errors import ConfigError
 from retrieval.engine.spec import DeliveryKind
 
 if TYPE_CHECKING:
@@ -130,6 +131,11 @@ def open_sink(
     from retrieval.engine.deliver.mda import MdaSink
     from retrieval.engine.deliver.smtp import SmtpSink
 
+    if delivery.kind is DeliveryKind.IMAP:
+        raise ConfigError(
+            "Delivery into an IMAP mailbox is not available here (ODMR and ETRN "
+            "hand mail to an SMTP listener)."
+        )
     if delivery.kind is DeliveryKind.BSMTP:
         return BsmtpSink(delivery, transcript)
     if delivery.kind is DeliveryKind.MDA:

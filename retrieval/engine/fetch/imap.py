@@ -54,7 +54,7 @@ from retrieval.engine.wire.numbers import UIDVALIDITY
 from retrieval.engine.wire.spool import MessageSpool, filling
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from retrieval.engine.spec import MailboxSpec
     from retrieval.engine.wire.transport import Budget, Connection
@@ -248,22 +248,33 @@ class ImapSession:
                 continue
             self._conn.send_line(head + b"{%d}" % len(part), shown=label)
             label = "(literal)"
-            self._await_continuation(tag)
+            refused = self._await_continuation(tag)
+            if refused is not None and refused.ok:
+                # Success for a command whose data never left us: an APPEND
+                # "accepted" this way holds nothing.
+                raise ProtocolError(
+                    f"The server answered {refused.text!r} before it was sent "
+                    "the data of the command."
+                )
+            if refused is not None:
+                return refused
             self._conn.send_raw(part)
             head = b""
         self._conn.send_line(head, shown=label)
         return self._read_until(tag)
 
-    def _await_continuation(self, tag: str) -> None:
+    def _await_continuation(self, tag: str) -> Response | None:
+        """None once the server asks for the literal; its answer when it refuses
+        the command before (a login, or an APPEND over quota)."""
         budget = self._conn.budget()
         while True:
             text, _ = self._read_logical(budget=budget)
             _bounded(budget)
             if text.startswith(b"+"):
-                return
+                return None
             tagged = parse.parse_tagged(text)
             if tagged is not None and tagged.tag == tag:
-                raise _refusal(tagged.status, tagged.text)
+                return Response(tagged.tag, tagged.status, tagged.text)
             if not text.startswith(b"* "):
                 raise ProtocolError(f"The server sent a malformed line: {text[:80]!r}")
             self._track(text)
@@ -379,6 +390,30 @@ class ImapSession:
             initial_response="SASL-IR" in self.capabilities,
             note=self._conn.note,
         )
+
+    # -- delivery into this mailbox (retrieval.engine.append) ------------------------
+
+    def append(
+        self, folder: str, message: bytes, *, flags: Sequence[str], date: str | None
+    ) -> Response:
+        """APPEND ``message`` to ``folder``: the tagged answer, OK or not.
+
+        ``date`` is an IMAP date-time ("04-Dec-2026 15:56:13 +0000") or None for
+        the server's clock; ``flags`` are sent as given (checked by the caller).
+        """
+        parts: list[str | bytes] = [
+            "APPEND ",
+            self._argument(parse.encode_mailbox(folder)),
+        ]
+        if flags:
+            parts.append(f" ({' '.join(flags)})")
+        if date is not None:
+            parts.append(f' "{date}"')
+        parts += [" ", message]
+        return self._command(*parts)
+
+    def create(self, folder: str) -> Response:
+        return self._command("CREATE ", self._argument(parse.encode_mailbox(folder)))
 
     # -- listing -------------------------------------------------------------------
 
