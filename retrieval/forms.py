@@ -21,6 +21,7 @@ from django.core.validators import validate_email
 
 from accounts.models import User
 from retrieval import netpolicy, services
+from retrieval.destination_form import DESTINATION_SECTION, DestinationFields
 from retrieval.engine.spec import DEFAULT_PORTS, MailProtocol
 from retrieval.engine.spec import TlsMode as EngineTlsMode
 from retrieval.models import ACCOUNT_BUSY, PASSWORD_AGAIN, Mailbox
@@ -54,7 +55,6 @@ SUPERUSER_AUTHS = {
 SUPERUSER_FIELDS = (
     "ca_file",
     "timeout",
-    "delivery_kind",
     "delivery_host",
     "delivery_port",
     "recipient",
@@ -123,7 +123,35 @@ def _restrict_choices(
     field.choices = [(v, label) for v, label in choices if v in allowed or v == current]
 
 
-class MailboxForm(forms.ModelForm):
+def clean_server_name(host: str) -> str:
+    """A server name or address as typed, checked and normalised, or a
+    ValidationError that says what to type instead."""
+    refuse_line_breaks(host, "server address")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if ":" in host:
+        raise ValidationError(
+            "Put the port number in the Port field, not after the server name."
+        )
+    if "/" in host or "@" in host:
+        raise ValidationError("Enter only the server's name, such as imap.example.org.")
+    try:
+        ascii_name = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_name = ""
+    if not _HOST_NAME.match(ascii_name.lower()):
+        raise ValidationError(
+            "This is not a server name: enter one such as imap.example.org, "
+            "or an IP address."
+        )
+    return host.lower()
+
+
+class MailboxForm(DestinationFields, forms.ModelForm):
     port = forms.IntegerField(
         required=False,
         min_value=1,
@@ -185,6 +213,7 @@ class MailboxForm(forms.ModelForm):
         ("Remote server", ("protocol", "host", "port", "tls_mode", "verify_tls")),
         ("Login", ("auth", "username", "new_password", "clear_password")),
         ("Messages", ("folders", "keep", "fetchall")),
+        ("Where messages go", DESTINATION_SECTION),
         ("Delivery and server (superusers only)", SUPERUSER_FIELDS),
     )
 
@@ -244,6 +273,25 @@ class MailboxForm(forms.ModelForm):
                 set(Mailbox.Auth) - SUPERUSER_AUTHS,
                 self.instance.auth,
             )
+            # Into a mailbox, or the service's own listener as a superuser set it.
+            _restrict_choices(
+                self.fields["delivery_kind"],
+                Mailbox.DeliveryKind.choices,
+                {Mailbox.DeliveryKind.SMTP, Mailbox.DeliveryKind.IMAP},
+                self.instance.delivery_kind,
+            )
+            _restrict_choices(
+                self.fields["destination_tls_mode"],
+                Mailbox.TlsMode.choices,
+                tls,
+                self.instance.destination_tls_mode,
+            )
+            _restrict_choices(
+                self.fields["destination_auth"],
+                Mailbox.Auth.choices,
+                set(Mailbox.Auth) - SUPERUSER_AUTHS - {Mailbox.Auth.APOP},
+                self.instance.destination_auth,
+            )
         if self.instance.has_password:
             self.fields["new_password"].help_text = STORED_PASSWORD_HELP
         else:
@@ -272,32 +320,7 @@ class MailboxForm(forms.ModelForm):
         return name
 
     def clean_host(self) -> str:
-        host: str = self.cleaned_data["host"]
-        refuse_line_breaks(host, "server address")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        try:
-            return str(ipaddress.ip_address(host))
-        except ValueError:
-            pass
-        if ":" in host:
-            raise ValidationError(
-                "Put the port number in the Port field, not after the server name."
-            )
-        if "/" in host or "@" in host:
-            raise ValidationError(
-                "Enter only the server's name, such as imap.example.org."
-            )
-        try:
-            ascii_name = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            ascii_name = ""
-        if not _HOST_NAME.match(ascii_name.lower()):
-            raise ValidationError(
-                "This is not a server name: enter one such as imap.example.org, "
-                "or an IP address."
-            )
-        return host.lower()
+        return clean_server_name(self.cleaned_data["host"])
 
     def clean_username(self) -> str:
         username: str = self.cleaned_data["username"]
@@ -386,8 +409,8 @@ class MailboxForm(forms.ModelForm):
             )
             if refusal:
                 self.add_error("owner" if "owner" in self.fields else None, refusal)
-        if "delivery_kind" in self.fields:
-            self._clean_delivery(cleaned)
+        self._clean_delivery(cleaned)
+        self.clean_destination(cleaned, changed)
         if changed & DESTINATION_FIELDS and not self.errors.keys() & DESTINATION_FIELDS:
             self._check_destination(cleaned)
         return cleaned

@@ -64,6 +64,11 @@ def remote_identity(values: Mapping[str, Any]) -> tuple[str, str, str]:
     )
 
 
+def destination_port(port: int | None, tls_mode: str) -> int:
+    """The port of a mailbox delivered into: IMAPS 993, or 143 with STARTTLS."""
+    return port or (143 if tls_mode == "starttls" else 993)
+
+
 def default_poll_interval() -> int:
     return int(settings.FETCH_DEFAULT_INTERVAL)
 
@@ -103,6 +108,7 @@ class Mailbox(models.Model):
         SMTP = "smtp", "SMTP listener"
         LMTP = "lmtp", "LMTP listener"
         MDA = "mda", "A program on this server (superusers only)"
+        IMAP = "imap", "Into an IMAP mailbox (Gmail, Microsoft 365, ...)"
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=100, blank=True, help_text="A label for you.")
@@ -168,6 +174,32 @@ class Mailbox(models.Model):
         blank=True,
         help_text="Deliver to this address; empty means the owner's address.",
     )
+    # Delivery kind IMAP: each message is APPENDed into this account's folder
+    # (retrieval.engine.append); the password is encrypted like the others.
+    destination_host = models.CharField(
+        max_length=253, blank=True, help_text="The IMAP server to deliver into."
+    )
+    destination_port = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Empty: 993, or 143 with STARTTLS.",
+    )
+    destination_tls_mode = models.CharField(
+        max_length=8, choices=TlsMode, default=TlsMode.IMPLICIT
+    )
+    destination_auth = models.CharField(max_length=12, choices=Auth, default=Auth.ANY)
+    destination_username = models.CharField(max_length=320, blank=True)
+    destination_password_encrypted = models.TextField(blank=True, editable=False)
+    destination_folder = models.CharField(max_length=200, default="INBOX")
+    destination_flags = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Flags to set, separated by spaces: \\Seen, \\Flagged, $Imported.",
+    )
+    destination_create_folder = models.BooleanField(
+        default=False, help_text="Create the folder if the server does not have it."
+    )
     # The rest of fetchmail's language, keyed as retrieval.rcfile.model names it:
     # {"globals": {...}, "server": {...}, "user": {...}}; see retrieval/rcmap.py.
     options = models.JSONField(default=dict, blank=True)
@@ -204,6 +236,16 @@ class Mailbox(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    DESTINATION: ClassVar = (
+        "destination_host",
+        "destination_port",
+        "destination_tls_mode",
+        "destination_auth",
+        "destination_username",
+        "destination_folder",
+        "destination_flags",
+        "destination_create_folder",
+    )
     # The settings a person edits, in the order the admin, the mailbox form and
     # the API list them: one declaration, so a new setting is added once.
     SETTINGS: ClassVar = (
@@ -225,6 +267,7 @@ class Mailbox(models.Model):
         "delivery_host",
         "delivery_port",
         "recipient",
+        *DESTINATION,
     )
 
     class Meta:
@@ -290,15 +333,21 @@ class Mailbox(models.Model):
                 SeenMessage.objects.filter(mailbox_id=self.pk).delete()
             super().save(*args, **kwargs)
 
+    # Each secret is bound to the mailbox and to its purpose: a value copied
+    # from one column (or row) into another does not decrypt there.
+    def _seal(self, raw: str, purpose: str = "") -> str:
+        bound = f"{self.uuid}:{purpose}" if purpose else str(self.uuid)
+        return crypto.encrypt(raw, bound_to=bound) if raw else ""
+
+    def _unseal(self, sealed: str, purpose: str = "") -> str:
+        bound = f"{self.uuid}:{purpose}" if purpose else str(self.uuid)
+        return crypto.decrypt(sealed, bound_to=bound) if sealed else ""
+
     def set_password(self, raw: str) -> None:
-        self.password_encrypted = (
-            crypto.encrypt(raw, bound_to=str(self.uuid)) if raw else ""
-        )
+        self.password_encrypted = self._seal(raw)
 
     def get_password(self) -> str:
-        if not self.password_encrypted:
-            return ""
-        return crypto.decrypt(self.password_encrypted, bound_to=str(self.uuid))
+        return self._unseal(self.password_encrypted)
 
     @property
     def has_password(self) -> bool:
@@ -306,16 +355,17 @@ class Mailbox(models.Model):
 
     def set_esmtp_password(self, raw: str) -> None:
         """The password for SMTP AUTH to the listener (fetchmail's esmtppassword)."""
-        self.esmtp_password_encrypted = (
-            crypto.encrypt(raw, bound_to=f"{self.uuid}:esmtp") if raw else ""
-        )
+        self.esmtp_password_encrypted = self._seal(raw, "esmtp")
 
     def get_esmtp_password(self) -> str:
-        if not self.esmtp_password_encrypted:
-            return ""
-        return crypto.decrypt(
-            self.esmtp_password_encrypted, bound_to=f"{self.uuid}:esmtp"
-        )
+        return self._unseal(self.esmtp_password_encrypted, "esmtp")
+
+    def set_destination_password(self, raw: str) -> None:
+        """The password (or access token) of the mailbox delivered into."""
+        self.destination_password_encrypted = self._seal(raw, "destination")
+
+    def get_destination_password(self) -> str:
+        return self._unseal(self.destination_password_encrypted, "destination")
 
     def next_after(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.poll_interval)

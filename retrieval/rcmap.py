@@ -213,6 +213,8 @@ def _derive_delivery(v: Values) -> tuple[Any, ...]:
 
 def _plain_delivery(c: tuple[Any, ...]) -> Values:
     kind, host, port = c
+    if kind == "imap":  # no rcfile words: the poll's spec says it (services.specs)
+        return {"user.smtphost": [], "user.lmtp": None, "user.mda": None}
     lmtp = kind == "lmtp"
     default = (host, port) == ("localhost", 25) and not lmtp
     return {

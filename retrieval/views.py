@@ -286,6 +286,7 @@ def mailbox_add(request: AuthenticatedHttpRequest) -> HttpResponse:
                 creator=request.user,
                 editor=request.user,
                 new_password=form.cleaned_data["new_password"],
+                destination_password=form.cleaned_data.get("destination_password", ""),
                 mda=form.cleaned_data.get("mda"),
             )
         except services.QuotaExceeded as exc:
@@ -311,6 +312,7 @@ def mailbox_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             mailbox=form.instance,
             editor=request.user,
             new_password=form.cleaned_data["new_password"],
+            destination_password=form.cleaned_data.get("destination_password", ""),
             clear_password=form.cleaned_data.get("clear_password", False),
             mda=form.cleaned_data.get("mda"),
         )

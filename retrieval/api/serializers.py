@@ -134,6 +134,19 @@ class MailboxInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
     delivery_port = serializers.IntegerField(required=False)
     recipient = serializers.CharField(required=False, allow_blank=True)
     mda = serializers.CharField(required=False, allow_blank=True)
+    destination_host = serializers.CharField(required=False, allow_blank=True)
+    destination_port = serializers.IntegerField(required=False, allow_null=True)
+    destination_tls_mode = serializers.ChoiceField(
+        Mailbox.TlsMode.choices, required=False
+    )
+    destination_auth = serializers.ChoiceField(Mailbox.Auth.choices, required=False)
+    destination_username = serializers.CharField(required=False, allow_blank=True)
+    destination_password = serializers.CharField(
+        required=False, write_only=True, help_text="Write-only; never shown back."
+    )
+    destination_folder = serializers.CharField(required=False)
+    destination_flags = serializers.CharField(required=False, allow_blank=True)
+    destination_create_folder = serializers.BooleanField(required=False)
 
 
 class MessageSerializer(_Shown):

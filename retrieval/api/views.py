@@ -279,6 +279,7 @@ class MailboxList(Listing):
                 creator=user,
                 editor=user,
                 new_password=form.cleaned_data["new_password"],
+                destination_password=form.cleaned_data.get("destination_password", ""),
                 mda=form.cleaned_data.get("mda"),
             )
         except services.QuotaExceeded as exc:
@@ -304,6 +305,7 @@ class MailboxDetail(APIView):
                 mailbox=form.instance,
                 editor=user,
                 new_password=form.cleaned_data["new_password"],
+                destination_password=form.cleaned_data.get("destination_password", ""),
                 clear_password=form.cleaned_data.get("clear_password", False),
                 mda=form.cleaned_data.get("mda"),
             )

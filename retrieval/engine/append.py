@@ -75,11 +75,18 @@ def check_target(target: AppendTarget) -> None:
     if not target.folder or any(ch in target.folder for ch in "\r\n\0"):
         raise ConfigError("The destination folder name is empty or has a line break.")
     for flag in target.flags:
-        if not _FLAG.fullmatch(flag) or flag.lower() == "\\recent":
-            raise ConfigError(
-                f"{flag!r} is not a flag the destination can be asked to set "
-                "(for example \\Seen, \\Flagged or a keyword such as $Imported)."
-            )
+        if problem := flag_problem(flag):
+            raise ConfigError(problem)
+
+
+def flag_problem(flag: str) -> str | None:
+    """Why ``flag`` cannot be set by an APPEND, in words; None when it can."""
+    if _FLAG.fullmatch(flag) and flag.lower() != "\\recent":
+        return None
+    return (
+        f"{flag!r} is not a flag the destination can be asked to set "
+        "(for example \\Seen, \\Flagged or a keyword such as $Imported)."
+    )
 
 
 def imap_date(message: bytes) -> str | None:
@@ -142,6 +149,11 @@ class AppendSink:
             raise ConfigError("Delivery into a mailbox needs an IMAP server.")
         self._session = session
         return session
+
+    def check(self) -> None:
+        """Log in to the destination and out again (Test connection)."""
+        self._open()
+        self.close()
 
     def deliver(
         self,

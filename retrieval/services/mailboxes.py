@@ -141,6 +141,7 @@ def mailbox_save(
     new_password: str = "",
     clear_password: bool = False,
     mda: str | None = None,
+    destination_password: str = "",
 ) -> Mailbox:
     """Store a validated mailbox: the one write path of the pages, the admin and
     the importer. ``creator`` (the person adding it) is held to the mailbox quotas
@@ -151,7 +152,9 @@ def mailbox_save(
     must be the owner's or one they administer (OwnerDomainMismatch). ``mda``: the
     program to deliver to, for a superuser's form (``editor``, when given, must be
     one, and the owner too: ServerCommandRefused); None leaves the stored command
-    alone. When the remote account changes (protocol, host, user name),
+    alone. ``destination_password``: a new password for the mailbox delivered
+    into (delivery kind IMAP); empty keeps the stored one. When the remote
+    account changes (protocol, host, user name),
     Mailbox.save drops the ledger and raises PasswordRequired unless
     ``new_password`` or ``clear_password`` is given: see there.
     """
@@ -172,6 +175,8 @@ def mailbox_save(
         mailbox.set_password("")
     elif new_password:
         mailbox.set_password(new_password)
+    if destination_password:
+        mailbox.set_destination_password(destination_password)
     mailbox.save()
     return mailbox
 

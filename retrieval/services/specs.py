@@ -14,12 +14,12 @@ from django.conf import settings
 
 from retrieval import netpolicy, rcmap
 from retrieval.crypto import DecryptionError
-from retrieval.models import Mailbox
+from retrieval.engine import spec as engine_spec
+from retrieval.models import Mailbox, destination_port
 from retrieval.rcfile.env import Environment
 from retrieval.rcfile.specs import user_spec
 
 if TYPE_CHECKING:
-    from retrieval.engine import spec as engine_spec
     from retrieval.rcfile.model import ServerOptions, UserOptions
 
 
@@ -83,4 +83,53 @@ def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
     delivery = replace(
         spec.delivery, recipients=recipients, timeout=timeout, inherit_env=False
     )
+    if mailbox.delivery_kind == Mailbox.DeliveryKind.IMAP:
+        delivery = replace(
+            delivery,
+            kind=engine_spec.DeliveryKind.IMAP,
+            mailbox=_append_target(mailbox, timeout),
+        )
     return replace(spec, server=server, delivery=delivery)
+
+
+def _append_target(mailbox: Mailbox, timeout: float) -> engine_spec.AppendTarget:
+    """Delivery kind IMAP: the mailbox delivered into, under the source's rules
+    (a public address unless the owner is a superuser)."""
+    host, tls_mode = mailbox.destination_host, mailbox.destination_tls_mode
+    if not host or not mailbox.destination_username:
+        raise SpecError(
+            "Delivery into a mailbox is chosen but its server or user is missing."
+        )
+    port = destination_port(mailbox.destination_port, tls_mode)
+    public_only = not (mailbox.owner.is_superuser or settings.FETCH_ALLOW_PRIVATE_HOSTS)
+    if public_only:
+        try:
+            netpolicy.check_destination(host, port)
+        except netpolicy.DestinationRefused as exc:
+            raise SpecError(f"The destination mailbox: {exc}") from exc
+    try:
+        password = mailbox.get_destination_password()
+    except DecryptionError as exc:
+        raise SpecError(
+            f"The destination's stored password cannot be read: {exc}"
+        ) from exc
+    return engine_spec.AppendTarget(
+        server=engine_spec.ServerSpec(
+            host=host,
+            protocol=engine_spec.MailProtocol.IMAP,
+            port=port,
+            # The mailbox's private CA bundle (a superuser's setting) is trusted
+            # for both of its servers.
+            tls=engine_spec.TlsSpec(
+                mode=engine_spec.TlsMode(tls_mode), ca_file=mailbox.ca_file or None
+            ),
+            auth=mailbox.destination_auth,
+            timeout=timeout,
+            public_only=public_only,
+        ),
+        username=mailbox.destination_username,
+        password=engine_spec.Secret(password) if password else None,
+        folder=mailbox.destination_folder or "INBOX",
+        flags=tuple(mailbox.destination_flags.split()),
+        create_folder=mailbox.destination_create_folder,
+    )

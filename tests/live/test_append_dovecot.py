@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from retrieval.engine.memory import ListTranscript, MemoryLedger
+from retrieval.engine.probe import check_login
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
 from retrieval.engine.spec import (
@@ -251,3 +252,17 @@ def test_an_append_over_quota_keeps_the_source_message(
     assert "quota" in report.messages[1].listener_reply.lower()
     assert full.messages(into.name) == lf([small])
     assert dovecot.messages(mailuser.name) == [large]  # the refused one stays
+
+
+def test_test_connection_logs_in_to_the_destination_too(
+    dovecot: Dovecot, mailuser: MailUser
+) -> None:
+    into = new_user(dovecot)
+    good = spec_for(dovecot, mailuser, dovecot, into)
+    bad = spec_for(dovecot, mailuser, dovecot, into, password=Secret("wrong"))
+
+    assert check_login(good).ok
+    refused = check_login(bad)
+    assert not refused.ok
+    assert "destination mailbox" in refused.error
+    assert refused.greeting  # the source answered; the destination did not let us in

@@ -351,7 +351,6 @@ class AddTests:
                 folders="INBOX\r\nLists/fetchweb\r\n\r\n",
                 # Crafted fields this form does not have: all ignored.
                 owner=str(trio.charlie.pk),
-                delivery_kind="mda",
                 delivery_host="evil.example",
                 delivery_port="2525",
                 mda="/bin/sh -c 'curl evil'",
@@ -381,11 +380,23 @@ class AddTests:
         assert mailbox.get_password() == SECRET
         assert SECRET not in mailbox.password_encrypted
 
+    def test_a_user_choosing_delivery_to_a_program_is_refused(self, client, trio):
+        """The kind is the person's (the service, or an IMAP mailbox); a program
+        is not among its choices."""
+        response = _as(client, trio.alice).post(
+            reverse("retrieval:mailbox-add"),
+            _form(name="work", delivery_kind="mda", mda="/bin/sh -c 'curl evil'"),
+        )
+        assert response.status_code == 200
+        assert "delivery_kind" in response.context["form"].errors
+        assert not Mailbox.objects.filter(name="work").exists()
+
     def test_a_user_has_no_owner_delivery_or_command_fields(self, client, trio):
         form = _as(client, trio.charlie).get(reverse("retrieval:mailbox-add"))
         text = form.content.decode()
-        for name in ("owner", "delivery_kind", "delivery_host", "mda", "recipient"):
+        for name in ("owner", "delivery_host", "mda", "recipient"):
             assert f'name="{name}"' not in text
+        assert 'value="mda"' not in text and 'value="lmtp"' not in text
         assert 'value="none"' not in text  # no cleartext offered
         assert 'value="etrn"' not in text and 'value="ssh"' not in text
 
