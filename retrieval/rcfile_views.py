@@ -61,6 +61,13 @@ TOO_LARGE = (
 )
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """Pasted text holds passwords: never sent back to the browser."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
 class ImportForm(forms.Form):
     """A file or pasted text, and (for whoever may choose) whose mailboxes."""
 
@@ -72,8 +79,9 @@ class ImportForm(forms.Form):
     rcfile = forms.FileField(required=False, label="A .fetchmailrc file")
     text = forms.CharField(
         required=False,
+        strip=False,  # a comment on the last line ends at its newline
         label="Or paste its text",
-        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false"}),
+        widget=WriteOnlyTextarea(attrs={"rows": 12, "spellcheck": "false"}),
     )
 
     def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
@@ -243,8 +251,8 @@ def rcfile_import_confirm(request: AuthenticatedHttpRequest) -> HttpResponse:
         )
     except (User.DoesNotExist, ScopeRefused, RcfileError, services.ImportFailed) as exc:
         request.session.pop(SESSION_KEY, None)
-        form.add_error(None, f"Nothing was imported: {exc}")
-        return render(request, "retrieval/rcfile_import.html", {"form": form})
+        context = {"form": form, "error": f"Nothing was imported: {exc}"}
+        return render(request, "retrieval/rcfile_import.html", context)
     except services.PreviewOutdated as exc:
         token = _keep(
             request,
