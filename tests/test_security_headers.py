@@ -130,10 +130,7 @@ def test_every_page_carries_the_policy(client, django_user_model):
     seen = 0
     for url, response in _pages(client, django_user_model):
         # /healthz may answer 503 here (no broker in this test): the header still counts.
-        assert response.status_code in {200, 302, 404, 405, 503}, (
-            url,
-            response.status_code,
-        )
+        assert response.status_code in {200, 302, 404, 405, 503}, (url, response.status_code)
         policy = response.get("Content-Security-Policy", "")
         assert "script-src 'self'" in policy, url
         assert "style-src 'self'" in policy, url

@@ -55,10 +55,7 @@ def test_the_password_appears_nowhere_in_the_transcript(
             ),
             {"auth": "plain"},
         ),
-        (
-            FakeImapServer([message(1)], password=PASSWORD),
-            {"protocol": MailProtocol.IMAP},
-        ),
+        (FakeImapServer([message(1)], password=PASSWORD), {"protocol": MailProtocol.IMAP}),
         (
             FakeImapServer(
                 [message(1)],
@@ -73,11 +70,7 @@ def test_the_password_appears_nowhere_in_the_transcript(
         ),
         (
             FakeImapServer([message(1)], password=PASSWORD, starttls=server_tls),
-            {
-                "protocol": MailProtocol.IMAP,
-                "tls": TlsMode.STARTTLS,
-                "ca_file": ca_file,
-            },
+            {"protocol": MailProtocol.IMAP, "tls": TlsMode.STARTTLS, "ca_file": ca_file},
         ),
     ]
     for server, options in cases:
@@ -114,10 +107,7 @@ def test_line_breaks_in_credentials_stop_the_poll_before_connecting() -> None:
 def test_a_folder_name_cannot_inject_a_command(listener: FakeSmtpServer) -> None:
     with FakeImapServer([message(1)]) as server:
         spec = make_spec(
-            server,
-            listener,
-            protocol=MailProtocol.IMAP,
-            folders=("INBOX\r\nA1 DELETE x",),
+            server, listener, protocol=MailProtocol.IMAP, folders=("INBOX\r\nA1 DELETE x",)
         )
         report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
     assert report.exit_code is ExitCode.SYNTAX
@@ -162,9 +152,7 @@ def test_long_listings_are_summarised_in_the_transcript(
         with server:
             transcript = ListTranscript()
             protocol = (
-                MailProtocol.POP3
-                if isinstance(server, FakePop3Server)
-                else MailProtocol.IMAP
+                MailProtocol.POP3 if isinstance(server, FakePop3Server) else MailProtocol.IMAP
             )
             # A size limit below every message: listed and sized, none fetched.
             spec = make_spec(server, listener, protocol=protocol, keep=True, limit=1)

@@ -187,9 +187,7 @@ def test_an_imap_server_echoing_login_leaks_nothing(password: str) -> None:
     server = EchoingImap(capabilities=["IMAP4rev1"])
     with server, FakeSmtpServer() as listener:
         transcript = ListTranscript()
-        spec = make_spec(
-            server, listener, password=password, protocol=MailProtocol.IMAP
-        )
+        spec = make_spec(server, listener, password=password, protocol=MailProtocol.IMAP)
         report = poll(spec, ledger=MemoryLedger(), transcript=transcript)
     text = everything(report, transcript)
     assert password not in text

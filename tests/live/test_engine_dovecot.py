@@ -317,11 +317,7 @@ def test_a_listener_answering_451_keeps_everything(
         dovecot.put(mailuser.name, sample)
     smtp_listener.fail_at("DATA_END", 451)
     spec = mailbox_spec(
-        dovecot,
-        mailuser,
-        smtp_listener,
-        protocol=MailProtocol.POP3,
-        port_name="pop3s_port",
+        dovecot, mailuser, smtp_listener, protocol=MailProtocol.POP3, port_name="pop3s_port"
     )
 
     report, ledger, _ = run(spec)

@@ -524,9 +524,7 @@ def test_pop3_expunge_commits_every_n_deletions(
     bodies = [sample(n) for n in range(5)]
     for body in bodies:
         dovecot.put(mailuser.name, body)
-    spec = spec_for(
-        dovecot, mailuser, smtp_listener, protocol=MailProtocol.POP3, expunge=2
-    )
+    spec = spec_for(dovecot, mailuser, smtp_listener, protocol=MailProtocol.POP3, expunge=2)
     report, _, transcript = run(spec)
     assert report.exit_code is ExitCode.SUCCESS, report.error
     assert [body_of(r.data) for r in smtp_listener.wait_for(5)] == bodies
@@ -539,9 +537,7 @@ def test_pop3_keep_reads_with_top_and_fastuidl_lists_only_the_new(
 ) -> None:
     for n in range(10):
         dovecot.put(mailuser.name, sample(n))
-    spec = spec_for(
-        dovecot, mailuser, smtp_listener, protocol=MailProtocol.POP3, keep=True
-    )
+    spec = spec_for(dovecot, mailuser, smtp_listener, protocol=MailProtocol.POP3, keep=True)
     first, ledger, _ = run(spec)
     assert first.delivered == 10
     # TOP leaves the messages unread on the server.
