@@ -20,6 +20,10 @@ class DestinationRefused(Exception):
     pass
 
 
+class Unresolved(DestinationRefused):
+    """The name does not resolve (here, now)."""
+
+
 def check_destination(host: str, port: int) -> None:
     """Raise DestinationRefused unless every address of ``host`` is public.
 
@@ -31,6 +35,6 @@ def check_destination(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise DestinationRefused(f"The name {host!r} does not resolve.") from exc
+        raise Unresolved(f"The name {host!r} does not resolve.") from exc
     if not all(is_public_address(info[4][0]) for info in infos):
         raise DestinationRefused(REFUSAL)

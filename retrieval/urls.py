@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from retrieval import console_views, views
+from retrieval import console_views, rcfile_views, views
 
 app_name = "retrieval"
 
@@ -12,6 +12,14 @@ urlpatterns = [
     path("", console_views.mailbox_list, name="mailbox-list"),
     path("bulk/", console_views.mailbox_bulk, name="mailbox-bulk"),
     path("new/", views.mailbox_add, name="mailbox-add"),
+    path("import/", rcfile_views.rcfile_import, name="rcfile-import"),
+    path(
+        "import/confirm/",
+        rcfile_views.rcfile_import_confirm,
+        name="rcfile-import-confirm",
+    ),
+    path("export/", rcfile_views.rcfile_export, name="rcfile-export"),
+    path("<int:pk>/export/", rcfile_views.mailbox_export, name="mailbox-export"),
     path("<int:pk>/", views.mailbox_detail, name="mailbox-detail"),
     path("<int:pk>/edit/", views.mailbox_edit, name="mailbox-edit"),
     path("<int:pk>/rules/", views.mailbox_rules, name="mailbox-rules"),

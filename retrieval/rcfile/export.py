@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .dump import no_password
+
 if TYPE_CHECKING:
     from .model import (
         GlobalOptions,
@@ -207,20 +209,33 @@ def _user(u: UserOptions, *, implicit: bool) -> list[str]:
     )
 
 
-def _entry(server: Server, head: str) -> str:
+# Where a password was left out of an export: fetchmail ignores the comment (and
+# asks for the password, or reads ~/.netrc); an import keeps the stored one.
+PASSWORD_PLACEHOLDER = (
+    '# password "..." -- not exported: fetchweb keeps it encrypted; write it here'
+)
+
+
+def _entry(server: Server, head: str, *, password_note: bool = False) -> str:
     lines = [head]
     lines += ["    " + opt for opt in _server_options(server.options)]
     implicit = len(server.users) == 1 and server.users[0].remote is None
+    note = password_note and not no_password(server.options)
     for u in server.users:
         words = _user(u, implicit=implicit)
         if words:
             lines.append("    " + words[0])
+            if note and u.password is None:
+                lines.append("        " + PASSWORD_PLACEHOLDER)
             lines += ["        " + w for w in words[1:]]
     return "\n".join(lines)
 
 
-def export(config: RcConfig) -> str:
-    """The configuration as rcfile text; ``parse_text(export(c), c.filename) == c``."""
+def export(config: RcConfig, *, password_note: bool = False) -> str:
+    """The configuration as rcfile text; ``parse_text(export(c), c.filename) == c``.
+
+    ``password_note``: a placeholder comment for each user without a password
+    whose server asks for one (the passwords were left out)."""
     parts: list[str] = ["# written by fetchweb"]
     parts += _globals(config.globals)
     if config.defaults is not None:
@@ -229,5 +244,6 @@ def export(config: RcConfig) -> str:
         parts.append(_entry(d, head))
     for server in config.servers:
         keyword = "skip" if server.options.skip else "poll"
-        parts.append(_entry(server, f"{keyword} {quote(server.options.pollname)}"))
+        head = f"{keyword} {quote(server.options.pollname)}"
+        parts.append(_entry(server, head, password_note=password_note))
     return "\n".join(parts) + "\n"

@@ -34,7 +34,13 @@ from retrieval.services.console import mailbox_set_enabled
 from retrieval.services.domains import domain_delete, domain_save, domains_delete
 from retrieval.services.failures import mailbox_resume
 from retrieval.services.hostslots import host_slot
-from retrieval.services.imports import mailbox_import
+from retrieval.services.imports import (
+    ImportFailed,
+    ImportRefused,
+    PreviewOutdated,
+    mailbox_import,
+    rcfile_import,
+)
 from retrieval.services.mailboxes import (
     MailboxBusy,
     OwnerDomainMismatch,
@@ -108,10 +114,13 @@ __all__ = [
     "PROBE_STALE_SECONDS",
     "AlertMailFailed",
     "DatabaseLedger",
+    "ImportFailed",
+    "ImportRefused",
     "InsideTransaction",
     "MailboxBusy",
     "OwnerDomainMismatch",
     "PollSummary",
+    "PreviewOutdated",
     "ProbeLimit",
     "QuotaExceeded",
     "RecordingTranscript",
@@ -154,6 +163,7 @@ __all__ = [
     "mailboxes_spread_new",
     "owner_domain_refusal",
     "password_needed",
+    "rcfile_import",
     "run_delete",
     "runs_close_lost",
     "runs_delete",

@@ -1,15 +1,19 @@
-"""The rcfile importer's writes (manage.py import_fetchmailrc).
+"""The rcfile importer's writes (manage.py import_fetchmailrc, the import pages).
 
-The command parses and checks everything first, then calls ``mailbox_import``
-once per user entry inside one transaction: a refusal here (a quota) undoes the
-whole import.
+``rcfile_import`` checks the file (retrieval.rcimport.plan_import) and writes
+every entry inside one transaction: a refusal here (a quota, a failed save)
+undoes the whole import.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.db import transaction
+
+from retrieval.rcimport import plan_import
 from retrieval.services.mailboxes import mailbox_save
+from retrieval.services.quotas import QuotaExceeded
 from retrieval.services.rules import mailbox_rules_replace
 
 if TYPE_CHECKING:
@@ -17,6 +21,25 @@ if TYPE_CHECKING:
 
     from accounts.models import User
     from retrieval.models import Mailbox
+    from retrieval.rcfile.env import Environment
+    from retrieval.rcfile.model import RcConfig
+    from retrieval.rcimport import ImportPlan, Scope
+
+
+class ImportRefused(Exception):
+    """Nothing was imported; ``plan`` says why (its problems, FILE:LINE first)."""
+
+    def __init__(self, plan: ImportPlan, message: str = "") -> None:
+        self.plan = plan
+        super().__init__(message or "\n".join(plan.problems))
+
+
+class PreviewOutdated(ImportRefused):
+    """The file would now do something else than the preview showed."""
+
+
+class ImportFailed(Exception):
+    """A save failed half-way (a quota): everything was rolled back."""
 
 
 def mailbox_import(
@@ -38,3 +61,47 @@ def mailbox_import(
     mailbox_save(mailbox=mailbox, creator=creator, new_password=password)
     mailbox_rules_replace(mailbox=mailbox, rules=rules)
     return mailbox
+
+
+def rcfile_import(
+    *,
+    config: RcConfig,
+    scope: Scope,
+    env: Environment,
+    skip_refused: bool = False,
+    expected: str | None = None,
+    dry_run: bool = False,
+) -> ImportPlan:
+    """Check ``config`` and store every entry, in one transaction.
+
+    A refused entry refuses the whole file (ImportRefused) unless ``skip_refused``
+    (the pages, after a preview that listed them): then the others are stored.
+    ``expected``: the fingerprint of the plan a preview showed; another plan now
+    (the mailboxes changed meanwhile) raises PreviewOutdated and stores nothing.
+    A failure while saving (ImportFailed, naming FILE:LINE) or any other error
+    rolls everything back. ``dry_run`` rolls back at the end. Returns the plan,
+    its entries' mailboxes saved.
+    """
+    with transaction.atomic():
+        plan = plan_import(config, scope, env)
+        if plan.problems and not skip_refused:
+            raise ImportRefused(plan)
+        if expected is not None and plan.fingerprint() != expected:
+            raise PreviewOutdated(
+                plan, "The file would now do something else than its preview showed."
+            )
+        for entry in plan.accepted:
+            assert entry.mailbox is not None
+            try:
+                mailbox_import(
+                    mailbox=entry.mailbox,
+                    creator=scope.actor,
+                    rules=entry.row.rules,
+                    password=entry.row.password or "",
+                    esmtp_password=entry.row.esmtp_password or "",
+                )
+            except QuotaExceeded as exc:
+                raise ImportFailed(f"{entry.where}: {exc}") from exc
+        if dry_run:
+            transaction.set_rollback(True)
+    return plan

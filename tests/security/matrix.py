@@ -224,7 +224,7 @@ def targets(pattern: Pattern) -> tuple[str, ...]:
         return (*OWNERS, "missing", "alice+bob", "bob+alice", "root+alice")
     if pattern.key == "retrieval:mailbox-bulk":
         return (*OWNERS, "missing")  # whose mailbox id is posted
-    if pattern.key == "retrieval:mailbox-add":
+    if pattern.key in ("retrieval:mailbox-add", "retrieval:rcfile-import"):
         # The owner chosen in the POSTed form: a domain administrator may choose
         # only the members of their domains.
         return OWNERS
@@ -249,7 +249,7 @@ def targets(pattern: Pattern) -> tuple[str, ...]:
 class Expect:
     """The status, and for redirects where to (a symbolic place resolved by the test:
     login, admin-login, detail, home, new-mailbox, admin-index, admin-change,
-    changelist, mailbox-page)."""
+    changelist, mailbox-page, rcfile-import)."""
 
     status: int
     to: str | None = None
@@ -367,6 +367,21 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
     },
     # The transcript as a file: the same permission as the poll's page.
     "retrieval:run-transcript": {
+        "GET": _by_level(E404, OK, OK, OK),
+        "POST": _same(E405),
+    },
+    # A .fetchmailrc in the browser. The import's POST is its preview (nothing
+    # saved): for the owner posted if the role may choose them, else the form
+    # says why. The confirm without an import waiting goes back to the form,
+    # having imported nothing (the test checks). An export holds the mailboxes
+    # the role may see, and one mailbox's export is seen like its page.
+    "retrieval:rcfile-import": {"GET": _same(OK), "POST": _same(OK)},
+    "retrieval:rcfile-import-confirm": {
+        "GET": _same(E405),
+        "POST": _same(Expect(302, "rcfile-import")),
+    },
+    "retrieval:rcfile-export": {"GET": _same(OK), "POST": _same(E405)},
+    "retrieval:mailbox-export": {
         "GET": _by_level(E404, OK, OK, OK),
         "POST": _same(E405),
     },

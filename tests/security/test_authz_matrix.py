@@ -323,6 +323,8 @@ def post_body(world: World, pattern: m.Pattern, owner: str) -> dict[str, Any]:
             "new_password1": "Probe-pass-123456",
             "new_password2": "Probe-pass-123456",
         }
+    if key == "retrieval:rcfile-import":
+        return {"text": API_RCFILE, "owner": str(world.users[owner])}
     if key == "retrieval:mailbox-add":
         return _mailbox_form(name="ADDED-BY-PROBE", owner=str(world.users[owner]))
     if key == "retrieval:mailbox-edit":
@@ -439,6 +441,7 @@ def _place(
         "admin-index": reverse("admin:index"),
         "home": reverse("home"),
         "mailbox-list": reverse("retrieval:mailbox-list"),
+        "rcfile-import": reverse("retrieval:rcfile-import"),
         "password-reset-done": reverse("accounts:password-reset-done"),
         "detail": reverse(
             "retrieval:mailbox-detail", args=[world.mailboxes.get(box, 0)]
@@ -597,6 +600,9 @@ def _check_effect(
         else:
             assert world_state() == world.baseline, (role, owner)
             assert not calls.polls
+    elif key == "retrieval:rcfile-import-confirm":
+        # No import was waiting in the session: nothing was imported.
+        assert world_state() == world.baseline
     elif key == "retrieval:mailbox-add":
         added = Mailbox.objects.get(name="ADDED-BY-PROBE")
         assert added.owner_id == world.users[m.add_owner(role, owner)]
