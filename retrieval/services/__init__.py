@@ -23,6 +23,8 @@ By subject:
 * imports: the rcfile importer's rows
 * records: poll runs and ledger rows, for the admin
 * domains, users: the admin's writes for accounts
+* people: the pages' people and domains (add, invite, disable, remove,
+  domain defaults, delivery targets, time zones)
 * tokens: the REST API's tokens (made, checked, revoked)
 
 The names below are re-exported so that callers write ``services.mailbox_save``;
@@ -41,6 +43,7 @@ from retrieval.services.mailboxes import (
     ServerCommandRefused,
     account_busy,
     account_changes,
+    domain_defaults_apply,
     mailbox_delete,
     mailbox_new,
     mailbox_passwords_rotate,
@@ -48,6 +51,18 @@ from retrieval.services.mailboxes import (
     mailboxes_delete,
     owner_domain_refusal,
     password_needed,
+)
+from retrieval.services.people import (
+    SelfRefused,
+    delivery_target_delete,
+    delivery_target_save,
+    domain_defaults_set,
+    invite_link,
+    person_add,
+    person_invite,
+    person_remove,
+    person_set_active,
+    user_time_zone_set,
 )
 from retrieval.services.polls import (
     ACTION_INTERVAL,
@@ -102,6 +117,17 @@ from retrieval.services.users import (
 )
 
 __all__ = [
+    "user_time_zone_set",
+    "person_set_active",
+    "person_remove",
+    "person_invite",
+    "person_add",
+    "invite_link",
+    "domain_defaults_apply",
+    "domain_defaults_set",
+    "delivery_target_save",
+    "delivery_target_delete",
+    "SelfRefused",
     "ACTION_INTERVAL",
     "BSMTP_STDOUT",
     "PROBES_KEPT",
