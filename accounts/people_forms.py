@@ -26,7 +26,9 @@ class PersonForm(forms.Form):
     full_name = forms.CharField(max_length=150, required=False)
     domain = forms.ModelChoiceField(queryset=Domain.objects.none())
 
-    def __init__(self, *args: Any, domains: QuerySet[Domain], superuser: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, domains: QuerySet[Domain], superuser: bool, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["domain"]
         assert isinstance(field, forms.ModelChoiceField)
@@ -57,7 +59,10 @@ class AddPersonForm(PersonForm):
         if first and second and first != second:
             self.add_error("password2", "The two passwords differ.")
         elif first:
-            probe = User(email=cleaned.get("email") or "", full_name=cleaned.get("full_name") or "")
+            probe = User(
+                email=cleaned.get("email") or "",
+                full_name=cleaned.get("full_name") or "",
+            )
             try:
                 password_validation.validate_password(first, probe)
             except forms.ValidationError as exc:

@@ -56,7 +56,9 @@ def _user(request: HttpRequest) -> User:
 def _administrator(request: HttpRequest) -> User:
     user = _user(request)
     if not (user.is_superuser or user.is_domain_admin):
-        raise PermissionDenied("Only domain administrators and superusers manage people.")
+        raise PermissionDenied(
+            "Only domain administrators and superusers manage people."
+        )
     return user
 
 
@@ -268,7 +270,9 @@ def _domain_form(request: HttpRequest, domain: Domain | None) -> HttpResponse:
         )
         messages.success(request, f"The domain {saved.name} was saved.")
         return redirect("people:domain-edit", domain_pk=saved.pk)
-    return render(request, "accounts/domain_form.html", {"form": form, "domain": domain})
+    return render(
+        request, "accounts/domain_form.html", {"form": form, "domain": domain}
+    )
 
 
 @login_required

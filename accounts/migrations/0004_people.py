@@ -6,43 +6,100 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0003_api_token'),
+        ("accounts", "0003_api_token"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DeliveryTarget',
+            name="DeliveryTarget",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='What people see.', max_length=100, unique=True)),
-                ('kind', models.CharField(choices=[('smtp', 'SMTP listener'), ('lmtp', 'LMTP listener')], default='smtp', max_length=8)),
-                ('host', models.CharField(help_text="The listener's host name or address, or a unix socket path for LMTP.", max_length=500)),
-                ('port', models.PositiveIntegerField(default=25, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(65535)])),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="What people see.", max_length=100, unique=True
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("smtp", "SMTP listener"), ("lmtp", "LMTP listener")],
+                        default="smtp",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "host",
+                    models.CharField(
+                        help_text="The listener's host name or address, or a unix socket path for LMTP.",
+                        max_length=500,
+                    ),
+                ),
+                (
+                    "port",
+                    models.PositiveIntegerField(
+                        default=25,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(65535),
+                        ],
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='domain',
-            name='default_poll_interval',
-            field=models.PositiveIntegerField(blank=True, help_text="Seconds between polls of a new mailbox; empty: the installation's.", null=True, validators=[django.core.validators.MinValueValidator(10)], verbose_name='poll interval'),
+            model_name="domain",
+            name="default_poll_interval",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Seconds between polls of a new mailbox; empty: the installation's.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(10)],
+                verbose_name="poll interval",
+            ),
         ),
         migrations.AddField(
-            model_name='domain',
-            name='default_postmaster',
-            field=models.CharField(blank=True, help_text="Who gets the bounces and the mail no one else takes; empty: the installation's.", max_length=320, verbose_name='postmaster'),
+            model_name="domain",
+            name="default_postmaster",
+            field=models.CharField(
+                blank=True,
+                help_text="Who gets the bounces and the mail no one else takes; empty: the installation's.",
+                max_length=320,
+                verbose_name="postmaster",
+            ),
         ),
         migrations.AddField(
-            model_name='user',
-            name='time_zone',
-            field=models.CharField(blank=True, help_text="The zone the pages show times in; empty: the installation's.", max_length=64),
+            model_name="user",
+            name="time_zone",
+            field=models.CharField(
+                blank=True,
+                help_text="The zone the pages show times in; empty: the installation's.",
+                max_length=64,
+            ),
         ),
         migrations.AddField(
-            model_name='domain',
-            name='default_delivery',
-            field=models.ForeignKey(blank=True, help_text="Where the domain's new mailboxes deliver; empty: the installation's.", null=True, on_delete=django.db.models.deletion.PROTECT, related_name='domains', to='accounts.deliverytarget', verbose_name='delivery target'),
+            model_name="domain",
+            name="default_delivery",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Where the domain's new mailboxes deliver; empty: the installation's.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="domains",
+                to="accounts.deliverytarget",
+                verbose_name="delivery target",
+            ),
         ),
     ]

@@ -36,6 +36,7 @@ from retrieval.models import Mailbox
 from retrieval.services.mailboxes import MailboxBusy
 from retrieval.services.users import user_delete, user_save
 
+
 class SelfRefused(Exception):
     """Nobody disables or removes their own account here (they would lock
     themselves out, perhaps as the last administrator)."""
@@ -164,4 +165,3 @@ def user_time_zone_set(*, user: User, time_zone: str) -> User:
     user.time_zone = time_zone
     user.save(update_fields=["time_zone"])
     return user
-

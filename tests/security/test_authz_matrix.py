@@ -527,7 +527,9 @@ def _check_answer(
             continue
         if expect.to in ("new-person", "new-domain"):
             model = User if expect.to == "new-person" else Domain
-            name = "people:person" if expect.to == "new-person" else "people:domain-edit"
+            name = (
+                "people:person" if expect.to == "new-person" else "people:domain-edit"
+            )
             made = model.objects.order_by("-pk").first()
             if made is not None and target.path == reverse(name, args=[made.pk]):
                 return expect
@@ -684,7 +686,9 @@ def _check_people_effect(world: World, key: str, role: str, owner: str) -> None:
     elif key == "people:domain-add":
         assert Domain.objects.filter(name="probe-domain.example").exists()
     elif key == "people:domain-edit":
-        assert Domain.objects.get(pk=world.domains[owner]).name == "probe-domain.example"
+        assert (
+            Domain.objects.get(pk=world.domains[owner]).name == "probe-domain.example"
+        )
     elif key == "people:domain-defaults":
         domain = Domain.objects.get(pk=world.domains[owner])
         assert (domain.default_postmaster, domain.default_poll_interval) == (
