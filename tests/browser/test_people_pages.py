@@ -1,0 +1,126 @@
+"""Issue 13 item 6 in Chromium: a domain administrator invites someone, who opens
+the mailed link, chooses a password and signs in; the administrator is confined
+to their domain. Screenshots of the people, domain and audit pages."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from django.core import mail
+from playwright.sync_api import expect
+
+from accounts.models import DeliveryTarget, User
+from retrieval import services
+from tests.browser.test_admin_pages import _log_in
+from tests.factories import make_domain, make_mailbox, make_user
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+CHOSEN = "Invitee-Chose-This-42"
+
+
+def test_an_invited_person_sets_a_password_and_signs_in(page, browser, live_server):
+    one = make_domain("one.example")
+    two = make_domain("two.example")
+    admin = make_user("admin@one.example", domain=one, full_name="Ada Admin")
+    one.admins.add(admin)
+    make_user("alice@one.example", domain=one, full_name="Alice")
+    bob = make_user("bob@two.example", domain=two, full_name="Bob")
+    make_mailbox(bob, domain=two, name="BOB-BOX", host="1.1.1.1")
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda msg: (
+            violations.append(msg.text)
+            if "Content Security Policy" in msg.text
+            else None
+        ),
+    )
+
+    _log_in(page, live_server, "admin@one.example")
+    page.get_by_role("link", name="People").click()
+    rows = page.locator("table.people tbody tr")
+    expect(rows).to_have_count(2)  # alice and the administrator, not bob
+    expect(page.locator("table.people")).not_to_contain_text("bob@two.example")
+
+    page.get_by_role("link", name="Invite someone").click()
+    page.fill("#id_email", "newcomer@one.example")
+    page.fill("#id_full_name", "New Comer")
+    # Their only domain is the only choice.
+    assert page.locator("#id_domain option").all_inner_texts() == ["one.example"]
+    page.get_by_role("button", name="Send the invitation").click()
+    expect(page.locator(".messages")).to_contain_text("An invitation was mailed")
+    expect(page.locator("#person-state")).to_contain_text("invited")
+
+    assert [m.to for m in mail.outbox] == [["newcomer@one.example"]]
+    link = re.search(r"https?://\S+/account/reset/\S+/", str(mail.outbox[0].body))
+    assert link, mail.outbox[0].body
+    assert link.group(0).startswith(live_server.url)
+
+    # The invitee, in their own browser, opens the link.
+    invitee = browser.new_context().new_page()
+    invitee.set_default_timeout(15_000)
+    invitee.goto(link.group(0))
+    invitee.fill("#id_new_password1", CHOSEN)
+    invitee.fill("#id_new_password2", CHOSEN)
+    invitee.get_by_role("button").filter(has_text=re.compile("password", re.I)).click()
+    expect(invitee.get_by_role("heading", name="Password set")).to_be_visible()
+    invitee.get_by_role("link", name="Log in").click()
+    invitee.fill("#id_username", "newcomer@one.example")
+    invitee.fill("#id_password", CHOSEN)
+    invitee.click("button[type=submit]")
+    expect(invitee.locator("header nav")).to_contain_text("newcomer@one.example")
+    # No people pages for them: they administer nothing.
+    expect(invitee.get_by_role("link", name="People")).to_have_count(0)
+    # The link worked once.
+    invitee.goto(link.group(0))
+    expect(invitee.locator("main")).to_contain_text("it has been used already")
+    invitee.context.close()
+
+    # Confined: another domain's person is not there, by list or by id.
+    page.goto(f"{live_server.url}/people/")
+    expect(rows).to_have_count(3)
+    page.screenshot(path=str(SCREENSHOTS / "people.png"), full_page=True)
+    response = page.goto(f"{live_server.url}/people/{bob.pk}/")
+    assert response is not None and response.status == 404
+    page.goto(f"{live_server.url}/domains/")
+    expect(page.locator("table.domains")).to_contain_text("one.example")
+    expect(page.locator("table.domains")).not_to_contain_text("two.example")
+    page.goto(f"{live_server.url}/domains/{two.pk}/defaults/")
+    assert "BOB-BOX" not in page.content()
+    assert User.objects.get(email="newcomer@one.example").check_password(CHOSEN)
+    assert violations == []
+
+
+def test_screenshots_of_the_domain_and_audit_pages(page, live_server):
+    """What a superuser sees: every domain with its administrators and defaults,
+    and the audit log of what was done."""
+    make_user("root@operator.example", superuser=True)
+    target = services.delivery_target_save(
+        target=_target("Tenant LMTP", "lmtp", "lmtp.internal", 24)
+    )
+    for name, admin in (("one.example", "ada"), ("two.example", "ben")):
+        domain = make_domain(name)
+        person = make_user(f"{admin}@{name}", domain=domain)
+        domain.admins.add(person)
+        services.domain_defaults_set(
+            domain=domain,
+            delivery=target if name == "one.example" else None,
+            postmaster=f"postmaster@{name}",
+            poll_interval=600,
+        )
+    _log_in(page, live_server, "root@operator.example")
+    page.get_by_role("link", name="Domains").click()
+    expect(page.locator("table.domains tbody tr")).to_have_count(2)
+    expect(page.locator("table.domains")).to_contain_text("Tenant LMTP")
+    page.screenshot(path=str(SCREENSHOTS / "domains.png"), full_page=True)
+    page.get_by_role("link", name="Audit log").click()
+    expect(page.locator("table.audit")).to_contain_text("default_poll_interval")
+    page.screenshot(path=str(SCREENSHOTS / "audit-log.png"), full_page=True)
+
+
+def _target(name: str, kind: str, host: str, port: int) -> DeliveryTarget:
+    return DeliveryTarget(name=name, kind=kind, host=host, port=port)
