@@ -121,55 +121,46 @@ def people(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _person_form(
-    request: HttpRequest, form_class: type[PersonForm], user: User
-) -> PersonForm:
-    return form_class(
+def _new_person(request: HttpRequest, *, invite: bool) -> HttpResponse:
+    """Add someone with a password chosen for them, or invite them to choose one."""
+    user = _administrator(request)
+    form_class = PersonForm if invite else AddPersonForm
+    form = form_class(
         request.POST if request.method == "POST" else None,
         domains=domains_administered_by(user=user),
         superuser=user.is_superuser,
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        who = {k: data[k] for k in ("email", "full_name", "domain")}
+        if invite:
+            person = services.person_invite(
+                **who, site_url=request.build_absolute_uri("/"), invited_by=user
+            )
+            done = (
+                f"An invitation was mailed to {person.email}: its link lets them "
+                "choose a password and sign in."
+            )
+        else:
+            person = services.person_add(**who, password=data["password1"])
+            done = f"{person.email} was added and may sign in now."
+        messages.success(request, done)
+        return redirect("people:person", person_pk=person.pk)
+    return render(
+        request, "accounts/person_form.html", {"form": form, "invite": invite}
     )
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def person_add(request: HttpRequest) -> HttpResponse:
-    user = _administrator(request)
-    form = _person_form(request, AddPersonForm, user)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        person = services.person_add(
-            email=data["email"],
-            full_name=data["full_name"],
-            domain=data["domain"],
-            password=data["password1"],
-        )
-        messages.success(request, f"{person.email} was added and may sign in now.")
-        return redirect("people:person", person_pk=person.pk)
-    return render(request, "accounts/person_form.html", {"form": form, "invite": False})
+    return _new_person(request, invite=False)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def person_invite(request: HttpRequest) -> HttpResponse:
-    user = _administrator(request)
-    form = _person_form(request, PersonForm, user)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        person = services.person_invite(
-            email=data["email"],
-            full_name=data["full_name"],
-            domain=data["domain"],
-            site_url=request.build_absolute_uri("/"),
-            invited_by=user,
-        )
-        messages.success(
-            request,
-            f"An invitation was mailed to {person.email}: its link lets them choose "
-            "a password and sign in.",
-        )
-        return redirect("people:person", person_pk=person.pk)
-    return render(request, "accounts/person_form.html", {"form": form, "invite": True})
+    return _new_person(request, invite=True)
 
 
 @login_required
