@@ -95,32 +95,42 @@ def test_an_invited_person_sets_a_password_and_signs_in(page, browser, live_serv
     assert violations == []
 
 
-def test_screenshots_of_the_domain_and_audit_pages(page, live_server):
-    """What a superuser sees: every domain with its administrators and defaults,
-    and the audit log of what was done."""
+def test_domain_defaults_and_the_superusers_pages(page, browser, live_server):
+    """A domain administrator sets their domain's defaults from the superuser's
+    list of delivery targets; the superuser sees every domain with its
+    administrators and defaults, and the audit log of what was done."""
     make_user("root@operator.example", superuser=True)
-    target = services.delivery_target_save(
-        target=_target("Tenant LMTP", "lmtp", "lmtp.internal", 24)
+    services.delivery_target_save(
+        target=DeliveryTarget(
+            name="Tenant LMTP", kind="lmtp", host="lmtp.internal", port=24
+        )
     )
     for name, admin in (("one.example", "ada"), ("two.example", "ben")):
         domain = make_domain(name)
-        person = make_user(f"{admin}@{name}", domain=domain)
-        domain.admins.add(person)
-        services.domain_defaults_set(
-            domain=domain,
-            delivery=target if name == "one.example" else None,
-            postmaster=f"postmaster@{name}",
-            poll_interval=600,
-        )
+        domain.admins.add(make_user(f"{admin}@{name}", domain=domain))
+
+    _log_in(page, live_server, "ada@one.example")
+    page.get_by_role("link", name="Domains").click()
+    page.get_by_role("link", name="Defaults").click()
+    page.select_option(
+        "#id_default_delivery", label="Tenant LMTP (lmtp lmtp.internal:24)"
+    )
+    page.fill("#id_default_postmaster", "postmaster@one.example")
+    page.fill("#id_default_poll_interval", "600")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".messages")).to_contain_text("were saved")
+    page.get_by_role("button", name="Log out").click()
+
     _log_in(page, live_server, "root@operator.example")
     page.get_by_role("link", name="Domains").click()
-    expect(page.locator("table.domains tbody tr")).to_have_count(2)
-    expect(page.locator("table.domains")).to_contain_text("Tenant LMTP")
+    rows = page.locator("table.domains tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("Tenant LMTP")
+    expect(rows.first).to_contain_text("ada@one.example")
+    expect(rows.nth(1)).to_contain_text("the installation's")
     page.screenshot(path=str(SCREENSHOTS / "domains.png"), full_page=True)
     page.get_by_role("link", name="Audit log").click()
-    expect(page.locator("table.audit")).to_contain_text("default_poll_interval")
+    audit = page.locator("table.audit")
+    expect(audit).to_contain_text("default_poll_interval: - -> 600")
+    expect(audit).to_contain_text("ada@one.example")
     page.screenshot(path=str(SCREENSHOTS / "audit-log.png"), full_page=True)
-
-
-def _target(name: str, kind: str, host: str, port: int) -> DeliveryTarget:
-    return DeliveryTarget(name=name, kind=kind, host=host, port=port)
