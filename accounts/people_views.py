@@ -85,10 +85,14 @@ def _query(request: HttpRequest) -> str:
 
 def _people(user: User) -> Any:
     """The people ``user`` manages: their domains' members (themselves shown, not
-    acted on), or everyone for a superuser."""
-    return people_visible_to(user=user).annotate(
-        mailbox_count=Count("mailboxes", distinct=True)
-    )
+    acted on), or everyone for a superuser. A member who also administers a
+    domain that ``user`` does not is left to the superusers: their page would
+    name that domain and their mailboxes in it."""
+    rows = people_visible_to(user=user)
+    if not user.is_superuser:
+        elsewhere = Domain.objects.exclude(pk__in=user.administered_domains.all())
+        rows = rows.exclude(administered_domains__in=elsewhere)
+    return rows.annotate(mailbox_count=Count("mailboxes", distinct=True))
 
 
 def _person(user: User, pk: int) -> User:

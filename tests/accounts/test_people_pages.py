@@ -148,6 +148,19 @@ def test_another_domains_person_does_not_exist_for_a_domain_admin(people):
     assert people.two.default_poll_interval is None
 
 
+def test_a_member_who_administers_another_domain_is_left_to_superusers(people):
+    """Their page would name the other domain and their mailboxes there."""
+    three = make_domain("three.example")
+    three.admins.add(people.alice)
+    make_mailbox(people.alice, domain=three, host=PUBLIC, name="THREE-BOX")
+    client = _as(people.admin1)
+    page = _text(client.get(reverse("people:people")))
+    assert "alice@one.example" not in page and "three.example" not in page
+    url = reverse("people:person", args=[people.alice.pk])
+    assert client.get(url).status_code == 404
+    assert "THREE-BOX" in _text(_as(people.root).get(url))
+
+
 def test_a_domain_admin_adds_only_to_their_domain_and_never_a_superuser(people):
     client = _as(people.admin1)
     refused = client.post(
