@@ -55,7 +55,7 @@ class UserAdmin(BaseUserAdmin):
     search_fields = ("email", "full_name")
     fieldsets = (
         (None, {"fields": ("email", "password")}),
-        ("Person", {"fields": ("full_name", "domain")}),
+        ("Person", {"fields": ("full_name", "domain", "time_zone")}),
         (
             "Permissions",
             {

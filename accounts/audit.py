@@ -25,7 +25,7 @@ from django.contrib.auth.signals import (
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
 from accounts import throttle
-from accounts.models import AuditEvent, Domain, User
+from accounts.models import AuditEvent, DeliveryTarget, Domain, User
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -138,7 +138,13 @@ SHOWN_FIELDS = {
         "domain",
     },
     "retrieval.multidroprule": {"mailbox", "position", "remote", "local"},
-    "accounts.domain": {"name"},
+    "accounts.domain": {
+        "name",
+        "default_delivery",
+        "default_postmaster",
+        "default_poll_interval",
+    },
+    "accounts.deliverytarget": {"name", "kind", "host", "port"},
     "accounts.user": {
         "email",
         "full_name",
@@ -146,6 +152,7 @@ SHOWN_FIELDS = {
         "is_active",
         "is_staff",
         "is_superuser",
+        "time_zone",
     },
 }
 SECRET_WORDS = ("password", "secret", "token", "key")
@@ -154,7 +161,7 @@ SECRET_WORDS = ("password", "secret", "token", "key")
 def _audited_models() -> list[type[Model]]:
     from retrieval.models import Mailbox, MultidropRule
 
-    return [Mailbox, MultidropRule, Domain, User]
+    return [Mailbox, MultidropRule, Domain, DeliveryTarget, User]
 
 
 def _values(instance: Model) -> dict[str, Any]:

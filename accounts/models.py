@@ -14,7 +14,11 @@ from django.contrib.auth.models import (
     BaseUserManager,
     PermissionsMixin,
 )
-from django.core.validators import RegexValidator
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+)
 from django.db import models
 from django.utils import timezone
 
@@ -22,6 +26,32 @@ domain_name_validator = RegexValidator(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
     "Enter a domain name in lower case, such as example.org.",
 )
+
+
+class DeliveryTarget(models.Model):
+    """A listener that superusers offer to domain administrators as the place a
+    domain's new mailboxes deliver to: the list they choose from, so that a
+    domain administrator never types a host or a port."""
+
+    class Kind(models.TextChoices):
+        SMTP = "smtp", "SMTP listener"
+        LMTP = "lmtp", "LMTP listener"
+
+    name = models.CharField(max_length=100, unique=True, help_text="What people see.")
+    kind = models.CharField(max_length=8, choices=Kind, default=Kind.SMTP)
+    host = models.CharField(
+        max_length=500,
+        help_text="The listener's host name or address, or a unix socket path for LMTP.",
+    )
+    port = models.PositiveIntegerField(
+        default=25, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind} {self.host}:{self.port})"
 
 
 class Domain(models.Model):
@@ -35,6 +65,31 @@ class Domain(models.Model):
         help_text="People who manage every mailbox of this domain.",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The defaults of a mailbox created in this domain (the domain's
+    # administrators set them; retrieval.services.mailboxes applies them).
+    default_delivery = models.ForeignKey(
+        DeliveryTarget,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="domains",
+        verbose_name="delivery target",
+        help_text="Where the domain's new mailboxes deliver; empty: the installation's.",
+    )
+    default_postmaster = models.CharField(
+        max_length=320,
+        blank=True,
+        verbose_name="postmaster",
+        help_text="Who gets the bounces and the mail no one else takes; empty: "
+        "the installation's.",
+    )
+    default_poll_interval = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(10)],
+        verbose_name="poll interval",
+        help_text="Seconds between polls of a new mailbox; empty: the installation's.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -91,7 +146,14 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_staff = models.BooleanField(
         default=False, help_text="May log in to the administration site."
     )
+    # A disabled person cannot sign in and their mailboxes are not polled
+    # (the dispatcher and the IDLE process skip them); nothing is deleted.
     is_active = models.BooleanField(default=True)
+    time_zone = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The zone the pages show times in; empty: the installation's.",
+    )
     date_joined = models.DateTimeField(default=timezone.now)
 
     objects: ClassVar[UserManager] = UserManager()
@@ -112,6 +174,10 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     @property
     def is_domain_admin(self) -> bool:
+        # Read along with the person by the sign-in backend (accounts/backends.py).
+        known = self.__dict__.get("administers_any")
+        if known is not None:
+            return bool(known)
         return self.administered_domains.exists()
 
 

@@ -22,5 +22,6 @@ urlpatterns = [
     path("mailboxes/", include("retrieval.urls")),
     path("admin/", admin.site.urls),
     path("account/", include("accounts.urls")),
+    path("", include("accounts.console_urls")),
     path("api/v1/", include("retrieval.api.urls")),
 ]

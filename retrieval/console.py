@@ -28,6 +28,7 @@ from django.db.models import (
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
+from accounts.timezones import zone_of
 from retrieval.models import Mailbox, MailboxStat, PollRun
 from retrieval.selectors import mailboxes_visible_to
 from retrieval.services.stats import ERROR_OUTCOMES
@@ -55,9 +56,9 @@ STATES = {
 
 
 def person_zone(user: AbstractBaseUser | AnonymousUser) -> tzinfo:
-    """The zone times are shown in. People have no zone of their own yet, so
-    this is the installation's (settings.TIME_ZONE); one place to change."""
-    return ZoneInfo(settings.TIME_ZONE)
+    """The zone times are shown in: the person's own (User.time_zone), else the
+    installation's (settings.TIME_ZONE)."""
+    return zone_of(user) or ZoneInfo(settings.TIME_ZONE)
 
 
 def scope(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Mailbox]:

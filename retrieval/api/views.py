@@ -36,7 +36,11 @@ from retrieval.permissions import (
     get_rw_mailbox_for_user,
     owners_for,
 )
-from retrieval.selectors import mailboxes_visible_to
+from retrieval.selectors import (
+    domains_administered_by,
+    mailboxes_visible_to,
+    people_visible_to,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -540,22 +544,11 @@ class ConnectionTestDetail(APIView):
 
 
 def _domains(user: User) -> QuerySet[Domain]:
-    return (
-        Domain.objects.all() if user.is_superuser else user.administered_domains.all()
-    )
+    return domains_administered_by(user=user)
 
 
 def _people(user: User) -> QuerySet[User]:
-    if user.is_superuser:
-        return User.objects.select_related("domain")
-    return (
-        User.objects.select_related("domain")
-        .filter(
-            Q(domain__in=user.administered_domains.all()) | Q(pk=user.pk),
-            is_superuser=False,
-        )
-        .distinct()
-    )
+    return people_visible_to(user=user)
 
 
 def _administrator(request: Request) -> User:

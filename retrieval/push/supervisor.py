@@ -54,7 +54,10 @@ def wanted_mailboxes(shard: int, shards: int) -> dict[int, str]:
 
     try:
         rows = Mailbox.objects.filter(
-            enabled=True, protocol=Mailbox.Protocol.IMAP, options__user__idle=True
+            enabled=True,
+            protocol=Mailbox.Protocol.IMAP,
+            options__user__idle=True,
+            owner__is_active=True,  # a disabled person's mailboxes are not polled
         ).exclude(health=Mailbox.Health.PAUSED)
         if shards > 1:
             rows = rows.annotate(shard=Mod("id", shards)).filter(shard=shard)

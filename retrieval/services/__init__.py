@@ -23,6 +23,8 @@ By subject:
 * imports: the rcfile importer's rows
 * records: poll runs and ledger rows, for the admin
 * domains, users: the admin's writes for accounts
+* people: the pages' people and domains (add, invite, disable, remove,
+  domain defaults, delivery targets, time zones)
 * tokens: the REST API's tokens (made, checked, revoked)
 
 The names below are re-exported so that callers write ``services.mailbox_save``;
@@ -47,6 +49,7 @@ from retrieval.services.mailboxes import (
     ServerCommandRefused,
     account_busy,
     account_changes,
+    domain_defaults_apply,
     mailbox_delete,
     mailbox_new,
     mailbox_passwords_rotate,
@@ -54,6 +57,18 @@ from retrieval.services.mailboxes import (
     mailboxes_delete,
     owner_domain_refusal,
     password_needed,
+)
+from retrieval.services.people import (
+    SelfRefused,
+    delivery_target_delete,
+    delivery_target_save,
+    domain_defaults_set,
+    invite_link,
+    person_add,
+    person_invite,
+    person_remove,
+    person_set_active,
+    user_time_zone_set,
 )
 from retrieval.services.polls import (
     ACTION_INTERVAL,
@@ -124,6 +139,7 @@ __all__ = [
     "ProbeLimit",
     "QuotaExceeded",
     "RecordingTranscript",
+    "SelfRefused",
     "ServerCommandRefused",
     "SpecError",
     "TokenLimit",
@@ -133,10 +149,15 @@ __all__ = [
     "alert_send",
     "connection_test_request",
     "connection_test_run",
+    "delivery_target_delete",
+    "delivery_target_save",
+    "domain_defaults_apply",
+    "domain_defaults_set",
     "domain_delete",
     "domain_save",
     "domains_delete",
     "host_slot",
+    "invite_link",
     "ledger_entries_delete",
     "ledger_entry_delete",
     "ledger_entry_save",
@@ -163,6 +184,10 @@ __all__ = [
     "mailboxes_spread_new",
     "owner_domain_refusal",
     "password_needed",
+    "person_add",
+    "person_invite",
+    "person_remove",
+    "person_set_active",
     "rcfile_import",
     "run_delete",
     "runs_close_lost",
@@ -174,6 +199,7 @@ __all__ = [
     "user_delete",
     "user_password_set",
     "user_save",
+    "user_time_zone_set",
     "users_delete",
     "webhook_post",
 ]

@@ -41,12 +41,43 @@ class ServerCommandRefused(PermissionError):
 
 
 def mailbox_new() -> Mailbox:
-    """An unsaved mailbox delivering where the installation delivers by default."""
-    return Mailbox(
-        delivery_kind=settings.FETCH_DEFAULT_DELIVERY_KIND,
-        delivery_host=settings.FETCH_DEFAULT_DELIVERY_HOST,
-        delivery_port=settings.FETCH_DEFAULT_DELIVERY_PORT,
+    """An unsaved mailbox delivering where the installation delivers by default
+    (its domain's defaults are applied when it is saved: domain_defaults_apply)."""
+    kind, host, port = _installation_delivery()
+    return Mailbox(delivery_kind=kind, delivery_host=host, delivery_port=port)
+
+
+def _installation_delivery() -> tuple[str, str, int]:
+    return (
+        settings.FETCH_DEFAULT_DELIVERY_KIND,
+        settings.FETCH_DEFAULT_DELIVERY_HOST,
+        settings.FETCH_DEFAULT_DELIVERY_PORT,
     )
+
+
+def domain_defaults_apply(*, mailbox: Mailbox, domain: Domain | None) -> None:
+    """Give a new mailbox its domain's defaults (accounts.models.Domain) where
+    the form left the installation's: the delivery target, the poll interval,
+    the postmaster. A value someone chose (a superuser's listener, another
+    interval, an rcfile's postmaster) stays."""
+    if domain is None:
+        return
+    target = domain.default_delivery
+    current = (mailbox.delivery_kind, mailbox.delivery_host, mailbox.delivery_port)
+    if target is not None and current == _installation_delivery():
+        mailbox.delivery_kind = target.kind
+        mailbox.delivery_host = target.host
+        mailbox.delivery_port = target.port
+    interval = domain.default_poll_interval
+    if interval and mailbox.poll_interval == settings.FETCH_DEFAULT_INTERVAL:
+        mailbox.poll_interval = interval
+    postmaster = domain.default_postmaster
+    if postmaster:
+        options = dict(mailbox.options or {})
+        globals_ = dict(options.get("globals") or {})
+        globals_.setdefault("postmaster", postmaster)
+        options["globals"] = globals_
+        mailbox.options = options
 
 
 def account_changes(*, mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
@@ -162,6 +193,7 @@ def mailbox_save(
         if owner is not None:
             mailbox.owner = owner
             mailbox.domain = owner.domain
+            domain_defaults_apply(mailbox=mailbox, domain=mailbox.domain)
         elif mailbox.owner_id is None:
             raise ValueError("A new mailbox needs an owner.")
         if creator is not None:

@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts.models import User
 from retrieval import observability
 from retrieval.engine.report import ExitCode, PollReport
 from retrieval.engine.run import poll as engine_poll
@@ -36,7 +37,6 @@ from retrieval.services.stats import run_recorded
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from accounts.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -358,6 +358,7 @@ UPDATE {table} SET next_poll_at = %s + poll_interval
 WHERE id IN (
     SELECT id FROM {table}
     WHERE enabled AND health <> %s
+      AND owner_id IN (SELECT id FROM {users} WHERE is_active)
       AND (next_poll_at IS NULL OR next_poll_at <= %s)
       AND (lease_until IS NULL OR lease_until < %s)
     ORDER BY next_poll_at NULLS FIRST
@@ -372,6 +373,7 @@ UPDATE {table} SET next_poll_at = strftime('%%Y-%%m-%%d %%H:%%M:%%f', %s,
 WHERE id IN (
     SELECT id FROM {table}
     WHERE enabled AND health <> %s
+      AND owner_id IN (SELECT id FROM {users} WHERE is_active)
       AND (next_poll_at IS NULL OR next_poll_at <= %s)
       AND (lease_until IS NULL OR lease_until < %s)
     ORDER BY next_poll_at
@@ -393,8 +395,9 @@ WHERE next_poll_at IS NULL AND enabled
 
 def _sql(postgresql: str, sqlite: str) -> str:
     table = connection.ops.quote_name(Mailbox._meta.db_table)
+    users = connection.ops.quote_name(User._meta.db_table)
     text = postgresql if connection.vendor == "postgresql" else sqlite
-    return text.format(table=table)
+    return text.format(table=table, users=users)
 
 
 def mailboxes_spread_new(*, now: datetime | None = None) -> int:
@@ -412,8 +415,8 @@ def mailboxes_spread_new(*, now: datetime | None = None) -> int:
 def mailboxes_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
     """Ids of up to ``limit`` mailboxes due for a poll, claimed in one statement.
 
-    Due: enabled, not paused (needs attention), next poll time passed (or never
-    set), and no lease held: a mailbox being polled is never dispatched again.
+    Due: enabled, not paused (needs attention), its owner not disabled
+    (services.people), next poll time passed (or never set), and no lease held: a mailbox being polled is never dispatched again.
     Claiming moves each one's next poll on (jittered), which makes a duplicate
     dispatcher harmless: the second one finds nothing due. If the queued task is
     lost, the mailbox is due again after one interval.

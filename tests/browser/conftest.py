@@ -55,3 +55,17 @@ def page(browser: Browser) -> Iterator[Page]:
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def csp_violations(page: Page) -> list[str]:
+    """What Chromium's console says about the Content-Security-Policy on ``page``:
+    a test asserts it stayed empty."""
+    found: list[str] = []
+    page.on(
+        "console",
+        lambda msg: (
+            found.append(msg.text) if "Content Security Policy" in msg.text else None
+        ),
+    )
+    return found

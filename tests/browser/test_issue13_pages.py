@@ -15,20 +15,11 @@ from tests.factories import make_domain, make_mailbox, make_user
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_poll_now_shows_progress_live(page, live_server, monkeypatch):
+def test_poll_now_shows_progress_live(page, live_server, monkeypatch, csp_violations):
     # No worker: the test plays it, writing the run the page follows.
     monkeypatch.setattr(poll_mailbox, "delay", lambda pk, trigger: None)
     alice = make_user("alice@example.org", domain=make_domain("example.org"))
     mailbox = make_mailbox(alice, name="live-box")
-    violations: list[str] = []
-    page.on(
-        "console",
-        lambda msg: (
-            violations.append(msg.text)
-            if "Content Security Policy" in msg.text
-            else None
-        ),
-    )
     _log_in(page, live_server, "alice@example.org")
     page.goto(f"{live_server.url}/mailboxes/{mailbox.pk}/")
     page.get_by_role("button", name="Poll now").click()
@@ -49,4 +40,4 @@ def test_poll_now_shows_progress_live(page, live_server, monkeypatch):
     expect(status).to_contain_text("Poll finished: Failed")
     expect(status.locator(".explanation")).to_contain_text("app password")
     assert page.url == url  # no reload, no navigation
-    assert violations == []
+    assert csp_violations == []

@@ -228,6 +228,8 @@ def targets(pattern: Pattern) -> tuple[str, ...]:
         # The owner chosen in the POSTed form: a domain administrator may choose
         # only the members of their domains.
         return OWNERS
+    if pattern.key in PEOPLE_PAGES:
+        return PEOPLE_TARGETS.get(pattern.key, ("-",))
     if pattern.params == ("pk",):
         return (*OWNERS, "missing")
     if pattern.key == "admin:app_list":
@@ -436,6 +438,92 @@ def add_owner(role: str, owner: str) -> str:
     return role if role in ("alice", "peer", "bob") else owner
 
 
+# --- domains and people in the browser (issue 13 item 6) ------------------------------
+# Superusers see and change every domain and person; a domain administrator the
+# people of their domains (another domain's person, a superuser, a missing id:
+# 404) and their domains' defaults; a user none of it (403, whatever the id).
+# Everyone signed in picks their own time zone.
+
+ADMINS = ("admin1", "admin2", "staff1", "root")
+# Whom each administrator manages (a person of their domains; the superuser
+# everyone); acting on oneself is refused with the page again (200).
+MANAGES: dict[str, set[str]] = {
+    "admin1": {"alice", "peer"},
+    "staff1": {"alice", "peer"},
+    "admin2": {"bob"},
+    "root": {"alice", "peer", "bob"},
+}
+PEOPLE_PAGES: dict[str, str] = {
+    # key -> kind: "list" (a GET page), "add" (a form probed per domain),
+    # "person" (one person), "domain" (superuser only), "defaults", "root"
+    # (superuser pages), "everyone".
+    "people:people": "list",
+    "people:domains": "list",
+    "people:person-add": "add",
+    "people:person-invite": "add",
+    "people:person": "person",
+    "people:person-remove": "person",
+    "people:domain-add": "root",
+    "people:domain-edit": "domain",
+    "people:domain-defaults": "defaults",
+    "people:delivery-targets": "root",
+    "people:audit": "audit",
+    "people:time-zone": "everyone",
+}
+PEOPLE_TARGETS: dict[str, tuple[str, ...]] = {
+    "people:person-add": ("dom1", "dom2"),  # the domain chosen in the form
+    "people:person-invite": ("dom1", "dom2"),
+    "people:person": (*OWNERS, "missing"),
+    "people:person-remove": (*OWNERS, "missing"),
+    "people:domain-edit": ("dom1", "dom2", "missing"),
+    "people:domain-defaults": ("dom1", "dom2", "missing"),
+}
+# Where an allowed POST goes.
+PEOPLE_DONE: dict[str, Expect] = {
+    "people:person-add": Expect(302, "new-person"),
+    "people:person-invite": Expect(302, "new-person"),
+    "people:person": Expect(302, "person"),
+    "people:person-remove": Expect(302, "people"),
+    "people:domain-add": Expect(302, "new-domain"),
+    "people:domain-edit": Expect(302, "domain-edit"),
+    "people:domain-defaults": Expect(302, "domain-defaults"),
+    "people:delivery-targets": Expect(302, "delivery-targets"),
+    "people:time-zone": Expect(302, "time-zone"),
+}
+
+
+def people_expectation(key: str, role: str, owner: str, method: str) -> Expect:
+    kind = PEOPLE_PAGES[key]
+    if role == "anonymous":
+        return LOGIN
+    if kind in ("list", "audit") and method == "POST":
+        return E405
+    if kind == "everyone":
+        return OK if method == "GET" else PEOPLE_DONE[key]
+    if kind in ("root", "domain", "audit") and role != "root":
+        return E403
+    if role not in ADMINS:
+        return E403
+    if kind == "list":
+        return OK
+    if kind == "add":
+        if method == "GET":
+            return OK
+        # A domain they do not administer is not a choice: the form again.
+        return PEOPLE_DONE[key] if owner in ADMINISTERS[role] else OK
+    if kind == "person":
+        if owner == role:
+            return OK  # themselves: seen, not acted on
+        if owner not in MANAGES[role]:
+            return E404
+        return OK if method == "GET" else PEOPLE_DONE[key]
+    if kind in ("domain", "defaults"):
+        if owner not in ADMINISTERS[role]:
+            return E404
+        return OK if method == "GET" else PEOPLE_DONE[key]
+    return OK if method == "GET" else PEOPLE_DONE[key]  # root pages, as root
+
+
 # The admin. DECISION of issue 11 item 1: the admin is for active superusers only.
 # Everyone else is sent to the admin's login page (a staff account may instead be
 # refused with 403), whatever the page, object or method; the login page itself
@@ -516,6 +604,8 @@ def expect(pattern: Pattern, role: str, owner: str, method: str) -> tuple[Expect
         return (api_expectation(pattern.key, role, owner, method),)
     if pattern.key == "retrieval:mailbox-add":
         return (add_expectation(role, owner, method),)
+    if pattern.key in PEOPLE_PAGES:
+        return (people_expectation(pattern.key, role, owner, method),)
     by_level = PAGES[pattern.key][method]
     if role == "anonymous":
         return (ANONYMOUS.get(pattern.key, {}).get(method, by_level[NONE]),)
@@ -545,6 +635,7 @@ def has_expectation(pattern: Pattern) -> bool:
         pattern.key in PAGES
         or pattern.key in API
         or pattern.key in ROOT_ADMIN
+        or pattern.key in PEOPLE_PAGES
         or (pattern.key == "retrieval:mailbox-add")
     )
 

@@ -29,7 +29,7 @@ from django.test.utils import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import AuditEvent, Domain, User
+from accounts.models import AuditEvent, DeliveryTarget, Domain, User
 from retrieval import services
 from retrieval.models import (
     ConnectionTest,
@@ -227,6 +227,12 @@ def _object_ids(world: World, pattern: m.Pattern, owner: str) -> dict[str, str]:
         return {"uidb64": "MQ", "token": "no-such-token"}
     if owner == "-":
         return {name: "no-such-page/" for name in pattern.params}  # the catch-all
+    if pattern.key in m.PEOPLE_TARGETS:
+        if "person_pk" in pattern.params:
+            return {"person_pk": str(world.users.get(owner, MISSING))}
+        if "domain_pk" in pattern.params:
+            return {"domain_pk": str(world.domains.get(owner, MISSING))}
+        return {}
     if pattern.key in m.API:
         table = {
             "api:run-detail": world.runs,
@@ -275,6 +281,8 @@ def _object_ids(world: World, pattern: m.Pattern, owner: str) -> dict[str, str]:
 
 def concrete_url(world: World, pattern: m.Pattern, owner: str) -> str:
     values = _object_ids(world, pattern, owner) if pattern.params else {}
+    if pattern.key in m.PEOPLE_TARGETS and not pattern.params:
+        values = {}  # the domain goes in the POSTed form
     if pattern.name:
         return reverse(pattern.name, kwargs=values)
     return m.fill_route(pattern.route, values)
@@ -327,6 +335,8 @@ def post_body(world: World, pattern: m.Pattern, owner: str) -> dict[str, Any]:
         return {"text": API_RCFILE, "owner": str(world.users[owner])}
     if key == "retrieval:mailbox-add":
         return _mailbox_form(name="ADDED-BY-PROBE", owner=str(world.users[owner]))
+    if key in m.PEOPLE_PAGES:
+        return _people_form(world, key, owner)
     if key == "retrieval:mailbox-edit":
         return _mailbox_form(name="EDITED-BY-PROBE")
     if key == "retrieval:mailbox-bulk":
@@ -408,9 +418,43 @@ def _mailbox_form(**overrides: str) -> dict[str, str]:
     return data
 
 
+def _people_form(world: World, key: str, owner: str) -> dict[str, Any]:
+    """What the people and domain pages' forms send."""
+    person = {
+        "email": "probe-person@probe.example",
+        "full_name": "PROBE-NAME",
+        "domain": str(world.domains.get(owner, MISSING)),
+    }
+    return {
+        "people:person-add": {
+            **person,
+            "password1": "Probe-pass-123456",
+            "password2": "Probe-pass-123456",
+        },
+        "people:person-invite": person,
+        "people:person": {"action": "disable"},
+        "people:person-remove": {},
+        "people:domain-add": {"name": "probe-domain.example"},
+        "people:domain-edit": {"name": "probe-domain.example"},
+        "people:domain-defaults": {
+            "default_delivery": "",
+            "default_postmaster": "probe-postmaster",
+            "default_poll_interval": "600",
+        },
+        "people:delivery-targets": {
+            "name": "PROBE-TARGET",
+            "kind": "lmtp",
+            "host": "lmtp.probe.example",
+            "port": "24",
+        },
+        "people:time-zone": {"time_zone": "Europe/Berlin"},
+    }.get(key, {})
+
+
 def world_state() -> dict[str, list[dict[str, Any]]]:
     """Every row a probe could change, to prove a refused one changed none."""
     models: list[Any] = [
+        DeliveryTarget,
         Domain,
         Domain.admins.through,
         User,
@@ -449,7 +493,17 @@ def _place(
         "mailbox-page": f"/mailboxes/{world.mailboxes.get(box, 0)}/",
         "changelist": "/".join(path.split("/")[:4]) + "/",  # /admin/app/model/
         "admin-change": path + "change/",
+        "people": reverse("people:people"),
+        "person": reverse("people:person", args=[world.users.get(box, 0)]),
+        "domain-edit": reverse("people:domain-edit", args=[world.domains.get(box, 0)]),
+        "domain-defaults": reverse(
+            "people:domain-defaults", args=[world.domains.get(box, 0)]
+        ),
+        "delivery-targets": reverse("people:delivery-targets"),
+        "time-zone": reverse("people:time-zone"),
         "new-mailbox": None,  # checked against the new row
+        "new-person": None,
+        "new-domain": None,
         "connection-test": None,  # checked against the new row
     }[expect.to or ""]
 
@@ -472,6 +526,15 @@ def _check_answer(
         target = urlsplit(location)
         if expect.to == "new-mailbox":
             if target.path.startswith("/mailboxes/"):
+                return expect
+            continue
+        if expect.to in ("new-person", "new-domain"):
+            model = User if expect.to == "new-person" else Domain
+            name = (
+                "people:person" if expect.to == "new-person" else "people:domain-edit"
+            )
+            made = model.objects.order_by("-pk").first()
+            if made is not None and target.path == reverse(name, args=[made.pk]):
                 return expect
             continue
         if expect.to == "connection-test":
@@ -606,6 +669,44 @@ def _check_effect(
     elif key == "retrieval:mailbox-add":
         added = Mailbox.objects.get(name="ADDED-BY-PROBE")
         assert added.owner_id == world.users[m.add_owner(role, owner)]
+    elif key in m.PEOPLE_PAGES:
+        _check_people_effect(world, key, role, owner)
+
+
+def _check_people_effect(world: World, key: str, role: str, owner: str) -> None:
+    """The people and domain pages changed what they were asked to, no more."""
+    if key in ("people:person-add", "people:person-invite"):
+        person = User.objects.get(email="probe-person@probe.example")
+        assert person.domain_id == world.domains[owner]
+        assert not person.is_superuser and not person.is_staff
+        invited = key == "people:person-invite"
+        assert person.has_usable_password() != invited
+        # The invitation is mailed when the transaction commits, which the
+        # probe's savepoint never reaches: tests/accounts/test_people_pages.py
+        # follows the mail.
+    elif key == "people:person":
+        assert not User.objects.get(pk=world.users[owner]).is_active
+    elif key == "people:person-remove":
+        assert not User.objects.filter(pk=world.users[owner]).exists()
+        assert not Mailbox.objects.filter(owner_id=world.users[owner]).exists()
+    elif key == "people:domain-add":
+        assert Domain.objects.filter(name="probe-domain.example").exists()
+    elif key == "people:domain-edit":
+        assert (
+            Domain.objects.get(pk=world.domains[owner]).name == "probe-domain.example"
+        )
+    elif key == "people:domain-defaults":
+        domain = Domain.objects.get(pk=world.domains[owner])
+        assert (domain.default_postmaster, domain.default_poll_interval) == (
+            "probe-postmaster",
+            600,
+        )
+    elif key == "people:delivery-targets":
+        assert DeliveryTarget.objects.filter(name="PROBE-TARGET").exists()
+    elif key == "people:time-zone":
+        assert User.objects.get(pk=world.users[role]).time_zone == "Europe/Berlin"
+    else:
+        raise AssertionError(f"no check of what {key} changed")
 
 
 def _params() -> Iterator[Any]:
