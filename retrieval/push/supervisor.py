@@ -55,7 +55,7 @@ def wanted_mailboxes(shard: int, shards: int) -> dict[int, str]:
     try:
         rows = Mailbox.objects.filter(
             enabled=True, protocol=Mailbox.Protocol.IMAP, options__user__idle=True
-        ).exclude(health=Mailbox.Health.PAUSED)
+        ).exclude(health__in=(Mailbox.Health.PAUSED, Mailbox.Health.REAUTH))
         if shards > 1:
             rows = rows.annotate(shard=Mod("id", shards)).filter(shard=shard)
         return {
