@@ -58,7 +58,9 @@ def remote(oauth_dovecot):
     return name
 
 
-def _mailbox(owner, dovecot, username, smtp_listener, *, protocol="imap", auth="xoauth2"):
+def _mailbox(
+    owner, dovecot, username, smtp_listener, *, protocol="imap", auth="xoauth2"
+):
     return make_mailbox(
         owner,
         protocol=protocol,
@@ -122,7 +124,9 @@ class ConsentTests:
         query = _begin(client, mailbox)
         pending = client.session[oauth_services.SESSION_KEY][query["state"]]
         assert query["code_challenge_method"] == "S256"
-        assert query["code_challenge"] == create_s256_code_challenge(pending["verifier"])
+        assert query["code_challenge"] == create_s256_code_challenge(
+            pending["verifier"]
+        )
         assert query["redirect_uri"] == "http://testserver" + reverse(
             "retrieval:oauth-callback"
         )
@@ -143,7 +147,9 @@ class ConsentTests:
         self, client, provider, oauth_dovecot, remote, smtp_listener, protocol, auth
     ):
         user = make_user()
-        mailbox = _mailbox(user, oauth_dovecot, remote, smtp_listener, protocol=protocol, auth=auth)
+        mailbox = _mailbox(
+            user, oauth_dovecot, remote, smtp_listener, protocol=protocol, auth=auth
+        )
         client.force_login(user)
         grant = _connect(client, provider, mailbox, remote)
         access, refresh = grant.get_access_token(), grant.get_refresh_token()
@@ -160,7 +166,10 @@ class ConsentTests:
         assert (summary.outcome, summary.delivered) == ("success", 1), run.error
         # Dovecot asked the provider about the token: a real OAuth2 login.
         assert provider.introspections > asked
-        assert f"AUTHENTICATE {auth.upper()}" in run.transcript or "AUTH " + auth.upper() in run.transcript
+        assert (
+            f"AUTHENTICATE {auth.upper()}" in run.transcript
+            or "AUTH " + auth.upper() in run.transcript
+        )
         assert [m.data.endswith(b"body\r\n") for m in smtp_listener.messages] == [True]
         assert oauth_dovecot.messages(remote) == [] or protocol == "pop3"
         # Never in the record of the poll, nor on the page.
@@ -196,7 +205,9 @@ class ConsentTests:
         user = make_user()
         mailbox = make_mailbox(user, auth="any")
         client.force_login(user)
-        location = _consent(provider, _begin(client, mailbox), username="x", decision="deny")
+        location = _consent(
+            provider, _begin(client, mailbox), username="x", decision="deny"
+        )
         response = _callback(client, location)
         assert response.status_code == 302
         assert not OAuthGrant.objects.exists()
@@ -283,7 +294,8 @@ class RefusalTests:
         mailbox = make_mailbox(alice, auth="xoauth2")
         client.force_login(bob)
         response = client.post(
-            reverse("retrieval:oauth-connect", args=[mailbox.pk]), {"provider": "generic"}
+            reverse("retrieval:oauth-connect", args=[mailbox.pk]),
+            {"provider": "generic"},
         )
         assert response.status_code == 404
         # Alice's consent, answered into Bob's session: not his.
@@ -312,7 +324,8 @@ class RefusalTests:
         mailbox = make_mailbox(user, auth="xoauth2")
         client.force_login(user)
         response = client.post(
-            reverse("retrieval:oauth-connect", args=[mailbox.pk]), {"provider": "google"}
+            reverse("retrieval:oauth-connect", args=[mailbox.pk]),
+            {"provider": "google"},
         )
         assert response.status_code == 302
         assert response.url == reverse("retrieval:mailbox-detail", args=[mailbox.pk])
@@ -410,9 +423,11 @@ class RefreshTests:
         _connect(client, provider, mailbox, "someone")
         OAuthGrant.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
         settings.FETCH_OAUTH_PROVIDERS = {
-            "generic": provider.provider(token_url=f"http://127.0.0.1:{unused_port}/token")
+            "generic": provider.provider(
+                token_url=f"http://127.0.0.1:{unused_port}/token"
+            )
         }
-        summary, run = _poll(mailbox)
+        _, run = _poll(mailbox)
         assert run.exit_code == ExitCode.SOCKET
         assert "could not be refreshed" in run.error
         mailbox.refresh_from_db()
@@ -437,7 +452,7 @@ class TwoWorkersTests:
         def worker() -> None:
             try:
                 got.append(oauth_services.oauth_access_token(mailbox=mailbox) or "")
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
             finally:
                 connection.close()
@@ -450,7 +465,10 @@ class TwoWorkersTests:
             # One worker is at the provider, the other waits for the row lock.
             deadline = time.monotonic() + 60
             while not (provider.refresh_calls == calls + 1 and _lock_waiters() == 1):
-                assert time.monotonic() < deadline, (provider.refresh_calls, _lock_waiters())
+                assert time.monotonic() < deadline, (
+                    provider.refresh_calls,
+                    _lock_waiters(),
+                )
                 time.sleep(0.05)
         finally:
             provider.refresh_gate.set()
@@ -458,7 +476,9 @@ class TwoWorkersTests:
                 thread.join(60)
         assert not errors, errors
         assert provider.refresh_calls == calls + 1
-        assert len(got) == 2 and got[0] == got[1] and provider.active(got[0]) == "someone"
+        assert (
+            len(got) == 2 and got[0] == got[1] and provider.active(got[0]) == "someone"
+        )
         assert OAuthGrant.objects.get().refreshes == 1
 
 

@@ -35,7 +35,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from tests.support.ports import LOOPBACK
 
 CLIENT_ID = "fetchweb-test-client"
-CLIENT_SECRET = "fetchweb-test-secret"  # noqa: S105 - the test server's own
+CLIENT_SECRET = "fetchweb-test-secret"
 
 
 @dataclass
@@ -134,7 +134,9 @@ class OAuthServer:
         """A code as the consent page's "Allow" issues it (for tests without a browser)."""
         code = secrets.token_urlsafe(24)
         with self._lock:
-            self._codes[code] = _Code(CLIENT_ID, redirect_uri, challenge, username, "mail")
+            self._codes[code] = _Code(
+                CLIENT_ID, redirect_uri, challenge, username, "mail"
+            )
         return code
 
     # -- the endpoints ------------------------------------------------------------
@@ -163,7 +165,9 @@ class OAuthServer:
             return "unknown client"
         if query.get("response_type") != "code":
             return "response_type must be code"
-        if query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+        if query.get("code_challenge_method") != "S256" or not query.get(
+            "code_challenge"
+        ):
             return "PKCE with S256 is required"
         if not query.get("state"):
             return "state is required"
@@ -193,7 +197,10 @@ class OAuthServer:
         return 302, target + sep + urllib.parse.urlencode(params), ""
 
     def _token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
+        if (
+            form.get("client_id") != CLIENT_ID
+            or form.get("client_secret") != CLIENT_SECRET
+        ):
             return 401, {"error": "invalid_client"}
         kind = form.get("grant_type")
         if kind == "authorization_code":
@@ -270,7 +277,7 @@ class OAuthServer:
 
 def _handler(server: OAuthServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return  # quiet: tokens would be in the request lines
 
         def _send(self, status: int, kind: str, body: str, location: str = "") -> None:
