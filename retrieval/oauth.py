@@ -9,7 +9,10 @@ retrieval/services/oauth.py.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +80,31 @@ def redirect_uri() -> str:
     )
 
 
+def form_action_policy(policy: str, known: list[Provider]) -> str:
+    """``policy`` (a Content-Security-Policy) with the providers' authorization
+    origins added to ``form-action``: the "Connect" form's POST is answered
+    with a redirect there, which browsers check against the form's page."""
+    origins = sorted(
+        {
+            f"{parts.scheme}://{parts.netloc}"
+            for parts in (urllib.parse.urlsplit(p.authorize_url) for p in known)
+            if parts.scheme in ("http", "https") and parts.netloc
+        }
+    )
+    if not policy or not origins:
+        return policy
+    directives = [d.strip() for d in policy.split(";") if d.strip()]
+    for index, directive in enumerate(directives):
+        if directive.split()[0] == "form-action":
+            directives[index] = " ".join([directive, *origins])
+            break
+    return "; ".join(directives)
+
+
+@functools.lru_cache(maxsize=16)
 def _discovered(url: str) -> dict[str, Any]:
+    """The OpenID discovery document, read once per process (a failure is not
+    kept: the next call asks again)."""
     try:
         reply = requests.get(url, timeout=HTTP_TIMEOUT)
         reply.raise_for_status()
@@ -92,32 +119,32 @@ def _discovered(url: str) -> dict[str, Any]:
 
 
 def providers() -> dict[str, Provider]:
-    """Every provider with a client id, by key; endpoints from a discovery
-    document are read when the provider is asked for (``provider``)."""
+    """Every provider with a client id, by key. A provider whose discovery
+    document cannot be read is left out (the page then offers no button)."""
     found = {}
-    for key, entry in settings.FETCH_OAUTH_PROVIDERS.items():
-        if entry.get("client_id"):
-            found[key] = _provider(key, entry, discover=False)
+    for key in settings.FETCH_OAUTH_PROVIDERS:
+        with contextlib.suppress(ProviderError):
+            known = provider(key)
+            if known is not None:
+                found[key] = known
     return found
 
 
 def provider(key: str) -> Provider | None:
+    """The provider configured under ``key`` (None: not configured); its
+    endpoints from the discovery document when only that is set."""
     entry = settings.FETCH_OAUTH_PROVIDERS.get(key)
     if not entry or not entry.get("client_id"):
         return None
-    return _provider(key, entry, discover=True)
+    return _provider(key, entry)
 
 
-def _provider(key: str, entry: dict[str, Any], *, discover: bool) -> Provider:
+def _provider(key: str, entry: dict[str, Any]) -> Provider:
     urls = {
         name: str(entry.get(name) or "")
         for name in ("authorize_url", "token_url", "revocation_url")
     }
-    if (
-        discover
-        and entry.get("discovery_url")
-        and not (urls["authorize_url"] and urls["token_url"])
-    ):
+    if entry.get("discovery_url") and not (urls["authorize_url"] and urls["token_url"]):
         document = _discovered(str(entry["discovery_url"]))
         urls["authorize_url"] = str(document.get("authorization_endpoint") or "")
         urls["token_url"] = str(document.get("token_endpoint") or "")

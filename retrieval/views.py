@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -124,7 +125,13 @@ def mailbox_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             else ""
         ),
     }
-    return render(request, "retrieval/mailbox_detail.html", context)
+    response = render(request, "retrieval/mailbox_detail.html", context)
+    known = list(oauth.providers().values())
+    if known and settings.CONTENT_SECURITY_POLICY:
+        response["Content-Security-Policy"] = oauth.form_action_policy(
+            settings.CONTENT_SECURITY_POLICY, known
+        )
+    return response
 
 
 def _oauth_context(mailbox: Mailbox) -> dict[str, object]:

@@ -178,6 +178,18 @@ class ConsentTests:
             assert access not in text and refresh not in text
         assert "Connected to Test provider" in page.content.decode()
 
+    def test_the_page_lets_the_connect_form_redirect_to_the_provider(
+        self, client, provider
+    ):
+        user = make_user()
+        mailbox = make_mailbox(user, auth="xoauth2")
+        client.force_login(user)
+        page = client.get(reverse("retrieval:mailbox-detail", args=[mailbox.pk]))
+        policy = page["Content-Security-Policy"]
+        (form_action,) = [d for d in policy.split("; ") if d.startswith("form-action")]
+        assert form_action == f"form-action 'self' {provider.url}"
+        assert "Connect a Test provider account" in page.content.decode()
+
     def test_a_password_mailbox_switches_to_xoauth2(self, client, provider):
         user = make_user()
         mailbox = make_mailbox(user, auth="any", password="old")
