@@ -454,7 +454,6 @@ FETCH_OAUTH_PROVIDERS = {
         "scopes": [
             "https://outlook.office.com/IMAP.AccessAsUser.All",
             "https://outlook.office.com/POP.AccessAsUser.All",
-            "https://outlook.office.com/SMTP.Send",
             "offline_access",
         ],
         "authorize_params": {},
