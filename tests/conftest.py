@@ -57,6 +57,18 @@ def _private_caches(request: pytest.FixtureRequest) -> None:
     }
 
 
+@pytest.fixture
+def concurrent_db(request: pytest.FixtureRequest) -> None:
+    """Skip on the in-memory SQLite test database: with its shared cache, a table
+    another thread's connection reads is locked (SQLITE_LOCKED, not retried by the
+    busy timeout), so a test whose poll or page runs in another thread would fail
+    at random. A SQLite file, as in production, waits instead."""
+    from django.db import connection
+
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        pytest.skip("needs concurrent writers: PostgreSQL (or a SQLite file)")
+
+
 @pytest.fixture(scope="session")
 def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
     """One real Dovecot (pop3, pop3s, imap, imaps, lmtp) for the session."""

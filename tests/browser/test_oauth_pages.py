@@ -15,22 +15,17 @@ from retrieval.tasks import poll_mailbox
 from tests.browser.test_admin_pages import _log_in
 from tests.factories import make_domain, make_mailbox, make_user
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    # live_server serves from other threads.
+    pytest.mark.usefixtures("concurrent_db"),
+]
 
 MESSAGE = (
     b"From: sender@example.net\r\nTo: alice@example.org\r\n"
     b"Subject: after consent\r\nMessage-ID: <consent-1@example.net>\r\n\r\nHello.\r\n"
 )
-
-
-@pytest.fixture(autouse=True)
-def _not_on_sqlite_memory():
-    # live_server serves from other threads: the in-memory SQLite test database
-    # locks its tables across them (see tests/live/test_idle_dovecot.py).
-    from django.db import connection
-
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        pytest.skip("needs concurrent connections: PostgreSQL (or a SQLite file)")
 
 
 def test_a_user_connects_an_account_and_the_poll_delivers(

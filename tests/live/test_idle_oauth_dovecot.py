@@ -18,26 +18,14 @@ from retrieval.models import OAuthGrant, PollRun
 from retrieval.push.supervisor import Supervisor
 from retrieval.services import oauth as oauth_services
 from tests.factories import make_mailbox, make_user
+from tests.live.test_idle_dovecot import _memory_cache  # noqa: F401 - the fixture
 from tests.push.support import WAIT, Running, wait_until
 
-pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def _not_on_sqlite_memory():
-    # As tests/live/test_idle_dovecot.py: the poll runs in another thread.
-    from django.db import connection
-
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        pytest.skip("needs concurrent writers: PostgreSQL (or a SQLite file)")
-
-
-@pytest.fixture(autouse=True)
-def _memory_cache(settings):
-    settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    }
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("concurrent_db", "_memory_cache"),
+]
 
 
 def connect(mailbox, server, username: str) -> None:

@@ -111,6 +111,19 @@ def _connect(client, server, mailbox, username: str):
     return OAuthGrant.objects.get(mailbox=mailbox)
 
 
+def _edit_pending(client, state: str, **changes) -> None:
+    """Change the consent kept in the session (None removes the key)."""
+    session = client.session
+    pending = session[oauth_services.SESSION_KEY]
+    for key, value in changes.items():
+        if value is None:
+            del pending[state][key]
+        else:
+            pending[state][key] = value
+    session[oauth_services.SESSION_KEY] = pending
+    session.save()
+
+
 def _poll(mailbox, trigger="manual"):
     summary = services.mailbox_poll(mailbox_id=mailbox.pk, trigger=trigger)
     return summary, PollRun.objects.filter(mailbox=mailbox).order_by("-pk").first()
@@ -275,11 +288,7 @@ class RefusalTests:
         mailbox = make_mailbox(user, auth="xoauth2")
         client.force_login(user)
         query = _begin(client, mailbox)
-        session = client.session
-        pending = session[oauth_services.SESSION_KEY]
-        del pending[query["state"]]["verifier"]
-        session[oauth_services.SESSION_KEY] = pending
-        session.save()
+        _edit_pending(client, query["state"], verifier=None)
         response = _callback(client, _consent(provider, query, username="x"))
         assert response.status_code == 400
         assert "no PKCE verifier" in response.content.decode()
@@ -290,11 +299,7 @@ class RefusalTests:
         mailbox = make_mailbox(user, auth="xoauth2")
         client.force_login(user)
         query = _begin(client, mailbox)
-        session = client.session
-        pending = session[oauth_services.SESSION_KEY]
-        pending[query["state"]]["verifier"] = "x" * 64
-        session[oauth_services.SESSION_KEY] = pending
-        session.save()
+        _edit_pending(client, query["state"], verifier="x" * 64)
         response = _callback(client, _consent(provider, query, username="x"))
         assert response.status_code == 302
         assert not OAuthGrant.objects.exists()
@@ -322,11 +327,7 @@ class RefusalTests:
         mailbox = make_mailbox(alice, auth="xoauth2")
         client.force_login(alice)
         query = _begin(client, mailbox)
-        session = client.session
-        pending = session[oauth_services.SESSION_KEY]
-        pending[query["state"]]["user"] = bob.pk
-        session[oauth_services.SESSION_KEY] = pending
-        session.save()
+        _edit_pending(client, query["state"], user=bob.pk)
         response = _callback(client, _consent(provider, query, username="x"))
         assert response.status_code == 400
         assert not OAuthGrant.objects.exists()
