@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from retrieval.engine.spec import MailboxSpec
     from tests.support.dovecot import Dovecot
     from tests.support.oauth_server import OAuthServer
+    from tests.support.smtp_listener import SmtpListener
 
 pytestmark = pytest.mark.live
 
@@ -153,4 +154,45 @@ def test_a_revoked_token_is_refused_and_nothing_is_deleted(
     report = poll(spec, ledger=MemoryLedger(), transcript=ListTranscript())
     assert report.exit_code is ExitCode.SMTP
     assert f"refused the ESMTP login of {account!r}" in report.error
+    assert len(oauth_dovecot.messages(source)) == 1
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "words"),
+    [
+        ("xoauth2", "does not offer XOAUTH2"),
+        ("cram-md5", "The ESMTP login mechanism 'cram-md5' is unknown"),
+    ],
+)
+def test_a_token_is_sent_by_its_mechanism_or_not_at_all(
+    oauth_dovecot: Dovecot, smtp_listener: SmtpListener, mechanism: str, words: str
+) -> None:
+    """A listener that does not offer the token's mechanism (this one offers no
+    AUTH at all) gets no password-mechanism login instead, and no mail."""
+    source = f"src{secrets.token_hex(4)}"
+    oauth_dovecot.add_user(source, SOURCE_PASSWORD)
+    oauth_dovecot.put(source, MESSAGE)
+    text = (
+        f"poll 127.0.0.1 proto imap service {oauth_dovecot.imaps_port}\n"
+        f"  user {source} pass {SOURCE_PASSWORD} ssl "
+        f"sslcertfile {oauth_dovecot.ca_file}\n"
+        f"  smtphost 127.0.0.1/{smtp_listener.port}\n"
+    )
+    (spec,) = to_mailbox_specs(parse_text(text, "rc"), Environment.fixed("joe"))
+    delivery = dataclasses.replace(
+        spec.delivery,
+        esmtp_name="relay",
+        esmtp_password=Secret("a-token"),
+        esmtp_auth=mechanism,
+    )
+    transcript = ListTranscript()
+    report = poll(
+        dataclasses.replace(spec, delivery=delivery),
+        ledger=MemoryLedger(),
+        transcript=transcript,
+    )
+    assert report.exit_code is not ExitCode.SUCCESS
+    assert words in report.error
+    assert "C: AUTH" not in transcript.text()
+    assert smtp_listener.messages == []
     assert len(oauth_dovecot.messages(source)) == 1
