@@ -136,7 +136,13 @@ def mailbox_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 
 def _oauth_context(mailbox: Mailbox) -> dict[str, object]:
     """The OAuth2 panel: the providers configured, the grant (never its tokens)."""
-    grant = OAuthGrant.objects.filter(mailbox=mailbox).first()
+    # Only a token login uses a grant (services.specs): a password mailbox's
+    # page costs no query for it.
+    grant = (
+        OAuthGrant.objects.filter(mailbox=mailbox).first()
+        if mailbox.auth in (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER)
+        else None
+    )
     providers = oauth.providers()
     label = ""
     if grant is not None:
