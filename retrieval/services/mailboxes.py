@@ -205,9 +205,9 @@ def mailboxes_delete(*, mailboxes: QuerySet[Mailbox]) -> tuple[int, list[Mailbox
 
 def mailbox_passwords_rotate() -> int:
     """Re-encrypt every stored secret under the first key of FIELD_ENCRYPTION_KEYS
-    (manage.py rotate_secrets): the remote password and the listener's SMTP AUTH
-    password, or removing the old key makes the one left behind unreadable.
-    Returns how many secrets were re-encrypted."""
+    (manage.py rotate_secrets): the remote password, the listener's SMTP AUTH
+    password and the OAuth2 grants' tokens, or removing the old key makes the
+    one left behind unreadable. Returns how many secrets were re-encrypted."""
     rotated = 0
     with transaction.atomic():
         rows = Mailbox.objects.select_for_update().filter(
