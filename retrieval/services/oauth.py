@@ -164,6 +164,14 @@ def oauth_consent_finish(
             Mailbox.objects.filter(pk=mailbox.pk).update(auth=Mailbox.Auth.XOAUTH2)
         health = Mailbox.objects.values_list("health", flat=True).get(pk=mailbox.pk)
         if health == Mailbox.Health.REAUTH:
+            # Back into the schedule at once, its failures without the new
+            # grant forgotten (as Resume does for a paused mailbox).
+            Mailbox.objects.filter(pk=mailbox.pk).update(
+                failure_count=0,
+                permanent_failures=0,
+                failing_since=None,
+                next_poll_at=timezone.now(),
+            )
             health_change(
                 mailbox_id=mailbox.pk,
                 before=health,

@@ -422,6 +422,8 @@ class RefreshTests:
             _connect(client, provider, mailbox, remote)
         mailbox.refresh_from_db()
         assert mailbox.health == Mailbox.Health.OK
+        assert (mailbox.failure_count, mailbox.permanent_failures) == (0, 0)
+        assert mailbox.pk in services.mailboxes_claim_due()  # polled at once
         assert [a[1] for a in alerts] == ["reconnect", "recovered"]
         oauth_dovecot.put(remote, MESSAGE)
         summary, run = _poll(mailbox)
