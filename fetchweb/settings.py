@@ -425,6 +425,56 @@ FETCH_IDLE_RECONCILE_SECONDS = env.float("FETCH_IDLE_RECONCILE_SECONDS", default
 # mark expires after this many seconds should the task be lost.
 FETCH_IDLE_PENDING_SECONDS = env.int("FETCH_IDLE_PENDING_SECONDS", default=600)
 
+# --- OAuth2 for the remote mailboxes (issue 16, retrieval/oauth.py) --------------------
+# "Connect a Google / Microsoft account" on a mailbox page appears for each provider
+# whose client id is set; the redirect URI to register with the provider is
+# FETCH_OAUTH_REDIRECT_URI, by default FETCH_BASE_URL + /oauth/callback/.
+FETCH_OAUTH_REDIRECT_URI = env.str("FETCH_OAUTH_REDIRECT_URI", default="")
+# Seconds before an access token's expiry at which a poll refreshes it first.
+FETCH_OAUTH_REFRESH_MARGIN = env.int("FETCH_OAUTH_REFRESH_MARGIN", default=120)
+# Seconds a consent may take between "Connect" and the provider's answer.
+FETCH_OAUTH_STATE_SECONDS = env.int("FETCH_OAUTH_STATE_SECONDS", default=900)
+_ms_tenant = env.str("FETCH_OAUTH_MICROSOFT_TENANT", default="common")
+FETCH_OAUTH_PROVIDERS = {
+    "google": {
+        "label": "Google",
+        "client_id": env.str("FETCH_OAUTH_GOOGLE_CLIENT_ID", default=""),
+        "client_secret": env_secret("FETCH_OAUTH_GOOGLE_CLIENT_SECRET"),
+        "authorize_url": "https://accounts.google.com/o/oauth2/v2/auth",
+        "token_url": "https://oauth2.googleapis.com/token",
+        "revocation_url": "https://oauth2.googleapis.com/revoke",
+        "scopes": ["https://mail.google.com/"],
+        # Without these Google sends no refresh token on a second consent.
+        "authorize_params": {"access_type": "offline", "prompt": "consent"},
+    },
+    "microsoft": {
+        "label": "Microsoft",
+        "client_id": env.str("FETCH_OAUTH_MICROSOFT_CLIENT_ID", default=""),
+        "client_secret": env_secret("FETCH_OAUTH_MICROSOFT_CLIENT_SECRET"),
+        "authorize_url": f"https://login.microsoftonline.com/{_ms_tenant}/oauth2/v2.0/authorize",
+        "token_url": f"https://login.microsoftonline.com/{_ms_tenant}/oauth2/v2.0/token",
+        "revocation_url": "",
+        "scopes": [
+            "https://outlook.office.com/IMAP.AccessAsUser.All",
+            "https://outlook.office.com/POP.AccessAsUser.All",
+            "offline_access",
+        ],
+        "authorize_params": {},
+    },
+    "generic": {
+        "label": env.str("FETCH_OAUTH_GENERIC_LABEL", default="OAuth2 provider"),
+        "client_id": env.str("FETCH_OAUTH_GENERIC_CLIENT_ID", default=""),
+        "client_secret": env_secret("FETCH_OAUTH_GENERIC_CLIENT_SECRET"),
+        # Either the endpoints, or an OpenID discovery document that names them.
+        "discovery_url": env.str("FETCH_OAUTH_GENERIC_DISCOVERY_URL", default=""),
+        "authorize_url": env.str("FETCH_OAUTH_GENERIC_AUTHORIZE_URL", default=""),
+        "token_url": env.str("FETCH_OAUTH_GENERIC_TOKEN_URL", default=""),
+        "revocation_url": env.str("FETCH_OAUTH_GENERIC_REVOCATION_URL", default=""),
+        "scopes": env.list("FETCH_OAUTH_GENERIC_SCOPES", default=[]),
+        "authorize_params": {},
+    },
+}
+
 # --- the REST API (/api/v1/, retrieval/api/) -------------------------------------------
 REST_FRAMEWORK = {
     # Token first: an unauthenticated call gets 401 with "WWW-Authenticate: Bearer".

@@ -90,7 +90,10 @@ def with_state(queryset: QuerySet[Mailbox]) -> QuerySet[Any]:
         last_exit=Subquery(last.values("exit_code")[:1]),
         state=Case(
             When(enabled=False, then=Value(DISABLED)),
-            When(health=Mailbox.Health.PAUSED, then=Value(ATTENTION)),
+            When(
+                health__in=(Mailbox.Health.PAUSED, Mailbox.Health.REAUTH),
+                then=Value(ATTENTION),
+            ),
             When(last_outcome__isnull=True, then=Value(NEVER)),
             When(last_outcome__in=list(ERROR_OUTCOMES), then=Value(FAILING)),
             default=Value(OK),

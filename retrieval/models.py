@@ -223,6 +223,9 @@ class Mailbox(models.Model):
         OK = "ok", "Working"
         FAILING = "failing", "Failing"
         PAUSED = "paused", "Needs attention"
+        # The OAuth2 grant was revoked or expired (invalid_grant): only its owner
+        # can give a new consent ("Reconnect"); the schedule leaves it alone.
+        REAUTH = "reauth", "Reconnect needed"
 
     health = models.CharField(
         max_length=8, choices=Health, default=Health.OK, editable=False
@@ -331,6 +334,8 @@ class Mailbox(models.Model):
                     # would stay stored for it.
                     kwargs["update_fields"] = {*update_fields, "password_encrypted"}
                 SeenMessage.objects.filter(mailbox_id=self.pk).delete()
+                # A token was granted for the old account: never sent to another.
+                OAuthGrant.objects.filter(mailbox_id=self.pk).delete()
             super().save(*args, **kwargs)
 
     # Each secret is bound to the mailbox and to its purpose: a value copied
@@ -612,3 +617,61 @@ class HostSlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host} #{self.slot}"
+
+
+class OAuthGrant(models.Model):
+    """The OAuth2 consent given for one mailbox (issue 16): which provider, and
+    the refresh and access tokens, encrypted like the password and bound to the
+    mailbox (retrieval/crypto.py). Written only by retrieval/services/oauth.py;
+    the access token is refreshed there, one refresh at a time per grant (the
+    ``locked_at`` write is the lock: a row lock on PostgreSQL, the database's one
+    write lock on SQLite).
+    """
+
+    mailbox = models.OneToOneField(
+        Mailbox, on_delete=models.CASCADE, related_name="oauth_grant"
+    )
+    provider = models.CharField(max_length=32)
+    refresh_token_encrypted = models.TextField(blank=True, editable=False)
+    access_token_encrypted = models.TextField(blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    scope = models.TextField(blank=True, editable=False)
+    connected_at = models.DateTimeField(default=timezone.now, editable=False)
+    refreshed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    refreshes = models.PositiveIntegerField(default=0, editable=False)
+    locked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "OAuth2 grant"
+
+    def __str__(self) -> str:
+        return f"{self.provider} grant of mailbox {self.mailbox_id}"
+
+    def _bound(self, which: str) -> str:
+        return f"{self.mailbox.uuid}:oauth-{which}"
+
+    def set_tokens(self, *, access: str, refresh: str | None) -> None:
+        """``refresh`` None: the provider sent no new one, the old one stays."""
+        self.access_token_encrypted = (
+            crypto.encrypt(access, bound_to=self._bound("access")) if access else ""
+        )
+        if refresh is not None:
+            self.refresh_token_encrypted = (
+                crypto.encrypt(refresh, bound_to=self._bound("refresh"))
+                if refresh
+                else ""
+            )
+
+    def get_access_token(self) -> str:
+        if not self.access_token_encrypted:
+            return ""
+        return crypto.decrypt(
+            self.access_token_encrypted, bound_to=self._bound("access")
+        )
+
+    def get_refresh_token(self) -> str:
+        if not self.refresh_token_encrypted:
+            return ""
+        return crypto.decrypt(
+            self.refresh_token_encrypted, bound_to=self._bound("refresh")
+        )

@@ -243,9 +243,15 @@ class StateCollector:
         states.add_metric(["failing"], failing)
         paused = enabled.filter(health=Mailbox.Health.PAUSED)
         states.add_metric(["paused"], paused.count())
+        states.add_metric(
+            ["reconnect"], enabled.filter(health=Mailbox.Health.REAUTH).count()
+        )
         yield states
-        # A paused mailbox is not scheduled: never due, never overdue.
-        enabled = enabled.exclude(health=Mailbox.Health.PAUSED)
+        # A paused mailbox is not scheduled: never due, never overdue (nor one
+        # waiting for a new OAuth2 consent).
+        enabled = enabled.exclude(
+            health__in=(Mailbox.Health.PAUSED, Mailbox.Health.REAUTH)
+        )
         due = enabled.filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
         yield GaugeMetricFamily(
             "fetchweb_mailboxes_due",

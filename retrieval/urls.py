@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from retrieval import console_views, rcfile_views, views
+from retrieval import console_views, oauth_views, rcfile_views, views
 
 app_name = "retrieval"
 
@@ -39,6 +39,13 @@ urlpatterns = [
         name="connection-test-status",
     ),
     path("<int:pk>/delete/", views.mailbox_delete, name="mailbox-delete"),
+    path("<int:pk>/oauth/connect/", oauth_views.oauth_connect, name="oauth-connect"),
+    path(
+        "<int:pk>/oauth/disconnect/",
+        oauth_views.oauth_disconnect,
+        name="oauth-disconnect",
+    ),
+    path("oauth/callback/", oauth_views.oauth_callback, name="oauth-callback"),
     path("<int:pk>/runs/<int:run_pk>/", views.run_detail, name="run-detail"),
     path(
         "<int:pk>/runs/<int:run_pk>/transcript.txt",

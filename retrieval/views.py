@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -23,11 +24,11 @@ from django.views.decorators.http import (
     require_POST,
 )
 
-from retrieval import explain, services
+from retrieval import explain, oauth, services
 from retrieval.display import shown_to
 from retrieval.engine.report import ExitCode
 from retrieval.forms import MailboxForm, RulesForm, default_port
-from retrieval.models import ConnectionTest, Mailbox, PollRun
+from retrieval.models import ConnectionTest, Mailbox, OAuthGrant, PollRun
 from retrieval.permissions import (
     can_edit_rules,
     get_mailbox_for_user,
@@ -115,6 +116,7 @@ def mailbox_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         "rules": list(mailbox.rules.all()),
         "port": port,
         "mda": mda if request.user.is_superuser else "",
+        **_oauth_context(mailbox),
         # Set by "Poll now": the page follows that poll (mailbox_poll_status).
         "poll_status_url": (
             reverse("retrieval:mailbox-poll-status", args=[mailbox.pk])
@@ -123,7 +125,34 @@ def mailbox_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             else ""
         ),
     }
-    return render(request, "retrieval/mailbox_detail.html", context)
+    response = render(request, "retrieval/mailbox_detail.html", context)
+    known = list(oauth.providers().values())
+    if known and settings.CONTENT_SECURITY_POLICY:
+        response["Content-Security-Policy"] = oauth.form_action_policy(
+            settings.CONTENT_SECURITY_POLICY, known
+        )
+    return response
+
+
+def _oauth_context(mailbox: Mailbox) -> dict[str, object]:
+    """The OAuth2 panel: the providers configured, the grant (never its tokens)."""
+    # Only a token login uses a grant (services.specs): a password mailbox's
+    # page costs no query for it.
+    grant = (
+        OAuthGrant.objects.filter(mailbox=mailbox).first()
+        if mailbox.auth in (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER)
+        else None
+    )
+    providers = oauth.providers()
+    label = ""
+    if grant is not None:
+        known = providers.get(grant.provider)
+        label = known.label if known is not None else grant.provider
+    return {
+        "oauth_providers": list(providers.values()),
+        "oauth_grant": grant,
+        "oauth_grant_label": label,
+    }
 
 
 @login_required

@@ -16,6 +16,7 @@ from tests.support.redis import redis_url_session
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from tests.support.oauth_server import OAuthServer
     from tests.support.smtp_listener import SmtpListener
 
 
@@ -56,10 +57,55 @@ def _private_caches(request: pytest.FixtureRequest) -> None:
     }
 
 
+@pytest.fixture
+def concurrent_db() -> None:
+    """Skip on the in-memory SQLite test database: with its shared cache, a table
+    another thread's connection reads is locked (SQLITE_LOCKED, not retried by the
+    busy timeout), so a test whose poll or page runs in another thread would fail
+    at random. A SQLite file, as in production, waits instead."""
+    from django.db import connection
+
+    # is_in_memory_db is the SQLite wrapper's own (not in the stubs' base class).
+    in_memory = getattr(connection, "is_in_memory_db", lambda: False)()
+    if connection.vendor == "sqlite" and in_memory:
+        pytest.skip("needs concurrent writers: PostgreSQL (or a SQLite file)")
+
+
 @pytest.fixture(scope="session")
 def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
     """One real Dovecot (pop3, pop3s, imap, imaps, lmtp) for the session."""
     server = Dovecot.start(tmp_path_factory.mktemp("dovecot"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_server() -> Iterator[OAuthServer]:
+    """A local OAuth2 authorization server (consent, tokens, revocation,
+    introspection) on a free 127.0.0.1 port, for the session."""
+    from tests.support.oauth_server import OAuthServer
+
+    server = OAuthServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(
+    tmp_path_factory: pytest.TempPathFactory, oauth_server: OAuthServer
+) -> Iterator[Dovecot]:
+    """A second real Dovecot whose XOAUTH2/OAUTHBEARER logins are checked by
+    ``oauth_server``'s introspection (``passdb { driver = oauth2 }``)."""
+    from tests.support.oauth_dovecot import OAuthDovecot
+
+    server = OAuthDovecot.start(
+        tmp_path_factory.mktemp("dovecot-oauth"),
+        introspection_url=f"{oauth_server.url}/introspect",
+    )
     try:
         yield server
     finally:

@@ -167,6 +167,10 @@ class DeliverySpec:
     # host"; ``listener_ca_file`` replaces the system CAs for that check.
     esmtp_name: str = ""
     esmtp_password: Secret | None = None
+    # "" logs in with the password, by fetchmail's order of mechanisms;
+    # "xoauth2" or "oauthbearer": ``esmtp_password`` is an OAuth2 access token,
+    # sent with that mechanism only (never a password mechanism instead).
+    esmtp_auth: str = ""
     listener_verify: bool | None = None
     listener_ca_file: str | None = None
     mailbox: AppendTarget | None = None  # kind IMAP: where messages are APPENDed

@@ -9,8 +9,9 @@ configured STARTTLS that fails ends the session before any credential, only
 public addresses for ``public_only`` specs (checked on the very addresses
 connected to), a deadline on every wait and a bound on every line.
 
-Only password logins are done here (AUTHENTICATE PLAIN or LOGIN, or the LOGIN
-command); a mailbox configured for another mechanism raises
+Only password logins (AUTHENTICATE PLAIN or LOGIN, or the LOGIN command) and
+OAuth2 tokens (AUTHENTICATE XOAUTH2 or OAUTHBEARER) are done here; a mailbox
+configured for another mechanism raises
 :class:`IdleUnavailable` (never a weaker mechanism), as does a server that does
 not offer IDLE: such mailboxes keep their scheduled polls.
 """
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 from retrieval.engine.errors import EngineError
 from retrieval.engine.fetch import imap_parse
 from retrieval.engine.spec import MailProtocol, TlsMode
+from retrieval.engine.wire import sasl
 from retrieval.engine.wire import tls as engine_tls
 from retrieval.engine.wire.netaddrs import is_public_address
 from retrieval.engine.wire.transport import NOT_PUBLIC
@@ -41,6 +43,7 @@ MAX_LITERAL = 1024 * 1024  # bytes of a literal in an untagged response (skipped
 MAX_LITERALS = 16  # literals in one response
 REISSUE = 29 * 60.0  # seconds: RFC 2177 asks clients to re-issue IDLE within 29 min
 PASSWORD_AUTH = {"any", "password", "plain", "login"}
+TOKEN_AUTH = {"xoauth2": "XOAUTH2", "oauthbearer": "OAUTHBEARER"}
 
 
 class IdleUnavailable(Exception):
@@ -215,13 +218,26 @@ async def _starttls(spec: MailboxSpec, s: _Session) -> None:
 
 async def _login(spec: MailboxSpec, s: _Session) -> None:
     auth = spec.server.auth.lower()
-    if auth not in PASSWORD_AUTH:
+    if auth not in PASSWORD_AUTH and auth not in TOKEN_AUTH:
         raise IdleUnavailable(
-            f"the IDLE process logs in with a password only, not {auth.upper()}"
+            "the IDLE process logs in with a password or an OAuth2 token only, "
+            f"not {auth.upper()}"
         )
     user = spec.username
     password = spec.password.reveal() if spec.password else ""
-    if auth in ("any", "password", "plain") and "AUTH=PLAIN" in s.caps:
+    if auth in TOKEN_AUTH:
+        # The token (services.oauth refreshed it when the spec was built) in
+        # the engine's own initial response; never a password method instead.
+        name = TOKEN_AUTH[auth]
+        if f"AUTH={name}" not in s.caps:
+            raise IdleUnavailable(f"the server offers no {name} login")
+        mech = sasl.mechanism(
+            name, user, password, host=spec.server.host, port=spec.server.effective_port
+        )
+        reply = await _authenticate(
+            s, name.encode(), [base64.b64encode(mech.initial())]
+        )
+    elif auth in ("any", "password", "plain") and "AUTH=PLAIN" in s.caps:
         blob = base64.b64encode(f"\0{user}\0{password}".encode())
         reply = await _authenticate(s, b"PLAIN", [blob])
     elif auth in ("any", "password", "login") and "AUTH=LOGIN" in s.caps:

@@ -58,7 +58,7 @@ def wanted_mailboxes(shard: int, shards: int) -> dict[int, str]:
             protocol=Mailbox.Protocol.IMAP,
             options__user__idle=True,
             owner__is_active=True,  # a disabled person's mailboxes are not polled
-        ).exclude(health=Mailbox.Health.PAUSED)
+        ).exclude(health__in=(Mailbox.Health.PAUSED, Mailbox.Health.REAUTH))
         if shards > 1:
             rows = rows.annotate(shard=Mod("id", shards)).filter(shard=shard)
         return {

@@ -32,9 +32,15 @@ logger = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Fetchweb-Signature"
 WEBHOOK_TIMEOUT = 10  # seconds
 
-EVENT_STATES = {"failing": "failing", "paused": "paused", "recovered": "ok"}
+EVENT_STATES = {
+    "failing": "failing",
+    "paused": "paused",
+    "recovered": "ok",
+    "reconnect": "reauth",
+}
 EVENT_WORDS = {
     "failing": "polls are failing",
+    "reconnect": "reconnect needed (OAuth2 consent)",
     "paused": "polling paused, needs attention",
     "recovered": "polls work again",
 }

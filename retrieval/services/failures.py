@@ -159,8 +159,10 @@ def poll_recorded(
     )
     pause = failure.permanent and permanent_count >= settings.FETCH_PAUSE_AFTER
     after = Mailbox.Health.PAUSED if pause else Mailbox.Health.FAILING
-    if mailbox.health == Mailbox.Health.PAUSED or mailbox.health == after:
-        return  # a paused mailbox stays paused until someone resumes it
+    if mailbox.health in (Mailbox.Health.PAUSED, Mailbox.Health.REAUTH, after):
+        # A paused mailbox stays paused until someone resumes it; one that
+        # needs a new OAuth2 consent until it is given.
+        return
     error = run.error or "The poll failed."
     health_change(
         mailbox_id=mailbox.pk,
@@ -186,6 +188,7 @@ def health_change(
         Mailbox.Health.OK: "recovered",
         Mailbox.Health.FAILING: "failing",
         Mailbox.Health.PAUSED: "paused",
+        Mailbox.Health.REAUTH: "reconnect",
     }[Mailbox.Health(after)]
     alert_queue(mailbox_id=mailbox_id, event=event, reason=reason)
     return True

@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from retrieval import crypto
-from retrieval.models import REMOTE_IDENTITY, Mailbox, remote_identity
+from retrieval.models import REMOTE_IDENTITY, Mailbox, OAuthGrant, remote_identity
 from retrieval.services.quotas import mailbox_quota_check
 
 if TYPE_CHECKING:
@@ -242,9 +242,9 @@ def mailboxes_delete(*, mailboxes: QuerySet[Mailbox]) -> tuple[int, list[Mailbox
 
 def mailbox_passwords_rotate() -> int:
     """Re-encrypt every stored secret under the first key of FIELD_ENCRYPTION_KEYS
-    (manage.py rotate_secrets): the remote password and the listener's SMTP AUTH
-    password, or removing the old key makes the one left behind unreadable.
-    Returns how many secrets were re-encrypted."""
+    (manage.py rotate_secrets): the remote password, the listener's SMTP AUTH
+    password and the OAuth2 grants' tokens, or removing the old key makes the
+    one left behind unreadable. Returns how many secrets were re-encrypted."""
     rotated = 0
     with transaction.atomic():
         rows = Mailbox.objects.select_for_update().filter(
@@ -260,5 +260,18 @@ def mailbox_passwords_rotate() -> int:
                 fields.append("esmtp_password_encrypted")
             if fields:
                 mailbox.save(update_fields=fields)
+                rotated += len(fields)
+        for grant in OAuthGrant.objects.select_for_update().select_related("mailbox"):
+            fields = [
+                name
+                for name in ("access_token_encrypted", "refresh_token_encrypted")
+                if crypto.needs_rotation(getattr(grant, name))
+            ]
+            if fields:
+                refresh = grant.get_refresh_token()
+                grant.set_tokens(access=grant.get_access_token(), refresh=refresh)
+                grant.save(
+                    update_fields=["access_token_encrypted", "refresh_token_encrypted"]
+                )
                 rotated += len(fields)
     return rotated

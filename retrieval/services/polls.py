@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Mailboxes the schedule and new mail leave alone: paused after failures, or
+# waiting for a new OAuth2 consent.
+OFF_SCHEDULE = (Mailbox.Health.PAUSED, Mailbox.Health.REAUTH)
+
 # Seconds one person waits between two "Poll now" (or two tests) of one mailbox.
 ACTION_INTERVAL = 10
 
@@ -176,9 +180,10 @@ def mailbox_poll(
             return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)
         if (
             trigger in (PollRun.Trigger.SCHEDULE, PollRun.Trigger.PUSH)
-            and mailbox.health == Mailbox.Health.PAUSED
+            and mailbox.health in OFF_SCHEDULE
         ):
-            # Queued before it was paused: only a person may poll it now.
+            # Queued before it was paused (or lost its OAuth2 grant): only a
+            # person may poll it now.
             return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)
         with host_slot(host=mailbox.host) as slot:
             if not slot:
@@ -227,7 +232,9 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
         )
     except SpecError as exc:
         transcript = RecordingTranscript(secrets=secrets, limit=1000)
-        report = PollReport(exit_code=ExitCode.SYNTAX, error=str(exc), permanent=True)
+        report = PollReport(
+            exit_code=exc.exit_code, error=str(exc), permanent=exc.permanent
+        )
     except SoftTimeLimitExceeded:
         # Celery's soft limit, not a bug: say so, and end before the hard limit
         # kills the worker. Deliveries so far are in the ledger; the rest stays on
@@ -357,7 +364,7 @@ UPDATE {table} SET next_poll_at = %s + poll_interval
     * (%s + %s * random()) * interval '1 second'
 WHERE id IN (
     SELECT id FROM {table}
-    WHERE enabled AND health <> %s
+    WHERE enabled AND health NOT IN (%s, %s)
       AND owner_id IN (SELECT id FROM {users} WHERE is_active)
       AND (next_poll_at IS NULL OR next_poll_at <= %s)
       AND (lease_until IS NULL OR lease_until < %s)
@@ -372,7 +379,7 @@ UPDATE {table} SET next_poll_at = strftime('%%Y-%%m-%%d %%H:%%M:%%f', %s,
     || ' seconds')
 WHERE id IN (
     SELECT id FROM {table}
-    WHERE enabled AND health <> %s
+    WHERE enabled AND health NOT IN (%s, %s)
       AND owner_id IN (SELECT id FROM {users} WHERE is_active)
       AND (next_poll_at IS NULL OR next_poll_at <= %s)
       AND (lease_until IS NULL OR lease_until < %s)
@@ -426,7 +433,7 @@ def mailboxes_claim_due(*, now: datetime | None = None, limit: int = 500) -> lis
     with connection.cursor() as cursor:
         cursor.execute(
             _sql(_CLAIM_POSTGRESQL, _CLAIM_SQLITE),
-            [at, 1 - JITTER, 2 * JITTER, Mailbox.Health.PAUSED, at, at, limit],
+            [at, 1 - JITTER, 2 * JITTER, *OFF_SCHEDULE, at, at, limit],
         )
         return [row[0] for row in cursor.fetchall()]
 

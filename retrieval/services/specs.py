@@ -15,6 +15,8 @@ from django.conf import settings
 from retrieval import netpolicy, rcmap
 from retrieval.crypto import DecryptionError
 from retrieval.engine import spec as engine_spec
+from retrieval.engine.report import ExitCode
+from retrieval.engine.spec import Secret
 from retrieval.models import Mailbox, destination_port
 from retrieval.rcfile.env import Environment
 from retrieval.rcfile.specs import user_spec
@@ -24,7 +26,14 @@ if TYPE_CHECKING:
 
 
 class SpecError(Exception):
-    """The mailbox's settings cannot be turned into a poll; the text says why."""
+    """The mailbox's settings cannot be turned into a poll; the text says why.
+
+    ``exit_code`` and ``permanent``: what the poll's record says of it (a
+    subclass may say "authentication failed" or "try again later").
+    """
+
+    exit_code = ExitCode.SYNTAX
+    permanent = True
 
 
 BSMTP_STDOUT = (
@@ -89,7 +98,9 @@ def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
             kind=engine_spec.DeliveryKind.IMAP,
             mailbox=_append_target(mailbox, timeout),
         )
-    return replace(spec, server=server, delivery=delivery)
+    return replace(
+        spec, server=server, delivery=delivery, password=_oauth_token(mailbox, spec)
+    )
 
 
 def _append_target(mailbox: Mailbox, timeout: float) -> engine_spec.AppendTarget:
@@ -133,3 +144,17 @@ def _append_target(mailbox: Mailbox, timeout: float) -> engine_spec.AppendTarget
         flags=tuple(mailbox.destination_flags.split()),
         create_folder=mailbox.destination_create_folder,
     )
+
+
+def _oauth_token(
+    mailbox: Mailbox, spec: engine_spec.MailboxSpec
+) -> engine_spec.Secret | None:
+    """With an OAuth2 grant (services.oauth), the SASL credential of XOAUTH2 or
+    OAUTHBEARER is its access token, refreshed first when about to expire;
+    without one, a token typed as the password (as before)."""
+    from retrieval.services.oauth import OAUTH_AUTH, oauth_access_token
+
+    if mailbox.auth not in OAUTH_AUTH:
+        return spec.password
+    token = oauth_access_token(mailbox=mailbox)
+    return Secret(token) if token is not None else spec.password

@@ -387,6 +387,18 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
         "GET": _by_level(E404, OK, OK, OK),
         "POST": _same(E405),
     },
+    # OAuth2 (issue 16): connect and disconnect change the mailbox, like Poll now.
+    # No provider is configured in the probe, so connect says so on the page.
+    "retrieval:oauth-connect": {
+        "GET": _same(E405),
+        "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
+    },
+    "retrieval:oauth-disconnect": {
+        "GET": _same(E405),
+        "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
+    },
+    # The provider's answer: without a state this session started, refused.
+    "retrieval:oauth-callback": {"GET": _same(Expect(400)), "POST": _same(E405)},
     # One's own API tokens; the probe's empty POST gets the form with its error.
     "accounts:tokens": {"GET": _same(OK), "POST": _same(OK)},
     # One's own password; the probe posts a wrong old password: the form again.

@@ -52,3 +52,24 @@ def test_a_second_rotation_has_nothing_to_do(settings) -> None:
     out = io.StringIO()
     call_command("rotate_secrets", stdout=out)
     assert "0 password(s) re-encrypted" in out.getvalue()
+
+
+def test_rotation_reencrypts_the_oauth2_tokens(settings) -> None:
+    """Issue 16: a mailbox's OAuth2 grant is a secret at rest too."""
+    from retrieval.models import OAuthGrant
+
+    old, new = crypto.generate_key(), crypto.generate_key()
+    settings.FIELD_ENCRYPTION_KEYS = [old]
+    grant = OAuthGrant(mailbox=make_mailbox(auth="xoauth2"), provider="google")
+    grant.set_tokens(access="access-T0ken-1", refresh="refresh-T0ken-2")
+    grant.save()
+
+    settings.FIELD_ENCRYPTION_KEYS = [new, old]
+    out = io.StringIO()
+    call_command("rotate_secrets", stdout=out)
+    assert "2 password(s) re-encrypted" in out.getvalue()
+
+    settings.FIELD_ENCRYPTION_KEYS = [new]
+    again = OAuthGrant.objects.get(pk=grant.pk)
+    assert again.get_access_token() == "access-T0ken-1"
+    assert again.get_refresh_token() == "refresh-T0ken-2"

@@ -42,6 +42,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.process import read_logs, start_server, stop_server
@@ -283,11 +284,11 @@ class Dovecot:
     # -- lifecycle --------------------------------------------------------------
 
     @classmethod
-    def start(cls, tmp_path: Path) -> Dovecot:
+    def start(cls, tmp_path: Path, **options: Any) -> Self:
         """Create config, certificates and directories under ``tmp_path`` and start.
 
         Returns once every listener accepts connections (typically well under
-        a second).
+        a second). ``options`` go to the constructor (a subclass's own).
         """
         began = time.monotonic()
         cleanup: Path | None = None
@@ -298,7 +299,7 @@ class Dovecot:
             base = cleanup
         else:
             base = tmp_path / "dovecot"
-        server = cls(base, cleanup=cleanup, keep_log_in=tmp_path)
+        server = cls(base, cleanup=cleanup, keep_log_in=tmp_path, **options)
         server.launch()
         server.startup_seconds = time.monotonic() - began
         return server

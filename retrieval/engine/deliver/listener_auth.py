@@ -21,6 +21,9 @@ protects the password:
   mail without a login, as with fetchmail, and the transcript says so; one
   that refuses the login ends delivery there (fetchmail would go on and have
   every MAIL FROM refused).
+* ``esmtp_auth`` "xoauth2" or "oauthbearer" (DeliverySpec): the password is an
+  OAuth2 access token, sent with that mechanism only; a listener that does not
+  offer it gets nothing and no mail (never a password mechanism instead).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
-from retrieval.engine.errors import EngineError, ListenerError
+from retrieval.engine.errors import ConfigError, EngineError, ListenerError
 from retrieval.engine.spec import TlsMode, TlsSpec
 from retrieval.engine.wire import sasl
 from retrieval.engine.wire.tls import client_context
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
     Reply = tuple[int, str]
 
 MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")  # fetchmail's order of preference
+# DeliverySpec.esmtp_auth -> the SASL mechanism that sends an OAuth2 token.
+TOKEN_MECHANISMS = {"xoauth2": "XOAUTH2", "oauthbearer": "OAUTHBEARER"}
 
 
 def on_this_host(host: str) -> bool:
@@ -108,8 +113,19 @@ def login(
                 "clear (the password does not leave this host)"
             )
     offered = extensions.get("AUTH", "").upper().split()
-    name = next((m for m in MECHANISMS if m in offered), None)
     user = delivery.esmtp_name
+    token_mechanism = TOKEN_MECHANISMS.get(delivery.esmtp_auth.lower())
+    if delivery.esmtp_auth and token_mechanism is None:
+        raise ConfigError(
+            f"The ESMTP login mechanism {delivery.esmtp_auth!r} is unknown; "
+            "nothing was delivered."
+        )
+    if token_mechanism is not None and token_mechanism not in offered:
+        raise ListenerError(
+            f"The listener does not offer {token_mechanism}, which this delivery "
+            "logs in with (an OAuth2 token); nothing was delivered."
+        )
+    name = token_mechanism or next((m for m in MECHANISMS if m in offered), None)
     if name is None:
         conn.note(
             "the listener offers no AUTH mechanism fetchmail knows (CRAM-MD5, "
