@@ -187,7 +187,9 @@ class _Poll:
 
         if note := idle.check(self.spec):
             self.report.notes.append(note)
-        session = open_session(self.spec, self.wire, on_greeting=greeted)
+        session = open_session(
+            self.spec, self.wire, on_greeting=greeted, make_durable=self._sync
+        )
         sink: Sink | None = None
         try:
             sink = open_sink(
@@ -414,12 +416,19 @@ class _Poll:
             if note:
                 self.report.notes.append(f"Message {message.uid}: {note}")
         if not listing.ephemeral_uids:
-            # Durable record first: a crash after this line causes no loss
-            # and no redelivery; a crash before it one duplicate at most.
+            # Record first (written, made durable by _sync before the server
+            # may commit the delete): a killed process after this line causes
+            # no loss and no redelivery; before it, one duplicate at most.
             self._record(listing, message.uid, result, decision, served)
             self._step("recorded", message.uid)
         if decision.delete:
             self._delete(session, message, result)
+
+    def _sync(self) -> None:
+        """Group commit: the records written since the last call become durable,
+        right before the server may commit deletions (the session calls this)."""
+        self.ledger.sync()
+        self._step("synced", "")
 
     def _step(self, step: PollStep, uid: str) -> None:
         if self.observe is not None:
