@@ -18,9 +18,7 @@ Direction = Literal["S", "C", "*"]  # server said, client said, engine note
 # final dot but before the reply is read, after the reply but before the
 # ledger commit, after the commit, and after the delete command was answered;
 # "synced" (uid "") once the ledger was made durable, before QUIT or EXPUNGE.
-PollStep = Literal[
-    "fetched", "data", "dot", "replied", "recorded", "deleted", "synced"
-]
+PollStep = Literal["fetched", "data", "dot", "replied", "recorded", "deleted", "synced"]
 
 
 class Ledger(Protocol):

@@ -58,7 +58,9 @@ class DatabaseLedger:
         self._unsynced: tuple[str, int, str] | None = None
 
     @contextmanager
-    def _written(self, folder: str, uidvalidity: int | None, uid: str) -> Iterator[None]:
+    def _written(
+        self, folder: str, uidvalidity: int | None, uid: str
+    ) -> Iterator[None]:
         """One mark's transaction: committed without waiting for the WAL flush."""
         with transaction.atomic(using=self._using):
             if self._group_commit:
