@@ -44,7 +44,7 @@ def _listener(job: Job) -> smtplib.SMTP:
     return smtplib.SMTP("127.0.0.1", job.deliver_port, timeout=job.timeout)
 
 
-def pop3(job: Job, user: str) -> int:
+def connect_pop3(job: Job, user: str) -> poplib.POP3:
     if job.tls:
         box: poplib.POP3 = poplib.POP3_SSL(
             job.host, job.port, timeout=job.timeout, context=_tls(job)
@@ -53,6 +53,23 @@ def pop3(job: Job, user: str) -> int:
         box = poplib.POP3(job.host, job.port, timeout=job.timeout)
     box.user(user)
     box.pass_(job.password)
+    return box
+
+
+def connect_imap(job: Job, user: str) -> imaplib.IMAP4:
+    if job.tls:
+        box: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+            job.host, job.port, ssl_context=_tls(job), timeout=job.timeout
+        )
+    else:
+        box = imaplib.IMAP4(job.host, job.port, timeout=job.timeout)
+    box.login(user, job.password)
+    box.select("INBOX")
+    return box
+
+
+def pop3(job: Job, user: str) -> int:
+    box = connect_pop3(job, user)
     count, _ = box.stat()
     with _listener(job) as out:
         for n in range(1, count + 1):
@@ -69,14 +86,7 @@ def pop3(job: Job, user: str) -> int:
 
 
 def imap(job: Job, user: str) -> int:
-    if job.tls:
-        box: imaplib.IMAP4 = imaplib.IMAP4_SSL(
-            job.host, job.port, ssl_context=_tls(job), timeout=job.timeout
-        )
-    else:
-        box = imaplib.IMAP4(job.host, job.port, timeout=job.timeout)
-    box.login(user, job.password)
-    box.select("INBOX")
+    box = connect_imap(job, user)
     _, found = box.uid("SEARCH", "UNSEEN")
     uids = found[0].split() if found and found[0] else []
     flag = r"(\Seen)" if job.keep else r"(\Deleted)"

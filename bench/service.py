@@ -158,3 +158,68 @@ def measure_service(work: Workspace, timeout: float) -> tuple[Measurement, int]:
         ),
         recorded,
     )
+
+
+# --- one mailbox through services.mailbox_poll (``fetchweb-poll``) -----------------
+
+_poll_db: tuple[PostgresCluster, dict[str, str]] | None = None
+
+
+def _poll_database(log: Path) -> dict[str, str]:
+    """One PostgreSQL for every ``fetchweb-poll`` run of this invocation, migrated
+    once; stopped when the harness exits."""
+    global _poll_db  # noqa: PLW0603 - one cluster per bench process
+    if _poll_db is None:
+        import atexit
+
+        pg = PostgresCluster.start()
+        atexit.register(pg.stop)
+        env = {
+            **os.environ,
+            "DATABASE_URL": pg.url,
+            "DEBUG": "false",  # DEBUG keeps every query in memory: not the service
+            "FETCH_ALLOW_PRIVATE_HOSTS": "true",
+            "DJANGO_SUPERUSER_EMAIL": OWNER,
+            "DJANGO_SUPERUSER_PASSWORD": "bench-only-password",
+            "PYTHONPATH": str(REPO),
+        }
+        # DEBUG off without the production settings (shared keys, Redis): the
+        # deployment checks would refuse; nothing here is deployed.
+        _manage(env, "migrate", "--noinput", "--skip-checks", log=log)
+        _manage(env, "createsuperuser", "--noinput", "--skip-checks", log=log)
+        _poll_db = (pg, env)
+    return _poll_db[1]
+
+
+def measure_poll(work: Workspace, timeout: float) -> Measurement:
+    """``manage.py poll ID`` on the run's one mailbox: the whole service path of
+    one poll (lease, advisory lock, PollRun, the ORM ledger on PostgreSQL, the
+    transcript), timed like the engine command, from spawn to exit. The mailbox
+    is imported afresh before each run, outside the timed part."""
+    from bench.tools import spawn
+
+    env = _poll_database(work.log)
+    code = (
+        "from django.core.management import call_command; "
+        "from retrieval.models import Mailbox; "
+        "Mailbox.objects.all().delete(); "
+        f"call_command('import_fetchmailrc', {str(work.rcfile)!r}, owner={OWNER!r}); "
+        "print(Mailbox.objects.get().pk)"
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    mailbox_id = out.stdout.strip().splitlines()[-1]
+    return spawn(
+        [sys.executable, str(REPO / "manage.py"), "poll", "--skip-checks", mailbox_id],
+        env=env,
+        cwd=work.dir,
+        log=work.log,
+        timeout=timeout,
+    )
