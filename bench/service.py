@@ -168,7 +168,7 @@ _poll_db: tuple[PostgresCluster, dict[str, str]] | None = None
 def _poll_database(log: Path) -> dict[str, str]:
     """One PostgreSQL for every ``fetchweb-poll`` run of this invocation, migrated
     once; stopped when the harness exits."""
-    global _poll_db  # noqa: PLW0603 - one cluster per bench process
+    global _poll_db  # one cluster per bench process
     if _poll_db is None:
         import atexit
 
