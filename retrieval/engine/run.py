@@ -160,6 +160,8 @@ class _Poll:
     ) -> None:
         self.spec = spec
         self.ledger = ledger
+        # Checked once: a runtime Protocol check walks the class every time.
+        self.recipient_ledger = ledger if isinstance(ledger, RecipientLedger) else None
         self.wire = wire
         self.report = report
         self.observe = observe
@@ -436,9 +438,9 @@ class _Poll:
 
     def _served(self, listing: FolderListing, uid: str) -> set[str]:
         """Recipients that got this message in an earlier, partial delivery."""
-        if listing.ephemeral_uids or not isinstance(self.ledger, RecipientLedger):
+        if listing.ephemeral_uids or self.recipient_ledger is None:
             return set()
-        return self.ledger.delivered_recipients(
+        return self.recipient_ledger.delivered_recipients(
             listing.folder, listing.uidvalidity, uid
         )
 
@@ -453,8 +455,8 @@ class _Poll:
         folder, uidvalidity = listing.folder, listing.uidvalidity
         if decision.delete or decision.status is MessageStatus.DELIVERED:
             self.ledger.mark_delivered(folder, uidvalidity, uid, result.message_id)
-        elif decision.served and isinstance(self.ledger, RecipientLedger):
-            self.ledger.mark_recipients_delivered(
+        elif decision.served and self.recipient_ledger is not None:
+            self.recipient_ledger.mark_recipients_delivered(
                 folder, uidvalidity, uid, served | set(decision.served)
             )
 
