@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from django.db import connections, router, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from retrieval.engine.redact import WITHHELD, SecretMatcher
 from retrieval.models import Mailbox, SeenMessage
@@ -35,7 +36,9 @@ class DatabaseLedger:
 
     Django runs in autocommit mode here (``mailbox_poll`` refuses to run inside a
     transaction). Each mark is its own transaction committed with
-    ``SET LOCAL synchronous_commit = off``: the commit returns once the record is
+    ``synchronous_commit = off`` for that transaction alone (``SET LOCAL``, or
+    ``set_config(..., true)`` inside the one upsert statement of a full
+    delivery): the commit returns once the record is
     in the server's WAL buffers, before the WAL is flushed, so it survives the
     death of this worker (the server flushes it within 3 x wal_writer_delay) but
     not a crash of the database host. :meth:`sync`, which the engine calls before
@@ -97,6 +100,9 @@ class DatabaseLedger:
     def mark_delivered(
         self, folder: str, uidvalidity: int | None, uid: str, message_id: str = ""
     ) -> None:
+        if self._group_commit:
+            self._mark_asynchronously(folder, uidvalidity or 0, uid, message_id)
+            return
         with self._written(folder, uidvalidity, uid):
             # One INSERT ... ON CONFLICT: a row left by a partial delivery
             # becomes complete and keeps its message id and time.
@@ -115,6 +121,27 @@ class DatabaseLedger:
                 unique_fields=["mailbox", "folder", "uidvalidity", "uid"],
                 update_fields=["complete"],
             )
+
+    def _mark_asynchronously(
+        self, folder: str, uidvalidity: int, uid: str, message_id: str
+    ) -> None:
+        """The same upsert in one statement and one round trip (not four: BEGIN,
+        SET LOCAL, INSERT, COMMIT). ``set_config(..., true)`` is SET LOCAL: it
+        holds until the end of the statement's own transaction, whose commit
+        reads it; the next statement runs with the session's setting again."""
+        with connections[self._using].cursor() as cursor:
+            cursor.execute(
+                _UPSERT_ASYNC,
+                [
+                    self.mailbox.pk,
+                    folder,
+                    uidvalidity,
+                    uid,
+                    message_id[:998],
+                    timezone.now(),
+                ],
+            )
+        self._unsynced = (folder, uidvalidity, uid)
 
     def delivered_recipients(
         self, folder: str, uidvalidity: int | None, uid: str
@@ -159,6 +186,16 @@ class DatabaseLedger:
             self._rows(folder, uidvalidity).filter(
                 uid__in=gone_list[start : start + 500]
             ).delete()
+
+
+_SEEN = SeenMessage._meta.db_table
+_UPSERT_ASYNC = (
+    f"INSERT INTO {_SEEN} "  # a table name from the model, no input
+    "(mailbox_id, folder, uidvalidity, uid, message_id, delivered_at, recipients, "
+    "complete) SELECT %s, %s, %s, %s, %s, %s, '[]'::jsonb, true "
+    "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS group_commit "
+    "ON CONFLICT (mailbox_id, folder, uidvalidity, uid) DO UPDATE SET complete = true"
+)
 
 
 class RecordingTranscript:

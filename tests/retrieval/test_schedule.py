@@ -152,10 +152,12 @@ class GroupCommitTests:
             assert not any("synchronous_commit" in q for q in sql)
             assert synced.captured_queries == []
             return
-        offs = [
-            i for i, q in enumerate(sql) if q == "SET LOCAL synchronous_commit = off"
-        ]
-        assert len(offs) == 2 and sql[offs[0] + 1].startswith("INSERT"), sql
+        # The full delivery: one statement, its own transaction asynchronous.
+        assert sql[0].startswith("INSERT") and (
+            "set_config('synchronous_commit', 'off', true)" in sql[0]
+        ), sql
+        # The partial one: SET LOCAL in its transaction, then the row.
+        assert sql[1] == "SET LOCAL synchronous_commit = off", sql
         flush = _statements(synced)
         assert flush[0] == "SET LOCAL synchronous_commit = on"
         assert flush[1].startswith("UPDATE"), flush
