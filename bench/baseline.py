@@ -19,8 +19,12 @@ import ssl
 import sys
 from email.utils import formatdate
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.job import Job
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 SENDER = "bench@example.org"
 
@@ -102,13 +106,24 @@ def imap(job: Job, user: str) -> int:
     return len(uids)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_job(
+    argv: list[str] | None,
+    pop3: Callable[[Job, str], int],
+    imap: Callable[[Job, str], int],
+    done: str,
+) -> int:
+    """``JOB.json`` from the command line, every mailbox of it; exit 0 when some
+    messages were ``done``."""
     args = sys.argv[1:] if argv is None else argv
     job = Job.load(Path(args[0]))
     fetch = pop3 if job.protocol == "pop3" else imap
     total = sum(fetch(job, user) for user in job.users)
-    print(f"{total} messages delivered")
+    print(f"{total} messages {done}")
     return 0 if total else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(argv, pop3, imap, "delivered")
 
 
 if __name__ == "__main__":

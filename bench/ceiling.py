@@ -12,10 +12,12 @@ was downloaded (and at least one was).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.baseline import connect_imap, connect_pop3
-from bench.job import Job
+from bench.baseline import connect_imap, connect_pop3, run_job
+
+if TYPE_CHECKING:
+    from bench.job import Job
 
 
 def pop3(job: Job, user: str) -> int:
@@ -42,12 +44,7 @@ def imap(job: Job, user: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    job = Job.load(Path(args[0]))
-    fetch = pop3 if job.protocol == "pop3" else imap
-    total = sum(fetch(job, user) for user in job.users)
-    print(f"{total} messages downloaded")
-    return 0 if total else 1
+    return run_job(argv, pop3, imap, "downloaded")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ def _recorded_deliveries(env: dict[str, str]) -> int:
         "from django.db.models import Sum; from retrieval.models import PollRun; "
         "print(PollRun.objects.aggregate(n=Sum('delivered'))['n'] or 0)"
     )
+    return int(_shell(env, code))
+
+
+def _shell(env: dict[str, str], code: str) -> str:
+    """The last line ``manage.py shell -c code`` prints."""
     out = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
         cwd=REPO,
@@ -76,9 +81,9 @@ def _recorded_deliveries(env: dict[str, str]) -> int:
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
+        timeout=300,
     )
-    return int(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
 
 
 def measure_service(work: Workspace, timeout: float) -> tuple[Measurement, int]:
@@ -206,16 +211,7 @@ def measure_poll(work: Workspace, timeout: float) -> Measurement:
         f"call_command('import_fetchmailrc', {str(work.rcfile)!r}, owner={OWNER!r}); "
         "print(Mailbox.objects.get().pk)"
     )
-    out = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    mailbox_id = out.stdout.strip().splitlines()[-1]
+    mailbox_id = _shell(env, code)
     return spawn(
         [sys.executable, str(REPO / "manage.py"), "poll", "--skip-checks", mailbox_id],
         env=env,

@@ -354,6 +354,17 @@ BATCH = 5
 EVERY_BATCH = {f"crash-{n}@example.net" for n in range(1, BATCH + 1)}
 
 
+def _batch(
+    dovecot: Dovecot, mailuser: MailUser, listener: SmtpListener, protocol: str
+) -> dict[str, Any]:
+    """BATCH messages on the server; the poll's configuration."""
+    for n in range(1, BATCH + 1):
+        dovecot.put(mailuser.name, message(n))
+    return config(
+        dovecot, mailuser, listener.port, protocol, port_of(dovecot, protocol)
+    )
+
+
 def _durable_message_ids(idfile: str) -> set[str]:
     """What the idfile holds after the crash (opening it replays the journal)."""
     with IdFile.open(idfile) as ids:
@@ -394,11 +405,7 @@ def test_a_crashed_batch_is_never_deleted_before_its_records_are_durable(
     expunge: int,
     duplicates: int,
 ) -> None:
-    for n in range(1, BATCH + 1):
-        dovecot.put(mailuser.name, message(n))
-    cfg = config(
-        dovecot, mailuser, smtp_listener.port, protocol, port_of(dovecot, protocol)
-    )
+    cfg = _batch(dovecot, mailuser, smtp_listener, protocol)
     cfg |= {"idfile": str(tmp_path / "idfile"), "expunge": expunge}
 
     crashed = run_driver({**cfg, "crash_at": step, "nth": nth, "power_cut": power_cut})
@@ -468,11 +475,7 @@ def test_the_ledger_is_synced_before_the_server_may_commit_a_deletion(
     protocol: str,
     expunge: int,
 ) -> None:
-    for n in range(1, BATCH + 1):
-        dovecot.put(mailuser.name, message(n))
-    cfg = config(
-        dovecot, mailuser, smtp_listener.port, protocol, port_of(dovecot, protocol)
-    )
+    cfg = _batch(dovecot, mailuser, smtp_listener, protocol)
     order = _Ordered()
     ledger = _OrderLedger(order)
 

@@ -75,6 +75,23 @@ def _kill_worker_at(
     )
 
 
+def _mailbox(dovecot, mailuser, smtp_listener, protocol: str) -> Mailbox:
+    """The Dovecot account as a superuser's mailbox, delivering to the listener."""
+    return make_mailbox(
+        make_user(superuser=True),
+        password=mailuser.password,
+        protocol=protocol,
+        host=dovecot.host,
+        port=port_of(dovecot, protocol),
+        tls_mode="none",
+        username=mailuser.name,
+        delivery_host="127.0.0.1",
+        delivery_port=smtp_listener.port,
+        recipient="joe@example.org",
+        timeout=10,
+    )
+
+
 def _advisory_locks() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
@@ -109,19 +126,7 @@ def test_a_killed_worker_loses_nothing_and_duplicates_only_an_unrecorded_250(
 ):
     for n in (1, 2, 3):
         dovecot.put(mailuser.name, message(n))
-    mailbox = make_mailbox(
-        make_user(superuser=True),
-        password=mailuser.password,
-        protocol=protocol,
-        host=dovecot.host,
-        port=port_of(dovecot, protocol),
-        tls_mode="none",
-        username=mailuser.name,
-        delivery_host="127.0.0.1",
-        delivery_port=smtp_listener.port,
-        recipient="joe@example.org",
-        timeout=10,
-    )
+    mailbox = _mailbox(dovecot, mailuser, smtp_listener, protocol)
 
     killed = _kill_worker_at(mailbox, step)
 
@@ -175,19 +180,7 @@ def test_a_killed_worker_keeps_its_unsynced_batch_and_redelivers_nothing(
     everything = {f"crash-{n}@example.net" for n in range(1, 6)}
     for n in range(1, 6):
         dovecot.put(mailuser.name, message(n))
-    mailbox = make_mailbox(
-        make_user(superuser=True),
-        password=mailuser.password,
-        protocol=protocol,
-        host=dovecot.host,
-        port=port_of(dovecot, protocol),
-        tls_mode="none",
-        username=mailuser.name,
-        delivery_host="127.0.0.1",
-        delivery_port=smtp_listener.port,
-        recipient="joe@example.org",
-        timeout=10,
-    )
+    mailbox = _mailbox(dovecot, mailuser, smtp_listener, protocol)
 
     killed = _kill_worker_at(mailbox, step, nth)
 
@@ -231,19 +224,7 @@ def test_a_soft_time_limit_inside_the_engine_ends_the_poll_cleanly(
 
     for n in (1, 2, 3):
         dovecot.put(mailuser.name, message(n))
-    mailbox = make_mailbox(
-        make_user(superuser=True),
-        password=mailuser.password,
-        protocol=protocol,
-        host=dovecot.host,
-        port=port_of(dovecot, protocol),
-        tls_mode="none",
-        username=mailuser.name,
-        delivery_host="127.0.0.1",
-        delivery_port=smtp_listener.port,
-        recipient="joe@example.org",
-        timeout=10,
-    )
+    mailbox = _mailbox(dovecot, mailuser, smtp_listener, protocol)
     real_poll = services.polls.engine_poll
     monkeypatch.setattr(
         services.polls,

@@ -24,6 +24,7 @@ from tests.support.dovecot import MailUser
 from tests.support.postfix import CLIENT_DOMAIN
 
 if TYPE_CHECKING:
+    from retrieval.engine.report import PollReport
     from tests.support.dovecot import Dovecot
     from tests.support.postfix import Postfix
 
@@ -53,6 +54,29 @@ def _stored(dovecot: Dovecot, user: str) -> list[str]:
     )
 
 
+def _poll_three(
+    dovecot: Dovecot,
+    mailuser: MailUser,
+    protocol: str,
+    kind: DeliveryKind,
+    port: int,
+    recipients: tuple[str, ...],
+) -> tuple[PollReport, MemoryLedger, ListTranscript]:
+    """Three messages on the server, polled into the listener at ``port``."""
+    for n in (1, 2, 3):
+        dovecot.put(mailuser.name, message(n))
+    server_port = dovecot.pop3_port if protocol == "pop3" else dovecot.imap_port
+    spec = build_spec(config(dovecot, mailuser, port, protocol, server_port))
+    delivery = DeliverySpec(
+        kind=kind, hosts=(f"127.0.0.1/{port}",), recipients=recipients, timeout=10
+    )
+    ledger, transcript = MemoryLedger(), ListTranscript()
+    report = poll(
+        replace(spec, delivery=delivery), ledger=ledger, transcript=transcript
+    )
+    return report, ledger, transcript
+
+
 def _user(dovecot: Dovecot) -> MailUser:
     user = MailUser(
         name=f"user{secrets.token_hex(5)}", password=secrets.token_urlsafe(12)
@@ -65,24 +89,15 @@ def test_dovecot_lmtp_gets_envelope_and_data_in_one_write(
     dovecot: Dovecot, mailuser: MailUser
 ) -> None:
     first, second = _user(dovecot), _user(dovecot)
-    for n in (1, 2, 3):
-        dovecot.put(mailuser.name, message(n))
-    cfg = config(dovecot, mailuser, dovecot.lmtp_port, "pop3", dovecot.pop3_port)
-    spec = build_spec(cfg)
-    delivery = DeliverySpec(
-        kind=DeliveryKind.LMTP,
-        hosts=(f"127.0.0.1/{dovecot.lmtp_port}",),
-        # the one in the middle does not exist: 550 at RCPT, in the pipeline
-        recipients=(first.name, "nosuchuser" + secrets.token_hex(3), second.name),
-        timeout=10,
-    )
-    transcript = ListTranscript()
-    ledger = MemoryLedger()
-
-    report = poll(
-        replace(spec, delivery=delivery),
-        ledger=ledger,
-        transcript=transcript,
+    # the one in the middle does not exist: 550 at RCPT, in the pipeline
+    nobody = "nosuchuser" + secrets.token_hex(3)
+    report, ledger, transcript = _poll_three(
+        dovecot,
+        mailuser,
+        "pop3",
+        DeliveryKind.LMTP,
+        dovecot.lmtp_port,
+        (first.name, nobody, second.name),
     )
 
     assert _pipelined_envelopes(transcript) == 3, transcript.text()
@@ -100,22 +115,13 @@ def test_dovecot_lmtp_gets_envelope_and_data_in_one_write(
 def test_postfix_gets_envelope_and_data_in_one_write(
     dovecot: Dovecot, mailuser: MailUser, postfix: Postfix, catchall: MailUser
 ) -> None:
-    for n in (1, 2, 3):
-        dovecot.put(mailuser.name, message(n))
-    cfg = config(dovecot, mailuser, postfix.port, "imap", dovecot.imap_port)
-    spec = build_spec(cfg)
-    delivery = DeliverySpec(
-        kind=DeliveryKind.SMTP,
-        hosts=(f"127.0.0.1/{postfix.port}",),
-        recipients=(f"alice@{CLIENT_DOMAIN}", f"bob@{CLIENT_DOMAIN}"),
-        timeout=10,
-    )
-    transcript = ListTranscript()
-
-    report = poll(
-        replace(spec, delivery=delivery),
-        ledger=MemoryLedger(),
-        transcript=transcript,
+    report, _, transcript = _poll_three(
+        dovecot,
+        mailuser,
+        "imap",
+        DeliveryKind.SMTP,
+        postfix.port,
+        (f"alice@{CLIENT_DOMAIN}", f"bob@{CLIENT_DOMAIN}"),
     )
 
     assert report.error == "", report.error
