@@ -59,6 +59,7 @@ class DatabaseLedger:
         self._group_commit = connections[self._using].vendor == "postgresql"
         # The row written last and not yet made durable (folder, uidvalidity, uid).
         self._unsynced: tuple[str, int, str] | None = None
+        self._recipients: dict[tuple[str, int], dict[str, set[str]]] = {}
 
     @contextmanager
     def _written(
@@ -143,11 +144,24 @@ class DatabaseLedger:
             )
         self._unsynced = (folder, uidvalidity, uid)
 
+    def _served(self, folder: str, uidvalidity: int | None) -> dict[str, set[str]]:
+        """The folder's rows that name recipients, read once per poll (one query,
+        not one per message): this poll holds the mailbox's lease and lock, so
+        it is the only writer, and keeps the copy current itself."""
+        key = (folder, uidvalidity or 0)
+        if key not in self._recipients:
+            rows = (
+                self._rows(folder, uidvalidity)
+                .exclude(recipients=[])
+                .values_list("uid", "recipients")
+            )
+            self._recipients[key] = {uid: set(names) for uid, names in rows}
+        return self._recipients[key]
+
     def delivered_recipients(
         self, folder: str, uidvalidity: int | None, uid: str
     ) -> set[str]:
-        row = self._rows(folder, uidvalidity).filter(uid=uid).first()
-        return set(row.recipients) if row is not None else set()
+        return set(self._served(folder, uidvalidity).get(uid, ()))
 
     def mark_recipients_delivered(
         self,
@@ -166,6 +180,7 @@ class DatabaseLedger:
             )
             row.recipients = sorted(set(row.recipients) | set(recipients))
             row.save(update_fields=["recipients"])
+        self._served(folder, uidvalidity)[uid] = set(row.recipients)
 
     def last_uidvalidity(self, folder: str) -> int | None:
         latest = (
@@ -181,6 +196,9 @@ class DatabaseLedger:
     ) -> None:
         known = set(self._rows(folder, uidvalidity).values_list("uid", flat=True))
         gone = known - present
+        served = self._served(folder, uidvalidity)
+        for uid in gone:
+            served.pop(uid, None)
         gone_list = sorted(gone)
         for start in range(0, len(gone_list), 500):
             self._rows(folder, uidvalidity).filter(
