@@ -100,7 +100,13 @@ def table(
     return out
 
 
-def section(before: Path, after: Path, before_commit: str = "") -> str:
+def section(
+    before: Path,
+    after: Path,
+    before_commit: str = "",
+    notes: str = "",
+    after_commit: str = "",
+) -> str:
     lines = [
         SECTION,
         "",
@@ -121,8 +127,9 @@ def section(before: Path, after: Path, before_commit: str = "") -> str:
         "",
         *table(load(before), "Before", before.name, before_commit),
         "",
-        *table(load(after), "After", after.name),
+        *table(load(after), "After", after.name, after_commit),
         "",
+        *([notes.strip(), ""] if notes.strip() else []),
     ]
     return "\n".join(lines)
 
@@ -156,10 +163,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--before-commit", default="", help="when the before run was an export"
     )
+    ap.add_argument(
+        "--after-commit", default="", help="when the results file made it dirty"
+    )
+    ap.add_argument(
+        "--notes", type=Path, help="markdown put under the tables (what changed)"
+    )
     args = ap.parse_args(argv)
     page = args.docs.read_text() if args.docs.exists() else "# Benchmarks\n"
     args.docs.write_text(
-        replace_section(page, section(args.before, args.after, args.before_commit))
+        replace_section(
+            page,
+            section(
+                args.before,
+                args.after,
+                args.before_commit,
+                args.notes.read_text() if args.notes else "",
+            ),
+        )
     )
     print(f"wrote the {SECTION[3:]} section of {args.docs}")
     return 0
