@@ -19,8 +19,12 @@ import ssl
 import sys
 from email.utils import formatdate
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.job import Job
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 SENDER = "bench@example.org"
 
@@ -44,7 +48,7 @@ def _listener(job: Job) -> smtplib.SMTP:
     return smtplib.SMTP("127.0.0.1", job.deliver_port, timeout=job.timeout)
 
 
-def pop3(job: Job, user: str) -> int:
+def connect_pop3(job: Job, user: str) -> poplib.POP3:
     if job.tls:
         box: poplib.POP3 = poplib.POP3_SSL(
             job.host, job.port, timeout=job.timeout, context=_tls(job)
@@ -53,6 +57,23 @@ def pop3(job: Job, user: str) -> int:
         box = poplib.POP3(job.host, job.port, timeout=job.timeout)
     box.user(user)
     box.pass_(job.password)
+    return box
+
+
+def connect_imap(job: Job, user: str) -> imaplib.IMAP4:
+    if job.tls:
+        box: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+            job.host, job.port, ssl_context=_tls(job), timeout=job.timeout
+        )
+    else:
+        box = imaplib.IMAP4(job.host, job.port, timeout=job.timeout)
+    box.login(user, job.password)
+    box.select("INBOX")
+    return box
+
+
+def pop3(job: Job, user: str) -> int:
+    box = connect_pop3(job, user)
     count, _ = box.stat()
     with _listener(job) as out:
         for n in range(1, count + 1):
@@ -69,14 +90,7 @@ def pop3(job: Job, user: str) -> int:
 
 
 def imap(job: Job, user: str) -> int:
-    if job.tls:
-        box: imaplib.IMAP4 = imaplib.IMAP4_SSL(
-            job.host, job.port, ssl_context=_tls(job), timeout=job.timeout
-        )
-    else:
-        box = imaplib.IMAP4(job.host, job.port, timeout=job.timeout)
-    box.login(user, job.password)
-    box.select("INBOX")
+    box = connect_imap(job, user)
     _, found = box.uid("SEARCH", "UNSEEN")
     uids = found[0].split() if found and found[0] else []
     flag = r"(\Seen)" if job.keep else r"(\Deleted)"
@@ -92,13 +106,24 @@ def imap(job: Job, user: str) -> int:
     return len(uids)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_job(
+    argv: list[str] | None,
+    pop3: Callable[[Job, str], int],
+    imap: Callable[[Job, str], int],
+    done: str,
+) -> int:
+    """``JOB.json`` from the command line, every mailbox of it; exit 0 when some
+    messages were ``done``."""
     args = sys.argv[1:] if argv is None else argv
     job = Job.load(Path(args[0]))
     fetch = pop3 if job.protocol == "pop3" else imap
     total = sum(fetch(job, user) for user in job.users)
-    print(f"{total} messages delivered")
+    print(f"{total} messages {done}")
     return 0 if total else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(argv, pop3, imap, "delivered")
 
 
 if __name__ == "__main__":

@@ -175,7 +175,12 @@ def _run(args: argparse.Namespace, cases: list[Any], tools: list[Tool]) -> int:
                             "reason": reason,
                         },
                     )
-                fits = [t for t in usable if p.case.many or not t.many_only]
+                fits = [
+                    t
+                    for t in usable
+                    if (p.case.many or not t.many_only)
+                    and (p.case.single or not t.single_only)
+                ]
                 for i in range(args.runs):
                     # rotate the order so that no tool always goes first
                     turn = fits[i % len(fits) :] + fits[: i % len(fits)] if fits else []

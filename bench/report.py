@@ -194,9 +194,11 @@ def render(records: list[dict[str, Any]], source: str, docs: Path) -> None:
     tools = list(dict.fromkeys(r["tool"] for r in records if r.get("kind") == "run"))
     plot = docs.with_suffix(".png")
     _plot(summaries, cases, tools, plot)
-    docs.write_text(
-        _markdown(meta, records, summaries, cases, tools, source, plot.name)
-    )
+    from bench.per_message import kept_section
+
+    kept = kept_section(docs)  # rendered from its own runs: see bench.per_message
+    page = _markdown(meta, records, summaries, cases, tools, source, plot.name)
+    docs.write_text(page + ("\n" + kept if kept else ""))
 
 
 def _markdown(

@@ -69,6 +69,11 @@ def _recorded_deliveries(env: dict[str, str]) -> int:
         "from django.db.models import Sum; from retrieval.models import PollRun; "
         "print(PollRun.objects.aggregate(n=Sum('delivered'))['n'] or 0)"
     )
+    return int(_shell(env, code))
+
+
+def _shell(env: dict[str, str], code: str) -> str:
+    """The last line ``manage.py shell -c code`` prints."""
     out = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
         cwd=REPO,
@@ -76,9 +81,9 @@ def _recorded_deliveries(env: dict[str, str]) -> int:
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
+        timeout=300,
     )
-    return int(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
 
 
 def measure_service(work: Workspace, timeout: float) -> tuple[Measurement, int]:
@@ -157,4 +162,60 @@ def measure_service(work: Workspace, timeout: float) -> tuple[Measurement, int]:
             rss_source="wait4",
         ),
         recorded,
+    )
+
+
+# --- one mailbox through services.mailbox_poll (``fetchweb-poll``) -----------------
+
+_poll_db: tuple[PostgresCluster, dict[str, str]] | None = None
+
+
+def _poll_database(log: Path) -> dict[str, str]:
+    """One PostgreSQL for every ``fetchweb-poll`` run of this invocation, migrated
+    once; stopped when the harness exits."""
+    global _poll_db  # one cluster per bench process
+    if _poll_db is None:
+        import atexit
+
+        pg = PostgresCluster.start()
+        atexit.register(pg.stop)
+        env = {
+            **os.environ,
+            "DATABASE_URL": pg.url,
+            "DEBUG": "false",  # DEBUG keeps every query in memory: not the service
+            "FETCH_ALLOW_PRIVATE_HOSTS": "true",
+            "DJANGO_SUPERUSER_EMAIL": OWNER,
+            "DJANGO_SUPERUSER_PASSWORD": "bench-only-password",
+            "PYTHONPATH": str(REPO),
+        }
+        # DEBUG off without the production settings (shared keys, Redis): the
+        # deployment checks would refuse; nothing here is deployed.
+        _manage(env, "migrate", "--noinput", "--skip-checks", log=log)
+        _manage(env, "createsuperuser", "--noinput", "--skip-checks", log=log)
+        _poll_db = (pg, env)
+    return _poll_db[1]
+
+
+def measure_poll(work: Workspace, timeout: float) -> Measurement:
+    """``manage.py poll ID`` on the run's one mailbox: the whole service path of
+    one poll (lease, advisory lock, PollRun, the ORM ledger on PostgreSQL, the
+    transcript), timed like the engine command, from spawn to exit. The mailbox
+    is imported afresh before each run, outside the timed part."""
+    from bench.tools import spawn
+
+    env = _poll_database(work.log)
+    code = (
+        "from django.core.management import call_command; "
+        "from retrieval.models import Mailbox; "
+        "Mailbox.objects.all().delete(); "
+        f"call_command('import_fetchmailrc', {str(work.rcfile)!r}, owner={OWNER!r}); "
+        "print(Mailbox.objects.get().pk)"
+    )
+    mailbox_id = _shell(env, code)
+    return spawn(
+        [sys.executable, str(REPO / "manage.py"), "poll", "--skip-checks", mailbox_id],
+        env=env,
+        cwd=work.dir,
+        log=work.log,
+        timeout=timeout,
     )

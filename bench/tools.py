@@ -70,6 +70,10 @@ class Tool(ABC):
     description: str
     uid: int | None = None  # run as this user (None: the harness's own)
     many_only = False  # measured on the ``many`` cases only
+    single_only = False  # measured on the single-mailbox cases only
+    # Downloads without delivering or deleting (the ceiling): the run is checked
+    # by the tool's exit status only.
+    download_only = False
     gid: int | None = None
 
     def check(self) -> None:  # noqa: B027 - most tools can always run
@@ -252,6 +256,38 @@ class Stdlib(CommandTool):
         return [sys.executable, "-m", "bench.baseline", str(work.job)]
 
 
+class Ceiling(CommandTool):
+    name = "poplib"
+    description = "the ceiling: poplib/imaplib download only (bench/ceiling.py)"
+    single_only = True
+    download_only = True
+
+    def env(self, work: Workspace) -> dict[str, str]:
+        return {**super().env(work), "PYTHONPATH": str(REPO)}
+
+    def argv(self, work: Workspace) -> list[str]:
+        return [sys.executable, "-m", "bench.ceiling", str(work.job)]
+
+
+class FetchwebPoll(Tool):
+    """One mailbox through ``manage.py poll`` (services.mailbox_poll, the
+    PostgreSQL ledger): the service path beside the engine command; see
+    :func:`bench.service.measure_poll`."""
+
+    name = "fetchweb-poll"
+    description = "fetchweb service path: manage.py poll (PostgreSQL ledger)"
+    single_only = True
+
+    def check(self) -> None:
+        if not (REPO / "retrieval/management/commands/poll.py").exists():
+            raise Unavailable("manage.py poll is missing")
+
+    def measure(self, work: Workspace, timeout: float) -> Measurement:
+        from bench.service import measure_poll
+
+        return measure_poll(work, timeout)
+
+
 class FetchwebService(Tool):
     """The full service (Celery + PostgreSQL + Redis) for the ``many`` cases; see
     :mod:`bench.service`."""
@@ -274,7 +310,14 @@ class FetchwebService(Tool):
         return measurement
 
 
-ALL_TOOLS = ("fetchmail", "fetchweb", "stdlib", "fetchweb-service")
+ALL_TOOLS = (
+    "fetchmail",
+    "fetchweb",
+    "stdlib",
+    "fetchweb-service",
+    "fetchweb-poll",
+    "poplib",
+)
 
 
 def make_tools(names: list[str], fetchweb_cmd: str | None) -> list[Tool]:
@@ -283,6 +326,8 @@ def make_tools(names: list[str], fetchweb_cmd: str | None) -> list[Tool]:
         "fetchweb": lambda: Fetchweb(fetchweb_cmd),
         "stdlib": Stdlib,
         "fetchweb-service": FetchwebService,
+        "fetchweb-poll": FetchwebPoll,
+        "poplib": Ceiling,
     }
     unknown = [n for n in names if n not in makers]
     if unknown:

@@ -412,8 +412,9 @@ class SeenMessage(models.Model):
     """A message already delivered, so a rerun or a keep-mode poll never repeats it.
 
     The row is committed after the listener accepted the message and before the
-    delete is sent to the server: a crash at the worst moment duplicates one message
-    and never loses one. POP3 has no UIDVALIDITY; it is stored as 0.
+    delete is sent to the server, and made durable (DatabaseLedger.sync) before the
+    server may commit the delete: a killed worker duplicates one message at most and
+    never loses one. POP3 has no UIDVALIDITY; it is stored as 0.
     """
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="seen")

@@ -17,17 +17,20 @@ IMAP UIDs of one account differ, so the protocol is part of the name). A folder
 keeps the UIDs of its latest UIDVALIDITY only: recording a UID under a new
 UIDVALIDITY drops the old numbering, whose UIDs mean nothing any more.
 
-Durability: every change is one JSON line appended to ``IDFILE.journal`` and
-flushed with ``fdatasync`` before the call returns (the directory is synced
-once, when the journal is created), so ``mark_delivered`` is durable when it
-returns, as the engine's ``Ledger`` contract requires, at the cost of one small
-write instead of rewriting every UID the mailbox holds. The journal is folded
+Durability, by group commit (the engine's ``Ledger`` contract): every change is
+one JSON line appended to ``IDFILE.journal`` with ``write`` before the call
+returns, so it is in the kernel's hands and survives the death of this process;
+:meth:`IdFile.sync` (``Ledger.sync``, which the engine calls before the server
+may commit a deletion: POP3 QUIT, IMAP EXPUNGE) flushes all of them with one
+``fdatasync``. The directory is synced once, when the journal is created. A
+crash of the machine can lose lines written since the last sync: their messages
+were not deleted yet, so they are delivered again, never lost. The journal is folded
 into the file (written to a temporary file, synced, renamed over the idfile,
 directory synced; then the journal is removed) when the idfile is closed, when
 the journal passes ``COMPACT_BYTES``, and on opening after a crash. Replaying
 a change twice does nothing more, so a crash at any point of that fold loses
-nothing; a line torn by a crash while it was appended belongs to a call that
-never returned, and is ignored.
+nothing; a line torn by a crash while it was appended, and the zeros a machine
+crash may leave where unsynced lines were to go, are ignored.
 
 One process at a time: :meth:`IdFile.open` takes an exclusive ``flock`` on
 ``IDFILE.lock``; a second poll with the same idfile is refused (exit 8, as
@@ -110,6 +113,7 @@ class IdFile:
         self._mailboxes: dict[str, dict[str, dict[str, Any]]] = mailboxes
         self._journal_fd = -1
         self._journal_size = 0
+        self._synced_size = 0  # journal bytes known to be on stable storage
 
     @classmethod
     def open(cls, path: str) -> IdFile:
@@ -169,8 +173,21 @@ class IdFile:
     def folders(self, key: str) -> dict[str, dict[str, Any]]:
         return self._mailboxes.setdefault(key, {})
 
+    def sync(self) -> None:
+        """Make every journal line written so far durable: one ``fdatasync``."""
+        if self._journal_fd < 0 or self._synced_size == self._journal_size:
+            return
+        try:
+            os.fdatasync(self._journal_fd)
+        except OSError as exc:
+            raise IdfileError(
+                f"The idfile {self.path} could not be written: {exc.strerror or exc}."
+            ) from exc
+        self._synced_size = self._journal_size
+
     def commit(self, change: dict[str, Any]) -> None:
-        """Journal ``change`` durably, then apply it to the loaded record."""
+        """Journal ``change`` (written, not yet synced), then apply it to the
+        loaded record."""
         if self.path == os.devnull:
             _apply(self._mailboxes, change)
             return
@@ -191,12 +208,12 @@ class IdFile:
                 self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
             )
             self._journal_size = os.fstat(self._journal_fd).st_size
+            self._synced_size = 0  # what it held before is older than this process
             _sync_directory(Path(self.path).parent)  # the journal must be found
         try:
             written = 0
             while written < len(line):
                 written += os.write(self._journal_fd, line[written:])
-            os.fdatasync(self._journal_fd)
         except OSError:
             # Cut a torn line off, so that the next change starts a clean one.
             with contextlib.suppress(OSError):
@@ -209,6 +226,7 @@ class IdFile:
             os.close(self._journal_fd)
             self._journal_fd = -1
             self._journal_size = 0
+            self._synced_size = 0
 
     def save(self) -> None:
         """Replace the file atomically and durably with the current record, then
@@ -217,7 +235,7 @@ class IdFile:
             self._write()
             if self._journal_fd >= 0:
                 os.ftruncate(self._journal_fd, 0)
-                self._journal_size = 0
+                self._journal_size = self._synced_size = 0
             Path(self.journal_path).unlink(missing_ok=True)
             self._close_journal()
         except OSError as exc:
@@ -306,6 +324,9 @@ class FileLedger:
         record = self._folders.get(folder)
         return None if record is None else record["uidvalidity"]
 
+    def sync(self) -> None:
+        self._idfile.sync()
+
     def forget_missing(
         self, folder: str, uidvalidity: int | None, present: set[str]
     ) -> None:
@@ -374,6 +395,8 @@ def _replay(path: str, mailboxes: dict[str, Any]) -> bool:
     lines = raw.split(b"\n")
     # The last piece is empty, or a line torn by a crash: its call never returned.
     for line in lines[:-1]:
+        if not line.strip(b"\0"):
+            continue  # zeros where a machine crash lost unsynced lines
         try:
             change = json.loads(line)
         except ValueError:

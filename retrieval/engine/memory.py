@@ -13,7 +13,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class MemoryLedger:
-    """Delivered UIDs per (folder, UIDVALIDITY); ``marks`` counts every call."""
+    """Delivered UIDs per (folder, UIDVALIDITY); ``marks`` counts every call.
+
+    Memory is never durable; ``durable_marks`` says how many of ``marks`` a
+    durable ledger would have on stable storage (those before the last ``sync``).
+    """
 
     delivered: dict[tuple[str, int | None], dict[str, str]] = field(
         default_factory=dict
@@ -22,6 +26,8 @@ class MemoryLedger:
     marks: list[tuple[str, int | None, str]] = field(default_factory=list)
     # Partial deliveries: recipients that already have a message still kept.
     partial: dict[tuple[str, int | None, str], set[str]] = field(default_factory=dict)
+    durable_marks: int = 0
+    syncs: int = 0
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]:
         return set(self.delivered.get((folder, uidvalidity), {}))
@@ -39,6 +45,10 @@ class MemoryLedger:
 
     def last_uidvalidity(self, folder: str) -> int | None:
         return self.uidvalidity.get(folder)
+
+    def sync(self) -> None:
+        self.durable_marks = len(self.marks)
+        self.syncs += 1
 
     def forget_missing(
         self, folder: str, uidvalidity: int | None, present: set[str]

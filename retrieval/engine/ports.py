@@ -16,16 +16,25 @@ Direction = Literal["S", "C", "*"]  # server said, client said, engine note
 # The points of one message's journey at which a test may stop the poll (see
 # ``poll(..., observe=...)``): after the fetch, once DATA is under way, after the
 # final dot but before the reply is read, after the reply but before the
-# ledger commit, after the commit, and after the delete command was answered.
-PollStep = Literal["fetched", "data", "dot", "replied", "recorded", "deleted"]
+# ledger commit, after the commit, and after the delete command was answered;
+# "synced" (uid "") once the ledger was made durable, before QUIT or EXPUNGE.
+PollStep = Literal["fetched", "data", "dot", "replied", "recorded", "deleted", "synced"]
 
 
 class Ledger(Protocol):
     """The record of messages already delivered, per folder and UIDVALIDITY.
 
-    ``mark_delivered`` must be durable when it returns: the engine sends the delete
-    command to the server only afterwards, so a crash can at worst cause one
-    duplicate delivery, never a lost message.
+    Group commit in two steps. ``mark_delivered`` (and
+    ``mark_recipients_delivered``) must have *written* the record when it
+    returns, out of this process's hands (an appended journal line, a committed
+    transaction), so that a killed process loses nothing it reported: the engine
+    records each delivery before it fetches the next message, and a crash of the
+    process can at worst deliver one message twice. It need not be on stable
+    storage yet. :meth:`sync` makes every record written so far durable; the
+    fetch layer calls it right before the server could commit a deletion
+    (POP3 ``QUIT``, IMAP ``STORE \\Deleted``/``EXPUNGE``), so a deletion never
+    outlives the record of its delivery. Only a crash of the machine between a
+    write and the sync can deliver that batch again; nothing is ever lost.
     """
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]: ...
@@ -39,6 +48,10 @@ class Ledger(Protocol):
     ) -> None: ...
 
     def last_uidvalidity(self, folder: str) -> int | None: ...
+
+    def sync(self) -> None:
+        """Make every record written so far durable (fsync, a synchronous commit)."""
+        ...
 
     def forget_missing(
         self, folder: str, uidvalidity: int | None, present: set[str]
@@ -70,7 +83,8 @@ class RecipientLedger(Ledger, Protocol):
         uid: str,
         recipients: Collection[str],
     ) -> None:
-        """Add ``recipients`` to the message's record; durable when it returns.
+        """Add ``recipients`` to the message's record; written when it returns,
+        durable after :meth:`Ledger.sync`, like ``mark_delivered``.
 
         The message does not count as delivered (``delivered_uids``) until
         ``mark_delivered``; ``forget_missing`` drops these records too.

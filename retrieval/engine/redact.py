@@ -70,6 +70,10 @@ class SecretMatcher:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._texts: set[str] = set()
         self._raw: set[bytes] = set()
+        # For each secret, the base64 text its whole 3-byte groups encode to at
+        # each of the three byte alignments; None once a secret is too short to
+        # have a group at every alignment (then every run is decoded).
+        self._cores: list[str] | None = []
         for secret in secrets:
             self.add(secret)
 
@@ -78,7 +82,13 @@ class SecretMatcher:
             return
         self._texts.add(secret)
         self._texts.add(imap_quoted(secret))
-        self._raw.add(secret.encode("utf-8"))
+        raw = secret.encode("utf-8")
+        self._raw.add(raw)
+        cores = [_core(raw[shift:]) for shift in range(3)]
+        if self._cores is not None and all(cores):
+            self._cores.extend(cores)
+        else:
+            self._cores = None
 
     def __bool__(self) -> bool:
         return bool(self._texts)
@@ -92,6 +102,11 @@ class SecretMatcher:
 
     def _in_base64(self, run: str) -> bool:
         run = run.rstrip("=").replace("-", "+").replace("_", "/")
+        if self._cores is not None and not any(core in run for core in self._cores):
+            # Wherever a secret sits in the decoded bytes, its whole 3-byte
+            # groups are encoded as one of its cores: no core, no secret. This
+            # spares decoding every run of every line (most of a poll's CPU).
+            return False
         for offset in range(4):
             chunk = run[offset:]
             usable = len(chunk) - len(chunk) % 4
@@ -113,6 +128,11 @@ class SecretMatcher:
     def scrub(self, text: str, withheld: str = WITHHELD_TEXT) -> str:
         """``text`` unchanged, or ``withheld`` when it carries a secret."""
         return withheld if self.found_in(text) else text
+
+
+def _core(raw: bytes) -> str:
+    """The base64 of ``raw``'s whole 3-byte groups from its first byte on."""
+    return base64.b64encode(raw[: len(raw) - len(raw) % 3]).decode()
 
 
 class RedactingTranscript:

@@ -161,6 +161,8 @@ class _Poll:
     ) -> None:
         self.spec = spec
         self.ledger = ledger
+        # Checked once: a runtime Protocol check walks the class every time.
+        self.recipient_ledger = ledger if isinstance(ledger, RecipientLedger) else None
         self.wire = wire
         self.report = report
         self.observe = observe
@@ -188,7 +190,9 @@ class _Poll:
 
         if note := idle.check(self.spec):
             self.report.notes.append(note)
-        session = open_session(self.spec, self.wire, on_greeting=greeted)
+        session = open_session(
+            self.spec, self.wire, on_greeting=greeted, make_durable=self._sync
+        )
         sink: Sink | None = None
         try:
             sink = self._open_sink()
@@ -421,12 +425,19 @@ class _Poll:
             if note:
                 self.report.notes.append(f"Message {message.uid}: {note}")
         if not listing.ephemeral_uids:
-            # Durable record first: a crash after this line causes no loss
-            # and no redelivery; a crash before it one duplicate at most.
+            # Record first (written, made durable by _sync before the server
+            # may commit the delete): a killed process after this line causes
+            # no loss and no redelivery; before it, one duplicate at most.
             self._record(listing, message.uid, result, decision, served)
             self._step("recorded", message.uid)
         if decision.delete:
             self._delete(session, message, result)
+
+    def _sync(self) -> None:
+        """Group commit: the records written since the last call become durable,
+        right before the server may commit deletions (the session calls this)."""
+        self.ledger.sync()
+        self._step("synced", "")
 
     def _step(self, step: PollStep, uid: str) -> None:
         if self.observe is not None:
@@ -434,9 +445,9 @@ class _Poll:
 
     def _served(self, listing: FolderListing, uid: str) -> set[str]:
         """Recipients that got this message in an earlier, partial delivery."""
-        if listing.ephemeral_uids or not isinstance(self.ledger, RecipientLedger):
+        if listing.ephemeral_uids or self.recipient_ledger is None:
             return set()
-        return self.ledger.delivered_recipients(
+        return self.recipient_ledger.delivered_recipients(
             listing.folder, listing.uidvalidity, uid
         )
 
@@ -451,8 +462,8 @@ class _Poll:
         folder, uidvalidity = listing.folder, listing.uidvalidity
         if decision.delete or decision.status is MessageStatus.DELIVERED:
             self.ledger.mark_delivered(folder, uidvalidity, uid, result.message_id)
-        elif decision.served and isinstance(self.ledger, RecipientLedger):
-            self.ledger.mark_recipients_delivered(
+        elif decision.served and self.recipient_ledger is not None:
+            self.recipient_ledger.mark_recipients_delivered(
                 folder, uidvalidity, uid, served | set(decision.served)
             )
 

@@ -8,15 +8,18 @@ ORM sink: delivery goes to the listener the spec names (the engine's own sinks).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.db import connections, router, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from retrieval.engine.redact import WITHHELD, SecretMatcher
 from retrieval.models import Mailbox, SeenMessage
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Iterator
 
     from django.db.models import QuerySet
 
@@ -29,15 +32,62 @@ MASK = "********"
 
 
 class DatabaseLedger:
-    """The engine's Ledger on SeenMessage rows.
+    """The engine's Ledger on SeenMessage rows, with group commit on PostgreSQL.
 
     Django runs in autocommit mode here (``mailbox_poll`` refuses to run inside a
-    transaction), so ``mark_delivered`` has committed when it returns: the engine
-    deletes from the server only after that.
+    transaction). Each mark is its own transaction committed with
+    ``synchronous_commit = off`` for that transaction alone (``SET LOCAL``, or
+    ``set_config(..., true)`` inside the one upsert statement of a full
+    delivery): the commit returns once the record is
+    in the server's WAL buffers, before the WAL is flushed, so it survives the
+    death of this worker (the server flushes it within 3 x wal_writer_delay) but
+    not a crash of the database host. :meth:`sync`, which the engine calls before
+    the server may commit a deletion (POP3 QUIT, IMAP EXPUNGE), commits one more
+    write with ``synchronous_commit = on``: its commit waits for the WAL to be
+    flushed up to its own commit record, which follows every earlier mark's, so
+    every mark is durable when it returns. It must be a write: a transaction that
+    wrote no WAL commits without waiting for the flush (``SELECT 1`` would not do).
+
+    SQLite has no asynchronous commit per transaction: every mark is durable when
+    it returns (Django's SQLite runs with ``synchronous = FULL``), and ``sync``
+    has nothing left to do.
     """
 
     def __init__(self, mailbox: Mailbox) -> None:
         self.mailbox = mailbox
+        self._using = router.db_for_write(SeenMessage)
+        self._group_commit = connections[self._using].vendor == "postgresql"
+        # The row written last and not yet made durable (folder, uidvalidity, uid).
+        self._unsynced: tuple[str, int, str] | None = None
+        self._recipients: dict[tuple[str, int], dict[str, set[str]]] = {}
+
+    @contextmanager
+    def _written(
+        self, folder: str, uidvalidity: int | None, uid: str
+    ) -> Iterator[None]:
+        """One mark's transaction: committed without waiting for the WAL flush."""
+        with transaction.atomic(using=self._using):
+            if self._group_commit:
+                with connections[self._using].cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
+            yield
+        if self._group_commit:
+            self._unsynced = (folder, uidvalidity or 0, uid)
+
+    def sync(self) -> None:
+        if self._unsynced is None:
+            return
+        folder, uidvalidity, uid = self._unsynced
+        with transaction.atomic(using=self._using):
+            with connections[self._using].cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = on")
+            # Rewrite the last mark (the same values). Should forget_missing have
+            # deleted that row since, its own synchronous commit came after the
+            # mark and flushed it already; this transaction then waits for nothing.
+            self._rows(folder, uidvalidity).filter(uid=uid).update(
+                complete=F("complete")
+            )
+        self._unsynced = None
 
     def _rows(self, folder: str, uidvalidity: int | None) -> QuerySet[SeenMessage]:
         return SeenMessage.objects.filter(
@@ -51,20 +101,67 @@ class DatabaseLedger:
     def mark_delivered(
         self, folder: str, uidvalidity: int | None, uid: str, message_id: str = ""
     ) -> None:
-        SeenMessage.objects.update_or_create(
-            mailbox=self.mailbox,
-            folder=folder,
-            uidvalidity=uidvalidity or 0,
-            uid=uid,
-            defaults={"complete": True},
-            create_defaults={"message_id": message_id[:998], "complete": True},
-        )
+        if self._group_commit:
+            self._mark_asynchronously(folder, uidvalidity or 0, uid, message_id)
+            return
+        with self._written(folder, uidvalidity, uid):
+            # One INSERT ... ON CONFLICT: a row left by a partial delivery
+            # becomes complete and keeps its message id and time.
+            SeenMessage.objects.bulk_create(
+                [
+                    SeenMessage(
+                        mailbox=self.mailbox,
+                        folder=folder,
+                        uidvalidity=uidvalidity or 0,
+                        uid=uid,
+                        message_id=message_id[:998],
+                        complete=True,
+                    )
+                ],
+                update_conflicts=True,
+                unique_fields=["mailbox", "folder", "uidvalidity", "uid"],
+                update_fields=["complete"],
+            )
+
+    def _mark_asynchronously(
+        self, folder: str, uidvalidity: int, uid: str, message_id: str
+    ) -> None:
+        """The same upsert in one statement and one round trip (not four: BEGIN,
+        SET LOCAL, INSERT, COMMIT). ``set_config(..., true)`` is SET LOCAL: it
+        holds until the end of the statement's own transaction, whose commit
+        reads it; the next statement runs with the session's setting again."""
+        with connections[self._using].cursor() as cursor:
+            cursor.execute(
+                _UPSERT_ASYNC,
+                [
+                    self.mailbox.pk,
+                    folder,
+                    uidvalidity,
+                    uid,
+                    message_id[:998],
+                    timezone.now(),
+                ],
+            )
+        self._unsynced = (folder, uidvalidity, uid)
+
+    def _served(self, folder: str, uidvalidity: int | None) -> dict[str, set[str]]:
+        """The folder's rows that name recipients, read once per poll (one query,
+        not one per message): this poll holds the mailbox's lease and lock, so
+        it is the only writer, and keeps the copy current itself."""
+        key = (folder, uidvalidity or 0)
+        if key not in self._recipients:
+            rows = (
+                self._rows(folder, uidvalidity)
+                .exclude(recipients=[])
+                .values_list("uid", "recipients")
+            )
+            self._recipients[key] = {uid: set(names) for uid, names in rows}
+        return self._recipients[key]
 
     def delivered_recipients(
         self, folder: str, uidvalidity: int | None, uid: str
     ) -> set[str]:
-        row = self._rows(folder, uidvalidity).filter(uid=uid).first()
-        return set(row.recipients) if row is not None else set()
+        return set(self._served(folder, uidvalidity).get(uid, ()))
 
     def mark_recipients_delivered(
         self,
@@ -73,7 +170,7 @@ class DatabaseLedger:
         uid: str,
         recipients: Collection[str],
     ) -> None:
-        with transaction.atomic():
+        with self._written(folder, uidvalidity, uid):
             row, _ = SeenMessage.objects.select_for_update().get_or_create(
                 mailbox=self.mailbox,
                 folder=folder,
@@ -83,6 +180,7 @@ class DatabaseLedger:
             )
             row.recipients = sorted(set(row.recipients) | set(recipients))
             row.save(update_fields=["recipients"])
+        self._served(folder, uidvalidity)[uid] = set(row.recipients)
 
     def last_uidvalidity(self, folder: str) -> int | None:
         latest = (
@@ -98,11 +196,24 @@ class DatabaseLedger:
     ) -> None:
         known = set(self._rows(folder, uidvalidity).values_list("uid", flat=True))
         gone = known - present
+        served = self._served(folder, uidvalidity)
+        for uid in gone:
+            served.pop(uid, None)
         gone_list = sorted(gone)
         for start in range(0, len(gone_list), 500):
             self._rows(folder, uidvalidity).filter(
                 uid__in=gone_list[start : start + 500]
             ).delete()
+
+
+_SEEN = SeenMessage._meta.db_table
+_UPSERT_ASYNC = (
+    f"INSERT INTO {_SEEN} "  # a table name from the model, no input
+    "(mailbox_id, folder, uidvalidity, uid, message_id, delivered_at, recipients, "
+    "complete) SELECT %s, %s, %s, %s, %s, %s, '[]'::jsonb, true "
+    "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS group_commit "
+    "ON CONFLICT (mailbox_id, folder, uidvalidity, uid) DO UPDATE SET complete = true"
+)
 
 
 class RecordingTranscript:

@@ -67,9 +67,11 @@ def test_mark_delivered_survives_a_crash_right_after_it_returns(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids", "ids.lock"]
 
 
-def test_the_journal_is_synced_before_mark_delivered_returns(
+def test_marks_are_written_at_once_and_synced_together_by_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Group commit: each mark is written (a killed process keeps it), and one
+    fdatasync at ``sync`` makes all of them durable (a machine crash too)."""
     synced: list[tuple[str, str]] = []
     real_fsync, real_fdatasync = os.fsync, os.fdatasync
 
@@ -90,11 +92,19 @@ def test_the_journal_is_synced_before_mark_delivered_returns(
         ledger = ids.ledger(BOX)
         ledger.mark_delivered("INBOX", None, "u1")
         journal = str(tmp_path / "ids.journal")
-        # The directory once (the new journal must be found), then the line.
-        assert synced == [("fsync", str(tmp_path)), ("fdatasync", journal)]
+        # The directory once (the new journal must be found); the line is written.
+        assert synced == [("fsync", str(tmp_path))]
+        assert b'"u1"' in Path(journal).read_bytes()
         ledger.mark_delivered("INBOX", None, "u2")
         ledger.mark_recipients_delivered("INBOX", None, "u3", ["a@b"])
-        assert synced[2:] == [("fdatasync", journal)] * 2
+        assert synced == [("fsync", str(tmp_path))]
+        ledger.sync()
+        assert synced[1:] == [("fdatasync", journal)]
+        ledger.sync()  # nothing new: no second flush
+        assert synced[1:] == [("fdatasync", journal)]
+        ledger.mark_delivered("INBOX", None, "u4")
+        ledger.sync()
+        assert synced[1:] == [("fdatasync", journal)] * 2
         synced.clear()
     # Closing writes the file the safe way: temporary file, then directory.
     assert synced[0][0] == "fsync"
@@ -111,11 +121,14 @@ def test_a_failed_write_records_nothing_and_loses_nothing(
         ledger.mark_delivered("INBOX", None, "u1")
         journal = (tmp_path / "ids.journal").read_bytes()
 
-        def full_disk(fd: int) -> None:
+        real_write = os.write
+
+        def full_disk_write(fd: int, data: bytes) -> int:
+            real_write(fd, data[: len(data) // 2])  # half a line, then the error
             raise OSError(28, "No space left on device")
 
         with monkeypatch.context() as patch:
-            patch.setattr(os, "fdatasync", full_disk)
+            patch.setattr(os, "write", full_disk_write)
             with pytest.raises(IdfileError, match="No space left on device"):
                 ledger.mark_delivered("INBOX", None, "u2")
         assert ledger.delivered_uids("INBOX", None) == {"u1"}
@@ -125,6 +138,39 @@ def test_a_failed_write_records_nothing_and_loses_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids", "ids.lock"]
     with IdFile.open(str(path)) as ids:
         assert ids.ledger(BOX).delivered_uids("INBOX", None) == {"u1", "u3"}
+
+
+def test_a_failed_sync_is_an_error_and_the_next_open_keeps_every_mark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ids"
+    ids = IdFile.open(str(path))
+    ids.ledger(BOX).mark_delivered("INBOX", None, "u1")
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fdatasync", failing)
+        with pytest.raises(IdfileError, match="Input/output error"):
+            ids.ledger(BOX).sync()
+    os.close(ids._lock_fd)  # the process dies here: no fold at close
+    with IdFile.open(str(path)) as again:
+        assert again.ledger(BOX).delivered_uids("INBOX", None) == {"u1"}
+
+
+def test_zeros_left_by_a_machine_crash_in_the_journal_are_ignored(
+    tmp_path: Path,
+) -> None:
+    """Lines written but never synced may come back as zeros after a power cut:
+    they belong to messages whose deletion was never committed."""
+    path = tmp_path / "ids"
+    crash_after(path, lambda ids: ids.ledger(BOX).mark_delivered("INBOX", 1, "5"))
+    journal = tmp_path / "ids.journal"
+    with journal.open("ab") as fh:
+        fh.write(b"\0" * 70 + b"\n" + b"\0" * 30)
+    with IdFile.open(str(path)) as ids:
+        assert ids.ledger(BOX).delivered_uids("INBOX", 1) == {"5"}
 
 
 def test_a_failed_fold_at_close_keeps_the_journal(

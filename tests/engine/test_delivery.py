@@ -72,6 +72,24 @@ class SmtpRepliesTests:
                 server, smtp(listener, recipients=("a@example.com", "b@example.com"))
             )
         assert report.messages[0].status is MessageStatus.DEFERRED
+        assert listener.received == []
+        # PIPELINING: DATA went out with the envelope; the listener's 354 (it had
+        # one recipient) was answered by hanging up, not by an empty message.
+        assert listener.commands[-1] == "DATA"
+        assert listener.connections == 1
+
+    def test_without_pipelining_a_temporary_rcpt_failure_sends_no_data(self) -> None:
+        with (
+            FakeSmtpServer(
+                replies={"RCPT:b@example.com": "451 later"},
+                overrides={"EHLO": b"250 fake.local\r\n"},
+            ) as listener,
+            FakePop3Server([message(1)]) as server,
+        ):
+            report, _ = run(
+                server, smtp(listener, recipients=("a@example.com", "b@example.com"))
+            )
+        assert report.messages[0].status is MessageStatus.DEFERRED
         assert "DATA" not in listener.commands
 
     def test_hard_bounces_delete_only_when_softbounce_is_off(self) -> None:
@@ -567,6 +585,7 @@ class PartialDeliveryTests:
                 self.mark_delivered = self.inner.mark_delivered
                 self.last_uidvalidity = self.inner.last_uidvalidity
                 self.forget_missing = self.inner.forget_missing
+                self.sync = self.inner.sync
 
         replies = {"END:b@x.org": "450 4.2.0 mailbox busy"}
         ledger = PlainLedger()

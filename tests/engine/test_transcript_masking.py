@@ -15,6 +15,8 @@ import re
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.redact import (
@@ -187,7 +189,9 @@ def test_an_imap_server_echoing_login_leaks_nothing(password: str) -> None:
     server = EchoingImap(capabilities=["IMAP4rev1"])
     with server, FakeSmtpServer() as listener:
         transcript = ListTranscript()
-        spec = make_spec(server, listener, password=password, protocol=MailProtocol.IMAP)
+        spec = make_spec(
+            server, listener, password=password, protocol=MailProtocol.IMAP
+        )
         report = poll(spec, ledger=MemoryLedger(), transcript=transcript)
     text = everything(report, transcript)
     assert password not in text
@@ -211,3 +215,28 @@ def test_a_short_password_leaves_no_partial_mask_in_a_real_poll(
     assert partial_masks(text) == [], text
     assert report.greeting in ("+OK mailbox server ready", WITHHELD_TEXT)
     assert ("C", f"PASS {MASK}") in transcript.lines
+
+
+@given(
+    secret=st.text(min_size=1, max_size=12).filter(lambda s: "\0" not in s),
+    prefix=st.binary(max_size=6),
+    suffix=st.binary(max_size=6),
+    cut=st.integers(min_value=0, max_value=3),
+    urlsafe=st.booleans(),
+)
+def test_the_base64_shortcut_finds_what_decoding_every_run_finds(
+    secret: str, prefix: bytes, suffix: bytes, cut: int, urlsafe: bool
+) -> None:
+    """The matcher skips decoding runs without one of a secret's base64 cores;
+    it must answer exactly as decoding every run does, hidden secret or not."""
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    with_secret = encode(prefix + secret.encode() + suffix).decode()[cut:]
+    without = encode(prefix + suffix).decode()[cut:]
+    for text in (f"334 {with_secret}", f"+ {without}", f"a {with_secret}=x"):
+        fast = SecretMatcher([secret])
+        thorough = SecretMatcher([secret])
+        thorough._cores = None  # decode every run
+        assert fast.found_in(text) == thorough.found_in(text)
+    assert SecretMatcher([secret]).found_in(
+        f"334 {encode(prefix + secret.encode() + suffix).decode()}"
+    )

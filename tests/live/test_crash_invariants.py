@@ -101,32 +101,62 @@ def build_spec(cfg: dict[str, Any]) -> MailboxSpec:
             timeout=10,
         ),
         name="crash",
+        expunge=cfg.get("expunge", 0),
     )
 
 
 class Crash:
-    """An observer that calls ``action`` at the CRASH_ON-th time ``step`` comes."""
+    """An observer that calls ``action`` at the ``nth`` time ``step`` comes."""
 
-    def __init__(self, step: str, action: Any) -> None:
-        self.step, self.action, self.seen = step, action, 0
+    def __init__(self, step: str, action: Any, nth: int = CRASH_ON) -> None:
+        self.step, self.action, self.nth, self.seen = step, action, nth, 0
 
     def __call__(self, step: PollStep, uid: str) -> None:
         if step == self.step:
             self.seen += 1
-            if self.seen == CRASH_ON:
+            if self.seen == self.nth:
                 self.action()
 
 
+class SyncedLedger:
+    """An idfile ledger that knows how much of its journal ``sync`` made durable,
+    so that the driver can play a power cut: what was written after the last
+    sync is lost, as the page cache is."""
+
+    def __init__(self, ledger: Any, journal: Path) -> None:
+        self._ledger, self._journal, self.synced = ledger, journal, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def sync(self) -> None:
+        self._ledger.sync()
+        self.synced = self._journal.stat().st_size if self._journal.exists() else 0
+
+    def power_cut(self) -> None:
+        if self._journal.exists():
+            os.truncate(self._journal, self.synced)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def drive(cfg: dict[str, Any]) -> None:
-    """The driver: one poll with the idfile ledger, killed at ``crash_at``."""
+    """The driver: one poll with the idfile ledger, killed at ``crash_at`` (the
+    ``nth`` time; with ``power_cut`` the unsynced journal dies with it)."""
     spec = build_spec(cfg)
-    observe = None
-    if cfg.get("crash_at"):
-        observe = Crash(cfg["crash_at"], lambda: os.kill(os.getpid(), signal.SIGKILL))
     with IdFile.open(cfg["idfile"]) as idfile:
-        ledger = idfile.ledger(mailbox_key(spec))
+        ledger = SyncedLedger(
+            idfile.ledger(mailbox_key(spec)), Path(idfile.journal_path)
+        )
+        observe = None
+        if cfg.get("crash_at"):
+            die = ledger.power_cut if cfg.get("power_cut") else _sigkill
+            observe = Crash(cfg["crash_at"], die, cfg.get("nth", CRASH_ON))
         report = poll(spec, ledger=ledger, transcript=ListTranscript(), observe=observe)
     sys.stdout.write(f"exit {int(report.exit_code)}: {report.error}\n")
+
+
+def _sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_driver(cfg: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -310,6 +340,168 @@ def test_a_cut_connection_loses_nothing(
     delivered = ids([m.data for m in smtp_listener.wait_for(3)])
     check(step, delivered, [], everything)
     assert set(delivered) == everything and dovecot.messages(mailuser.name) == []
+
+
+# --- the batch: group commit of the ledger (issue 14, item 6) ---------------------
+#
+# Each delivery is written to the ledger before the next message; one sync makes
+# them durable right before the server may commit deletions (POP3 QUIT, IMAP
+# STORE \Deleted + EXPUNGE). A killed process keeps what it wrote: no duplicate
+# beyond the one window. A power cut loses what was written since the last sync:
+# that batch comes again, but none of it was deleted, so nothing is lost.
+
+BATCH = 5
+EVERY_BATCH = {f"crash-{n}@example.net" for n in range(1, BATCH + 1)}
+
+
+def _batch(
+    dovecot: Dovecot, mailuser: MailUser, listener: SmtpListener, protocol: str
+) -> dict[str, Any]:
+    """BATCH messages on the server; the poll's configuration."""
+    for n in range(1, BATCH + 1):
+        dovecot.put(mailuser.name, message(n))
+    return config(
+        dovecot, mailuser, listener.port, protocol, port_of(dovecot, protocol)
+    )
+
+
+def _durable_message_ids(idfile: str) -> set[str]:
+    """What the idfile holds after the crash (opening it replays the journal)."""
+    with IdFile.open(idfile) as ids:
+        folders = ids.folders(next(iter(ids._mailboxes), "none"))
+        return {
+            message_id.strip("<>")
+            for record in folders.values()
+            for message_id in record["uids"].values()
+        }
+
+
+@pytest.mark.parametrize("protocol", PATHS)
+@pytest.mark.parametrize(
+    ("step", "nth", "power_cut", "expunge", "duplicates"),
+    [
+        # Killed after writing the 4th record: written is enough, no duplicate.
+        pytest.param("recorded", 4, False, 0, 0, id="kill-after-4th-write"),
+        # Power cut there: nothing was synced, nothing deleted; 1-4 come again.
+        pytest.param("recorded", 4, True, 0, 4, id="power-cut-unsynced-batch"),
+        # expunge 2: the first QUIT/EXPUNGE synced 1-2 first; only 3-4 come again.
+        pytest.param("recorded", 4, True, 2, 2, id="power-cut-after-a-commit"),
+        # Between the sync and the QUIT/EXPUNGE it guards: nothing comes again.
+        pytest.param("synced", 1, True, 2, 0, id="power-cut-after-sync"),
+        pytest.param("synced", 2, False, 2, 0, id="kill-after-second-sync"),
+        # The end of a poll: everything synced, the closing QUIT/EXPUNGE not sent.
+        pytest.param("synced", 1, True, 0, 0, id="power-cut-before-the-end"),
+    ],
+)
+def test_a_crashed_batch_is_never_deleted_before_its_records_are_durable(
+    dovecot: Dovecot,
+    mailuser: MailUser,
+    smtp_listener: SmtpListener,
+    tmp_path: Path,
+    protocol: str,
+    step: str,
+    nth: int,
+    power_cut: bool,
+    expunge: int,
+    duplicates: int,
+) -> None:
+    cfg = _batch(dovecot, mailuser, smtp_listener, protocol)
+    cfg |= {"idfile": str(tmp_path / "idfile"), "expunge": expunge}
+
+    crashed = run_driver({**cfg, "crash_at": step, "nth": nth, "power_cut": power_cut})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    delivered = ids([m.data for m in smtp_listener.messages])
+    on_server = ids(dovecot.messages(mailuser.name))
+    assert set(delivered) | set(on_server) == EVERY_BATCH, "a message was lost"
+    # The point of the sync: a message gone from the server has a durable record.
+    gone = EVERY_BATCH - set(on_server)
+    assert gone <= _durable_message_ids(cfg["idfile"]), (gone, on_server)
+
+    again = run_driver(cfg)
+    # exit 1 (no mail) when everything was delivered and only the deletes remain
+    assert again.returncode == 0 and again.stdout in ("exit 0: \n", "exit 1: \n")
+    delivered = ids([m.data for m in smtp_listener.wait_for(BATCH + duplicates)])
+    assert set(delivered) == EVERY_BATCH and dovecot.messages(mailuser.name) == []
+    assert len(delivered) - len(set(delivered)) == duplicates, delivered
+
+
+class _Ordered:
+    """One list of what the ledger did and what the client sent, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+
+class _OrderLedger(MemoryLedger):
+    def __init__(self, order: _Ordered) -> None:
+        super().__init__()
+        self.order = order
+
+    def mark_delivered(
+        self, folder: str, uidvalidity: int | None, uid: str, message_id: str = ""
+    ) -> None:
+        super().mark_delivered(folder, uidvalidity, uid, message_id)
+        self.order.events.append(("mark", uid))
+
+    def sync(self) -> None:
+        super().sync()
+        self.order.events.append(("sync", ""))
+
+
+class _OrderTranscript(ListTranscript):
+    def __init__(self, order: _Ordered) -> None:
+        super().__init__()
+        self.order = order
+
+    def record(self, direction: Any, text: str) -> None:
+        super().record(direction, text)
+        if direction == "C":  # recorded before the line is written to the socket
+            self.order.events.append(("sent", text))
+
+
+def _commits_deletions(protocol: str, line: str) -> bool:
+    if protocol == "pop3":
+        return line == "QUIT"
+    words = line.split()
+    return words[1:3] == ["UID", "STORE"] or "EXPUNGE" in words[1:3]
+
+
+@pytest.mark.parametrize("protocol", PATHS)
+@pytest.mark.parametrize("expunge", [0, 2], ids=["at-the-end", "expunge-2"])
+def test_the_ledger_is_synced_before_the_server_may_commit_a_deletion(
+    dovecot: Dovecot,
+    mailuser: MailUser,
+    smtp_listener: SmtpListener,
+    protocol: str,
+    expunge: int,
+) -> None:
+    cfg = _batch(dovecot, mailuser, smtp_listener, protocol)
+    order = _Ordered()
+    ledger = _OrderLedger(order)
+
+    report = poll(
+        build_spec({**cfg, "expunge": expunge}),
+        ledger=ledger,
+        transcript=_OrderTranscript(order),
+    )
+
+    assert report.error == "" and dovecot.messages(mailuser.name) == []
+    commits = [
+        i
+        for i, (kind, text) in enumerate(order.events)
+        if kind == "sent" and _commits_deletions(protocol, text)
+    ]
+    assert commits, order.events
+    for at in commits:
+        # Right before it: a sync, with no record written since.
+        before = [kind for kind, _ in order.events[:at] if kind != "sent"]
+        assert before[-1] == "sync", order.events
+    marks = [i for i, (kind, _) in enumerate(order.events) if kind == "mark"]
+    assert len(marks) == BATCH
+    # Group commit: fewer syncs than records (one per QUIT/EXPUNGE).
+    assert ledger.syncs < BATCH and ledger.durable_marks == BATCH
+    # Every record, the last one too, was synced before the last commit.
+    assert all(m < commits[-1] for m in marks)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ def _database_url() -> str:
     return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-def _kill_worker_at(mailbox: Mailbox, step: str) -> subprocess.CompletedProcess[str]:
+def _kill_worker_at(
+    mailbox: Mailbox, step: str, nth: int = CRASH_ON
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
@@ -56,13 +58,37 @@ def _kill_worker_at(mailbox: Mailbox, step: str) -> subprocess.CompletedProcess[
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     return subprocess.run(
-        [sys.executable, "-m", "tests.live.crash_poll_driver", str(mailbox.pk), step],
+        [
+            sys.executable,
+            "-m",
+            "tests.live.crash_poll_driver",
+            str(mailbox.pk),
+            step,
+            str(nth),
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+    )
+
+
+def _mailbox(dovecot, mailuser, smtp_listener, protocol: str) -> Mailbox:
+    """The Dovecot account as a superuser's mailbox, delivering to the listener."""
+    return make_mailbox(
+        make_user(superuser=True),
+        password=mailuser.password,
+        protocol=protocol,
+        host=dovecot.host,
+        port=port_of(dovecot, protocol),
+        tls_mode="none",
+        username=mailuser.name,
+        delivery_host="127.0.0.1",
+        delivery_port=smtp_listener.port,
+        recipient="joe@example.org",
+        timeout=10,
     )
 
 
@@ -100,19 +126,7 @@ def test_a_killed_worker_loses_nothing_and_duplicates_only_an_unrecorded_250(
 ):
     for n in (1, 2, 3):
         dovecot.put(mailuser.name, message(n))
-    mailbox = make_mailbox(
-        make_user(superuser=True),
-        password=mailuser.password,
-        protocol=protocol,
-        host=dovecot.host,
-        port=port_of(dovecot, protocol),
-        tls_mode="none",
-        username=mailuser.name,
-        delivery_host="127.0.0.1",
-        delivery_port=smtp_listener.port,
-        recipient="joe@example.org",
-        timeout=10,
-    )
+    mailbox = _mailbox(dovecot, mailuser, smtp_listener, protocol)
 
     killed = _kill_worker_at(mailbox, step)
 
@@ -150,6 +164,48 @@ def test_a_killed_worker_loses_nothing_and_duplicates_only_an_unrecorded_250(
 
 
 @pytest.mark.parametrize("protocol", ["pop3", "imap"])
+@pytest.mark.parametrize(
+    ("step", "nth"),
+    [
+        # Four rows committed with synchronous_commit off, none synced yet: the
+        # dead worker's commits are the server's, and survive it.
+        pytest.param("recorded", 4, id="after-4th-asynchronous-commit"),
+        # All five synced, the QUIT or EXPUNGE it guards never sent.
+        pytest.param("synced", 1, id="after-sync-before-quit-or-expunge"),
+    ],
+)
+def test_a_killed_worker_keeps_its_unsynced_batch_and_redelivers_nothing(
+    dovecot, mailuser, smtp_listener, protocol, step, nth
+):
+    everything = {f"crash-{n}@example.net" for n in range(1, 6)}
+    for n in range(1, 6):
+        dovecot.put(mailuser.name, message(n))
+    mailbox = _mailbox(dovecot, mailuser, smtp_listener, protocol)
+
+    killed = _kill_worker_at(mailbox, step, nth)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    delivered = ids([m.data for m in smtp_listener.messages])
+    recorded = set(
+        SeenMessage.objects.filter(mailbox=mailbox).values_list("message_id", flat=True)
+    )
+    assert recorded == {f"<{m}>" for m in delivered}
+    # Nothing left the server (no QUIT/EXPUNGE went out).
+    assert set(ids(dovecot.messages(mailuser.name))) == everything
+
+    Mailbox.objects.filter(pk=mailbox.pk).update(
+        lease_until=timezone.now() - timedelta(seconds=1)
+    )
+    _wait_for_dead_session()
+    summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+
+    assert summary.outcome in (PollRun.Outcome.SUCCESS, PollRun.Outcome.NOMAIL)
+    delivered = ids([m.data for m in smtp_listener.wait_for(5)])
+    assert sorted(delivered) == sorted(everything), "lost or delivered twice"
+    assert dovecot.messages(mailuser.name) == []
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
 def test_a_soft_time_limit_inside_the_engine_ends_the_poll_cleanly(
     dovecot, mailuser, smtp_listener, monkeypatch, protocol
 ):
@@ -168,19 +224,7 @@ def test_a_soft_time_limit_inside_the_engine_ends_the_poll_cleanly(
 
     for n in (1, 2, 3):
         dovecot.put(mailuser.name, message(n))
-    mailbox = make_mailbox(
-        make_user(superuser=True),
-        password=mailuser.password,
-        protocol=protocol,
-        host=dovecot.host,
-        port=port_of(dovecot, protocol),
-        tls_mode="none",
-        username=mailuser.name,
-        delivery_host="127.0.0.1",
-        delivery_port=smtp_listener.port,
-        recipient="joe@example.org",
-        timeout=10,
-    )
+    mailbox = _mailbox(dovecot, mailuser, smtp_listener, protocol)
     real_poll = services.polls.engine_poll
     monkeypatch.setattr(
         services.polls,

@@ -4,6 +4,8 @@ import base64
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from retrieval import services
@@ -121,6 +123,65 @@ class LedgerTests:
         ledger.mark_delivered("INBOX", 7, "1")
         ledger.mark_delivered("INBOX", 9, "1")
         assert ledger.last_uidvalidity("INBOX") == 9
+
+
+@pytest.mark.django_db(transaction=True)  # real commits: the WAL flush is the point
+class GroupCommitTests:
+    """Marks commit without waiting for the WAL flush; ``sync`` waits for it once."""
+
+    @staticmethod
+    def _lsn(function: str) -> str:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {function}()::text")
+            return str(cursor.fetchone()[0])
+
+    def test_marks_are_asynchronous_and_one_sync_flushes_them_all(self):
+        ledger = services.DatabaseLedger(make_mailbox())
+        with CaptureQueriesContext(connection) as marks:
+            ledger.mark_delivered("INBOX", 7, "1", "<a@x>")
+            ledger.mark_recipients_delivered("INBOX", 7, "2", ["a@x"])
+        postgres = connection.vendor == "postgresql"
+        written = self._lsn("pg_current_wal_insert_lsn") if postgres else ""
+        with CaptureQueriesContext(connection) as synced:
+            ledger.sync()
+        with CaptureQueriesContext(connection) as nothing_new:
+            ledger.sync()
+        sql = _statements(marks)
+        if not postgres:
+            # SQLite: every mark is a synchronous commit; sync has nothing to do.
+            assert not any("synchronous_commit" in q for q in sql)
+            assert synced.captured_queries == []
+            return
+        # The full delivery: one statement, its own transaction asynchronous.
+        assert sql[0].startswith("INSERT") and (
+            "set_config('synchronous_commit', 'off', true)" in sql[0]
+        ), sql
+        # The partial one: SET LOCAL in its transaction, then the row.
+        assert sql[1] == "SET LOCAL synchronous_commit = off", sql
+        flush = _statements(synced)
+        assert flush[0] == "SET LOCAL synchronous_commit = on"
+        assert flush[1].startswith("UPDATE"), flush
+        assert nothing_new.captured_queries == []
+        # Durable: the WAL is on disk at least up to where the marks ended.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", [written])
+            assert cursor.fetchone()[0] is True
+        assert ledger.delivered_uids("INBOX", 7) == {"1"}
+
+    def test_sync_after_the_last_record_was_forgotten_is_harmless(self):
+        ledger = services.DatabaseLedger(make_mailbox())
+        ledger.mark_delivered("INBOX", 7, "1")
+        ledger.forget_missing("INBOX", 7, set())
+        ledger.sync()
+        assert ledger.delivered_uids("INBOX", 7) == set()
+
+
+def _statements(captured: CaptureQueriesContext) -> list[str]:
+    return [
+        q["sql"]
+        for q in captured.captured_queries
+        if q["sql"] not in ("BEGIN", "COMMIT")
+    ]
 
 
 class TranscriptTests:

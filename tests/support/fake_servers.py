@@ -52,15 +52,22 @@ class ClientGone(Exception):
 class FakeClient:
     """The server side of one connection."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self, sock: socket.socket, on_turn: Callable[[], None] | None = None
+    ) -> None:
         self.sock = sock
         self.buffer = b""
+        # A turn: the server answered and then had to wait for the client (a
+        # round trip); pipelined commands already buffered cost none.
+        self._on_turn = on_turn
+        self._answered = False
         sock.settimeout(CLIENT_WAIT)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, data: bytes | str) -> None:
         self.sock.sendall(data.encode() if isinstance(data, str) else data)
+        self._answered = True
 
     def readline(self) -> bytes:
         while b"\n" not in self.buffer:
@@ -75,6 +82,9 @@ class FakeClient:
         return data
 
     def _fill(self) -> None:
+        if self._answered and self._on_turn is not None:
+            self._on_turn()
+        self._answered = False
         try:
             data = self.sock.recv(65536)
         except OSError as exc:
@@ -122,6 +132,7 @@ class FakeServer:
         self.port = 0
         self.errors: list[BaseException] = []
         self.connections = 0
+        self.turns = 0  # round trips, over all connections (see FakeClient)
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -163,7 +174,7 @@ class FakeServer:
             self._threads.append(thread)
 
     def _serve(self, sock: socket.socket) -> None:
-        client = FakeClient(sock)
+        client = FakeClient(sock, self._turn)
         try:
             if self.implicit_tls is not None:
                 client.start_tls(self.implicit_tls)
@@ -174,6 +185,9 @@ class FakeServer:
             self.errors.append(exc)
         finally:
             client.close()
+
+    def _turn(self) -> None:
+        self.turns += 1
 
     def stop(self) -> None:
         self._stopping.set()
@@ -821,7 +835,10 @@ class FakeSmtpServer(_Scripted):
                     accepted.append(rcpt)
                 client.send(reply)
             elif verb == "DATA":
-                reply = self._reply("DATA", "354 go ahead")
+                # RFC 2920 3.1: no valid recipient, no DATA (pipelined clients
+                # send it regardless of the RCPT replies).
+                default = "354 go ahead" if accepted else "554 5.5.1 no recipients"
+                reply = self._reply("DATA", default)
                 client.send(reply)
                 if not reply.startswith("354"):
                     continue

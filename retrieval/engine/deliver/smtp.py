@@ -3,9 +3,12 @@
 One connection serves the whole poll (RSET between messages, a fresh one after
 ``batchlimit`` messages), as fetchmail's does. The listener list is tried in
 order; an absolute path is a unix socket spoken to in LMTP, as in fetchmail.
-ESMTP extensions used when offered: PIPELINING (RSET, MAIL and every RCPT go
-out in one write; DATA waits for their replies, so a refused recipient never
-gets an empty message), SIZE (``SIZE=`` on MAIL; a message over the listener's
+ESMTP extensions used when offered: PIPELINING (RFC 2920: RSET, MAIL, every
+RCPT and DATA go out in one write and the replies are read in order, so a
+message costs one round trip before its body and one after its final dot; when
+the MAIL, every RCPT or any RCPT temporarily is refused, no body is sent, and a
+listener that nonetheless answered DATA with 354 is hung up on, which aborts
+the transaction rather than sending it an empty message), SIZE (``SIZE=`` on MAIL; a message over the listener's
 limit is refused here with 552 and never sent) and 8BITMIME (``BODY=8BITMIME``
 for 8-bit content).
 
@@ -329,9 +332,14 @@ class SmtpSink:
         commands += [f"RCPT TO:<{r}>" for r in recipients]
         if reset:
             commands.insert(0, "RSET")
+        pipelined = "PIPELINING" in listener.extensions
+        if pipelined:
+            commands.append("DATA")  # RFC 2920: the whole envelope in one write
         replies = self._envelope_replies(listener, commands, reset=reset)
+        data_reply = replies.pop() if pipelined else None
         mail_code, mail_text = _expect(replies[0], MAIL_OK, "MAIL FROM")
         if mail_code != 250:
+            self._no_body(data_reply)
             return DeliveryOutcome.from_replies(
                 [RecipientReply(r, mail_code, mail_text) for r in recipients]
             )
@@ -343,8 +351,11 @@ class SmtpSink:
         if not accepted or any(400 <= r.code < 500 for r in rcpts):
             # A temporary RCPT failure sends no DATA at all (fetchmail: "do not
             # risk dataloss"); RSET clears the half-built transaction.
+            self._no_body(data_reply)
             return DeliveryOutcome.from_replies(rcpts)
-        code, text = _expect(self._command(conn, "DATA"), DATA_OK, "DATA")
+        if data_reply is None:
+            data_reply = self._command(conn, "DATA")
+        code, text = _expect(data_reply, DATA_OK, "DATA")
         if code != 354:
             return DeliveryOutcome.from_replies(
                 [RecipientReply(r.recipient, code, text) for r in rcpts]
@@ -372,10 +383,23 @@ class SmtpSink:
                 finals[r.recipient] = RecipientReply(r.recipient, code, text)
         return DeliveryOutcome.from_replies([finals[r] for r in recipients])
 
+    def _no_body(self, data_reply: tuple[int, str] | None) -> None:
+        """The message will not be sent, yet a pipelined DATA may have been taken.
+
+        A listener that refused the MAIL or every RCPT answers DATA with 503 or
+        554 (RFC 2920 3.1), and the connection goes on with RSET. One that said
+        354 waits for a body: an empty one would be a message, so the only safe
+        way out is to close the connection, which aborts the transaction. Any
+        other answer leaves its state unknown: closed too.
+        """
+        if data_reply is not None and not 400 <= data_reply[0] < 600:
+            self._drop()
+
     def _envelope_replies(
         self, listener: _Listener, commands: list[str], *, reset: bool
     ) -> list[tuple[int, str]]:
-        """Send RSET/MAIL/RCPT (pipelined when offered); the replies after RSET's."""
+        """Send RSET/MAIL/RCPT (and DATA) in one write when the listener offers
+        PIPELINING, one by one otherwise; the replies after RSET's, in order."""
         conn = listener.conn
         replies: list[tuple[int, str]] = []
         try:

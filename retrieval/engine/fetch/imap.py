@@ -45,6 +45,7 @@ from retrieval.engine.fetch.session import (
     FolderListing,
     RemoteMessage,
     discard_spools,
+    nothing_to_sync,
     progress_note,
 )
 from retrieval.engine.redact import MASK
@@ -108,6 +109,7 @@ class ImapSession:
         self.notes: list[str] = []
         self._tag_number = 0
         self._pending_deletes: list[int] = []
+        self.make_durable: Callable[[], None] = nothing_to_sync  # set by open_session
         self._plan: list[RemoteMessage] = []
         self._batch: _Batch | None = None
         self._parked: dict[int, MessageSpool | str] = {}
@@ -708,6 +710,9 @@ class ImapSession:
         if not self._pending_deletes:
             return []
         pending, self._pending_deletes = self._pending_deletes, []
+        # Once flagged, any EXPUNGE (ours, CLOSE, another client's) removes
+        # them: their records must be durable before the flags go out.
+        self.make_durable()
         self.uid_store_deleted(pending)
         if self.expunge(pending):
             return [str(uid) for uid in pending]

@@ -52,6 +52,7 @@ from retrieval.engine.fetch.session import (
     FolderListing,
     RemoteMessage,
     discard_spools,
+    nothing_to_sync,
     progress_note,
     valid_uid,
 )
@@ -135,8 +136,9 @@ class Pop3Session:
         self.server_address = conn.peer_address()
         self.capabilities: set[str] = set()
         self.notes: list[str] = []
-        # Set by open_session: log in again (expunge N).
+        # Set by open_session: log in again (expunge N); the ledger's sync.
         self.reconnect: Callable[[], MailSession] | None = None
+        self.make_durable: Callable[[], None] = nothing_to_sync
         self._deleted: list[str] = []  # DELE answered +OK; provisional until QUIT
         self._dele_queue: list[RemoteMessage] = []  # to go out with the next window
         self._outstanding: deque[tuple[str, RemoteMessage]] = deque()
@@ -721,6 +723,8 @@ class Pop3Session:
                 )
                 for message in pending:
                     self._dele_reply(message)
+            # QUIT commits the DELEs (RFC 1939 UPDATE state): their records first.
+            self.make_durable()
             try:
                 self._short("QUIT")
             except Pop3Reply:

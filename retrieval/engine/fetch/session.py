@@ -107,6 +107,10 @@ class MailSession(Protocol):
         """End politely; returns UIDs confirmed deleted by the goodbye (POP3 QUIT)."""
         ...
 
+    make_durable: Callable[[], None]
+    """Called right before a command that lets the server commit deletions
+    (POP3 QUIT, IMAP STORE \\Deleted + EXPUNGE): the poll's ``Ledger.sync``."""
+
     def abort(self) -> None:
         """Drop the connection without committing anything."""
         ...
@@ -117,8 +121,14 @@ def open_session(
     transcript: Transcript,
     *,
     on_greeting: Callable[[str], None] | None = None,
+    make_durable: Callable[[], None] | None = None,
 ) -> MailSession:
     """Connect, secure and log in; raises an EngineError subclass on any fault.
+
+    ``make_durable`` is the ledger's group commit (``Ledger.sync``): the session
+    calls it before every command that lets the server commit deletions, so no
+    deletion outlives an unsynced record of its delivery. Sessions that never
+    delete (connection tests, probes) leave it out.
 
     1. Connect to ``via`` or ``host`` with a deadline.
     2. Implicit TLS: handshake before the greeting.
@@ -169,13 +179,20 @@ def open_session(
                     conn, spec, upgrade=upgrade, on_greeting=greeted
                 )
                 pop3.reconnect = lambda: connect(None)
+                pop3.make_durable = make_durable or nothing_to_sync
                 return pop3
-            return ImapSession.login(conn, spec, upgrade=upgrade, on_greeting=greeted)
+            imap = ImapSession.login(conn, spec, upgrade=upgrade, on_greeting=greeted)
+            imap.make_durable = make_durable or nothing_to_sync
+            return imap
         except BaseException:
             conn.close()
             raise
 
     return connect(on_greeting)
+
+
+def nothing_to_sync() -> None:
+    """``make_durable`` of a session without a ledger: it never deletes."""
 
 
 def progress_note(label: str, size: int) -> str:
