@@ -518,6 +518,35 @@ class MailboxStat(models.Model):
         return f"{self.mailbox_id} {self.hour:%Y-%m-%d %H}:00"
 
 
+class MailboxDayStat(models.Model):
+    """Counters of one mailbox for one day, kept for FETCH_STATS_RETENTION_DAYS.
+
+    Hourly rows (MailboxStat) older than FETCH_STATS_HOURLY_DAYS are moved here
+    by the daily cleanup (retrieval/services/stats.py, ``stats_roll_up``): added
+    and deleted in one transaction, so each count is in exactly one of the two
+    tables at any moment and a day's figure is their sum."""
+
+    mailbox = models.ForeignKey(
+        Mailbox, on_delete=models.CASCADE, related_name="day_stats"
+    )
+    day = models.DateField(help_text="The day in the installation's TIME_ZONE.")
+    polls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    messages = models.PositiveIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["mailbox", "day"], name="mailboxdaystat_day"
+            )
+        ]
+        indexes: ClassVar = [models.Index(fields=["day"])]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id} {self.day:%Y-%m-%d}"
+
+
 class HostSlot(models.Model):
     """One of the FETCH_MAX_SESSIONS_PER_HOST sessions a remote host may have open.
 
