@@ -80,6 +80,15 @@ class Stack:
     def celery(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         return self.spawn(name, "-m", "celery", "-A", "fetchweb", *args)
 
+    def end(self, process: subprocess.Popen[bytes]) -> None:
+        """Stop one of the processes (SIGTERM: Celery finishes its tasks)."""
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
