@@ -27,29 +27,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import resource
-import shutil
 import smtplib
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bench import sections
-from bench.env import _Helper
-from bench.stack import Stack, cpu_seconds, rss_kb
-from bench.tools import REPO
-from bench.verify import Expected, Manifest
+from bench.stack import (
+    Stack,
+    add_common_options,
+    add_mailboxes,
+    bench_message,
+    cpu_seconds,
+    in_workdir,
+    rss_kb,
+    start_listener,
+)
 from tests.support.dovecot import SESSION_LOG_CONFIG, Dovecot
 from tests.support.dovecot_sessions import sessions
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
 PASSWORD = "bench-idle-secret"
 # Many long sessions: imap processes serve many clients each (all mail is one
@@ -96,16 +99,6 @@ class Result:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
-def _message(n: int, user: str) -> tuple[str, bytes]:
-    mid = f"<idle-{n}.{user}@bench.example>"
-    body = "".join(f"line {i} of message {n}\r\n" for i in range(20))
-    raw = (
-        f"From: sender@bench.example\r\nTo: {user}@localhost\r\n"
-        f"Subject: idle bench {n}\r\nMessage-ID: {mid}\r\n\r\n{body}"
-    ).encode()
-    return mid, raw
-
-
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -122,9 +115,7 @@ def run(args: argparse.Namespace, work: Path) -> Result:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     users = [f"idle{i:04d}" for i in range(args.mailboxes)]
     rng = random.Random(args.seed)
-    plan = [_message(n, rng.choice(users)) for n in range(args.messages)]
-    manifest = Manifest({mid: Expected.of(raw) for mid, raw in plan})
-    manifest.dump(work / "manifest.json")
+    plan = [bench_message(n, rng.choice(users), "idle") for n in range(args.messages)]
 
     dovecot = Dovecot(
         work / "dovecot",
@@ -137,21 +128,17 @@ def run(args: argparse.Namespace, work: Path) -> Result:
     try:
         for user in users:
             dovecot.add_user(user, PASSWORD)
-        records = work / "records.jsonl"
-        listener = _Helper(
-            [
-                sys.executable,
-                "-m",
-                "bench.listener",
-                "--manifest",
-                str(work / "manifest.json"),
-                "--records",
-                str(records),
-            ],
-            work / "listener.log",
-        )
+        listener, records = start_listener(work, plan)
         stack = Stack(work / "service", FETCH_IDLE_RECONCILE_SECONDS="2")
-        _mailboxes(stack, dovecot, users, listener.port)
+        add_mailboxes(
+            stack,
+            dovecot,
+            users,
+            password=PASSWORD,
+            deliver_to=listener.port,
+            interval=86400,  # no scheduled poll in the run
+            idle=True,
+        )
         stack.celery(
             "worker",
             "worker",
@@ -236,35 +223,6 @@ def run(args: argparse.Namespace, work: Path) -> Result:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def _mailboxes(stack: Stack, dovecot: Dovecot, users: list[str], port: int) -> None:
-    from django.utils import timezone
-
-    from retrieval.models import Mailbox
-
-    owner = stack.owner()
-    later = timezone.now() + timedelta(days=1)  # no scheduled poll in the run
-    rows = []
-    for user in users:
-        mailbox = Mailbox(
-            owner=owner,
-            name=user,
-            protocol=Mailbox.Protocol.IMAP,
-            host=dovecot.host,
-            port=dovecot.imaps_port,
-            ca_file=dovecot.ca_file,
-            username=user,
-            delivery_host="127.0.0.1",
-            delivery_port=port,
-            recipient="sink@bench.example",
-            poll_interval=86400,
-            next_poll_at=later,
-            options={"user": {"idle": True}},
-        )
-        mailbox.set_password(PASSWORD)
-        rows.append(mailbox)
-    Mailbox.objects.bulk_create(rows, batch_size=500)
-
-
 def section(result: Result, args: argparse.Namespace, load: str) -> str:
     def ms(value: float | None) -> str:
         return "—" if value is None else f"{1000 * value:.0f} ms"
@@ -312,19 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="messages a second")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connect-timeout", type=float, default=300.0)
-    parser.add_argument("--seed", default="fetchweb-bench")
-    parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--no-docs", action="store_true")
-    parser.add_argument("--keep-tmp", action="store_true")
+    add_common_options(parser)
     args = parser.parse_args(argv)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    work = Path(tempfile.mkdtemp(prefix="fetchweb-bench-idle-"))
-    work.chmod(0o711)
-    try:
-        result = run(args, work)
-    finally:
-        if not args.keep_tmp:
-            shutil.rmtree(work, ignore_errors=True)
+    result, load = in_workdir("idle", args.keep_tmp, lambda work: run(args, work))
     print(
         f"{result.mailboxes} mailboxes: connected in {result.connected_s} s, RSS "
         f"{result.rss_held_mb:.0f}/{result.rss_peak_mb:.0f} MB, latency p50 "

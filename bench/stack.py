@@ -8,20 +8,28 @@ as child processes with the same environment.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bench.tools import REPO
 from tests.support.postgres import PostgresCluster
 from tests.support.redis import RedisServer
 
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+
     from accounts.models import User
+    from tests.support.dovecot import Dovecot
 
 OWNER = "bench@example.org"
+T = TypeVar("T")
 
 
 class Stack:
@@ -121,3 +129,99 @@ def cpu_seconds(pid: int) -> float:
     with Path(f"/proc/{pid}/stat").open() as stat:
         parts = stat.read().rsplit(")", 1)[1].split()
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_message(n: int, user: str, tag: str) -> tuple[str, bytes]:
+    """A small text message to ``user`` with a Message-ID unique to (n, user)."""
+    mid = f"<{tag}-{n}.{user}@bench.example>"
+    body = "".join(f"line {i} of message {n}\r\n" for i in range(30))
+    raw = (
+        f"From: sender@bench.example\r\nTo: {user}@localhost\r\n"
+        f"Subject: {tag} {n}\r\nMessage-ID: {mid}\r\n\r\n{body}"
+    ).encode()
+    return mid, raw
+
+
+def start_listener(work: Path, messages: list[tuple[str, bytes]]) -> tuple[Any, Path]:
+    """The bench listener (bench/listener.py) checking against ``messages``;
+    returns it and its records file (one JSON line per message received)."""
+    from bench.env import _Helper
+    from bench.verify import Expected, Manifest
+
+    manifest = work / "manifest.json"
+    Manifest({mid: Expected.of(raw) for mid, raw in messages}).dump(manifest)
+    records = work / "records.jsonl"
+    helper = _Helper(
+        [
+            sys.executable,
+            "-m",
+            "bench.listener",
+            "--manifest",
+            str(manifest),
+            "--records",
+            str(records),
+        ],
+        work / "listener.log",
+    )
+    return helper, records
+
+
+def add_mailboxes(
+    stack: Stack,
+    dovecot: Dovecot,
+    users: list[str],
+    *,
+    password: str,
+    deliver_to: int,
+    interval: int,
+    idle: bool = False,
+) -> None:
+    """One IMAP (implicit TLS) mailbox per Dovecot user, delivering to the bench
+    listener on port ``deliver_to``, not due for a day."""
+    from django.utils import timezone
+
+    from retrieval.models import Mailbox
+
+    owner = stack.owner()
+    later = timezone.now() + timedelta(days=1)
+    rows = []
+    for user in users:
+        mailbox = Mailbox(
+            owner=owner,
+            name=user,
+            protocol=Mailbox.Protocol.IMAP,
+            host=dovecot.host,
+            port=dovecot.imaps_port,
+            ca_file=dovecot.ca_file,
+            username=user,
+            delivery_host="127.0.0.1",
+            delivery_port=deliver_to,
+            recipient="sink@bench.example",
+            poll_interval=interval,
+            next_poll_at=later,
+            options={"user": {"idle": True}} if idle else {},
+        )
+        mailbox.set_password(password)
+        rows.append(mailbox)
+    Mailbox.objects.bulk_create(rows, batch_size=500)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The options every service benchmark takes."""
+    parser.add_argument("--seed", default="fetchweb-bench")
+    parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--keep-tmp", action="store_true")
+
+
+def in_workdir(name: str, keep: bool, run: Callable[[Path], T]) -> tuple[T, str]:
+    """``run(work)`` in a fresh directory (removed after unless ``keep``);
+    returns its result and the load average before it started."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    work = Path(tempfile.mkdtemp(prefix=f"fetchweb-bench-{name}-"))
+    work.chmod(0o711)  # Dovecot's and fetchmail's users traverse it
+    try:
+        return run(work), load
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)

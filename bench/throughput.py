@@ -33,24 +33,29 @@ import itertools
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import sections
-from bench.env import _Helper
 from bench.job import Job
-from bench.stack import Stack
-from bench.tools import REPO, Fetchmail, Workspace
-from bench.verify import Expected, Manifest
+from bench.stack import (
+    Stack,
+    add_common_options,
+    add_mailboxes,
+    bench_message,
+    in_workdir,
+    start_listener,
+)
+from bench.tools import Fetchmail, Workspace
 from tests.support.dovecot import Dovecot
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PASSWORD = "bench-service-secret"
 
@@ -75,16 +80,6 @@ class Figures:
     passes: dict[str, list[Pass]] = field(default_factory=dict)
     gaps: list[float] = field(default_factory=list)
     lateness_polls: int = 0
-
-
-def _message(n: int, user: str) -> tuple[str, bytes]:
-    mid = f"<tp-{n}.{user}@bench.example>"
-    body = "".join(f"line {i} of message {n}\r\n" for i in range(40))
-    raw = (
-        f"From: sender@bench.example\r\nTo: {user}@localhost\r\n"
-        f"Subject: throughput {n}\r\nMessage-ID: {mid}\r\n\r\n{body}"
-    ).encode()
-    return mid, raw
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -240,11 +235,9 @@ def _lateness(stack: Stack, args: argparse.Namespace) -> tuple[list[float], int]
 def run(args: argparse.Namespace, work: Path) -> Figures:
     users = [f"tp{i:05d}" for i in range(args.mailboxes)]
     rng = random.Random(args.seed)
-    fill = {u: [_message(n, u) for n in range(rng.randint(1, 3))] for u in users}
-    manifest = Manifest(
-        {mid: Expected.of(raw) for msgs in fill.values() for mid, raw in msgs}
-    )
-    manifest.dump(work / "manifest.json")
+    fill = {
+        u: [bench_message(n, u, "tp") for n in range(rng.randint(1, 3))] for u in users
+    }
     dovecot = Dovecot(
         work / "dovecot", label="bench-service", auth_mechanisms="plain login"
     )
@@ -254,21 +247,18 @@ def run(args: argparse.Namespace, work: Path) -> Figures:
     try:
         for user in users:
             dovecot.add_user(user, PASSWORD)
-        records = work / "records.jsonl"
-        listener = _Helper(
-            [
-                sys.executable,
-                "-m",
-                "bench.listener",
-                "--manifest",
-                str(work / "manifest.json"),
-                "--records",
-                str(records),
-            ],
-            work / "listener.log",
+        listener, records = start_listener(
+            work, [m for msgs in fill.values() for m in msgs]
         )
         stack = Stack(work / "service", FETCH_DISPATCH_INTERVAL="1")
-        _mailboxes(stack, dovecot, users, listener.port, args.interval)
+        add_mailboxes(
+            stack,
+            dovecot,
+            users,
+            password=PASSWORD,
+            deliver_to=listener.port,
+            interval=args.interval,
+        )
         figures.cost_ms, figures.cost_wall_ms = _cost_per_poll(args.cost_polls)
         print(f"cost per poll: {figures.cost_ms:.2f} ms CPU", flush=True)
 
@@ -295,36 +285,6 @@ def run(args: argparse.Namespace, work: Path) -> Figures:
             listener.stop()
         dovecot.stop()
     return figures
-
-
-def _mailboxes(
-    stack: Stack, dovecot: Dovecot, users: list[str], port: int, interval: int
-) -> None:
-    from django.utils import timezone
-
-    from retrieval.models import Mailbox
-
-    owner = stack.owner()
-    later = timezone.now() + timedelta(days=1)
-    rows = []
-    for user in users:
-        mailbox = Mailbox(
-            owner=owner,
-            name=user,
-            protocol=Mailbox.Protocol.IMAP,
-            host=dovecot.host,
-            port=dovecot.imaps_port,
-            ca_file=dovecot.ca_file,
-            username=user,
-            delivery_host="127.0.0.1",
-            delivery_port=port,
-            recipient="sink@bench.example",
-            poll_interval=interval,
-            next_poll_at=later,
-        )
-        mailbox.set_password(PASSWORD)
-        rows.append(mailbox)
-    Mailbox.objects.bulk_create(rows, batch_size=500)
 
 
 def section(figures: Figures, args: argparse.Namespace, load: str) -> str:
@@ -393,19 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         default=20.0,
         help="seconds for workers and beat to start",
     )
-    parser.add_argument("--seed", default="fetchweb-bench")
-    parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--no-docs", action="store_true")
-    parser.add_argument("--keep-tmp", action="store_true")
+    add_common_options(parser)
     args = parser.parse_args(argv)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    work = Path(tempfile.mkdtemp(prefix="fetchweb-bench-service-"))
-    work.chmod(0o711)
-    try:
-        figures = run(args, work)
-    finally:
-        if not args.keep_tmp:
-            shutil.rmtree(work, ignore_errors=True)
+    figures, load = in_workdir("service", args.keep_tmp, lambda work: run(args, work))
     text = section(figures, args, load)
     print(text)
     if not args.no_docs:
