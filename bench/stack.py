@@ -217,6 +217,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 def in_workdir(name: str, keep: bool, run: Callable[[Path], T]) -> tuple[T, str]:
     """``run(work)`` in a fresh directory (removed after unless ``keep``);
     returns its result and the load average before it started."""
+    # A SIGTERM (timeout, kill PID) unwinds like an error: the servers and the
+    # service's processes are stopped, not left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix=f"fetchweb-bench-{name}-"))
     work.chmod(0o711)  # Dovecot's and fetchmail's users traverse it
