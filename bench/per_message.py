@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import sections
 from bench.report import DASH, TIMES, Spread, load
 
 SECTION = "## Cost per message"
@@ -134,27 +135,6 @@ def section(
     return "\n".join(lines)
 
 
-def replace_section(page: str, text: str) -> str:
-    """``page`` with its Cost per message section replaced (or appended)."""
-    head, found, rest = page.partition(SECTION)
-    if not found:
-        return page.rstrip("\n") + "\n\n" + text
-    following = rest.find("\n## ")
-    tail = rest[following + 1 :] if following >= 0 else ""
-    return head + text + ("\n" + tail if tail else "")
-
-
-def kept_section(docs: Path) -> str:
-    """The section as it stands in ``docs`` (for the main renderer to keep)."""
-    if not docs.exists():
-        return ""
-    _, found, rest = docs.read_text().partition(SECTION)
-    if not found:
-        return ""
-    following = rest.find("\n## ")
-    return SECTION + (rest[: following + 1] if following >= 0 else rest)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.per_message")
     ap.add_argument("--before", type=Path, required=True)
@@ -170,17 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         "--notes", type=Path, help="markdown put under the tables (what changed)"
     )
     args = ap.parse_args(argv)
-    page = args.docs.read_text() if args.docs.exists() else "# Benchmarks\n"
-    args.docs.write_text(
-        replace_section(
-            page,
-            section(
-                args.before,
-                args.after,
-                args.before_commit,
-                args.notes.read_text() if args.notes else "",
-            ),
-        )
+    sections.write(
+        args.docs,
+        "per-message",
+        section(
+            args.before,
+            args.after,
+            args.before_commit,
+            args.notes.read_text() if args.notes else "",
+        ),
     )
     print(f"wrote the {SECTION[3:]} section of {args.docs}")
     return 0

@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bench import sections
 from bench.cases import CaseError, parse_case
 
 if TYPE_CHECKING:
@@ -194,11 +195,10 @@ def render(records: list[dict[str, Any]], source: str, docs: Path) -> None:
     tools = list(dict.fromkeys(r["tool"] for r in records if r.get("kind") == "run"))
     plot = docs.with_suffix(".png")
     _plot(summaries, cases, tools, plot)
-    from bench.per_message import kept_section
-
-    kept = kept_section(docs)  # rendered from its own runs: see bench.per_message
+    # The other benchmarks' sections (bench/sections.py) stay.
+    others = sections.kept(docs.read_text()) if docs.exists() else ""
     page = _markdown(meta, records, summaries, cases, tools, source, plot.name)
-    docs.write_text(page + ("\n" + kept if kept else ""))
+    docs.write_text(page + ("\n" + others if others else ""))
 
 
 def _markdown(

@@ -316,6 +316,12 @@ FETCH_BASE_URL = env.str("FETCH_BASE_URL", default="http://localhost:8000").rstr
 # Poll runs (transcripts, message results) older than this are deleted by a daily
 # task, in batches; the last run of each mailbox is always kept.
 FETCH_RUN_RETENTION_DAYS = env.int("FETCH_RUN_RETENTION_DAYS", default=30)
+# The dashboard's counters: hourly rows older than FETCH_STATS_HOURLY_DAYS days
+# (at least 2: the 24-hour chart reads hours) are added into daily rows by the
+# daily cleanup, and daily rows are kept FETCH_STATS_RETENTION_DAYS days. The
+# default keeps the 30-day charts on hourly rows (days cut in any zone).
+FETCH_STATS_HOURLY_DAYS = max(env.int("FETCH_STATS_HOURLY_DAYS", default=32), 2)
+FETCH_STATS_RETENTION_DAYS = env.int("FETCH_STATS_RETENTION_DAYS", default=365)
 # Connection tests ("Test connection") queued or running at once per person; they
 # run on the "interactive" Celery queue, apart from the polls.
 FETCH_MAX_PROBES_PER_USER = env.int("FETCH_MAX_PROBES_PER_USER", default=2)

@@ -3,12 +3,16 @@
 Every figure is read in a fixed number of queries whatever the number of
 mailboxes or runs: states from one subquery per column, traffic from the hourly
 counters (MailboxStat, kept by retrieval/services/stats.py), never from the runs.
+Hours older than FETCH_STATS_HOURLY_DAYS have been moved into daily counters
+(MailboxDayStat, retrieval/services/stats_rollup.py); a range that reaches back
+that far adds them up too (one more query), so a day's figure is the same
+before and after the move.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -29,9 +33,10 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
 from accounts.timezones import zone_of
-from retrieval.models import Mailbox, MailboxStat, PollRun
+from retrieval.models import Mailbox, MailboxDayStat, MailboxStat, PollRun
 from retrieval.selectors import mailboxes_visible_to
 from retrieval.services.stats import ERROR_OUTCOMES
+from retrieval.services.stats_rollup import hourly_kept_since, stats_zone
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -146,6 +151,31 @@ class Bucket:
     bytes: int = 0
 
 
+def bucket_starts(
+    span: str, zone: tzinfo, now: datetime | None = None
+) -> list[datetime]:
+    """The starts of the bars of ``span``: the last 24 hours, or the last 7 or
+    30 days cut at midnight in ``zone``, oldest first."""
+    length, unit = RANGES[span]
+    now = (now or timezone.now()).astimezone(zone)
+    if unit == "hour":
+        last = now.replace(minute=0, second=0, microsecond=0)
+        return [last - timedelta(hours=i) for i in range(23, -1, -1)]
+    today = now.date()
+    return [_midnight(today - timedelta(days=i), zone) for i in range(length.days)][
+        ::-1
+    ]
+
+
+def _midnight(day: date, zone: tzinfo) -> datetime:
+    return datetime.combine(day, time(), tzinfo=zone)
+
+
+def _days_rolled_up(since: datetime, now: datetime | None) -> bool:
+    """May daily counters hold figures for moments after ``since``?"""
+    return since < hourly_kept_since(now)
+
+
 def traffic(
     mailboxes: QuerySet[Mailbox],
     *,
@@ -154,37 +184,46 @@ def traffic(
     now: datetime | None = None,
 ) -> list[Bucket]:
     """Polls, errors, messages and bytes per hour (24 h) or per day (7 d, 30 d),
-    days cut in ``zone``; one aggregate query over the hourly counters."""
-    length, unit = RANGES[span]
-    now = (now or timezone.now()).astimezone(zone)
-    if unit == "hour":
-        last = now.replace(minute=0, second=0, microsecond=0)
-        starts = [last - timedelta(hours=i) for i in range(23, -1, -1)]
-    else:
-        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        days = length.days
-        starts = [
-            (today - timedelta(days=i)).replace(tzinfo=None).replace(tzinfo=zone)
-            for i in range(days - 1, -1, -1)
-        ]
+    days cut in ``zone``; one aggregate query over the hourly counters, and one
+    over the daily counters when the range reaches back to rolled-up days (their
+    days are those of settings.TIME_ZONE: exact when ``zone`` is that zone)."""
+    unit = RANGES[span][1]
+    starts = bucket_starts(span, zone, now)
     since = starts[0]
-    rows = (
-        MailboxStat.objects.filter(mailbox__in=mailboxes, hour__gte=since)
-        .order_by()
-        .values("hour")
-        .annotate(p=Sum("polls"), e=Sum("errors"), m=Sum("messages"), b=Sum("bytes"))
-    )
     totals: dict[datetime, list[int]] = {s: [0, 0, 0, 0] for s in starts}
-    for row in rows:
-        moment = row["hour"].astimezone(zone)
-        if unit == "hour":
-            key = moment.replace(minute=0, second=0, microsecond=0)
-        else:
-            key = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-            key = key.replace(tzinfo=None).replace(tzinfo=zone)
+
+    def add(key: datetime, row: dict[str, Any]) -> None:
         if key in totals:
             for i, name in enumerate("pemb"):
                 totals[key][i] += row[name] or 0
+
+    sums = {
+        "p": Sum("polls"),
+        "e": Sum("errors"),
+        "m": Sum("messages"),
+        "b": Sum("bytes"),
+    }
+    hours = (
+        MailboxStat.objects.filter(mailbox__in=mailboxes, hour__gte=since)
+        .order_by()
+        .values("hour")
+        .annotate(**sums)
+    )
+    for row in hours:
+        moment = row["hour"].astimezone(zone)
+        if unit == "hour":
+            add(moment.replace(minute=0, second=0, microsecond=0), row)
+        else:
+            add(_midnight(moment.date(), zone), row)
+    if unit == "day" and _days_rolled_up(since, now):
+        days = (
+            MailboxDayStat.objects.filter(mailbox__in=mailboxes, day__gte=since.date())
+            .order_by()
+            .values("day")
+            .annotate(**sums)
+        )
+        for row in days:
+            add(_midnight(row["day"], zone), row)
     fmt = "%H:00" if unit == "hour" else "%a %d %b"
     return [
         Bucket(s, s.strftime(fmt), *totals[s])  # type: ignore[arg-type]
@@ -245,9 +284,9 @@ def chart(buckets: list[Bucket], field: str, title: str, css: str) -> Chart:
 
 
 def per_domain(*, span: str, now: datetime | None = None) -> list[dict[str, Any]]:
-    """For superusers: each domain's states and traffic over ``span``."""
-    length, _ = RANGES[span]
-    since = (now or timezone.now()) - length
+    """For superusers: each domain's states and traffic over ``span``: the range
+    of the charts (its bars' hours or days), so the table adds up to them."""
+    since = bucket_starts(span, stats_zone(), now)[0]
     rows: dict[str, dict[str, Any]] = {}
 
     def row(name: str | None) -> dict[str, Any]:
@@ -271,15 +310,19 @@ def per_domain(*, span: str, now: datetime | None = None) -> list[dict[str, Any]
     )
     for item in states:
         row(item["domain__name"])[item["state"]] = item["n"]
-    sums = (
-        MailboxStat.objects.filter(hour__gte=since)
-        .order_by()
-        .values("mailbox__domain__name")
-        .annotate(p=Sum("polls"), e=Sum("errors"), m=Sum("messages"))
-    )
-    for item in sums:
-        target = row(item["mailbox__domain__name"])
-        target |= {"polls": item["p"], "errors": item["e"], "messages": item["m"]}
+    tables: list[QuerySet[Any]] = [MailboxStat.objects.filter(hour__gte=since)]
+    if _days_rolled_up(since, now):
+        tables.append(MailboxDayStat.objects.filter(day__gte=since.date()))
+    for table in tables:
+        sums = (
+            table.order_by()
+            .values("mailbox__domain__name")
+            .annotate(p=Sum("polls"), e=Sum("errors"), m=Sum("messages"))
+        )
+        for item in sums:
+            target = row(item["mailbox__domain__name"])
+            for name, key in (("polls", "p"), ("errors", "e"), ("messages", "m")):
+                target[name] += item[key] or 0
     return sorted(rows.values(), key=lambda r: (r["name"] == "(no domain)", r["name"]))
 
 

@@ -576,16 +576,24 @@ class ConnectionTest(models.Model):
         return not self.done and age > stale_after
 
 
-class MailboxStat(models.Model):
+class Counters(models.Model):
+    """The dashboard's four counters (retrieval/services/stats.py COUNTERS)."""
+
+    polls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    messages = models.PositiveIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class MailboxStat(Counters):
     """Counters of one mailbox for one hour, kept as runs are recorded
     (retrieval/services/stats.py): the dashboard reads these, never the runs."""
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="stats")
     hour = models.DateTimeField(help_text="The hour, truncated, in UTC.")
-    polls = models.PositiveIntegerField(default=0)
-    errors = models.PositiveIntegerField(default=0)
-    messages = models.PositiveIntegerField(default=0)
-    bytes = models.BigIntegerField(default=0)
 
     class Meta:
         constraints: ClassVar = [
@@ -595,6 +603,31 @@ class MailboxStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mailbox_id} {self.hour:%Y-%m-%d %H}:00"
+
+
+class MailboxDayStat(Counters):
+    """Counters of one mailbox for one day, kept for FETCH_STATS_RETENTION_DAYS.
+
+    Hourly rows (MailboxStat) older than FETCH_STATS_HOURLY_DAYS are moved here
+    by the daily cleanup (retrieval/services/stats_rollup.py): added
+    and deleted in one transaction, so each count is in exactly one of the two
+    tables at any moment and a day's figure is their sum."""
+
+    mailbox = models.ForeignKey(
+        Mailbox, on_delete=models.CASCADE, related_name="day_stats"
+    )
+    day = models.DateField(help_text="The day in the installation's TIME_ZONE.")
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["mailbox", "day"], name="mailboxdaystat_day"
+            )
+        ]
+        indexes: ClassVar = [models.Index(fields=["day"])]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id} {self.day:%Y-%m-%d}"
 
 
 class HostSlot(models.Model):

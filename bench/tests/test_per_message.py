@@ -1,26 +1,24 @@
-"""The Cost per message section: written into the page, kept by the main renderer."""
+"""The Cost per message section is a marked section (bench/sections.py): written
+in place by ``python -m bench.per_message`` and kept by the main renderer."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bench.per_message import SECTION, kept_section, replace_section
+from bench import per_message, sections
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
-def test_the_section_is_appended_then_replaced_in_place() -> None:
-    page = "# Benchmarks\n\n## Results\n\ntable\n"
-    once = replace_section(page, f"{SECTION}\n\nfirst\n")
-    assert once.endswith(f"{SECTION}\n\nfirst\n") and once.startswith(page.rstrip())
-    twice = replace_section(once + "\n## Later\n\nmore\n", f"{SECTION}\n\nsecond\n")
-    assert "first" not in twice and "second" in twice
-    assert twice.endswith("## Later\n\nmore\n")
-
-
-def test_the_main_renderer_keeps_the_section(tmp_path: Path) -> None:
+def test_the_section_is_written_in_place_and_kept(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     docs = tmp_path / "benchmarks.md"
-    assert kept_section(docs) == ""
-    docs.write_text(f"# Benchmarks\n\n{SECTION}\n\nfigures\n\n## Method\n\nx\n")
-    assert kept_section(docs) == f"{SECTION}\n\nfigures\n\n"
+    docs.write_text("# Benchmarks\n\n## Results\n\ntable\n")
+    texts = iter(["## Cost per message\n\nfirst\n", "## Cost per message\n\nsecond\n"])
+    monkeypatch.setattr(per_message, "section", lambda *args: next(texts))
+    for _ in range(2):
+        per_message.main(["--before", "b", "--after", "a", "--docs", str(docs)])
+    text = docs.read_text()
+    assert "first" not in text and text.count("second") == 1
+    assert text.startswith("# Benchmarks\n\n## Results\n\ntable\n")
+    assert "second" in sections.kept(text)

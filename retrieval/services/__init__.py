@@ -16,6 +16,7 @@ By subject:
 * hostslots: the cap on sessions per remote host
 * alerts: mail and signed webhook when a mailbox's state changes
 * retention: deleting old poll runs
+* stats_rollup: hourly counters into daily ones, kept a year
 * specs: the engine's spec of a row, with the run-time guards
 * ports: the engine's ledger and transcript on the ORM
 * probes: connection tests
@@ -109,6 +110,7 @@ from retrieval.services.records import (
 from retrieval.services.retention import runs_delete_old
 from retrieval.services.rules import mailbox_rules_replace
 from retrieval.services.specs import BSMTP_STDOUT, SpecError, mailbox_spec
+from retrieval.services.stats_rollup import RollUp, stats_roll_up
 from retrieval.services.tokens import (
     TokenLimit,
     token_authenticate,
@@ -139,6 +141,7 @@ __all__ = [
     "ProbeLimit",
     "QuotaExceeded",
     "RecordingTranscript",
+    "RollUp",
     "SelfRefused",
     "ServerCommandRefused",
     "SpecError",
@@ -193,6 +196,7 @@ __all__ = [
     "runs_close_lost",
     "runs_delete",
     "runs_delete_old",
+    "stats_roll_up",
     "token_authenticate",
     "token_create",
     "token_revoke",

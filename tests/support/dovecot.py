@@ -163,6 +163,14 @@ service aggregator {{
 # Every mechanism the engine speaks: the tests cover CRAM-MD5 too.
 TEST_AUTH_MECHANISMS = "plain login cram-md5"
 
+# Extra config: every login and logout in the log with microseconds (the login
+# line carries the session id and the mechanism; the logout line is prefixed
+# with the same session id), read by tests/support/dovecot_sessions.py.
+SESSION_LOG_CONFIG = """
+log_timestamp = "%Y-%m-%d %H:%M:%S.%{usecs} "
+login_log_format_elements = user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{session}>
+"""
+
 
 class DovecotError(RuntimeError):
     """Dovecot failed to start, or a ``doveadm`` command failed."""
@@ -247,9 +255,11 @@ class Dovecot:
         auth_mechanisms: str = TEST_AUTH_MECHANISMS,
         cleanup: Path | None = None,
         keep_log_in: Path | None = None,
+        extra_config: str = "",
     ) -> None:
         self.host = LOOPBACK
         self.label = label
+        self.extra_config = extra_config
         self.auth_mechanisms = auth_mechanisms
         self._keep_log_in = keep_log_in
         self.base = base
@@ -288,7 +298,8 @@ class Dovecot:
         """Create config, certificates and directories under ``tmp_path`` and start.
 
         Returns once every listener accepts connections (typically well under
-        a second). ``options`` go to the constructor (a subclass's own).
+        a second). ``options`` go to the constructor (``extra_config``, appended to the
+        generated config, or a subclass's own).
         """
         began = time.monotonic()
         cleanup: Path | None = None
@@ -394,6 +405,7 @@ class Dovecot:
                 imaps_port=self.imaps_port,
                 lmtp_port=self.lmtp_port,
             )
+            + self.extra_config
         )
 
     def stop(self) -> None:
