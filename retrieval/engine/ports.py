@@ -6,6 +6,7 @@ memory (see :mod:`retrieval.engine.memory`).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -20,12 +21,22 @@ Direction = Literal["S", "C", "*"]  # server said, client said, engine note
 PollStep = Literal["fetched", "data", "dot", "replied", "recorded", "deleted"]
 
 
+def utc_now() -> datetime:
+    """The engine's default clock; ``poll(..., clock=...)`` replaces it in tests."""
+    return datetime.now(UTC)
+
+
 class Ledger(Protocol):
     """The record of messages already delivered, per folder and UIDVALIDITY.
 
     ``mark_delivered`` must be durable when it returns: the engine sends the delete
     command to the server only afterwards, so a crash can at worst cause one
     duplicate delivery, never a lost message.
+
+    Each delivered UID carries the date of its first delivery (``at``, an aware
+    UTC time from the engine's clock; the ledger's own clock when None): a later
+    ``mark_delivered`` of the same UID (``fetchall`` with ``keep`` delivers it
+    again) keeps the first date, so ``delete_after_days`` counts from it.
     """
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]: ...
@@ -36,7 +47,19 @@ class Ledger(Protocol):
         uidvalidity: int | None,
         uid: str,
         message_id: str = "",
+        at: datetime | None = None,
     ) -> None: ...
+
+    def delivery_dates(
+        self, folder: str, uidvalidity: int | None, *, now: datetime
+    ) -> dict[str, datetime]:
+        """When each delivered UID of the folder was first delivered.
+
+        A ledger holding a UID without a date (an idfile written before dates
+        were kept) records ``now`` for it, durably, and answers that: its age
+        then counts from the first poll that asked.
+        """
+        ...
 
     def last_uidvalidity(self, folder: str) -> int | None: ...
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.db import transaction
+from django.utils import timezone
 
 from retrieval.engine.redact import WITHHELD, SecretMatcher
 from retrieval.models import Mailbox, SeenMessage
 
 if TYPE_CHECKING:
     from collections.abc import Collection
+    from datetime import datetime
 
     from django.db.models import QuerySet
 
@@ -49,16 +51,37 @@ class DatabaseLedger:
         return set(rows.values_list("uid", flat=True))
 
     def mark_delivered(
-        self, folder: str, uidvalidity: int | None, uid: str, message_id: str = ""
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uid: str,
+        message_id: str = "",
+        at: datetime | None = None,
     ) -> None:
-        SeenMessage.objects.update_or_create(
+        """A new row is dated ``at``; a partial one becomes complete and is dated
+        then; a complete one (``fetchall`` with keep delivered it again) keeps
+        its first date, from which ``delete_after_days`` counts."""
+        at = at or timezone.now()
+        row, created = SeenMessage.objects.get_or_create(
             mailbox=self.mailbox,
             folder=folder,
             uidvalidity=uidvalidity or 0,
             uid=uid,
-            defaults={"complete": True},
-            create_defaults={"message_id": message_id[:998], "complete": True},
+            defaults={
+                "message_id": message_id[:998],
+                "complete": True,
+                "delivered_at": at,
+            },
         )
+        if not created and not row.complete:
+            row.complete, row.delivered_at = True, at
+            row.save(update_fields=["complete", "delivered_at"])
+
+    def delivery_dates(
+        self, folder: str, uidvalidity: int | None, *, now: datetime
+    ) -> dict[str, datetime]:
+        rows = self._rows(folder, uidvalidity).filter(complete=True)
+        return dict(rows.values_list("uid", "delivered_at"))
 
     def delivered_recipients(
         self, folder: str, uidvalidity: int | None, uid: str
