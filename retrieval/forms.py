@@ -181,6 +181,7 @@ class MailboxForm(forms.ModelForm):
             "username",
             "folders",
             "keep",
+            "delete_after_days",
             "fetchall",
             "timeout",
             "delivery_kind",
@@ -194,6 +195,7 @@ class MailboxForm(forms.ModelForm):
             "ca_file": "CA file",
             "username": "User name",
             "fetchall": "Fetch all",
+            "delete_after_days": "Delete after (days)",
         }
         widgets = {"host": forms.TextInput(attrs={"spellcheck": "false"})}
 
@@ -201,7 +203,7 @@ class MailboxForm(forms.ModelForm):
         ("Mailbox", ("owner", "name", "enabled", "poll_interval")),
         ("Remote server", ("protocol", "host", "port", "tls_mode", "verify_tls")),
         ("Login", ("auth", "username", "new_password", "clear_password")),
-        ("Messages", ("folders", "keep", "fetchall")),
+        ("Messages", ("folders", "keep", "delete_after_days", "fetchall")),
         ("Delivery and server (superusers only)", SUPERUSER_FIELDS),
     )
 
@@ -396,6 +398,11 @@ class MailboxForm(forms.ModelForm):
                 "folders",
                 "A POP3 server has only the inbox: leave Folders empty, or choose IMAP.",
             )
+        refusal = services.delete_after_days_refusal(
+            keep=bool(cleaned.get("keep")), days=cleaned.get("delete_after_days")
+        )
+        if refusal:
+            self.add_error("delete_after_days", refusal)
         if self.adding:
             # Said here in words; services.mailbox_save checks again under a lock.
             refusal = services.mailbox_quota_refusal(
