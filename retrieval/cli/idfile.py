@@ -447,9 +447,7 @@ def _valid_change(change: Any) -> bool:
         return False
     if op == _DELIVERED:
         at = change.get("at")
-        return isinstance(change.get("message_id"), str) and (
-            at is None or _date(at)
-        )
+        return isinstance(change.get("message_id"), str) and (at is None or _date(at))
     return op == _RECIPIENTS and _strings(change.get("recipients"))
 
 

@@ -349,9 +349,7 @@ class _Poll:
     def _ages(self, listing: FolderListing) -> selection.Ages:
         """delete_after_days: the ledger's delivery dates and this poll's time."""
         now = self.clock()
-        dates = self.ledger.delivery_dates(
-            listing.folder, listing.uidvalidity, now=now
-        )
+        dates = self.ledger.delivery_dates(listing.folder, listing.uidvalidity, now=now)
         return selection.Ages(dates, now)
 
     def _untouched(

@@ -5,15 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('retrieval', '0007_mailbox_health_hostslots'),
+        ("retrieval", "0007_mailbox_health_hostslots"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='mailbox',
-            name='delete_after_days',
-            field=models.PositiveIntegerField(blank=True, help_text='With keep: delete a message from the server this many days after it was delivered. Empty: keep it for ever.', null=True, validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="mailbox",
+            name="delete_after_days",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="With keep: delete a message from the server this many days after it was delivered. Empty: keep it for ever.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+            ),
         ),
     ]

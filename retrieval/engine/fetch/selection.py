@@ -193,9 +193,7 @@ def plan_folder(
     return plan
 
 
-def _expired(
-    spec: MailboxSpec, uid: str, known: set[str], ages: Ages | None
-) -> str:
+def _expired(spec: MailboxSpec, uid: str, known: set[str], ages: Ages | None) -> str:
     """Why ``uid`` goes by age now, or "" when it stays (see the module docstring)."""
     if not expires(spec) or ages is None or uid not in known:
         return ""
