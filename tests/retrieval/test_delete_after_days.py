@@ -39,7 +39,7 @@ def _quick(settings: Any) -> None:
     }
 
 
-def _api(user: Any) -> tuple[Client, dict[str, str]]:
+def _api(user: Any) -> tuple[Client, dict[str, Any]]:
     token = services.token_create(user=user, name="test")[1]
     return Client(), {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 
