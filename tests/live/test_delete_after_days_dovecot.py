@@ -65,6 +65,28 @@ def polled(spec: MailboxSpec, ledger: MemoryLedger, moment: datetime) -> PollRep
     return report
 
 
+def kept(
+    dovecot: Dovecot,
+    user: MailUser,
+    listener: SmtpListener,
+    protocol: MailProtocol,
+    port_name: str,
+    **options: object,
+) -> MailboxSpec:
+    """Kept for ``DAYS`` days after delivery, over implicit TLS."""
+    return mailbox_spec(
+        dovecot,
+        user,
+        listener,
+        protocol=protocol,
+        tls=TlsMode.IMPLICIT,
+        port_name=port_name,
+        keep=True,
+        delete_after_days=DAYS,
+        **options,
+    )
+
+
 @pytest.mark.parametrize(("protocol", "port_name"), PROTOCOLS)
 def test_kept_messages_go_n_days_after_delivery_each_at_its_own_age(
     dovecot: Dovecot,
@@ -73,16 +95,7 @@ def test_kept_messages_go_n_days_after_delivery_each_at_its_own_age(
     protocol: MailProtocol,
     port_name: str,
 ) -> None:
-    spec = mailbox_spec(
-        dovecot,
-        mailuser,
-        smtp_listener,
-        protocol=protocol,
-        tls=TlsMode.IMPLICIT,
-        port_name=port_name,
-        keep=True,
-        delete_after_days=DAYS,
-    )
+    spec = kept(dovecot, mailuser, smtp_listener, protocol, port_name)
     ledger = MemoryLedger()
     for n in (1, 2):
         dovecot.put(mailuser.name, sample(n))
@@ -122,17 +135,7 @@ def test_fetchall_with_keep_fetches_again_until_the_days_have_passed(
     protocol: MailProtocol,
     port_name: str,
 ) -> None:
-    spec = mailbox_spec(
-        dovecot,
-        mailuser,
-        smtp_listener,
-        protocol=protocol,
-        tls=TlsMode.IMPLICIT,
-        port_name=port_name,
-        keep=True,
-        fetchall=True,
-        delete_after_days=DAYS,
-    )
+    spec = kept(dovecot, mailuser, smtp_listener, protocol, port_name, fetchall=True)
     ledger = MemoryLedger()
     dovecot.put(mailuser.name, sample(1))
     assert polled(spec, ledger, T0).delivered == 1

@@ -11,20 +11,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from retrieval.rcfile import Environment, configdump, parse_text
+from retrieval.rcfile import configdump, parse_text
 from retrieval.rcfile.export import export
 from retrieval.rcfile.specs import user_spec
+
+from .test_parser import ENV
 
 if TYPE_CHECKING:
     from .oracle import Oracle
 
-ENV = Environment(
-    user="alice",
-    home="/nonexistent",
-    fmhome="/nonexistent",
-    hostname="fetchweb.example",
-    check_files=False,
-)
 
 TEXT = """\
 defaults
