@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.forms.models import model_to_dict
 from django.test import Client
 from django.urls import reverse
 
 from retrieval import services
+from retrieval.admin import MailboxForm as AdminMailboxForm
 from retrieval.models import Mailbox, MessageResult, PollRun
 from retrieval.services.specs import mailbox_spec
 from tests.factories import make_mailbox, make_user
@@ -163,3 +165,17 @@ def test_export_writes_a_comment_fetchmail_skips_and_import_reads_it_back(
     box = Mailbox.objects.get()
     assert (box.keep, box.delete_after_days) == (True, 45)
     assert "delete_after_days" not in (box.options.get("user") or {})
+
+
+def test_the_admin_form_holds_the_same_rule() -> None:
+    box = make_mailbox(make_user("gil@example.org"), password="pw", host=PUBLIC)
+    data = {k: v for k, v in model_to_dict(box).items() if v is not None}
+    data["folders"] = "[]"
+    data["options"] = "{}"
+    form = AdminMailboxForm({**data, "delete_after_days": 10}, instance=box)
+    assert not form.is_valid()
+    assert NEEDS_KEEP in form.errors["delete_after_days"][0]
+    form = AdminMailboxForm(
+        {**data, "keep": True, "delete_after_days": 10}, instance=box
+    )
+    assert form.is_valid(), form.errors
