@@ -201,9 +201,10 @@ def _expired(spec: MailboxSpec, uid: str, known: set[str], ages: Ages | None) ->
     days = spec.delete_after_days or 0
     if delivered is None or ages.now - delivered < timedelta(days=days):
         return ""
+    when = delivered.astimezone(UTC)
     age = (ages.now - delivered).days
     return (
-        f"delivered {delivered.astimezone(UTC):%Y-%m-%d %H:%M} UTC, {age} days ago; deleted after "
+        f"delivered {when:%Y-%m-%d %H:%M} UTC, {age} days ago; deleted after "
         f"{days} days (keep)"
     )
 
