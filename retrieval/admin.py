@@ -78,6 +78,11 @@ class MailboxForm(forms.ModelForm):
             )
             if refusal:
                 self.add_error("domain", refusal)
+        refusal = services.delete_after_days_refusal(
+            keep=bool(cleaned.get("keep")), days=cleaned.get("delete_after_days")
+        )
+        if refusal:
+            self.add_error("delete_after_days", refusal)
         return cleaned
 
 
@@ -131,7 +136,18 @@ class MailboxAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Messages", {"fields": ("folders", "keep", "fetchall", "timeout")}),
+        (
+            "Messages",
+            {
+                "fields": (
+                    "folders",
+                    "keep",
+                    "delete_after_days",
+                    "fetchall",
+                    "timeout",
+                )
+            },
+        ),
         (
             "Delivery",
             {

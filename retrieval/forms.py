@@ -205,6 +205,7 @@ class MailboxForm(DestinationFields, forms.ModelForm):
             "ca_file": "CA file",
             "username": "User name",
             "fetchall": "Fetch all",
+            "delete_after_days": "Delete after (days)",
         }
         widgets = {"host": forms.TextInput(attrs={"spellcheck": "false"})}
 
@@ -212,7 +213,7 @@ class MailboxForm(DestinationFields, forms.ModelForm):
         ("Mailbox", ("owner", "name", "enabled", "poll_interval")),
         ("Remote server", ("protocol", "host", "port", "tls_mode", "verify_tls")),
         ("Login", ("auth", "username", "new_password", "clear_password")),
-        ("Messages", ("folders", "keep", "fetchall")),
+        ("Messages", ("folders", "keep", "delete_after_days", "fetchall")),
         ("Where messages go", DESTINATION_SECTION),
         ("Delivery and server (superusers only)", SUPERUSER_FIELDS),
     )
@@ -402,6 +403,11 @@ class MailboxForm(DestinationFields, forms.ModelForm):
                 "folders",
                 "A POP3 server has only the inbox: leave Folders empty, or choose IMAP.",
             )
+        refusal = services.delete_after_days_refusal(
+            keep=bool(cleaned.get("keep")), days=cleaned.get("delete_after_days")
+        )
+        if refusal:
+            self.add_error("delete_after_days", refusal)
         if self.adding:
             # Said here in words; services.mailbox_save checks again under a lock.
             refusal = services.mailbox_quota_refusal(

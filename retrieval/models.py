@@ -151,6 +151,14 @@ class Mailbox(models.Model):
         default=list, blank=True, help_text="IMAP folders to empty; empty means INBOX."
     )
     keep = models.BooleanField(default=False, help_text="Leave messages on the server.")
+    # fetchmail has no such option (the engine's MailboxSpec.delete_after_days).
+    delete_after_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="With keep: delete a message from the server this many days "
+        "after it was delivered. Empty: keep it for ever.",
+    )
     fetchall = models.BooleanField(
         default=False, help_text="Fetch old messages too, not only new ones."
     )
@@ -264,6 +272,7 @@ class Mailbox(models.Model):
         "username",
         "folders",
         "keep",
+        "delete_after_days",
         "fetchall",
         "timeout",
         "delivery_kind",

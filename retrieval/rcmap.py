@@ -262,6 +262,12 @@ _GROUPS = (
     ),
     _flag_group("keep"),
     _flag_group("fetchall"),
+    _Group(
+        ("user.delete_after_days",),
+        ("delete_after_days",),
+        lambda v: (v["user.delete_after_days"] or None,),
+        lambda c: {"user.delete_after_days": c[0]},
+    ),
 )
 _GROUPED = {f for g in _GROUPS for f in g.fields}
 

@@ -124,6 +124,13 @@ class MailboxInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
     clear_password = serializers.BooleanField(required=False)
     folders = serializers.ListField(child=serializers.CharField(), required=False)
     keep = serializers.BooleanField(required=False)
+    delete_after_days = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="With keep: delete messages this many days after their delivery; "
+        "null keeps them for ever.",
+    )
     fetchall = serializers.BooleanField(required=False)
     ca_file = serializers.CharField(required=False, allow_blank=True)
     timeout = serializers.IntegerField(required=False)

@@ -5,7 +5,15 @@ Layout of the file (``FORMAT``, version 1)::
     {"format": "fetchweb-idfile", "version": 1,
      "mailboxes": {"pop3://alice@mail.example.org":
                      {"INBOX": {"uidvalidity": null, "uids": {"UID": "<message-id>"},
+                                "dates": {"UID": "2026-12-04T15:58:57+00:00"},
                                 "partial": {"UID": ["rcpt@example.org"]}}}}}
+
+``dates`` holds when each UID was first delivered (``--delete-after-days``
+counts from it). It was added without a new version number: an idfile written
+before has no ``dates``, and loads as before; the first poll that needs the age
+of such an undated UID records that poll's time for it, so the message goes
+N days after that poll, never earlier than the option asked. Older fetchweb
+versions read a file with ``dates`` and keep the key as it is.
 
 ``partial`` lists, for a message still on the server, the recipients that
 already have it (an LMTP listener that accepted some recipients and deferred
@@ -45,6 +53,7 @@ import json
 import os
 import stat
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -300,8 +309,28 @@ class FileLedger:
         uidvalidity: int | None,
         uid: str,
         message_id: str = "",
+        at: datetime | None = None,
     ) -> None:
-        self._commit(_DELIVERED, folder, uidvalidity, uid=uid, message_id=message_id)
+        self._commit(
+            _DELIVERED,
+            folder,
+            uidvalidity,
+            uid=uid,
+            message_id=message_id,
+            at=_stamp(at or datetime.now(UTC)),
+        )
+
+    def delivery_dates(
+        self, folder: str, uidvalidity: int | None, *, now: datetime
+    ) -> dict[str, datetime]:
+        record = self._record(folder, uidvalidity)
+        if record is None:
+            return {}
+        undated = sorted(set(record["uids"]) - set(record.get("dates", {})))
+        if undated:  # an idfile from before dates were kept: from now on
+            self._commit(_DATED, folder, uidvalidity, uids=undated, at=_stamp(now))
+        dates = record.get("dates", {})
+        return {uid: datetime.fromisoformat(dates[uid]) for uid in record["uids"]}
 
     def delivered_recipients(
         self, folder: str, uidvalidity: int | None, uid: str
@@ -340,6 +369,11 @@ class FileLedger:
 
 # The journal's changes; each is idempotent, so a replay may repeat any tail.
 _DELIVERED, _RECIPIENTS, _FORGET = "delivered", "recipients", "forget"
+_DATED = "dated"  # undated UIDs (an older idfile) get a delivery date
+
+
+def _stamp(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _record(
@@ -368,16 +402,28 @@ def _apply(mailboxes: dict[str, Any], change: dict[str, Any]) -> None:
     if op == _FORGET:
         record = _record(folders, folder, uidvalidity)
         if record is not None:
-            partial = record.get("partial", {})
+            partial, dates = record.get("partial", {}), record.get("dates", {})
             for uid in change["uids"]:
                 record["uids"].pop(uid, None)
                 partial.pop(uid, None)
+                dates.pop(uid, None)
+        return
+    if op == _DATED:
+        record = _record(folders, folder, uidvalidity)
+        if record is not None:
+            dates = record.setdefault("dates", {})
+            for uid in change["uids"]:
+                if uid in record["uids"]:
+                    dates.setdefault(uid, change["at"])
         return
     record = _writable(folders, folder, uidvalidity)
     uid = change["uid"]
     if op == _DELIVERED:
         record["uids"][uid] = change["message_id"]
         record.get("partial", {}).pop(uid, None)
+        if change.get("at") is not None:  # absent in an older journal
+            # The first delivery's date stays (fetchall with keep delivers again).
+            record.setdefault("dates", {}).setdefault(uid, change["at"])
     else:
         done = record.setdefault("partial", {}).setdefault(uid, [])
         done.extend(r for r in change["recipients"] if r not in done)
@@ -418,15 +464,28 @@ def _valid_change(change: Any) -> bool:
     op = change.get("op")
     if op == _FORGET:
         return _strings(change.get("uids"))
+    if op == _DATED:
+        return _strings(change.get("uids")) and _date(change.get("at"))
     if not isinstance(change.get("uid"), str):
         return False
     if op == _DELIVERED:
-        return isinstance(change.get("message_id"), str)
+        at = change.get("at")
+        return isinstance(change.get("message_id"), str) and (at is None or _date(at))
     return op == _RECIPIENTS and _strings(change.get("recipients"))
 
 
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _date(value: Any) -> bool:
+    """An ISO 8601 time with its offset, as :func:`_stamp` writes it."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def _sync_directory(directory: Path) -> None:
@@ -500,5 +559,8 @@ def _valid(data: Any) -> bool:
             if not isinstance(partial, dict) or not all(
                 isinstance(v, list) for v in partial.values()
             ):
+                return False
+            dates = record.get("dates", {})
+            if not isinstance(dates, dict) or not all(map(_date, dates.values())):
                 return False
     return True

@@ -53,6 +53,7 @@ from retrieval.cli.options import (
 from retrieval.engine import unsupported
 from retrieval.engine.check import check
 from retrieval.engine.deliver.trace import VERSION
+from retrieval.engine.ports import utc_now
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
 from retrieval.engine.spec import Secret
@@ -61,9 +62,11 @@ from retrieval.rcfile.parser import read_rcfile
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from datetime import datetime
 
     from retrieval.engine.check import CheckReport
     from retrieval.engine.ports import Direction
+    from retrieval.engine.spec import MailboxSpec
 
 IDFILE_SUFFIX = ".fetchids"
 PIDFILE_SUFFIX = ".pid"
@@ -77,7 +80,11 @@ class Fatal(Exception):
         self.code = code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, clock: Callable[[], datetime] = utc_now
+) -> int:
+    """The command; ``clock`` is the engine's (tests move it, see
+    ``--delete-after-days``)."""
     try:
         cmd = parse_command_line(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
@@ -88,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(help_text(), end="")
         return ExitCode.SUCCESS
     try:
-        return Command(cmd, Environment.current()).run()
+        return Command(cmd, Environment.current(), clock=clock).run()
     except Fatal as exc:
         print(exc, file=sys.stderr)
         return exc.code
@@ -155,10 +162,17 @@ def load_rcfile(path: str) -> RcConfig:
 class Command:
     """One run of the command: configuration, then the polls."""
 
-    def __init__(self, cmd: CommandLine, env: Environment) -> None:
+    def __init__(
+        self,
+        cmd: CommandLine,
+        env: Environment,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.cmd = cmd
         self.env = env
         self.out = Output(cmd)
+        self.clock = clock
 
     def run(self) -> int:
         cmd = self.cmd
@@ -308,7 +322,11 @@ class Command:
             code = checked.exit_code
         else:
             report = poll(
-                p.spec, ledger=ledger, transcript=transcript or _Quiet(), stop=stop
+                p.spec,
+                ledger=ledger,
+                transcript=transcript or _Quiet(),
+                stop=stop,
+                clock=self.clock,
             )
             self.out.polled(p, report)
             code = report.exit_code
@@ -428,10 +446,16 @@ class Output:
                 f"{s.username} at {s.server.host}:{s.server.effective_port}, "
                 f"TLS {tls.mode.value} ({trust}); {s.delivery.kind.value.upper()} "
                 f"to {to}; {'keep' if s.keep else 'delete after delivery'}"
-                f"{', fetch all' if s.fetchall else ''}."
+                f"{_expiry(s)}{', fetch all' if s.fetchall else ''}."
             )
             for key, value in s.extra:
                 print(f"  {unsupported.describe(key, value)}")
+
+
+def _expiry(spec: MailboxSpec) -> str:
+    if spec.keep and spec.delete_after_days:
+        return f" for {spec.delete_after_days} days after delivery"
+    return ""
 
 
 def _outcome(status: MessageStatus, *, deleted: bool, reply: str) -> str:
@@ -439,6 +463,6 @@ def _outcome(status: MessageStatus, *, deleted: bool, reply: str) -> str:
     flushed = "flushed" if deleted else "not flushed"
     if status is MessageStatus.DELIVERED:
         return flushed
-    if status is MessageStatus.SKIPPED:
+    if status in (MessageStatus.SKIPPED, MessageStatus.EXPIRED):
         return f"{flushed} ({reply})" if reply else flushed
     return f"{flushed} ({status.value}: {reply})"

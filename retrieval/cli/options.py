@@ -106,6 +106,13 @@ def local_path(text: str) -> str:
     return prependdir(text, str(Path.cwd()))
 
 
+def positive_number(text: str, option: str, unit: str) -> int:
+    value = c_int(text)
+    if value <= 0:
+        raise UsageError(f"{option} {text}: give a positive number of {unit}.")
+    return value
+
+
 def positive_seconds(text: str) -> int:
     value = c_int(text)
     if value <= 0:
@@ -406,6 +413,14 @@ OPTIONS: tuple[_Option, ...] = (
         help="messages per poll",
     ),
     _o("--fetchsizelimit", target="user.fetchsizelimit", convert=c_int, metavar="N"),
+    # Ours: fetchmail has no such option (its FAQ's second most asked feature).
+    _o(
+        "--delete-after-days",
+        target="user.delete_after_days",
+        convert=lambda text: positive_number(text, "--delete-after-days", "days"),
+        metavar="N",
+        help="with --keep: delete messages N days after their delivery",
+    ),
     _o("--fastuidl", target="user.fastuidl", convert=c_int, metavar="N"),
     _o(
         "-e",

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from retrieval.engine.ports import utc_now
+
 if TYPE_CHECKING:
     from collections.abc import Collection
+    from datetime import datetime
 
     from retrieval.engine.ports import Direction
 
@@ -28,6 +31,10 @@ class MemoryLedger:
     partial: dict[tuple[str, int | None, str], set[str]] = field(default_factory=dict)
     durable_marks: int = 0
     syncs: int = 0
+    # When each delivered UID was first delivered (delete_after_days counts from it).
+    dates: dict[tuple[str, int | None], dict[str, datetime]] = field(
+        default_factory=dict
+    )
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]:
         return set(self.delivered.get((folder, uidvalidity), {}))
@@ -38,10 +45,18 @@ class MemoryLedger:
         uidvalidity: int | None,
         uid: str,
         message_id: str = "",
+        at: datetime | None = None,
     ) -> None:
         self.delivered.setdefault((folder, uidvalidity), {})[uid] = message_id
+        dates = self.dates.setdefault((folder, uidvalidity), {})
+        dates.setdefault(uid, at or utc_now())
         self.uidvalidity[folder] = uidvalidity
         self.marks.append((folder, uidvalidity, uid))
+
+    def delivery_dates(
+        self, folder: str, uidvalidity: int | None, *, now: datetime
+    ) -> dict[str, datetime]:
+        return dict(self.dates.get((folder, uidvalidity), {}))
 
     def last_uidvalidity(self, folder: str) -> int | None:
         return self.uidvalidity.get(folder)
@@ -54,8 +69,10 @@ class MemoryLedger:
         self, folder: str, uidvalidity: int | None, present: set[str]
     ) -> None:
         uids = self.delivered.get((folder, uidvalidity), {})
+        dates = self.dates.get((folder, uidvalidity), {})
         for uid in set(uids) - present:
             del uids[uid]
+            dates.pop(uid, None)
         for key in [k for k in self.partial if k[:2] == (folder, uidvalidity)]:
             if key[2] not in present:
                 del self.partial[key]

@@ -6,6 +6,7 @@ memory (see :mod:`retrieval.engine.memory`).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -19,6 +20,11 @@ Direction = Literal["S", "C", "*"]  # server said, client said, engine note
 # ledger commit, after the commit, and after the delete command was answered;
 # "synced" (uid "") once the ledger was made durable, before QUIT or EXPUNGE.
 PollStep = Literal["fetched", "data", "dot", "replied", "recorded", "deleted", "synced"]
+
+
+def utc_now() -> datetime:
+    """The engine's default clock; ``poll(..., clock=...)`` replaces it in tests."""
+    return datetime.now(UTC)
 
 
 class Ledger(Protocol):
@@ -35,6 +41,11 @@ class Ledger(Protocol):
     (POP3 ``QUIT``, IMAP ``STORE \\Deleted``/``EXPUNGE``), so a deletion never
     outlives the record of its delivery. Only a crash of the machine between a
     write and the sync can deliver that batch again; nothing is ever lost.
+
+    Each delivered UID carries the date of its first delivery (``at``, an aware
+    UTC time from the engine's clock; the ledger's own clock when None): a later
+    ``mark_delivered`` of the same UID (``fetchall`` with ``keep`` delivers it
+    again) keeps the first date, so ``delete_after_days`` counts from it.
     """
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]: ...
@@ -45,7 +56,19 @@ class Ledger(Protocol):
         uidvalidity: int | None,
         uid: str,
         message_id: str = "",
+        at: datetime | None = None,
     ) -> None: ...
+
+    def delivery_dates(
+        self, folder: str, uidvalidity: int | None, *, now: datetime
+    ) -> dict[str, datetime]:
+        """When each delivered UID of the folder was first delivered.
+
+        A ledger holding a UID without a date (an idfile written before dates
+        were kept) records ``now`` for it, durably, and answers that: its age
+        then counts from the first poll that asked.
+        """
+        ...
 
     def last_uidvalidity(self, folder: str) -> int | None: ...
 

@@ -33,6 +33,9 @@ class MessageStatus(StrEnum):
     DEFERRED = "deferred"  # temporary failure: kept for the next poll
     REFUSED = "refused"  # permanent failure: kept unless the mailbox says otherwise
     FAILED = "failed"  # could not be read from the server
+    # Kept (keep) and delivered by an earlier poll more than ``delete_after_days``
+    # ago: deleted from the server now, without fetching it again.
+    EXPIRED = "expired"
 
 
 @dataclass

@@ -33,13 +33,14 @@ from retrieval.engine.fetch import idle, selection
 from retrieval.engine.fetch.etrn import etrn
 from retrieval.engine.fetch.session import FolderListing, MailSession, open_session
 from retrieval.engine.odmr import odmr
-from retrieval.engine.ports import RecipientLedger
+from retrieval.engine.ports import RecipientLedger, utc_now
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
 from retrieval.engine.spec import DeliveryKind, MailProtocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
 
     from retrieval.engine.deliver.policy import Decision
     from retrieval.engine.fetch.session import RemoteMessage
@@ -54,16 +55,24 @@ def poll(
     transcript: Transcript,
     observe: StepObserver | None = None,
     stop: Callable[[], bool] | None = None,
+    clock: Callable[[], datetime] = utc_now,
 ) -> PollReport:
     """Run one poll and describe it; see the module docstring for the contract.
 
     ``observe`` is told each step every message reaches (tests crash there).
     ``stop`` ends an IMAP IDLE poll (``spec.idle``) when it returns True; it is
     asked about once a second while waiting (see :mod:`retrieval.engine.fetch.idle`).
+    ``clock`` (aware UTC times) dates deliveries in the ledger and decides the
+    age of kept messages (``delete_after_days``); tests move it.
     """
     report = PollReport(properties=spec.properties)
     wire = RedactingTranscript(transcript, spec.secrets())
     report.notes.extend(unsupported.notes(spec))
+    if spec.delete_after_days and not spec.keep:
+        report.notes.append(
+            f"'Delete after {spec.delete_after_days} days' works with 'keep' only; "
+            "without it every message is deleted once delivered."
+        )
 
     def session() -> None:
         job: _Poll | None = None
@@ -73,7 +82,7 @@ def poll(
             elif spec.server.protocol is MailProtocol.ODMR:
                 odmr(spec, wire, report)
             else:
-                job = _Poll(spec, ledger, wire, report, observe, stop)
+                job = _Poll(spec, ledger, wire, report, observe, stop, clock)
                 job.run()
         except EngineError as exc:
             report.exit_code = exc.exit_code
@@ -158,6 +167,7 @@ class _Poll:
         report: PollReport,
         observe: StepObserver | None = None,
         stop: Callable[[], bool] | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.spec = spec
         self.ledger = ledger
@@ -167,6 +177,7 @@ class _Poll:
         self.report = report
         self.observe = observe
         self.stop = stop
+        self.clock = clock
         self.fetchlimit_hit = False
         self.recipients = default_recipients(spec)
         self.router = DomainRouter.for_spec(
@@ -276,8 +287,13 @@ class _Poll:
         self.report.notes.extend(listing.notes)
         if self._uidvalidity_changed(listing):
             return
+        known = self._known(listing)
         plan = selection.plan_folder(
-            spec, listing, self._known(listing), sized=session.with_sizes
+            spec,
+            listing,
+            known,
+            sized=session.with_sizes,
+            ages=self._ages(listing) if known and selection.expires(spec) else None,
         )
         self.report.notes.extend(plan.notes)
         self.fetchlimit_hit = self.fetchlimit_hit or plan.left > 0
@@ -341,6 +357,12 @@ class _Poll:
             self.ledger.forget_missing(listing.folder, listing.uidvalidity, present)
         return known & present
 
+    def _ages(self, listing: FolderListing) -> selection.Ages:
+        """delete_after_days: the ledger's delivery dates and this poll's time."""
+        now = self.clock()
+        dates = self.ledger.delivery_dates(listing.folder, listing.uidvalidity, now=now)
+        return selection.Ages(dates, now)
+
     def _untouched(
         self,
         session: MailSession,
@@ -353,7 +375,7 @@ class _Poll:
             folder=listing.folder,
             uid=message.uid,
             size=max(message.size, 0),
-            status=MessageStatus.SKIPPED,
+            status=untouched.status,
             listener_reply=untouched.reason,
         )
         self.report.messages.append(result)
@@ -461,7 +483,9 @@ class _Poll:
     ) -> None:
         folder, uidvalidity = listing.folder, listing.uidvalidity
         if decision.delete or decision.status is MessageStatus.DELIVERED:
-            self.ledger.mark_delivered(folder, uidvalidity, uid, result.message_id)
+            self.ledger.mark_delivered(
+                folder, uidvalidity, uid, result.message_id, at=self.clock()
+            )
         elif decision.served and self.recipient_ledger is not None:
             self.recipient_ledger.mark_recipients_delivered(
                 folder, uidvalidity, uid, served | set(decision.served)

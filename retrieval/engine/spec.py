@@ -235,6 +235,10 @@ class MailboxSpec:
     batchlimit: int = 0  # at most this many messages per listener connection
     expunge: int = 0  # POP3: QUIT and reconnect every N deletions; IMAP: every N
     limitflush: bool = False  # delete messages over ``limit`` without fetching them
+    # With ``keep``: delete a message from the server once this many days have
+    # passed since the ledger recorded its delivery (fetchmail has no such option);
+    # None = keep for ever. Without keep every message goes after delivery anyway.
+    delete_after_days: int | None = None
     warnings: int = 3600  # seconds between oversize notices (for the notifier)
     fetchsizelimit: int = 100  # IMAP sizes asked per command; 0 = one command
     # POP3 with keep: find the first new message by binary search with UIDL n in

@@ -193,6 +193,9 @@ def _user_options(u: UserOptions, *, with_names: bool) -> list[str]:
         value = getattr(u, name)
         if value is not None:
             out.append(f"{name} {value}")
+    if u.delete_after_days is not None:
+        # A comment to fetchmail (it has no such option); read back by our lexer.
+        out.append(f"# fetchweb: delete-after-days {u.delete_after_days}")
     return out
 
 

@@ -12,6 +12,11 @@ The scan is linear in the size of the input, whatever the bytes, and lazy:
 :func:`iter_tokens` yields one token at a time so that the parser holds only a
 small window of them (a list of every token cost about 45 bytes of memory per
 byte of input). A token longer than ``MAX_TOKEN_BYTES`` is refused.
+
+One comment is more than a comment, for us only: a line
+``# fetchweb: delete-after-days N`` (our option, which fetchmail lacks, as the
+exporter writes it so that fetchmail skips it) becomes a ``DELETE_AFTER_DAYS``
+token; the parser gives it to the user description being read.
 """
 
 from __future__ import annotations
@@ -212,6 +217,9 @@ GLUED_NO: Final = frozenset(
 
 _WORD = re.compile(rb"[^=;:, \t\r\n]+")
 _BLANK = re.compile(rb"[ \t\r]+")
+_DELETE_AFTER_DAYS = re.compile(
+    rb"#[ \t]*fetchweb:[ \t]*delete-after-days[ \t]+([0-9]{1,9})[ \t\r]*"
+)
 _NUMBER = re.compile(rb"-?[0-9]+")
 _HEX = b"0123456789abcdefABCDEF"
 
@@ -342,6 +350,11 @@ def iter_tokens(data: bytes, filename: str = "<rcfile>") -> Iterator[Token]:
         if c == 0x23:  # '#': a comment when a newline ends it (longer than any word)
             nl = data.find(b"\n", pos)
             if nl >= 0:
+                directive = _DELETE_AFTER_DAYS.fullmatch(data, pos, nl)
+                if directive:
+                    days = int(directive.group(1))
+                    raw = data[pos:nl]
+                    yield Token("DELETE_AFTER_DAYS", days, raw, tok_line, col)
                 pos = nl + 1
                 line += 1
                 line_start = pos

@@ -135,6 +135,9 @@ class UserOptions:
     batchlimit: int | None = None
     expunge: int | None = None
     properties: str | None = None
+    # Ours, not fetchmail's: written as the comment "# fetchweb: delete-after-days
+    # N" (see lexer.py), so that fetchmail reads the same file without it.
+    delete_after_days: int | None = None
 
 
 @dataclass(slots=True)

@@ -257,7 +257,7 @@ class _TokenWindow:
 
 class _Parser:
     def __init__(self, tokens: Iterator[Token], filename: str) -> None:
-        self.tokens = _TokenWindow(tokens)
+        self.tokens = _TokenWindow(self._directives(tokens))
         self.i = 0
         self.filename = filename
         self.dir = rcfile_dir(filename)
@@ -268,6 +268,21 @@ class _Parser:
         self.trailer = False
         self.entry_line = 0
         self.user_line = 0  # where the current user description starts
+
+    def _directives(self, tokens: Iterator[Token]) -> Iterator[Token]:
+        """Our comment directives out of the grammar's way (fetchmail skips them).
+
+        ``# fetchweb: delete-after-days N`` belongs to the user description being
+        read when the parser reaches the comment: the one whose options it
+        follows (as the exporter writes it), or, before a ``user``, the next one
+        (the parser starts that user's options before reading its name).
+        """
+        for token in tokens:
+            if token.kind == "DELETE_AFTER_DAYS":
+                assert isinstance(token.value, int)
+                self.user.delete_after_days = token.value
+            else:
+                yield token
 
     # -- token helpers
     @property

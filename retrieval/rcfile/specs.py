@@ -108,6 +108,7 @@ _MAPPED_GLOBAL = {
     "properties",
 }
 _MAPPED_USER = {
+    "delete_after_days",
     "remote",
     "password",
     "folders",
@@ -361,6 +362,7 @@ def user_spec(
         batchlimit=max(u.batchlimit or 0, 0),
         expunge=max(u.expunge or 0, 0),
         limitflush=bool(u.limitflush),
+        delete_after_days=u.delete_after_days or None,
         warnings=u.warnings if u.warnings is not None else 3600,
         fetchsizelimit=max(
             u.fetchsizelimit if u.fetchsizelimit is not None else 100, 0

@@ -111,6 +111,27 @@ def account_busy(*, mailbox: Mailbox, values: Mapping[str, Any]) -> bool:
     )
 
 
+def delete_after_days_refusal(*, keep: bool, days: int | None) -> str:
+    """Why a mailbox may not have this ``delete_after_days``, or "".
+
+    Only with keep: without it every message leaves the server once delivered,
+    so a number of days there would promise what does not happen. The importer
+    stores what an rcfile says all the same (a poll then notes that it has no
+    effect); the pages and the API refuse it in these words.
+    """
+    if days is None:
+        return ""
+    if days < 1:
+        return "Give a number of days of 1 or more, or leave it empty."
+    if not keep:
+        return (
+            "Deleting after a number of days works only with 'keep': without it "
+            "messages are deleted from the server as soon as they are delivered. "
+            "Tick 'keep', or leave this empty."
+        )
+    return ""
+
+
 def owner_domain_refusal(*, owner: User | None, domain: Domain | None) -> str:
     """Why a mailbox of ``owner`` may not be in ``domain``; "" if it may.
 
@@ -201,6 +222,8 @@ def mailbox_save(
                 owner=mailbox.owner, creator=creator, domain=mailbox.domain
             )
     _check_owner_domain(mailbox)
+    if mailbox.delete_after_days is not None and mailbox.delete_after_days < 1:
+        raise ValueError("delete_after_days must be 1 or more, or None.")
     if mda is not None:
         _set_mda(mailbox, mda, editor)
     if clear_password:

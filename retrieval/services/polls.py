@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from retrieval import observability
-from retrieval.engine.report import ExitCode, PollReport
+from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll as engine_poll
 from retrieval.models import Mailbox, MessageResult, PollRun
 from retrieval.services.failures import JITTER, jittered, poll_recorded
@@ -35,7 +35,7 @@ from retrieval.services.specs import SpecError, mailbox_spec, refuse_command_lin
 from retrieval.services.stats import run_recorded
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ OFF_SCHEDULE = (Mailbox.Health.PAUSED, Mailbox.Health.REAUTH)
 
 # Seconds one person waits between two "Poll now" (or two tests) of one mailbox.
 ACTION_INTERVAL = 10
+# Messages a poll reports without fetching them: left alone, or deleted by age.
+UNFETCHED = frozenset({MessageStatus.SKIPPED, MessageStatus.EXPIRED})
 
 
 # --- the lock ----------------------------------------------------------------------
@@ -164,12 +166,14 @@ def mailbox_poll(
     mailbox_id: int,
     trigger: str = PollRun.Trigger.SCHEDULE,
     echo: bool = False,
+    clock: Callable[[], datetime] = timezone.now,
 ) -> PollSummary:
     """Poll one mailbox now, if nobody else is, and record the run.
 
     Never raises for what a server or listener does: every such fault ends as a
     PollRun with an error in plain words, so the worker goes on to the next mailbox.
     Raises InsideTransaction when called inside ``transaction.atomic``.
+    ``clock`` is the engine's (delivery dates, ``delete_after_days``); tests move it.
     """
     _require_autocommit()
     # This poll will see whatever mail is there now: new mail may ask again.
@@ -188,7 +192,7 @@ def mailbox_poll(
         with host_slot(host=mailbox.host) as slot:
             if not slot:
                 return _postpone(mailbox)
-            return _poll_locked(mailbox, trigger=trigger, echo=echo)
+            return _poll_locked(mailbox, trigger=trigger, echo=echo, clock=clock)
 
 
 POSTPONED = "postponed"
@@ -209,7 +213,13 @@ def _postpone(mailbox: Mailbox) -> PollSummary:
     return PollSummary(mailbox.pk, None, POSTPONED, None)
 
 
-def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
+def _poll_locked(
+    mailbox: Mailbox,
+    *,
+    trigger: str,
+    echo: bool,
+    clock: Callable[[], datetime],
+) -> PollSummary:
     # mailbox.lease_owner was read after the claim: it is this poll's lease.
     run = PollRun.objects.create(
         mailbox=mailbox, trigger=trigger, lease_owner=mailbox.lease_owner
@@ -228,7 +238,7 @@ def _poll_locked(mailbox: Mailbox, *, trigger: str, echo: bool) -> PollSummary:
             secrets=secrets, limit=settings.FETCH_TRANSCRIPT_MAX_CHARS, echo=echo
         )
         report = engine_poll(
-            spec, ledger=DatabaseLedger(mailbox), transcript=transcript
+            spec, ledger=DatabaseLedger(mailbox), transcript=transcript, clock=clock
         )
     except SpecError as exc:
         transcript = RecordingTranscript(secrets=secrets, limit=1000)
@@ -292,7 +302,7 @@ def _record(
     run.finished_at = timezone.now()
     run.exit_code = int(report.exit_code) if outcome is None else None
     run.outcome = outcome or _outcome_for(report.exit_code)
-    run.fetched = sum(1 for m in report.messages if m.status != "skipped")
+    run.fetched = sum(1 for m in report.messages if m.status not in UNFETCHED)
     run.delivered = report.delivered
     run.deleted = report.deleted
     run.bytes_fetched = report.bytes_fetched

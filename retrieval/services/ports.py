@@ -20,6 +20,7 @@ from retrieval.models import Mailbox, SeenMessage
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
+    from datetime import datetime
 
     from django.db.models import QuerySet
 
@@ -99,32 +100,38 @@ class DatabaseLedger:
         return set(rows.values_list("uid", flat=True))
 
     def mark_delivered(
-        self, folder: str, uidvalidity: int | None, uid: str, message_id: str = ""
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uid: str,
+        message_id: str = "",
+        at: datetime | None = None,
     ) -> None:
+        """A new row is dated ``at``; a partial one becomes complete and is dated
+        then; a complete one (``fetchall`` with keep delivered it again) keeps
+        its first date, from which ``delete_after_days`` counts."""
+        at = at or timezone.now()
         if self._group_commit:
-            self._mark_asynchronously(folder, uidvalidity or 0, uid, message_id)
+            self._mark_asynchronously(folder, uidvalidity or 0, uid, message_id, at)
             return
         with self._written(folder, uidvalidity, uid):
-            # One INSERT ... ON CONFLICT: a row left by a partial delivery
-            # becomes complete and keeps its message id and time.
-            SeenMessage.objects.bulk_create(
-                [
-                    SeenMessage(
-                        mailbox=self.mailbox,
-                        folder=folder,
-                        uidvalidity=uidvalidity or 0,
-                        uid=uid,
-                        message_id=message_id[:998],
-                        complete=True,
-                    )
-                ],
-                update_conflicts=True,
-                unique_fields=["mailbox", "folder", "uidvalidity", "uid"],
-                update_fields=["complete"],
+            row, created = SeenMessage.objects.get_or_create(
+                mailbox=self.mailbox,
+                folder=folder,
+                uidvalidity=uidvalidity or 0,
+                uid=uid,
+                defaults={
+                    "message_id": message_id[:998],
+                    "complete": True,
+                    "delivered_at": at,
+                },
             )
+            if not created and not row.complete:
+                row.complete, row.delivered_at = True, at
+                row.save(update_fields=["complete", "delivered_at"])
 
     def _mark_asynchronously(
-        self, folder: str, uidvalidity: int, uid: str, message_id: str
+        self, folder: str, uidvalidity: int, uid: str, message_id: str, at: datetime
     ) -> None:
         """The same upsert in one statement and one round trip (not four: BEGIN,
         SET LOCAL, INSERT, COMMIT). ``set_config(..., true)`` is SET LOCAL: it
@@ -139,7 +146,7 @@ class DatabaseLedger:
                     uidvalidity,
                     uid,
                     message_id[:998],
-                    timezone.now(),
+                    at,
                 ],
             )
         self._unsynced = (folder, uidvalidity, uid)
@@ -157,6 +164,12 @@ class DatabaseLedger:
             )
             self._recipients[key] = {uid: set(names) for uid, names in rows}
         return self._recipients[key]
+
+    def delivery_dates(
+        self, folder: str, uidvalidity: int | None, *, now: datetime
+    ) -> dict[str, datetime]:
+        rows = self._rows(folder, uidvalidity).filter(complete=True)
+        return dict(rows.values_list("uid", "delivered_at"))
 
     def delivered_recipients(
         self, folder: str, uidvalidity: int | None, uid: str
@@ -212,7 +225,11 @@ _UPSERT_ASYNC = (
     "(mailbox_id, folder, uidvalidity, uid, message_id, delivered_at, recipients, "
     "complete) SELECT %s, %s, %s, %s, %s, %s, '[]'::jsonb, true "
     "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS group_commit "
-    "ON CONFLICT (mailbox_id, folder, uidvalidity, uid) DO UPDATE SET complete = true"
+    "ON CONFLICT (mailbox_id, folder, uidvalidity, uid) DO UPDATE SET complete = true, "
+    # A partial row is dated now that it is complete; a complete one (fetchall
+    # with keep delivered it again) keeps its first date (delete_after_days).
+    f"delivered_at = CASE WHEN {_SEEN}.complete THEN {_SEEN}.delivered_at "
+    "ELSE EXCLUDED.delivered_at END"
 )
 
 

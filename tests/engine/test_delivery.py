@@ -586,6 +586,7 @@ class PartialDeliveryTests:
                 self.last_uidvalidity = self.inner.last_uidvalidity
                 self.forget_missing = self.inner.forget_missing
                 self.sync = self.inner.sync
+                self.delivery_dates = self.inner.delivery_dates
 
         replies = {"END:b@x.org": "450 4.2.0 mailbox busy"}
         ledger = PlainLedger()

@@ -49,6 +49,7 @@ from retrieval.engine.spec import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from datetime import datetime
 
     from retrieval.engine.ports import PollStep
     from tests.support.dovecot import Dovecot, MailUser
@@ -438,9 +439,14 @@ class _OrderLedger(MemoryLedger):
         self.order = order
 
     def mark_delivered(
-        self, folder: str, uidvalidity: int | None, uid: str, message_id: str = ""
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uid: str,
+        message_id: str = "",
+        at: datetime | None = None,
     ) -> None:
-        super().mark_delivered(folder, uidvalidity, uid, message_id)
+        super().mark_delivered(folder, uidvalidity, uid, message_id, at)
         self.order.events.append(("mark", uid))
 
     def sync(self) -> None:

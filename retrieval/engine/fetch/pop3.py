@@ -45,6 +45,7 @@ from retrieval.engine.errors import (
     ServerError,
     TlsError,
 )
+from retrieval.engine.fetch import selection
 from retrieval.engine.fetch.session import (
     MAX_MESSAGES_PER_FOLDER,
     MAX_UID_LENGTH,
@@ -380,7 +381,7 @@ class Pop3Session:
                 return listing
         sizes, uids = self._full_listing()
         if uids is None:
-            if read_only:
+            if read_only or selection.expires(self._spec):
                 # Without UIDL there is no way to tell old from new (invariant 9).
                 raise ServerError(
                     "The server does not support UIDL, so 'keep' cannot work: every "

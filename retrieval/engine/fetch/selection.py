@@ -13,16 +13,25 @@ fetchmail's rules, on our UID ledger:
 * a new message over ``limit`` is skipped and reported, or deleted unread with
   ``limitflush``; one over the hard cap is always skipped;
 * at most ``fetchlimit`` messages are fetched; the rest wait for the next poll
-  and the poll ends with fetchmail's exit code 13 (MAXFETCH).
+  and the poll ends with fetchmail's exit code 13 (MAXFETCH);
+* ``delete_after_days`` (ours; fetchmail never had it), with ``keep``: a message
+  the ledger shows delivered at least that many days ago is deleted without
+  being fetched again, ``fetchall`` or not, and reported as expired. Nothing
+  else is ever deleted by age: not a message the ledger does not know, not one
+  delivered less than that many days ago.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING
 
+from retrieval.engine.report import MessageStatus
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+    from datetime import datetime
 
     from retrieval.engine.fetch.session import FolderListing, RemoteMessage
     from retrieval.engine.spec import MailboxSpec
@@ -35,6 +44,16 @@ class Untouched:
     message: RemoteMessage
     reason: str
     delete: bool
+    status: MessageStatus = MessageStatus.SKIPPED
+
+
+@dataclass(frozen=True)
+class Ages:
+    """For ``delete_after_days``: when each delivered UID was first delivered,
+    and the time of this poll (the engine's clock)."""
+
+    delivered_at: Mapping[str, datetime]
+    now: datetime
 
 
 @dataclass
@@ -56,12 +75,23 @@ class FolderPlan:
 
 def read_only(spec: MailboxSpec) -> bool:
     """True when this poll must not change the folder (IMAP EXAMINE)."""
-    return spec.keep and not spec.flush and not spec.limitflush
+    return spec.keep and not spec.flush and not spec.limitflush and not expires(spec)
+
+
+def expires(spec: MailboxSpec) -> bool:
+    """True when kept messages are deleted by age (``delete_after_days``)."""
+    return spec.keep and bool(spec.delete_after_days)
 
 
 def fastuidl_applies(spec: MailboxSpec) -> bool:
-    """fetchmail's choice: binary search in polls 2..N of every N, with keep."""
+    """fetchmail's choice: binary search in polls 2..N of every N, with keep.
+
+    Not with ``delete_after_days``: the search lists only the new messages,
+    and the old ones are those that may have to go.
+    """
     if not spec.fastuidl or not spec.keep or spec.fetchall or spec.flush:
+        return False
+    if expires(spec):
         return False
     return spec.fastuidl == 1 or spec.poll_number % spec.fastuidl != 0
 
@@ -88,13 +118,24 @@ def plan_folder(
     known: set[str],
     *,
     sized: Callable[[list[RemoteMessage]], list[RemoteMessage]],
+    ages: Ages | None = None,
 ) -> FolderPlan:
-    """Sort ``listing`` into fetch / delete unread / leave; ``sized`` adds sizes."""
+    """Sort ``listing`` into fetch / delete unread / leave; ``sized`` adds sizes.
+
+    ``ages`` is needed only when :func:`expires`; without it nothing expires.
+    """
     plan = FolderPlan()
     new: list[RemoteMessage] = []
     flushed = 0
+    expired = 0
     for message in listing.messages:
-        if _refetch_all(spec):
+        reason = _expired(spec, message.uid, known, ages)
+        if reason:
+            expired += 1
+            plan.skipped.append(
+                Untouched(message, reason, delete=True, status=MessageStatus.EXPIRED)
+            )
+        elif _refetch_all(spec):
             new.append(message)
         elif message.uid in known:
             if not spec.keep or spec.flush:
@@ -113,6 +154,12 @@ def plan_folder(
                 )
         else:
             new.append(message)
+    if expired:
+        plan.notes.append(
+            f"{expired} message(s) in {listing.folder} were delivered "
+            f"{spec.delete_after_days} or more days ago and were deleted from the "
+            "server (delete after days, with keep)."
+        )
     if flushed:
         plan.notes.append(
             f"{flushed} message(s) in {listing.folder} had been read on the server "
@@ -144,6 +191,22 @@ def plan_folder(
             f"{listing.folder} are left for the next poll."
         )
     return plan
+
+
+def _expired(spec: MailboxSpec, uid: str, known: set[str], ages: Ages | None) -> str:
+    """Why ``uid`` goes by age now, or "" when it stays (see the module docstring)."""
+    if not expires(spec) or ages is None or uid not in known:
+        return ""
+    delivered = ages.delivered_at.get(uid)
+    days = spec.delete_after_days or 0
+    if delivered is None or ages.now - delivered < timedelta(days=days):
+        return ""
+    when = delivered.astimezone(UTC)
+    age = (ages.now - delivered).days
+    return (
+        f"delivered {when:%Y-%m-%d %H:%M} UTC, {age} days ago; deleted after "
+        f"{days} days (keep)"
+    )
 
 
 def _size_refusal(spec: MailboxSpec, size: int) -> str:
