@@ -121,12 +121,19 @@ def _set_mda(mailbox: Mailbox, mda: str, editor: User | None) -> None:
             "Only a superuser may set a program to deliver to, and only for a "
             "mailbox owned by a superuser."
         )
+    kept = mailbox.delivery_kind == Mailbox.DeliveryKind.MDA and mda
+    _set_user_options(mailbox, {"mda": mda if kept else ""})
+
+
+def _set_user_options(mailbox: Mailbox, values: Mapping[str, Any]) -> None:
+    """Set the rcfile user options ``values`` in ``options``; a falsy one goes."""
     options = dict(mailbox.options) if isinstance(mailbox.options, dict) else {}
     user = dict(options.get("user") or {})
-    if mailbox.delivery_kind == Mailbox.DeliveryKind.MDA and mda:
-        user["mda"] = mda
-    else:
-        user.pop("mda", None)
+    for name, value in values.items():
+        if value:
+            user[name] = value
+        else:
+            user.pop(name, None)
     options["user"] = user
     mailbox.options = options
 
@@ -141,6 +148,7 @@ def mailbox_save(
     new_password: str = "",
     clear_password: bool = False,
     mda: str | None = None,
+    user_options: Mapping[str, Any] | None = None,
 ) -> Mailbox:
     """Store a validated mailbox: the one write path of the pages, the admin and
     the importer. ``creator`` (the person adding it) is held to the mailbox quotas
@@ -151,7 +159,9 @@ def mailbox_save(
     must be the owner's or one they administer (OwnerDomainMismatch). ``mda``: the
     program to deliver to, for a superuser's form (``editor``, when given, must be
     one, and the owner too: ServerCommandRefused); None leaves the stored command
-    alone. When the remote account changes (protocol, host, user name),
+    alone. ``user_options``: rcfile options of the user entry that a form edits
+    (limit, fetchlimit, sslfingerprint), stored in ``options``; an empty or 0
+    value removes one. When the remote account changes (protocol, host, user name),
     Mailbox.save drops the ledger and raises PasswordRequired unless
     ``new_password`` or ``clear_password`` is given: see there.
     """
@@ -168,6 +178,8 @@ def mailbox_save(
     _check_owner_domain(mailbox)
     if mda is not None:
         _set_mda(mailbox, mda, editor)
+    if user_options is not None:
+        _set_user_options(mailbox, user_options)
     if clear_password:
         mailbox.set_password("")
     elif new_password:

@@ -212,8 +212,8 @@ class TenancyTests:
         assert _as(client, trio.bob).get(url).status_code == 200
         assert _as(client, trio.root).get(url).status_code == 200
         detail = _urls(trio.mailbox, trio.run)["detail"]
-        assert b"Multidrop rules</a>" not in _as(client, trio.alice).get(detail).content
-        assert b"Multidrop rules</a>" in _as(client, trio.bob).get(detail).content
+        assert b"Multidrop settings</a>" not in _as(client, trio.alice).get(detail).content
+        assert b"Multidrop settings</a>" in _as(client, trio.bob).get(detail).content
 
     def test_a_superusers_mailbox_is_read_only_to_a_domain_administrator(
         self, client, trio, monkeypatch

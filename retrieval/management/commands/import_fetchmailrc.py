@@ -288,6 +288,28 @@ def refusals(
     return out + _recipient_refusals(scope, g, s, u)
 
 
+# The rcfile's words for the multidrop settings (services.multidrop.problems' keys).
+MULTIDROP_OPTIONS = {
+    "envelope": "envelope",
+    "localdomains": "localdomains",
+    "aka": "aka",
+    "qvirtual": "qvirtual",
+    "postmaster": "set postmaster",
+    "smtpaddress": "smtpaddress",
+    "rules": "is ... here",
+}
+
+
+def multidrop_problems(g: GlobalOptions, s: ServerOptions, u: UserOptions) -> list[str]:
+    """The multidrop editor's check (services.multidrop.problems), in its words."""
+    found = services.multidrop_problems(services.multidrop_from_rc(g, s, u))
+    return [
+        f"{MULTIDROP_OPTIONS[name]}: {message}"
+        for name, messages in found.items()
+        for message in messages
+    ]
+
+
 # --- the command ---------------------------------------------------------------------
 
 
@@ -465,6 +487,10 @@ class Command(BaseCommand):
                     for p in refusals(scope, config.globals, server.options, u)
                 ]
                 found += [f"{where}: {p}" for p in self._bad_values(server, u, row)]
+                found += [
+                    f"{where}: {p}"
+                    for p in multidrop_problems(config.globals, server.options, u)
+                ]
                 spec = user_spec(config.globals, server.options, u, env)
                 notes = run_time_notes(spec)
                 if u.bsmtp == "-":
