@@ -696,8 +696,9 @@ class MultidropForm(RulesForm):
     """The multidrop editor: how a whole-domain mailbox's mail is sorted.
 
     Each value is checked by services.multidrop.problems, the check the rcfile
-    importer makes too; a domain administrator's values stay inside the
-    mailbox's domain, as their import would (import_fetchmailrc).
+    importer makes too; the postmaster, like a rule, is inside the installation
+    (RulesForm._outside), and a domain administrator's local domains and added
+    domain are the mailbox's, as their import would be (import_fetchmailrc).
     """
 
     envelope = forms.CharField(
@@ -806,10 +807,15 @@ class MultidropForm(RulesForm):
         if self.errors:
             return cleaned
         values = self.values()
-        for name, messages in multidrop_problems(values).items():
+        for name, messages in multidrop_problems(values=values).items():
             if name != "rules":  # each line was checked with its number
                 for message in messages:
                     self.add_error(name, message)
+        if values.postmaster and not self.has_error("postmaster"):
+            # Like a rule's local side, for superusers too (RulesForm._outside).
+            outside = self._outside(values.postmaster)
+            if outside:
+                self.add_error("postmaster", outside)
         if not self.editor.is_superuser:
             self._confine(values)
         return cleaned
@@ -826,7 +832,3 @@ class MultidropForm(RulesForm):
                         f"{domain} is not this mailbox's domain ({home or 'none'}): "
                         "only a superuser may deliver to other domains.",
                     )
-        if values.postmaster and not self.has_error("postmaster"):
-            outside = self._outside(values.postmaster)
-            if outside:
-                self.add_error("postmaster", outside)

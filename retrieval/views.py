@@ -368,7 +368,7 @@ def mailbox_rules(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied("Only a domain administrator may change these rules.")
     form = MultidropForm(
         request.POST if request.method == "POST" else None,
-        initial=MultidropForm.initial_of(services.multidrop_of(mailbox)),
+        initial=MultidropForm.initial_of(services.multidrop_of(mailbox=mailbox)),
         mailbox=mailbox,
         editor=request.user,
     )

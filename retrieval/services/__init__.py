@@ -55,6 +55,7 @@ from retrieval.services.multidrop import (
     MultidropInvalid,
     mailbox_multidrop_save,
     multidrop_from_rc,
+    multidrop_in_options,
     multidrop_of,
 )
 from retrieval.services.multidrop import problems as multidrop_problems
@@ -165,6 +166,7 @@ __all__ = [
     "mailboxes_poll_request",
     "mailboxes_spread_new",
     "multidrop_from_rc",
+    "multidrop_in_options",
     "multidrop_of",
     "multidrop_problems",
     "owner_domain_refusal",

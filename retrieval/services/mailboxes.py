@@ -134,7 +134,10 @@ def _set_user_options(mailbox: Mailbox, values: Mapping[str, Any]) -> None:
             user[name] = value
         else:
             user.pop(name, None)
-    options["user"] = user
+    if user:
+        options["user"] = user
+    else:
+        options.pop("user", None)
     mailbox.options = options
 
 

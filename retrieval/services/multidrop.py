@@ -96,7 +96,7 @@ def _domains_problems(names: tuple[str, ...]) -> list[str]:
     return out
 
 
-def problems(values: Multidrop) -> dict[str, list[str]]:
+def problems(*, values: Multidrop) -> dict[str, list[str]]:
     """What is wrong with each setting, in words; empty when nothing is.
 
     Keys are the settings' names (Multidrop's fields, as the editor's fields
@@ -146,22 +146,32 @@ def _texts(value: Any) -> tuple[str, ...]:
     )
 
 
-def multidrop_of(mailbox: Mailbox) -> Multidrop:
-    """The mailbox's stored settings (an import's or the editor's)."""
-    server = _part(mailbox.options, "server")
+def multidrop_in_options(
+    *, options: Any, rules: tuple[tuple[str, str], ...] = ()
+) -> Multidrop:
+    """The settings an options JSON holds (the admin edits it as a whole)."""
+    server = _part(options, "server")
     return Multidrop(
         envelope=_text(server.get("envelope")),
         no_envelope=server.get("no_envelope") is True,
         localdomains=_texts(server.get("localdomains")),
         aka=_texts(server.get("aka")),
         qvirtual=_text(server.get("qvirtual")),
-        postmaster=_text(_part(mailbox.options, "globals").get("postmaster")),
-        smtpaddress=_text(_part(mailbox.options, "user").get("smtpaddress")),
-        rules=tuple((r.remote, r.local) for r in mailbox.rules.all()),
+        postmaster=_text(_part(options, "globals").get("postmaster")),
+        smtpaddress=_text(_part(options, "user").get("smtpaddress")),
+        rules=rules,
     )
 
 
-def multidrop_from_rc(g: GlobalOptions, s: ServerOptions, u: UserOptions) -> Multidrop:
+def multidrop_of(*, mailbox: Mailbox) -> Multidrop:
+    """The mailbox's stored settings (an import's, the editor's or the admin's)."""
+    rules = tuple((r.remote, r.local) for r in mailbox.rules.all())
+    return multidrop_in_options(options=mailbox.options, rules=rules)
+
+
+def multidrop_from_rc(
+    *, g: GlobalOptions, s: ServerOptions, u: UserOptions
+) -> Multidrop:
     """What an rcfile entry says of the same settings (the importer's side)."""
     rules = [(remote, local or "") for remote, local in u.localnames]
     return Multidrop(
@@ -191,7 +201,7 @@ class MultidropInvalid(ValueError):
 @transaction.atomic
 def mailbox_multidrop_save(*, mailbox: Mailbox, values: Multidrop) -> None:
     """Store the multidrop settings and rules of ``mailbox`` (checked again)."""
-    found = problems(values)
+    found = problems(values=values)
     if found:
         raise MultidropInvalid(" ".join(m for ms in found.values() for m in ms))
     options = dict(mailbox.options) if isinstance(mailbox.options, dict) else {}

@@ -302,7 +302,9 @@ MULTIDROP_OPTIONS = {
 
 def multidrop_problems(g: GlobalOptions, s: ServerOptions, u: UserOptions) -> list[str]:
     """The multidrop editor's check (services.multidrop.problems), in its words."""
-    found = services.multidrop_problems(services.multidrop_from_rc(g, s, u))
+    found = services.multidrop_problems(
+        values=services.multidrop_from_rc(g=g, s=s, u=u)
+    )
     return [
         f"{MULTIDROP_OPTIONS[name]}: {message}"
         for name, messages in found.items()
