@@ -707,8 +707,8 @@ class MultidropForm(RulesForm):
         widget=forms.TextInput(attrs={"list": "envelope-names", "spellcheck": "false"}),
         help_text="The header in which your provider's server names each copy's "
         "recipient, such as Delivered-To or X-Original-To. Empty: "
-        f"{DEFAULT_ENVELOPE} (the “for <address>” of the server's own Received "
-        "line), fetchmail's default.",
+        f"{DEFAULT_ENVELOPE} (the address after “for” in the server's own "
+        "Received line), fetchmail's default.",
     )
     no_envelope = forms.BooleanField(
         label="No envelope header: read the recipients from To, Cc and Bcc",
@@ -764,6 +764,7 @@ class MultidropForm(RulesForm):
     COMMON_ENVELOPES = COMMON_ENVELOPES
 
     def __init__(self, *args: Any, mailbox: Mailbox, editor: User, **kwargs: Any):
+        kwargs.setdefault("label_suffix", "")
         super().__init__(*args, mailbox=mailbox, editor=editor, **kwargs)
         self.order_fields(self.FIELD_ORDER)
         rules = self.fields["rules"]

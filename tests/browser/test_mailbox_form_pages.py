@@ -78,7 +78,8 @@ def test_add_a_mailbox_from_a_preset_then_edit_its_multidrop(
     page.screenshot(path=str(SCREENSHOTS / "multidrop-editor.png"), full_page=True)
     page.get_by_role("button", name="Save the multidrop settings").click()
     expect(page.locator(".messages")).to_contain_text("multidrop settings were saved")
-    assert services.multidrop_of(mailbox) == services.Multidrop(
+    mailbox.refresh_from_db()
+    assert services.multidrop_of(mailbox=mailbox) == services.Multidrop(
         envelope="X-Original-To",
         aka=("tenant.example",),
         qvirtual="catchall+",

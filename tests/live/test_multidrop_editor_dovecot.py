@@ -16,7 +16,8 @@ from django.urls import reverse
 from retrieval import services
 from retrieval.engine.deliver.headers import message_id
 from retrieval.models import PollRun
-from tests.factories import make_domain, make_mailbox, make_user
+from tests.factories import make_domain, make_user
+from tests.live.test_service_dovecot import _mailbox
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db]
 
@@ -40,19 +41,9 @@ def test_a_mailbox_set_up_in_the_editor_sorts_the_domains_mail(
     domain = make_domain(DOMAIN)
     alice = make_user(f"alice@{DOMAIN}", domain=domain)
     root = make_user("root@example.net", superuser=True)
-    mailbox = make_mailbox(
-        alice,
-        password=mailuser.password,
-        domain=domain,
-        protocol="imap",
-        host=dovecot.host,
-        port=dovecot.imaps_port,
-        tls_mode="implicit",
-        ca_file=dovecot.ca_file,
-        username=mailuser.name,
-        delivery_host="127.0.0.1",
-        delivery_port=smtp_listener.port,
-        timeout=10,
+    # The suite's Dovecot and listener; no recipient: the rules decide.
+    mailbox = _mailbox(
+        dovecot, mailuser, smtp_listener, alice, domain=domain, recipient=""
     )
     assert mailbox.options == {}
     client.force_login(root)
