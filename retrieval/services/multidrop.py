@@ -17,6 +17,7 @@ an import, an export and the editor read and write one place.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,18 @@ def domain_problem(name: str) -> str:
     return ""
 
 
+def address_domain_problem(name: str) -> str:
+    """The domain part of an address: a domain name or an address literal."""
+    if name.startswith("[") and name.endswith("]"):
+        try:
+            ipaddress.ip_address(name[1:-1].removeprefix("IPv6:"))
+        except ValueError:
+            pass
+        else:
+            return ""
+    return domain_problem(name)
+
+
 def _domains_problems(names: tuple[str, ...]) -> list[str]:
     out = [p for p in map(domain_problem, names) if p]
     seen: set[str] = set()
@@ -119,8 +132,8 @@ def problems(*, values: Multidrop) -> dict[str, list[str]]:
         ]
     if values.postmaster and mail_name_problem(values.postmaster):
         out["postmaster"] = [mail_name_problem(values.postmaster)]
-    if values.smtpaddress and domain_problem(values.smtpaddress):
-        out["smtpaddress"] = [domain_problem(values.smtpaddress)]
+    if values.smtpaddress and address_domain_problem(values.smtpaddress):
+        out["smtpaddress"] = [address_domain_problem(values.smtpaddress)]
     names = [n for rule in values.rules for n in rule if n and n != "*"]
     found = [p for p in map(mail_name_problem, names) if p]
     if found:

@@ -303,3 +303,14 @@ def test_another_persons_mailbox_stays_out_of_reach(client, trio):
     other = make_mailbox(trio.charlie, host=PUBLIC)
     url = reverse("retrieval:mailbox-edit", args=[other.pk])
     assert _as(client, trio.bob).get(url, {"preset": "gmail-imap"}).status_code == 404
+
+
+def test_a_preset_on_the_edit_page_fills_the_form_and_saves_nothing(client, trio):
+    url = reverse("retrieval:mailbox-edit", args=[trio.mailbox.pk])
+    response = _as(client, trio.bob).get(url, {"preset": "yahoo-pop3"})
+    assert _initial(response, "host") == "pop.mail.yahoo.com"
+    assert _initial(response, "protocol") == "pop3"
+    assert _initial(response, "port") == 995
+    assert "Yahoo: create an app password" in response.content.decode()
+    trio.mailbox.refresh_from_db()
+    assert trio.mailbox.host == PUBLIC  # only a POST saves

@@ -116,6 +116,7 @@ ROUND_TRIPS = [
     ("aka", "mx1.example.org, mx2.example.org", ("mx1.example.org", "mx2.example.org")),
     ("qvirtual", "client-", "client-"),
     ("smtpaddress", "example.org", "example.org"),
+    ("smtpaddress", "[192.0.2.7]", "[192.0.2.7]"),
     ("postmaster", "hostmaster@example.org", "hostmaster@example.org"),
     (
         "rules",
