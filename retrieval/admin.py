@@ -72,6 +72,13 @@ class MailboxForm(forms.ModelForm):
             self.add_error("new_password", PASSWORD_AGAIN)
         if services.account_busy(mailbox=self.instance, values=cleaned):
             self.add_error(None, ACCOUNT_BUSY)
+        # The multidrop editor's and the importer's check, on the JSON.
+        found = services.multidrop_problems(
+            values=services.multidrop_in_options(options=cleaned.get("options"))
+        )
+        for name, problems in found.items():
+            for problem in problems:
+                self.add_error("options", f"{name}: {problem}")
         if "owner" in cleaned and "domain" in cleaned:
             refusal = services.owner_domain_refusal(
                 owner=cleaned["owner"], domain=cleaned["domain"]

@@ -10,7 +10,6 @@ they change: what a superuser set for them earlier stays until changed.
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +21,20 @@ from django.core.validators import validate_email
 from accounts.models import User
 from retrieval import netpolicy, services
 from retrieval.destination_form import DESTINATION_SECTION, DestinationFields
+from retrieval.engine.errors import ConfigError
 from retrieval.engine.spec import DEFAULT_PORTS, MailProtocol
 from retrieval.engine.spec import TlsMode as EngineTlsMode
+from retrieval.engine.wire.tls import fingerprint_algorithm
 from retrieval.models import ACCOUNT_BUSY, PASSWORD_AGAIN, Mailbox
 from retrieval.rcmap import MAX_POLL_INTERVAL
+from retrieval.services.multidrop import (
+    COMMON_ENVELOPES,
+    DEFAULT_ENVELOPE,
+    DOMAIN_NAME,
+    Multidrop,
+    mail_name_problem,
+)
+from retrieval.services.multidrop import problems as multidrop_problems
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
@@ -60,14 +69,27 @@ SUPERUSER_FIELDS = (
     "recipient",
     "mda",
 )
+# rcfile options of the user entry that the form edits (kept in Mailbox.options).
+OPTION_FIELDS = ("limit", "fetchlimit", "sslfingerprint")
 # Where the remote server is: a change re-checks the network policy.
 DESTINATION_FIELDS = {"host", "port", "protocol", "tls_mode"}
 
-_HOST_LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
-_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_HOST_LABEL}(\.{_HOST_LABEL})*\.?$")
-# A local part or an address: RFC 5322 atext, dots and one "@"; no "=" (the
-# rcfile's own separator), no "*" but the wildcard alone.
-_RULE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'+/?^_`{|}~.-]+(@[A-Za-z0-9.-]+)?$")
+MAX_C_INT = 2**31 - 1  # what fetchmail's rcfile numbers hold
+PORT_RANGE = "The port must be between 1 and 65535."
+# The ports of RFC 8314 / RFC 9051 / RFC 1939: what each one speaks from the first
+# byte. Another protocol or encryption there cannot work (explain.py says the
+# same of a failed poll).
+WELL_KNOWN_PORTS = {
+    993: ("imap", "implicit", "IMAP with TLS from the start (IMAPS)"),
+    995: ("pop3", "implicit", "POP3 with TLS from the start (POP3S)"),
+    143: ("imap", "starttls", "plain IMAP, where TLS begins with STARTTLS"),
+    110: ("pop3", "starttls", "plain POP3, where TLS begins with STARTTLS"),
+}
+TLS_WORDS = {
+    "implicit": "TLS from the start",
+    "starttls": "STARTTLS",
+    "none": "No encryption",
+}
 
 
 def refuse_line_breaks(value: str, what: str) -> None:
@@ -86,22 +108,39 @@ def default_port(protocol: str, tls_mode: str) -> int:
     return DEFAULT_PORTS.get(key, 0)
 
 
-class FoldersField(forms.CharField):
-    """A list of folder names, typed one per line."""
+class LinesField(forms.CharField):
+    """A list of values, typed one per line."""
 
     widget = forms.Textarea(attrs={"rows": 3})
 
     def prepare_value(self, value: Any) -> Any:
-        if isinstance(value, list):
+        if isinstance(value, list | tuple):
             return "\n".join(str(v) for v in value)
         return value
 
     def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
-        if isinstance(value, list):
+        if isinstance(value, list | tuple):
             return [str(v) for v in value]
         text = super().to_python(value) or ""
         lines = (line.removesuffix("\r").strip() for line in text.split("\n"))
         return [line for line in lines if line]
+
+
+class DomainsField(LinesField):
+    """Domain names, one per line (or separated by spaces or commas)."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "spellcheck": "false"})
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        return [
+            name
+            for line in super().to_python(value)
+            for name in line.replace(",", " ").split()
+        ]
+
+
+class FoldersField(LinesField):
+    """A list of folder names, typed one per line."""
 
     def validate(self, value: Any) -> None:
         for name in value:
@@ -143,7 +182,7 @@ def clean_server_name(host: str) -> str:
         ascii_name = host.encode("idna").decode("ascii")
     except UnicodeError:
         ascii_name = ""
-    if not _HOST_NAME.match(ascii_name.lower()):
+    if not DOMAIN_NAME.match(ascii_name.lower()):
         raise ValidationError(
             "This is not a server name: enter one such as imap.example.org, "
             "or an IP address."
@@ -157,9 +196,9 @@ class MailboxForm(DestinationFields, forms.ModelForm):
         min_value=1,
         max_value=65535,
         error_messages={
-            "invalid": "A port is a whole number from 1 to 65535.",
-            "min_value": "A port is a whole number from 1 to 65535.",
-            "max_value": "A port is a whole number from 1 to 65535.",
+            "invalid": "The port must be a whole number between 1 and 65535.",
+            "min_value": PORT_RANGE,
+            "max_value": PORT_RANGE,
         },
         help_text="Empty: the usual port for the protocol and encryption "
         "(IMAP 993 or 143, POP3 995 or 110).",
@@ -183,6 +222,38 @@ class MailboxForm(DestinationFields, forms.ModelForm):
     poll_interval = forms.IntegerField(
         label="Poll every (seconds)",
         error_messages={"invalid": "Enter a number of seconds."},
+    )
+    limit = forms.IntegerField(
+        label="Largest message (bytes)",
+        required=False,
+        min_value=0,
+        max_value=MAX_C_INT,
+        error_messages={
+            "min_value": "Enter a size of 0 bytes or more.",
+            "max_value": "That is more than fetchweb can count: enter at most "
+            f"{MAX_C_INT} bytes.",
+        },
+        help_text="Larger messages stay on the server, and a warning says so. "
+        "Empty or 0: no limit.",
+    )
+    fetchlimit = forms.IntegerField(
+        label="Messages per poll",
+        required=False,
+        min_value=0,
+        max_value=MAX_C_INT,
+        error_messages={
+            "min_value": "Enter a number of messages, 0 or more.",
+            "max_value": f"Enter at most {MAX_C_INT} messages.",
+        },
+        help_text="The rest waits for the next poll. Empty or 0: no limit.",
+    )
+    sslfingerprint = forms.CharField(
+        label="Certificate fingerprint (pinning)",
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(attrs={"spellcheck": "false"}),
+        help_text="The server's certificate must also have this SHA-256 (64 hex "
+        "digits) or MD5 (AB:CD:..., as fetchmail prints it) fingerprint.",
     )
     mda = forms.CharField(
         label="Program (MDA)",
@@ -214,8 +285,17 @@ class MailboxForm(DestinationFields, forms.ModelForm):
         ("Remote server", ("protocol", "host", "port", "tls_mode", "verify_tls")),
         ("Login", ("auth", "username", "new_password", "clear_password")),
         ("Messages", ("folders", "keep", "delete_after_days", "fetchall")),
+        ("Limits and certificate pinning", OPTION_FIELDS),
         ("Where messages go", DESTINATION_SECTION),
         ("Delivery and server (superusers only)", SUPERUSER_FIELDS),
+    )
+    # Folded under "Advanced options" on the page: the usual values fit most.
+    ADVANCED = frozenset(
+        {
+            "Messages",
+            "Limits and certificate pinning",
+            "Delivery and server (superusers only)",
+        }
     )
 
     def __init__(
@@ -293,6 +373,10 @@ class MailboxForm(DestinationFields, forms.ModelForm):
                 set(Mailbox.Auth) - SUPERUSER_AUTHS - {Mailbox.Auth.APOP},
                 self.instance.destination_auth,
             )
+        stored = (self.instance.options or {}).get("user") or {}
+        for name in OPTION_FIELDS:
+            value = stored.get(name) if isinstance(stored, dict) else None
+            self.fields[name].initial = value if value not in (None, 0) else None
         if self.instance.has_password:
             self.fields["new_password"].help_text = STORED_PASSWORD_HELP
         else:
@@ -312,6 +396,20 @@ class MailboxForm(DestinationFields, forms.ModelForm):
             bound = [self[name] for name in names if name in self.fields]
             if bound:
                 yield title, bound
+
+    def basic_sections(self) -> list[tuple[str, list[forms.BoundField]]]:
+        return [s for s in self.sections() if s[0] not in self.ADVANCED]
+
+    def advanced_sections(self) -> list[tuple[str, list[forms.BoundField]]]:
+        return [s for s in self.sections() if s[0] in self.ADVANCED]
+
+    def advanced_errors(self) -> bool:
+        """Open the folded options when one of them is refused."""
+        return any(f.errors for _, fields in self.advanced_sections() for f in fields)
+
+    def user_options(self) -> dict[str, Any]:
+        """The rcfile options this form sets (mailbox_save stores them)."""
+        return {name: self.cleaned_data.get(name) for name in OPTION_FIELDS}
 
     # --- one field at a time --------------------------------------------------
 
@@ -366,6 +464,15 @@ class MailboxForm(DestinationFields, forms.ModelForm):
             validate_email(recipient)
         return recipient
 
+    def clean_sslfingerprint(self) -> str:
+        pin: str = self.cleaned_data["sslfingerprint"].strip()
+        if pin:
+            try:
+                fingerprint_algorithm(pin)
+            except ConfigError as exc:
+                raise ValidationError(str(exc)) from exc
+        return pin
+
     def clean_mda(self) -> str:
         command: str = self.cleaned_data["mda"]
         refuse_line_breaks(command, "command")
@@ -417,9 +524,42 @@ class MailboxForm(DestinationFields, forms.ModelForm):
                 self.add_error("owner" if "owner" in self.fields else None, refusal)
         self._clean_delivery(cleaned)
         self.clean_destination(cleaned, changed)
+        if (self.adding or changed & DESTINATION_FIELDS) and cleaned.get("port"):
+            self._check_port(cleaned)
         if changed & DESTINATION_FIELDS and not self.errors.keys() & DESTINATION_FIELDS:
             self._check_destination(cleaned)
         return cleaned
+
+    def _check_port(self, cleaned: dict[str, Any]) -> None:
+        """A well-known port with another protocol or encryption than its own
+        cannot work: refused in words, before a poll fails on it."""
+        port = cleaned["port"]
+        protocol = cleaned.get("protocol", self.instance.protocol)
+        tls_mode = cleaned.get("tls_mode", self.instance.tls_mode)
+        if port not in WELL_KNOWN_PORTS or protocol not in USER_PROTOCOLS:
+            return
+        own_protocol, own_tls, speaks = WELL_KNOWN_PORTS[port]
+        usual = default_port(protocol, tls_mode)
+        if protocol != own_protocol:
+            self.add_error(
+                "port",
+                f"Port {port} is for {speaks}, not {protocol.upper()}: "
+                f"leave Port empty, or enter {usual}.",
+            )
+        elif own_tls == "implicit" and tls_mode != "implicit":
+            self.add_error(
+                "tls_mode",
+                f"{TLS_WORDS[tls_mode]} on port {port} will not work: {port} is "
+                f"for {speaks}. Choose “TLS from the start”, or port "
+                f"{default_port(protocol, 'starttls')} for STARTTLS.",
+            )
+        elif own_tls == "starttls" and tls_mode == "implicit":
+            self.add_error(
+                "tls_mode",
+                f"TLS from the start on port {port} will not work: {port} is "
+                f"{speaks}. Choose STARTTLS, or port "
+                f"{default_port(protocol, 'implicit')}.",
+            )
 
     def _clean_delivery(self, cleaned: dict[str, Any]) -> None:
         if cleaned.get("mda") and not self.owner().is_superuser:
@@ -556,11 +696,152 @@ class RulesForm(forms.Form):
                 )
             return remote, ""
         for name in (remote, local) if local else (remote,):
-            if len(name) > 320 or not _RULE_NAME.match(name):
-                raise ValidationError(
-                    f"“{name}” is not a mail name: use letters, digits and . _ - "
-                    "(or a whole address)."
-                )
+            problem = mail_name_problem(name)
+            if problem:
+                raise ValidationError(problem)
         if local.lower() == remote.lower():
             local = ""
         return remote, local
+
+
+class MultidropForm(RulesForm):
+    """The multidrop editor: how a whole-domain mailbox's mail is sorted.
+
+    Each value is checked by services.multidrop.problems, the check the rcfile
+    importer makes too; the postmaster, like a rule, is inside the installation
+    (RulesForm._outside), and a domain administrator's local domains and added
+    domain are the mailbox's, as their import would be (import_fetchmailrc).
+    """
+
+    envelope = forms.CharField(
+        label="Envelope header",
+        required=False,
+        widget=forms.TextInput(attrs={"list": "envelope-names", "spellcheck": "false"}),
+        help_text="The header in which your provider's server names each copy's "
+        "recipient, such as Delivered-To or X-Original-To. Empty: "
+        f"{DEFAULT_ENVELOPE} (the address after “for” in the server's own "
+        "Received line), fetchmail's default.",
+    )
+    no_envelope = forms.BooleanField(
+        label="No envelope header: read the recipients from To, Cc and Bcc",
+        required=False,
+        help_text="Only when the server writes none: Bcc recipients and list "
+        "mail are then missed.",
+    )
+    localdomains = DomainsField(
+        label="Local domains",
+        required=False,
+        help_text="Addresses in these domains (and their subdomains) are "
+        "delivered as they are, without a name mapping. One per line.",
+    )
+    aka = DomainsField(
+        label="Other names of the mail server (aka)",
+        required=False,
+        help_text="Addresses at these names are this mailbox's users; the "
+        "server's own name always is. One per line.",
+    )
+    qvirtual = forms.CharField(
+        label="Prefix to remove (qvirtual)",
+        required=False,
+        strip=True,
+        widget=forms.TextInput(attrs={"spellcheck": "false"}),
+        help_text="A catch-all that writes “catchall+anna@…” in the envelope "
+        "header: “catchall+” is removed before the mapping.",
+    )
+    smtpaddress = forms.CharField(
+        label="Domain added to local names",
+        required=False,
+        widget=forms.TextInput(attrs={"spellcheck": "false"}),
+        help_text="“anna” is delivered to anna@ this domain. Empty: the "
+        "listener's own name.",
+    )
+    postmaster = forms.CharField(
+        label="Postmaster",
+        required=False,
+        widget=forms.TextInput(attrs={"spellcheck": "false"}),
+        help_text="Who gets mail that no mapping claims, and the reports of "
+        "refused mail. Empty: the owner's name.",
+    )
+
+    FIELD_ORDER = (
+        "envelope",
+        "no_envelope",
+        "localdomains",
+        "aka",
+        "qvirtual",
+        "smtpaddress",
+        "postmaster",
+        "rules",
+    )
+    COMMON_ENVELOPES = COMMON_ENVELOPES
+
+    def __init__(self, *args: Any, mailbox: Mailbox, editor: User, **kwargs: Any):
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, mailbox=mailbox, editor=editor, **kwargs)
+        self.order_fields(self.FIELD_ORDER)
+        rules = self.fields["rules"]
+        rules.label = "Name mappings"
+        rules.help_text = (
+            "One per line, in order: “remote -> local” (remote name, local "
+            "person), or a name alone when it is the same on both sides, or * to "
+            "let every other name through."
+        )
+
+    @staticmethod
+    def initial_of(values: Multidrop) -> dict[str, Any]:
+        return {
+            "envelope": values.envelope,
+            "no_envelope": values.no_envelope,
+            "localdomains": list(values.localdomains),
+            "aka": list(values.aka),
+            "qvirtual": values.qvirtual,
+            "smtpaddress": values.smtpaddress,
+            "postmaster": values.postmaster,
+            "rules": RulesForm.as_text(list(values.rules)),
+        }
+
+    def values(self) -> Multidrop:
+        """The cleaned settings, for services.mailbox_multidrop_save."""
+        c = self.cleaned_data
+        return Multidrop(
+            envelope="" if c["no_envelope"] else c["envelope"],
+            no_envelope=c["no_envelope"],
+            localdomains=tuple(c["localdomains"]),
+            aka=tuple(c["aka"]),
+            qvirtual=c["qvirtual"],
+            postmaster=c["postmaster"],
+            smtpaddress=c["smtpaddress"],
+            rules=tuple(c["rules"]),
+        )
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        if self.errors:
+            return cleaned
+        values = self.values()
+        for name, messages in multidrop_problems(values=values).items():
+            if name != "rules":  # each line was checked with its number
+                for message in messages:
+                    self.add_error(name, message)
+        if values.postmaster and not self.has_error("postmaster"):
+            # Like a rule's local side, for superusers too (RulesForm._outside).
+            outside = self._outside(values.postmaster)
+            if outside:
+                self.add_error("postmaster", outside)
+        if not self.editor.is_superuser:
+            self._confine(values)
+        return cleaned
+
+    def _confine(self, values: Multidrop) -> None:
+        """A domain administrator's mail stays in the mailbox's domain."""
+        home = self.mailbox.domain.name.lower() if self.mailbox.domain else ""
+        for name in ("localdomains", "smtpaddress"):
+            listed = getattr(values, name)
+            for domain in (listed,) if isinstance(listed, str) else listed:
+                if domain and domain.lower().rstrip(".") != home:
+                    self.add_error(
+                        name,
+                        f"{domain} is not this mailbox's domain ({home or 'none'}): "
+                        "only a superuser may deliver to other domains.",
+                    )

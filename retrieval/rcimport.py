@@ -516,6 +516,30 @@ def _new_mailbox(scope: Scope) -> Mailbox:
     return Mailbox(owner=scope.owner, domain=scope.domain or scope.owner.domain)
 
 
+# The rcfile's words for the multidrop settings (services.multidrop.problems' keys).
+MULTIDROP_OPTIONS = {
+    "envelope": "envelope",
+    "localdomains": "localdomains",
+    "aka": "aka",
+    "qvirtual": "qvirtual",
+    "postmaster": "set postmaster",
+    "smtpaddress": "smtpaddress",
+    "rules": "is ... here",
+}
+
+
+def multidrop_problems(g: GlobalOptions, s: ServerOptions, u: UserOptions) -> list[str]:
+    """The multidrop editor's check (services.multidrop.problems), in its words."""
+    found = services.multidrop_problems(
+        values=services.multidrop_from_rc(g=g, s=s, u=u)
+    )
+    return [
+        f"{MULTIDROP_OPTIONS[name]}: {message}"
+        for name, messages in found.items()
+        for message in messages
+    ]
+
+
 def _entry(
     where: str,
     config: RcConfig,
@@ -527,6 +551,7 @@ def _entry(
 ) -> Entry:
     found = refusals(scope, config.globals, server.options, u)
     found += _bad_values(server, u, row)
+    found += multidrop_problems(config.globals, server.options, u)
     found += _destination_refusals(scope, row)
     spec = user_spec(config.globals, server.options, u, env)
     notes = run_time_notes(spec)

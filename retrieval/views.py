@@ -24,10 +24,10 @@ from django.views.decorators.http import (
     require_POST,
 )
 
-from retrieval import explain, oauth, services
+from retrieval import explain, oauth, presets, services
 from retrieval.display import shown_to
 from retrieval.engine.report import ExitCode
-from retrieval.forms import MailboxForm, RulesForm, default_port
+from retrieval.forms import MailboxForm, MultidropForm, default_port
 from retrieval.models import ConnectionTest, Mailbox, OAuthGrant, PollRun
 from retrieval.permissions import (
     can_edit_rules,
@@ -298,14 +298,48 @@ def run_transcript(
 # --- forms ---------------------------------------------------------------------------
 
 
+def _preset_initial(
+    request: HttpRequest,
+) -> tuple[presets.Preset | None, dict[str, object]]:
+    """``?preset=KEY`` (the select's "Fill in" without JavaScript): the form
+    starts with that provider's server settings."""
+    chosen = presets.preset(request.GET.get("preset", ""))
+    if chosen is None or request.method != "GET":
+        return None, {}
+    return chosen, {
+        "protocol": chosen.protocol,
+        "host": chosen.host,
+        "port": chosen.port,
+        "tls_mode": chosen.tls_mode,
+    }
+
+
+def _form_page(
+    request: AuthenticatedHttpRequest,
+    form: MailboxForm,
+    chosen: presets.Preset | None,
+    mailbox: Mailbox | None = None,
+) -> HttpResponse:
+    host = str(form["host"].value() or "")
+    context = {
+        "form": form,
+        "mailbox": mailbox,
+        "presets": presets.grouped(),
+        "preset": chosen or presets.preset_for_host(host),
+    }
+    return render(request, "retrieval/mailbox_form.html", context)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def mailbox_add(request: AuthenticatedHttpRequest) -> HttpResponse:
+    chosen, initial = _preset_initial(request)
     form = MailboxForm(
         request.POST if request.method == "POST" else None,
         instance=services.mailbox_new(),
         editor=request.user,
         owners=owners_for(request.user),
+        initial=initial,
     )
     if request.method == "POST" and form.is_valid():
         try:
@@ -317,6 +351,7 @@ def mailbox_add(request: AuthenticatedHttpRequest) -> HttpResponse:
                 new_password=form.cleaned_data["new_password"],
                 destination_password=form.cleaned_data.get("destination_password", ""),
                 mda=form.cleaned_data.get("mda"),
+                user_options=form.user_options(),
             )
         except services.QuotaExceeded as exc:
             # Another request took the last place since the form was checked.
@@ -324,17 +359,19 @@ def mailbox_add(request: AuthenticatedHttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"The mailbox {mailbox} was added.")
             return _detail(mailbox)
-    return render(request, "retrieval/mailbox_form.html", {"form": form})
+    return _form_page(request, form, chosen)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def mailbox_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     mailbox = get_rw_mailbox_for_user(request.user, pk)
+    chosen, initial = _preset_initial(request)
     form = MailboxForm(
         request.POST if request.method == "POST" else None,
         instance=mailbox,
         editor=request.user,
+        initial=initial,
     )
     if request.method == "POST" and form.is_valid():
         services.mailbox_save(
@@ -344,15 +381,14 @@ def mailbox_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             destination_password=form.cleaned_data.get("destination_password", ""),
             clear_password=form.cleaned_data.get("clear_password", False),
             mda=form.cleaned_data.get("mda"),
+            user_options=form.user_options(),
         )
         messages.success(request, "The changes were saved.")
         return _detail(mailbox)
     # A failed form has already written its values into the instance: show the
     # stored name in the heading, not the one just refused.
     mailbox.refresh_from_db()
-    return render(
-        request, "retrieval/mailbox_form.html", {"form": form, "mailbox": mailbox}
-    )
+    return _form_page(request, form, chosen, mailbox)
 
 
 @login_required
@@ -361,18 +397,15 @@ def mailbox_rules(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     mailbox = get_rw_mailbox_for_user(request.user, pk)
     if not can_edit_rules(request.user, mailbox):
         raise PermissionDenied("Only a domain administrator may change these rules.")
-    stored = [(r.remote, r.local) for r in mailbox.rules.all()]
-    form = RulesForm(
+    form = MultidropForm(
         request.POST if request.method == "POST" else None,
-        initial={"rules": RulesForm.as_text(stored)},
+        initial=MultidropForm.initial_of(services.multidrop_of(mailbox=mailbox)),
         mailbox=mailbox,
         editor=request.user,
     )
     if request.method == "POST" and form.is_valid():
-        services.mailbox_rules_replace(
-            mailbox=mailbox, rules=form.cleaned_data["rules"]
-        )
-        messages.success(request, "The multidrop rules were saved.")
+        services.mailbox_multidrop_save(mailbox=mailbox, values=form.values())
+        messages.success(request, "The multidrop settings were saved.")
         return _detail(mailbox)
     return render(
         request, "retrieval/mailbox_rules.html", {"form": form, "mailbox": mailbox}

@@ -11,6 +11,7 @@ By subject:
 
 * mailboxes: add, change, delete, re-encrypt passwords; the forms' pre-checks
 * rules: multidrop rules
+* multidrop: a whole-domain mailbox's settings: their one check, their save
 * polls: the poll (lease, lock, record), the schedule, asking for a poll
 * failures: backoff, permanent failures, the mailbox's state, resume
 * hostslots: the cap on sessions per remote host
@@ -60,6 +61,15 @@ from retrieval.services.mailboxes import (
     owner_domain_refusal,
     password_needed,
 )
+from retrieval.services.multidrop import (
+    Multidrop,
+    MultidropInvalid,
+    mailbox_multidrop_save,
+    multidrop_from_rc,
+    multidrop_in_options,
+    multidrop_of,
+)
+from retrieval.services.multidrop import problems as multidrop_problems
 from retrieval.services.people import (
     SelfRefused,
     delivery_target_delete,
@@ -136,6 +146,8 @@ __all__ = [
     "ImportRefused",
     "InsideTransaction",
     "MailboxBusy",
+    "Multidrop",
+    "MultidropInvalid",
     "OwnerDomainMismatch",
     "PollSummary",
     "PreviewOutdated",
@@ -170,6 +182,7 @@ __all__ = [
     "mailbox_import",
     "mailbox_lease",
     "mailbox_login_check",
+    "mailbox_multidrop_save",
     "mailbox_new",
     "mailbox_passwords_rotate",
     "mailbox_poll",
@@ -187,6 +200,10 @@ __all__ = [
     "mailboxes_dispatch",
     "mailboxes_poll_request",
     "mailboxes_spread_new",
+    "multidrop_from_rc",
+    "multidrop_in_options",
+    "multidrop_of",
+    "multidrop_problems",
     "owner_domain_refusal",
     "password_needed",
     "person_add",

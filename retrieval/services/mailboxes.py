@@ -173,13 +173,23 @@ def _set_mda(mailbox: Mailbox, mda: str, editor: User | None) -> None:
             "Only a superuser may set a program to deliver to, and only for a "
             "mailbox owned by a superuser."
         )
+    kept = mailbox.delivery_kind == Mailbox.DeliveryKind.MDA and mda
+    _set_user_options(mailbox, {"mda": mda if kept else ""})
+
+
+def _set_user_options(mailbox: Mailbox, values: Mapping[str, Any]) -> None:
+    """Set the rcfile user options ``values`` in ``options``; a falsy one goes."""
     options = dict(mailbox.options) if isinstance(mailbox.options, dict) else {}
     user = dict(options.get("user") or {})
-    if mailbox.delivery_kind == Mailbox.DeliveryKind.MDA and mda:
-        user["mda"] = mda
+    for name, value in values.items():
+        if value:
+            user[name] = value
+        else:
+            user.pop(name, None)
+    if user:
+        options["user"] = user
     else:
-        user.pop("mda", None)
-    options["user"] = user
+        options.pop("user", None)
     mailbox.options = options
 
 
@@ -194,6 +204,7 @@ def mailbox_save(
     clear_password: bool = False,
     mda: str | None = None,
     destination_password: str = "",
+    user_options: Mapping[str, Any] | None = None,
 ) -> Mailbox:
     """Store a validated mailbox: the one write path of the pages, the admin and
     the importer. ``creator`` (the person adding it) is held to the mailbox quotas
@@ -205,8 +216,10 @@ def mailbox_save(
     program to deliver to, for a superuser's form (``editor``, when given, must be
     one, and the owner too: ServerCommandRefused); None leaves the stored command
     alone. ``destination_password``: a new password for the mailbox delivered
-    into (delivery kind IMAP); empty keeps the stored one. When the remote
-    account changes (protocol, host, user name),
+    into (delivery kind IMAP); empty keeps the stored one. ``user_options``:
+    rcfile options of the user entry that a form edits (limit, fetchlimit,
+    sslfingerprint), stored in ``options``; an empty or 0 value removes one.
+    When the remote account changes (protocol, host, user name),
     Mailbox.save drops the ledger and raises PasswordRequired unless
     ``new_password`` or ``clear_password`` is given: see there.
     """
@@ -226,6 +239,8 @@ def mailbox_save(
         raise ValueError("delete_after_days must be 1 or more, or None.")
     if mda is not None:
         _set_mda(mailbox, mda, editor)
+    if user_options is not None:
+        _set_user_options(mailbox, user_options)
     if clear_password:
         mailbox.set_password("")
     elif new_password:

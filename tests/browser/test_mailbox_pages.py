@@ -62,6 +62,7 @@ class MailboxPageTests:
         page.get_by_label("Host", exact=True).fill(dovecot.host)
         page.get_by_label("Port", exact=True).fill(str(dovecot.imaps_port))
         page.select_option("#id_tls_mode", "implicit")
+        page.get_by_text("Advanced options").click()  # folded (issue 13 item 4)
         page.get_by_label("CA file").fill(dovecot.ca_file)
         page.get_by_label("User name").fill(mailuser.name)
         page.get_by_label("Password", exact=True).fill(mailuser.password)

@@ -54,6 +54,11 @@ NOT_IMPORTABLE = {
     "probe-124.rc",  # smtphost "h/lmtp": no such port here
     "probe-125.rc",  # smtphost "h/foo"
     "probe-126.rc",  # smtphost "h/0"
+    # Names the multidrop editor refuses too (services.multidrop.problems): they
+    # would reach the listener as RCPT TO arguments.
+    "escapes.rc",  # is 'x\\y' here
+    "probe-027.rc",  # set postmaster "po\x01st"
+    "probe-062.rc",  # is "\x01\x01..." here
 }
 
 

@@ -212,8 +212,8 @@ class TenancyTests:
         assert _as(client, trio.bob).get(url).status_code == 200
         assert _as(client, trio.root).get(url).status_code == 200
         detail = _urls(trio.mailbox, trio.run)["detail"]
-        assert b"Multidrop rules</a>" not in _as(client, trio.alice).get(detail).content
-        assert b"Multidrop rules</a>" in _as(client, trio.bob).get(detail).content
+        assert b"Multidrop settings</a>" not in _as(client, trio.alice).get(detail).content
+        assert b"Multidrop settings</a>" in _as(client, trio.bob).get(detail).content
 
     def test_a_superusers_mailbox_is_read_only_to_a_domain_administrator(
         self, client, trio, monkeypatch
@@ -328,7 +328,7 @@ class PageContentTests:
         refused = client.post(
             urls["edit"], _edit_data(trio.mailbox, new_password=SECRET, port="99999")
         )
-        assert "A port is a whole number" in refused.content.decode()
+        assert "The port must be between 1 and 65535" in refused.content.decode()
         assert SECRET not in refused.content.decode()
         added = client.post(
             reverse("retrieval:mailbox-add"),
@@ -410,8 +410,8 @@ class AddTests:
             ({"host": "imap.example.org:993"}, "Put the port number in the Port field"),
             ({"host": "imap example.org"}, "This is not a server name"),
             ({"host": "alice@imap.example.org"}, "Enter only the server's name"),
-            ({"port": "70000"}, "A port is a whole number from 1 to 65535."),
-            ({"port": "0"}, "A port is a whole number from 1 to 65535."),
+            ({"port": "70000"}, "The port must be between 1 and 65535."),
+            ({"port": "0"}, "The port must be between 1 and 65535."),
             ({"username": "alice\nRETR 1"}, "user name cannot contain a line break"),
             ({"new_password": "pw\r\nDELE 1"}, "password cannot contain a line break"),
             ({"folders": "INBOX\nbad\0name"}, "folder name cannot contain"),
@@ -653,7 +653,7 @@ class EditTests:
         )
         assert response.status_code == 302, _errors(response)
         mailbox.refresh_from_db()
-        assert mailbox.delivery_kind == "smtp" and mailbox.options == {"user": {}}
+        assert mailbox.delivery_kind == "smtp" and mailbox.options == {}
 
 
 class RulesTests:
