@@ -9,6 +9,7 @@ way, so slow drifts of a shared machine cancel out of it.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -194,9 +195,20 @@ def render(records: list[dict[str, Any]], source: str, docs: Path) -> None:
     tools = list(dict.fromkeys(r["tool"] for r in records if r.get("kind") == "run"))
     plot = docs.with_suffix(".png")
     _plot(summaries, cases, tools, plot)
-    docs.write_text(
-        _markdown(meta, records, summaries, cases, tools, source, plot.name)
-    )
+    page = _markdown(meta, records, summaries, cases, tools, source, plot.name)
+    docs.write_text(page + kept_sections(docs))
+
+
+_SECTION = re.compile(r"<!-- section:(\w+) -->.*?<!-- /section:\1 -->\n?", re.S)
+
+
+def kept_sections(docs: Path) -> str:
+    """The sections other benches wrote into ``docs`` (bench/console.py), between
+    their markers: rendering the page must not drop them."""
+    if not docs.exists():
+        return ""
+    blocks = [m.group(0).rstrip("\n") for m in _SECTION.finditer(docs.read_text())]
+    return "".join(f"\n{block}\n" for block in blocks)
 
 
 def _markdown(
