@@ -29,6 +29,7 @@ import argparse
 import datetime as dt
 import os
 import random
+import signal
 import statistics
 import sys
 import time
@@ -54,16 +55,34 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", default="fetchweb-console")
     ap.add_argument("--docs", type=Path, default=DOCS)
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the filled PostgreSQL running and print its URL (for EXPLAIN)",
+    )
+    ap.add_argument(
+        "--reuse",
+        metavar="URL",
+        help="measure the database a --keep run left (migrated again, not filled)",
+    )
+    ap.add_argument(
+        "--only", default="", help="measure only pages whose label has this"
+    )
     return ap
+
+
+def _stop_on_term(signum: int, frame: Any) -> None:
+    raise SystemExit(f"signal {signum}")  # so that the cluster is stopped
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from tests.support.postgres import PostgresCluster
 
-    pg = PostgresCluster.start()
+    signal.signal(signal.SIGTERM, _stop_on_term)
+    pg = None if args.reuse else PostgresCluster.start()
     try:
-        os.environ["DATABASE_URL"] = pg.url
+        os.environ["DATABASE_URL"] = args.reuse or pg.url  # type: ignore[union-attr]
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fetchweb.settings")
         import django
 
@@ -80,19 +99,31 @@ def main(argv: list[str] | None = None) -> int:
             ALLOWED_HOSTS=["testserver"], CACHES=caches, DEBUG=False
         ):
             began = time.monotonic()
-            world = fill(args, random.Random(args.seed))
+            world = found() if args.reuse else fill(args, random.Random(args.seed))
             world.fill_seconds = time.monotonic() - began
             print(f"filled in {world.fill_seconds:.0f} s: {world.counts}", flush=True)
-            results = measure(world, iterations=args.iterations)
+            results = measure(world, iterations=args.iterations, only=args.only)
+            version = _server_version()
         load = os.getloadavg()
-        text = render(world, results, args, pg.version, load)
+        text = render(world, results, args, version, load)
         print(text)
         if not args.no_docs:
             write_section(args.docs, text)
             print(f"wrote {args.docs}")
     finally:
-        pg.stop()
+        if pg is not None and args.keep:
+            print(f"kept: DATABASE_URL={pg.url} (pid {pg.process.pid}, {pg.base})")
+        elif pg is not None:
+            pg.stop()
     return 0
+
+
+def _server_version() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        return str(cursor.fetchone()[0]).split()[0]
 
 
 # --- filling ---------------------------------------------------------------------------
@@ -173,13 +204,7 @@ def fill(args: argparse.Namespace, rng: random.Random) -> World:
         _fill_runs(cursor, polled, args.runs, args.messages)
         cursor.execute("ANALYZE")
         counts = {}
-        for table in (
-            "retrieval_mailbox",
-            "retrieval_pollrun",
-            "retrieval_messageresult",
-            "retrieval_mailboxstat",
-            "accounts_user",
-        ):
+        for table in TABLES:
             cursor.execute(f"SELECT count(*) FROM {table}")
             counts[table] = cursor.fetchone()[0]
     largest = max(range(DOMAINS), key=lambda i: sizes[i])
@@ -191,6 +216,41 @@ def fill(args: argparse.Namespace, rng: random.Random) -> World:
     counts["largest domain's mailboxes"] = sizes[largest]
     counts["busiest user's mailboxes"] = by_owner[user.pk]
     return World(root, admins[largest], user, counts)
+
+
+def found() -> World:
+    """The World of a database filled before (``--reuse``)."""
+    from django.db import connection
+    from django.db.models import Count
+
+    from accounts.models import Domain, User
+
+    root = User.objects.filter(is_superuser=True).order_by("pk").first()
+    largest = Domain.objects.annotate(n=Count("mailboxes")).order_by("-n").first()
+    assert root is not None and largest is not None
+    user = (
+        User.objects.filter(is_superuser=False, domain__isnull=False)
+        .annotate(n=Count("mailboxes"))
+        .order_by("-n")
+        .first()
+    )
+    counts = {}
+    with connection.cursor() as cursor:
+        for table in TABLES:
+            cursor.execute(f"SELECT count(*) FROM {table}")
+            counts[table] = cursor.fetchone()[0]
+    counts["largest domain's mailboxes"] = largest.n  # type: ignore[attr-defined]
+    counts["busiest user's mailboxes"] = user.n  # type: ignore[union-attr]
+    return World(root, largest.admins.order_by("pk").first(), user, counts)
+
+
+TABLES = (
+    "retrieval_mailbox",
+    "retrieval_pollrun",
+    "retrieval_messageresult",
+    "retrieval_mailboxstat",
+    "accounts_user",
+)
 
 
 # Runs: spread evenly over DAYS up to now, mailbox by turns; one mailbox in ten
@@ -344,7 +404,7 @@ class QueryLog:
                 self.slowest = (ms, sql)
 
 
-def measure(world: World, *, iterations: int) -> list[Timing]:
+def measure(world: World, *, iterations: int, only: str = "") -> list[Timing]:
     from django.db import connection
     from django.test import Client
 
@@ -357,6 +417,8 @@ def measure(world: World, *, iterations: int) -> list[Timing]:
         client = Client()
         client.force_login(user)
         for label, url in pages_for(user):
+            if only not in label:
+                continue
             for _ in range(2):
                 assert client.get(url).status_code == 200, url
             log = QueryLog()

@@ -422,6 +422,13 @@ class PollRun(models.Model):
                 condition=~models.Q(outcome="running"),
                 name="pollrun_last_finished",
             ),
+            # The dashboard's last errors, newest first: read until ten of the
+            # person's are found, instead of every error of their mailboxes.
+            models.Index(
+                fields=["-started_at", "-id"],
+                condition=models.Q(outcome__in=["error", "lost", "timeout"]),
+                name="pollrun_errors",
+            ),
         ]
 
     def __str__(self) -> str:

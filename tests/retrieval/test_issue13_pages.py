@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from retrieval.models import ConnectionTest, Mailbox, MessageResult, PollRun
+from retrieval.models import ConnectionTest, Mailbox, PollRun
 from retrieval.services.progress import CachedProgress
 from tests.factories import make_mailbox, make_user
 
