@@ -171,21 +171,20 @@ def fill(args: argparse.Namespace, rng: random.Random) -> World:
         protocols = ["imap"] * 6 + ["pop3"] * 4
         rows = []
         for n, home in enumerate(homes):
+            box_domain: Domain | None = None
             if home is None:
-                owner, domain = root, None
+                owner = root
             else:
                 owners = people[home]
-                owner, domain = (
-                    owners[int(len(owners) * rng.random() ** 2)],
-                    domains[home],
-                )
+                owner = owners[int(len(owners) * rng.random() ** 2)]
+                box_domain = domains[home]
             rows.append(
                 Mailbox(
                     name=f"box {n}",
                     owner=owner,
-                    domain=domain,
+                    domain=box_domain,
                     protocol=rng.choice(protocols),
-                    host=f"mail{n % 97}.{domain.name if domain else 'isp.example'}",
+                    host=f"mail{n % 97}.{box_domain.name if box_domain else 'isp.example'}",
                     username=f"user{n}",
                     enabled=rng.random() >= 0.03,
                     health=(
@@ -489,12 +488,12 @@ def render(
     for page, roles in by_page.items():
         cells = []
         for role in ("superuser", "domain admin", "user"):
-            t = roles.get(role)
-            if t is None:
+            found = roles.get(role)
+            if found is None:
                 cells.append("")
                 continue
-            mark = " ✗" if t in over else ""
-            cells.append(f"{t.median:.0f} / {t.p95:.0f}{mark}")
+            mark = " ✗" if found in over else ""
+            cells.append(f"{found.median:.0f} / {found.p95:.0f}{mark}")
         queries = "/".join(str(roles[r].queries) for r in roles)
         out.append(f"| {page} | " + " | ".join(cells) + f" | {queries} |")
     out += [

@@ -15,16 +15,8 @@ from retrieval.engine.probe import check_login
 from retrieval.engine.progress import ProgressTicker
 from retrieval.engine.report import ExitCode
 from retrieval.engine.run import poll
-from retrieval.engine.spec import (
-    DeliveryKind,
-    DeliverySpec,
-    MailboxSpec,
-    MailProtocol,
-    Secret,
-    ServerSpec,
-    TlsMode,
-    TlsSpec,
-)
+from retrieval.engine.spec import MailboxSpec, MailProtocol, Secret, TlsMode
+from tests.live.test_engine_protocols_dovecot import spec_for
 
 from .conftest import message
 
@@ -54,16 +46,6 @@ class Steps:
         return [(d, t) for s, d, t, _ in self.told if s == "messages"]
 
 
-def _port(dovecot: Dovecot, protocol: MailProtocol, tls: TlsMode) -> int:
-    return {
-        (MailProtocol.POP3, TlsMode.IMPLICIT): dovecot.pop3s_port,
-        (MailProtocol.POP3, TlsMode.STARTTLS): dovecot.pop3_port,
-        (MailProtocol.IMAP, TlsMode.IMPLICIT): dovecot.imaps_port,
-        (MailProtocol.IMAP, TlsMode.STARTTLS): dovecot.imap_port,
-        (MailProtocol.IMAP, TlsMode.NONE): dovecot.imap_port,
-    }[(protocol, tls)]
-
-
 def _spec(
     dovecot: Dovecot,
     mailuser: MailUser,
@@ -71,24 +53,7 @@ def _spec(
     protocol: MailProtocol,
     tls: TlsMode,
 ) -> MailboxSpec:
-    return MailboxSpec(
-        server=ServerSpec(
-            host="localhost",
-            via=dovecot.host,
-            port=_port(dovecot, protocol, tls),
-            protocol=protocol,
-            tls=TlsSpec(mode=tls, ca_file=dovecot.ca_file),
-            timeout=10.0,
-        ),
-        username=mailuser.name,
-        password=Secret(mailuser.password),
-        delivery=DeliverySpec(
-            kind=DeliveryKind.SMTP,
-            hosts=(f"{listener.host}/{listener.port}",),
-            recipients=("joe@example.com",),
-            timeout=10.0,
-        ),
-    )
+    return spec_for(dovecot, mailuser, listener, protocol=protocol, tls=tls)
 
 
 SESSION = ["connecting", "connected", "tls", "logged_in"]
