@@ -139,3 +139,30 @@ def test_a_running_connection_test_shows_its_step_in_words(people, step, words):
     for role, user in roles.items():
         part = _client(user).get(status).content.decode()
         assert words in part and 'data-done="false"' in part, role
+
+
+@pytest.mark.parametrize("backend", ["redis", "files"])
+def test_the_step_crosses_processes_through_the_configured_cache(
+    backend, settings, request, tmp_path
+):
+    """Workers and web processes share the step through the settings' cache:
+    Redis (several hosts) or files (the single-host default); a fresh cache
+    object, as another process would have, reads what the writer stored."""
+    from django.core.cache import caches
+
+    if backend == "redis":
+        location = request.getfixturevalue("redis_url")
+        engine = "django.core.cache.backends.redis.RedisCache"
+    else:
+        location = str(tmp_path / "cache")
+        engine = "django.core.cache.backends.filebased.FileBasedCache"
+    settings.CACHES = {"default": {"BACKEND": engine, "LOCATION": location}}
+    CachedProgress("run", 424242)("messages", done=3, total=10, folder="INBOX")
+    # Another process's cache object, made from the same settings, sees it.
+    other = caches.create_connection("default")
+    assert other.get("fetchweb:progress:run:424242")["done"] == 3
+    assert services.progress_text(kind="run", pk=424242, host="h") == (
+        "Logged in; 3 of 10 messages in INBOX done."
+    )
+    CachedProgress("run", 424242).clear()
+    assert services.progress_text(kind="run", pk=424242, host="h") == ""
