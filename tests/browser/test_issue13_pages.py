@@ -4,21 +4,23 @@ suite's Dovecot, held mid-way by the listener, shown step by step."""
 
 from __future__ import annotations
 
-import threading
+from typing import TYPE_CHECKING
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from retrieval import services
 from retrieval.engine import progress as engine_progress
 from retrieval.models import PollRun
 from retrieval.services.progress import CachedProgress
 from retrieval.tasks import poll_mailbox
 from tests.browser.test_admin_pages import _log_in
 from tests.browser.test_console_pages import SCREENSHOTS
-from tests.factories import make_domain, make_mailbox, make_user
+from tests.factories import make_domain, make_dovecot_mailbox, make_mailbox, make_user
+from tests.retrieval.test_poll_progress import poll_in_background
+
+if TYPE_CHECKING:
+    import threading
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -66,39 +68,26 @@ def test_poll_now_of_a_real_mailbox_shows_how_far_it_came_then_the_result(
     settings.FETCH_ALLOW_PRIVATE_HOSTS = True
     monkeypatch.setattr(engine_progress, "EVERY", 0.0)  # every count is told
     workers: list[threading.Thread] = []
-
-    def worker(pk: int, trigger: str) -> None:
-        def run() -> None:
-            try:
-                services.mailbox_poll(mailbox_id=pk, trigger=trigger)
-            finally:
-                connection.close()
-
-        workers.append(threading.Thread(target=run, daemon=True))
-        workers[-1].start()
-
-    monkeypatch.setattr(poll_mailbox, "delay", worker)
+    monkeypatch.setattr(
+        poll_mailbox,
+        "delay",
+        lambda pk, trigger: workers.append(poll_in_background(pk, trigger)),
+    )
     domain = make_domain("example.org")
     alice = make_user("alice@example.org", domain=domain)
     for n in range(1, 11):
         dovecot.put(
             mailuser.name, f"Message-ID: <b{n}@example.org>\r\n\r\nbody\r\n".encode()
         )
-    mailbox = make_mailbox(
+    mailbox = make_dovecot_mailbox(
         alice,
+        dovecot,
+        mailuser,
+        smtp_listener,
         domain=domain,
         name="alice at dovecot",
-        password=mailuser.password,
-        protocol="imap",
-        host=dovecot.host,
         port=dovecot.imap_port,
         tls_mode="starttls",
-        ca_file=dovecot.ca_file,
-        username=mailuser.name,
-        delivery_host="127.0.0.1",
-        delivery_port=smtp_listener.port,
-        recipient="alice@example.org",
-        timeout=30,
     )
     smtp_listener.hold_after(3)
     _log_in(page, live_server, "alice@example.org")

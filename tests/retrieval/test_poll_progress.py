@@ -18,7 +18,12 @@ from retrieval import services
 from retrieval.engine import progress as engine_progress
 from retrieval.models import ConnectionTest, PollRun
 from retrieval.services.progress import CachedProgress
-from tests.factories import make_domain, make_mailbox, make_user
+from tests.factories import (
+    make_domain,
+    make_dovecot_mailbox,
+    make_mailbox,
+    make_user,
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -45,10 +50,12 @@ def _client(user) -> Client:
     return client
 
 
-def _poll_in_background(mailbox_id: int) -> threading.Thread:
+def poll_in_background(mailbox_id: int, trigger: str = "manual") -> threading.Thread:
+    """The worker's poll, on a thread of this process (it shares the cache)."""
+
     def run() -> None:
         try:
-            services.mailbox_poll(mailbox_id=mailbox_id, trigger="manual")
+            services.mailbox_poll(mailbox_id=mailbox_id, trigger=trigger)
         finally:
             connection.close()  # this thread's own connection
 
@@ -65,24 +72,18 @@ def test_the_fragment_shows_each_role_how_far_the_poll_came_then_the_result(
     domain, roles = people
     for n in range(1, 11):
         dovecot.put(mailuser.name, _message(n))
-    mailbox = make_mailbox(
+    mailbox = make_dovecot_mailbox(
         roles["user"],
+        dovecot,
+        mailuser,
+        smtp_listener,
         domain=domain,
-        password=mailuser.password,
         protocol="pop3",
-        host=dovecot.host,
         port=dovecot.pop3s_port,
-        tls_mode="implicit",
-        ca_file=dovecot.ca_file,
-        username=mailuser.name,
-        delivery_host="127.0.0.1",
-        delivery_port=smtp_listener.port,
-        recipient="alice@example.org",
-        timeout=30,
     )
     status = reverse("retrieval:mailbox-poll-status", args=[mailbox.pk])
     smtp_listener.hold_after(3)
-    thread = _poll_in_background(mailbox.pk)
+    thread = poll_in_background(mailbox.pk)
     try:
         smtp_listener.wait_held()
         for role, user in roles.items():
