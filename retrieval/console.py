@@ -118,10 +118,50 @@ RUNNING_SHOWN = 20
 ERRORS_SHOWN = 10
 
 
+def _within(rows: QuerySet[Any], mailboxes: QuerySet[Mailbox]) -> QuerySet[Any]:
+    """``rows`` (runs, counters) of ``mailboxes``; all of them, with no join to
+    the mailbox ids, when the scope is everyone's (a superuser's ``scope``)."""
+    return rows.filter(mailbox__in=mailboxes) if mailboxes.query.where else rows
+
+
+def state_of(*, enabled: bool, health: str, last_outcome: str | None) -> str:
+    """with_state's CASE, for rows grouped by its inputs (state_groups)."""
+    if not enabled:
+        return DISABLED
+    if health in (Mailbox.Health.PAUSED, Mailbox.Health.REAUTH):
+        return ATTENTION
+    if last_outcome is None:
+        return NEVER
+    return FAILING if last_outcome in ERROR_OUTCOMES else OK
+
+
+def state_groups(mailboxes: QuerySet[Mailbox], *keys: str) -> list[dict[str, Any]]:
+    """Mailboxes counted by ``keys`` and state, in one query that looks up each
+    mailbox's last finished run once (grouping by the CASE would do it twice)."""
+    rows = (
+        mailboxes.order_by()
+        .annotate(last_outcome=Subquery(_last_finished().values("outcome")[:1]))
+        .values(*keys, "enabled", "health", "last_outcome")
+        .annotate(n=Count("pk"))
+    )
+    return [
+        {
+            **{key: row[key] for key in keys},
+            "state": state_of(
+                enabled=row["enabled"],
+                health=row["health"],
+                last_outcome=row["last_outcome"],
+            ),
+            "n": row["n"],
+        }
+        for row in rows
+    ]
+
+
 def state_counts(mailboxes: QuerySet[Mailbox]) -> dict[str, int]:
-    rows = with_state(mailboxes).order_by().values("state").annotate(n=Count("pk"))
     counts = dict.fromkeys(STATES, 0)
-    counts |= {row["state"]: row["n"] for row in rows}
+    for row in state_groups(mailboxes):
+        counts[row["state"]] += row["n"]
     return counts
 
 
@@ -134,10 +174,16 @@ def running_polls(mailboxes: QuerySet[Mailbox]) -> list[PollRun]:
 
 
 def recent_errors(mailboxes: QuerySet[Mailbox]) -> list[PollRun]:
+    """The newest failed runs of ``mailboxes``. A person's mailboxes go in as a
+    list of ids (one more query): PostgreSQL then knows how many there are and
+    reads the errors index newest first until ten match, where the tenancy
+    subquery, misjudged as a few dozen rows, made it read every error of a
+    700-mailbox domain (1.3 s at 10,000 mailboxes, bench/console.py)."""
+    runs = PollRun.objects.filter(outcome__in=list(ERROR_OUTCOMES))
+    if mailboxes.query.where:  # not everyone's
+        runs = runs.filter(mailbox_id__in=list(mailboxes.values_list("pk", flat=True)))
     return list(
-        PollRun.objects.filter(outcome__in=list(ERROR_OUTCOMES), mailbox__in=mailboxes)
-        .select_related("mailbox")
-        .order_by("-started_at", "-pk")[:ERRORS_SHOWN]
+        runs.select_related("mailbox").order_by("-started_at", "-pk")[:ERRORS_SHOWN]
     )
 
 
@@ -204,7 +250,8 @@ def traffic(
         "b": Sum("bytes"),
     }
     hours = (
-        MailboxStat.objects.filter(mailbox__in=mailboxes, hour__gte=since)
+        _within(MailboxStat.objects.all(), mailboxes)
+        .filter(hour__gte=since)
         .order_by()
         .values("hour")
         .annotate(**sums)
@@ -217,7 +264,8 @@ def traffic(
             add(_midnight(moment.date(), zone), row)
     if unit == "day" and _days_rolled_up(since, now):
         days = (
-            MailboxDayStat.objects.filter(mailbox__in=mailboxes, day__gte=since.date())
+            _within(MailboxDayStat.objects.all(), mailboxes)
+            .filter(day__gte=since.date())
             .order_by()
             .values("day")
             .annotate(**sums)
@@ -302,14 +350,8 @@ def per_domain(*, span: str, now: datetime | None = None) -> list[dict[str, Any]
             },
         )
 
-    states = (
-        with_state(Mailbox.objects.all())
-        .order_by()
-        .values("domain__name", "state")
-        .annotate(n=Count("pk"))
-    )
-    for item in states:
-        row(item["domain__name"])[item["state"]] = item["n"]
+    for item in state_groups(Mailbox.objects.all(), "domain__name"):
+        row(item["domain__name"])[item["state"]] += item["n"]
     tables: list[QuerySet[Any]] = [MailboxStat.objects.filter(hour__gte=since)]
     if _days_rolled_up(since, now):
         tables.append(MailboxDayStat.objects.filter(day__gte=since.date()))
@@ -390,6 +432,20 @@ def mailbox_list(
     fields = SORTS[query.sort.lstrip("-")]
     order = [f"-{f}" if descending else f for f in fields]
     return rows.order_by(*order, "pk")
+
+
+def page_rows(ids: list[int]) -> list[Any]:
+    """The mailboxes of one page of the list, in the order of ``ids``, with their
+    state. The list pages ids first (``mailbox_list(...).values_list("pk")``):
+    the per-mailbox subqueries then run for these rows only, not for every row
+    an OFFSET skips (10,000 mailboxes, last page: bench/console.py)."""
+    found = {
+        m.pk: m
+        for m in with_state(Mailbox.objects.filter(pk__in=ids)).select_related(
+            "owner", "domain"
+        )
+    }
+    return [found[pk] for pk in ids if pk in found]
 
 
 def filter_choices(

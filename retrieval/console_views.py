@@ -81,11 +81,16 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
             }
         )
     buckets = console.traffic(mine, span=span, zone=zone)
+    domains = console.per_domain(span=span) if user.is_superuser else None
+    # A superuser's tiles add up the per-domain rows: the state of 10,000
+    # mailboxes is looked up once, not twice.
+    counts = (
+        {key: sum(row[key] for row in domains) for key in console.STATES}
+        if domains is not None
+        else console.state_counts(mine)
+    )
     context = {
-        "tiles": [
-            (key, console.STATES[key], n)
-            for key, n in console.state_counts(mine).items()
-        ],
+        "tiles": [(key, console.STATES[key], n) for key, n in counts.items()],
         "states": console.STATES,
         "errors": errors,
         "span": span,
@@ -101,7 +106,7 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
             "messages": sum(b.messages for b in buckets),
             "bytes": sum(b.bytes for b in buckets),
         },
-        "domains": console.per_domain(span=span) if user.is_superuser else None,
+        "domains": domains,
         "refresh": RUNNING_REFRESH_SECONDS,
         **_running(request),
     }
@@ -126,11 +131,10 @@ def mailbox_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     user = request.user
     query = console.ListQuery.from_get(request.GET)
     zone = console.person_zone(user)
-    page = Paginator(console.mailbox_list(user, query), PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    ids = console.mailbox_list(user, query).values_list("pk", flat=True)
+    page = Paginator(ids, PER_PAGE).get_page(request.GET.get("page"))
     rows = []
-    for mailbox in page.object_list:
+    for mailbox in console.page_rows(list(page.object_list)):
         shown = shown_to(user, mailbox)
         rows.append(
             {

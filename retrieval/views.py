@@ -172,8 +172,11 @@ def mailbox_poll_status(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
     if run is not None:
         shown = shown_to(request.user, mailbox)
         port = mailbox.port or default_port(mailbox.protocol, mailbox.tls_mode)
-        context["so_far"] = run.messages.count()
         context["error"] = shown.text(run.error)
+        if run.finished_at is None:
+            context["progress"] = services.progress_text(
+                kind="run", pk=run.pk, host=mailbox.host
+            )
         context["explanation"] = (
             explain.for_mailbox(run.error, run.exit_code, mailbox, port)
             if run.finished_at is not None
@@ -515,6 +518,11 @@ def _connection_test(
         ),
         "transcript": shown.text(probe.transcript),
         "lost": probe.lost(stale_after=services.PROBE_STALE_SECONDS),
+        "progress": (
+            services.progress_text(kind="test", pk=probe.pk, host=mailbox.host)
+            if probe.status == ConnectionTest.Status.RUNNING
+            else ""
+        ),
         "status_url": reverse(
             "retrieval:connection-test-status", args=[mailbox.pk, probe.pk]
         ),

@@ -40,3 +40,25 @@ def make_mailbox(
     mailbox.set_password(password)
     mailbox.save()
     return mailbox
+
+
+def make_dovecot_mailbox(
+    owner: User, dovecot: Any, mailuser: Any, listener: Any, **fields: Any
+) -> Mailbox:
+    """A mailbox of the suite's Dovecot account ``mailuser`` (IMAP over TLS unless
+    ``fields`` say otherwise), delivering to the SMTP ``listener``."""
+    values: dict[str, Any] = {
+        "password": mailuser.password,
+        "protocol": "imap",
+        "host": dovecot.host,
+        "port": dovecot.imaps_port,
+        "tls_mode": "implicit",
+        "ca_file": dovecot.ca_file,
+        "username": mailuser.name,
+        "delivery_host": listener.host,
+        "delivery_port": listener.port,
+        "recipient": owner.email,
+        "timeout": 30,
+    }
+    values.update(fields)
+    return make_mailbox(owner, **values)

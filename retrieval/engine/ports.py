@@ -26,6 +26,13 @@ def utc_now() -> datetime:
     """The engine's default clock; ``poll(..., clock=...)`` replaces it in tests."""
     return datetime.now(UTC)
 
+# How far a poll (or a connection test) has come, for a person watching it:
+# TCP being opened, TCP up, TLS established (implicit or STARTTLS), credentials
+# accepted, messages of a folder handled so far, the session being ended.
+ProgressStep = Literal[
+    "connecting", "connected", "tls", "logged_in", "messages", "logging_out"
+]
+
 
 class Ledger(Protocol):
     """The record of messages already delivered, per folder and UIDVALIDITY.
@@ -119,6 +126,17 @@ class StepObserver(Protocol):
     """Told each :data:`PollStep` a message reaches; tests use it to crash there."""
 
     def __call__(self, step: PollStep, uid: str) -> None: ...
+
+
+class Progress(Protocol):
+    """Told each :data:`ProgressStep` as it happens; for ``"messages"`` also how
+    many of the folder's ``total`` messages to fetch are ``done`` (the engine
+    tells at most a few counts a second, see :mod:`retrieval.engine.progress`).
+    Must be quick and must not raise: it runs on the poll's thread."""
+
+    def __call__(
+        self, step: ProgressStep, *, done: int = 0, total: int = 0, folder: str = ""
+    ) -> None: ...
 
 
 class Transcript(Protocol):

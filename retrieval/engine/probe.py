@@ -19,7 +19,7 @@ from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.spec import DeliveryKind
 
 if TYPE_CHECKING:
-    from retrieval.engine.ports import Transcript
+    from retrieval.engine.ports import Progress, Transcript
     from retrieval.engine.spec import MailboxSpec
 
 
@@ -29,8 +29,13 @@ class LoginCheck(NamedTuple):
     error: str  # plain words when not ok, secrets masked
 
 
-def check_login(spec: MailboxSpec, transcript: Transcript | None = None) -> LoginCheck:
-    """Connect, secure and log in with ``spec``'s settings, then log out."""
+def check_login(
+    spec: MailboxSpec,
+    transcript: Transcript | None = None,
+    progress: Progress | None = None,
+) -> LoginCheck:
+    """Connect, secure and log in with ``spec``'s settings, then log out;
+    ``progress`` is told the session's steps as they happen."""
     wire = RedactingTranscript(
         transcript if transcript is not None else ListTranscript(), spec.secrets()
     )
@@ -41,11 +46,13 @@ def check_login(spec: MailboxSpec, transcript: Transcript | None = None) -> Logi
         greeting = text
 
     try:
-        session = open_session(spec, wire, on_greeting=greeted)
+        session = open_session(spec, wire, on_greeting=greeted, on_step=progress)
     except EngineError as exc:
         return LoginCheck(
             ok=False, greeting=wire.mask(greeting), error=wire.mask(str(exc))
         )
+    if progress is not None:
+        progress("logging_out")
     try:
         session.logout()
     except EngineError:

@@ -34,6 +34,7 @@ from retrieval.engine.fetch.etrn import etrn
 from retrieval.engine.fetch.session import FolderListing, MailSession, open_session
 from retrieval.engine.odmr import odmr
 from retrieval.engine.ports import RecipientLedger, utc_now
+from retrieval.engine.progress import ProgressTicker
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
 from retrieval.engine.spec import DeliveryKind, MailProtocol
@@ -44,7 +45,13 @@ if TYPE_CHECKING:
 
     from retrieval.engine.deliver.policy import Decision
     from retrieval.engine.fetch.session import RemoteMessage
-    from retrieval.engine.ports import Ledger, PollStep, StepObserver, Transcript
+    from retrieval.engine.ports import (
+        Ledger,
+        PollStep,
+        Progress,
+        StepObserver,
+        Transcript,
+    )
     from retrieval.engine.spec import MailboxSpec
 
 
@@ -56,10 +63,13 @@ def poll(
     observe: StepObserver | None = None,
     stop: Callable[[], bool] | None = None,
     clock: Callable[[], datetime] = utc_now,
+    progress: Progress | None = None,
 ) -> PollReport:
     """Run one poll and describe it; see the module docstring for the contract.
 
     ``observe`` is told each step every message reaches (tests crash there).
+    ``progress`` is told how far the poll has come, for a person watching it:
+    the session's steps, and "N of M messages" a few times a second at most.
     ``stop`` ends an IMAP IDLE poll (``spec.idle``) when it returns True; it is
     asked about once a second while waiting (see :mod:`retrieval.engine.fetch.idle`).
     ``clock`` (aware UTC times) dates deliveries in the ledger and decides the
@@ -82,7 +92,16 @@ def poll(
             elif spec.server.protocol is MailProtocol.ODMR:
                 odmr(spec, wire, report)
             else:
-                job = _Poll(spec, ledger, wire, report, observe, stop, clock)
+                job = _Poll(
+                    spec,
+                    ledger,
+                    wire,
+                    report,
+                    observe,
+                    stop,
+                    clock,
+                    ProgressTicker(progress),
+                )
                 job.run()
         except EngineError as exc:
             report.exit_code = exc.exit_code
@@ -168,8 +187,10 @@ class _Poll:
         observe: StepObserver | None = None,
         stop: Callable[[], bool] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        progress: ProgressTicker | None = None,
     ) -> None:
         self.spec = spec
+        self.progress = progress or ProgressTicker(None)
         self.ledger = ledger
         # Checked once: a runtime Protocol check walks the class every time.
         self.recipient_ledger = ledger if isinstance(ledger, RecipientLedger) else None
@@ -202,7 +223,11 @@ class _Poll:
         if note := idle.check(self.spec):
             self.report.notes.append(note)
         session = open_session(
-            self.spec, self.wire, on_greeting=greeted, make_durable=self._sync
+            self.spec,
+            self.wire,
+            on_greeting=greeted,
+            make_durable=self._sync,
+            on_step=self.progress.step,
         )
         sink: Sink | None = None
         try:
@@ -238,6 +263,7 @@ class _Poll:
         )
 
     def _finish(self, session: MailSession) -> None:
+        self.progress.step("logging_out")
         try:
             self._confirm(session.close_folder())
             self._confirm(session.logout())
@@ -298,11 +324,15 @@ class _Poll:
         self.report.notes.extend(plan.notes)
         self.fetchlimit_hit = self.fetchlimit_hit or plan.left > 0
         session.prefetch(plan.fetch)
+        done, total = 0, len(plan.fetch)
+        self.progress.messages(done, total, listing.folder)
         for step in plan.in_order(listing):
             if isinstance(step, selection.Untouched):
                 self._untouched(session, listing, step)
             else:
                 self._message(session, sink, listing, step)
+                done += 1
+                self.progress.messages(done, total, listing.folder)
         self._session_notes(session)
 
     def _fast_known(self) -> Callable[[str], bool]:

@@ -21,6 +21,7 @@ By subject:
 * specs: the engine's spec of a row, with the run-time guards
 * ports: the engine's ledger and transcript on the ORM
 * probes: connection tests
+* progress: how far a running poll or test has come (the cache), for its page
 * quotas: mailboxes per person and per domain
 * imports: the rcfile importer's rows
 * records: poll runs and ledger rows, for the admin
@@ -106,6 +107,7 @@ from retrieval.services.probes import (
     connection_test_run,
     mailbox_login_check,
 )
+from retrieval.services.progress import CachedProgress, progress_text
 from retrieval.services.quotas import (
     QuotaExceeded,
     mailbox_quota_check,
@@ -141,6 +143,7 @@ __all__ = [
     "PROBES_KEPT",
     "PROBE_STALE_SECONDS",
     "AlertMailFailed",
+    "CachedProgress",
     "DatabaseLedger",
     "ImportFailed",
     "ImportRefused",
@@ -210,6 +213,7 @@ __all__ = [
     "person_invite",
     "person_remove",
     "person_set_active",
+    "progress_text",
     "rcfile_import",
     "run_delete",
     "runs_close_lost",

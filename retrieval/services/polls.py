@@ -31,6 +31,7 @@ from retrieval.models import Mailbox, MessageResult, PollRun
 from retrieval.services.failures import JITTER, jittered, poll_recorded
 from retrieval.services.hostslots import host_slot
 from retrieval.services.ports import DatabaseLedger, RecordingTranscript
+from retrieval.services.progress import CachedProgress
 from retrieval.services.specs import SpecError, mailbox_spec, refuse_command_line_only
 from retrieval.services.stats import run_recorded
 
@@ -226,6 +227,7 @@ def _poll_locked(
     )
     outcome: str | None = None
     secrets: tuple[str, ...] = ()
+    progress = CachedProgress("run", run.pk)  # read by the page that follows it
     try:
         # A poll of the service ends when the mailbox is empty: waiting in IDLE
         # inside it would hold a worker (and the lease) until the time limit. On a
@@ -238,7 +240,11 @@ def _poll_locked(
             secrets=secrets, limit=settings.FETCH_TRANSCRIPT_MAX_CHARS, echo=echo
         )
         report = engine_poll(
-            spec, ledger=DatabaseLedger(mailbox), transcript=transcript, clock=clock
+            spec,
+            ledger=DatabaseLedger(mailbox),
+            transcript=transcript,
+            clock=clock,
+            progress=progress,
         )
     except SpecError as exc:
         transcript = RecordingTranscript(secrets=secrets, limit=1000)
@@ -269,6 +275,7 @@ def _poll_locked(
             error="fetchweb failed unexpectedly; the administrator can see the log.",
         )
     _record(run, report, transcript, outcome=outcome)
+    progress.clear()  # the run's own record says the rest
     observability.poll_finished(mailbox, run, report)
     poll_recorded(
         mailbox=mailbox, run=run, permanent=report.permanent, now=timezone.now()

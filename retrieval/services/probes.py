@@ -11,6 +11,7 @@ import logging
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -20,7 +21,11 @@ from accounts.models import User
 from retrieval.engine.probe import LoginCheck, check_login
 from retrieval.models import ConnectionTest, Mailbox
 from retrieval.services.ports import RecordingTranscript
+from retrieval.services.progress import CachedProgress
 from retrieval.services.specs import SpecError, mailbox_spec
+
+if TYPE_CHECKING:
+    from retrieval.engine.ports import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +81,11 @@ def connection_test_run(*, probe_id: int) -> str:
     if not claimed:
         return f"connection test {probe_id}: not queued (gone or already run)"
     probe = ConnectionTest.objects.select_related("mailbox__owner").get(pk=probe_id)
+    progress = CachedProgress("test", probe_id)  # read by the page that follows it
     try:
-        result, transcript = mailbox_login_check(mailbox=probe.mailbox)
+        result, transcript = mailbox_login_check(
+            mailbox=probe.mailbox, progress=progress
+        )
         ok, greeting, error = result.ok, result.greeting, result.error
     except Exception:
         # A bug, not a server fault: say so on the page, keep the details in the log.
@@ -92,12 +100,16 @@ def connection_test_run(*, probe_id: int) -> str:
         error=error,
         transcript=transcript,
     )
+    progress.clear()
     return f"connection test {probe_id}: {'ok' if ok else 'failed'}"
 
 
-def mailbox_login_check(*, mailbox: Mailbox) -> tuple[LoginCheck, str]:
+def mailbox_login_check(
+    *, mailbox: Mailbox, progress: Progress | None = None
+) -> tuple[LoginCheck, str]:
     """Log in to the remote server and out again, as a poll would; nothing is
-    fetched or recorded. Returns the answer and the masked transcript."""
+    fetched or recorded. Returns the answer and the masked transcript;
+    ``progress`` is told the session's steps."""
     try:
         spec = mailbox_spec(mailbox)
     except SpecError as exc:
@@ -108,4 +120,4 @@ def mailbox_login_check(*, mailbox: Mailbox) -> tuple[LoginCheck, str]:
         secrets=(spec.password.reveal(),) if spec.password else (),
         limit=PROBE_TRANSCRIPT_CHARS,
     )
-    return check_login(spec, transcript), transcript.text()
+    return check_login(spec, transcript, progress), transcript.text()

@@ -49,7 +49,7 @@ class ConnectionTestPageTests:
         monkeypatch.setattr(
             probes,
             "mailbox_login_check",
-            lambda *, mailbox: (
+            lambda *, mailbox, progress=None: (
                 probes.LoginCheck(ok=True, greeting="* OK fake ready", error=""),
                 "S: * OK fake ready",
             ),

@@ -40,7 +40,7 @@ def no_network(monkeypatch):
     connection of these tests would otherwise go to a public address."""
     calls = []
 
-    def fake(*, mailbox):
+    def fake(*, mailbox, progress=None):
         calls.append(mailbox.pk)
         return (
             probes.LoginCheck(ok=True, greeting="* OK fake IMAP ready", error=""),
@@ -140,7 +140,7 @@ class RequestTests:
         monkeypatch.setattr(
             probes,
             "mailbox_login_check",
-            lambda *, mailbox: (
+            lambda *, mailbox, progress=None: (
                 probes.LoginCheck(ok=False, greeting="", error="Wrong password."),
                 "",
             ),

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from retrieval import console, services
 from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
-from retrieval.models import Mailbox, MailboxStat, PollRun
+from retrieval.models import Mailbox, MailboxStat, MessageResult, PollRun
 from retrieval.services import stats
 from tests.factories import make_domain, make_mailbox, make_user
 from tests.support.ports import free_port
@@ -195,7 +195,7 @@ def test_the_running_panel_is_refreshed_by_htmx(world):
 
 
 def _delivering(count: int, size: int):
-    def engine_poll(spec, *, ledger, transcript):
+    def engine_poll(spec, *, ledger, transcript, progress=None):
         return PollReport(
             exit_code=ExitCode.SUCCESS,
             messages=[
@@ -645,3 +645,83 @@ def test_resuming_makes_the_mailbox_due_now(world):
     _client(world, "alice").post(BULK, {"action": "resume", "ids": [box.pk]})
     box.refresh_from_db()
     assert box.enabled and box.next_poll_at <= timezone.now()
+
+
+# Whose mailbox each role opens on the per-mailbox pages.
+OPENS = {"alice": "alice", "admin1": "alice", "root": "root"}
+
+
+def _grow_runs(mailbox: Mailbox, count: int) -> None:
+    """``count`` more finished runs of ``mailbox``, each with three messages."""
+    now = timezone.now()
+    runs = PollRun.objects.bulk_create(
+        PollRun(
+            mailbox=mailbox,
+            outcome=PollRun.Outcome.SUCCESS,
+            exit_code=0,
+            finished_at=now,
+            started_at=now - timedelta(minutes=i),
+            delivered=3,
+        )
+        for i in range(count)
+    )
+    MessageResult.objects.bulk_create(
+        MessageResult(run=run, uid=f"{run.pk}.{k}", status="delivered")
+        for run in runs
+        for k in range(3)
+    )
+
+
+def _every_page(world: World, role: str) -> list[tuple[str, dict[str, str]]]:
+    """Every console page a role reads: the dashboard in each range, the list
+    with each filter, the search, each sort both ways, first, middle and last
+    page, and the mailbox's own pages (its polls, oldest first page, a poll,
+    the poll status fragment)."""
+    box = world.boxes[OPENS[role]]
+    run = box.runs.order_by("pk").first()
+    assert run is not None
+    pages: list[tuple[str, dict[str, str]]] = [
+        (HOME, {"range": span}) for span in console.RANGES
+    ]
+    pages.append((reverse("dashboard-running"), {}))
+    pages += [
+        (LIST, {}),
+        (LIST, {"page": "2"}),
+        (LIST, {"page": "6"}),  # the middle page with 600 mailboxes
+        (LIST, {"page": "12"}),  # the last one (with 34: the only one)
+        (LIST, {"q": "bulk"}),
+        (LIST, {"q": "example", "sort": "-checked", "state": "failing"}),
+        (LIST, {"domain": str(world.dom1.pk)}),
+        (LIST, {"owner": str(box.owner_id)}),
+        (LIST, {"protocol": "pop3"}),
+    ]
+    pages += [(LIST, {"state": state}) for state in console.STATES]
+    for key in console.SORTS:
+        pages += [(LIST, {"sort": key}), (LIST, {"sort": f"-{key}", "page": "3"})]
+    detail = reverse("retrieval:mailbox-detail", args=[box.pk])
+    pages += [
+        (detail, {}),
+        (detail, {"page": "16"}),  # the oldest polls (305 runs, 20 a page)
+        (reverse("retrieval:run-detail", args=[box.pk, run.pk]), {}),
+        (reverse("retrieval:mailbox-poll-status", args=[box.pk]), {"after": "0"}),
+    ]
+    return pages
+
+
+@pytest.mark.parametrize("role", ["alice", "admin1", "root"])
+def test_every_console_page_keeps_its_queries_as_the_data_grows(
+    world, role, django_assert_max_num_queries
+):
+    """Each page, each role: no more queries with 200 mailboxes per owner and
+    hundreds of polls of the mailbox than with 10 and a few."""
+    client = _client(world, role)
+    _populate(world, 10)
+    _grow_runs(world.boxes[OPENS[role]], 5)
+    pages = _every_page(world, role)
+    small = [_count(client, url, params) for url, params in pages]
+    _populate(world, 190)
+    _grow_runs(world.boxes[OPENS[role]], 300)
+    for (url, params), before in zip(pages, small, strict=True):
+        with django_assert_max_num_queries(before):
+            response = client.get(url, params)
+        assert response.status_code == 200, (url, params)

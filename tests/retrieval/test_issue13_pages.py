@@ -12,7 +12,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from retrieval.models import ConnectionTest, Mailbox, MessageResult, PollRun
+from retrieval.models import ConnectionTest, Mailbox, PollRun
+from retrieval.services.progress import CachedProgress
 from tests.factories import make_mailbox, make_user
 
 pytestmark = pytest.mark.django_db
@@ -114,10 +115,12 @@ def test_poll_now_is_followed_from_queued_to_running_to_done(
     assert b"Poll queued" in part.content and b'data-done="false"' in part.content
 
     run = PollRun.objects.create(mailbox=mailbox, outcome=PollRun.Outcome.RUNNING)
-    for uid in ("1", "2", "3"):
-        MessageResult.objects.create(run=run, uid=uid, status="delivered")
     part = client.get(status, {"after": older.pk}).content.decode()
-    assert "Poll running: 3 messages so far" in part and 'data-done="false"' in part
+    assert "Poll running: starting…" in part and 'data-done="false"' in part
+    # What the worker's poll tells (services/progress.py), as the page reads it.
+    CachedProgress("run", run.pk)("messages", done=3, total=10, folder="INBOX")
+    part = client.get(status, {"after": older.pk}).content.decode()
+    assert "Poll running: Logged in; 3 of 10 messages in INBOX done." in part
 
     run.outcome = PollRun.Outcome.ERROR
     run.exit_code = 3

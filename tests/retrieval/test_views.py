@@ -737,7 +737,7 @@ class PollNowTests:
     ):
         calls = []
 
-        def fake(*, mailbox):
+        def fake(*, mailbox, progress=None):
             calls.append(mailbox.pk)
             return probes.LoginCheck(ok=True, greeting="+OK", error=""), ""
 

@@ -14,6 +14,8 @@ Faults are scripted per stage with :meth:`SmtpListener.fail_at`:
 
 plus :meth:`~SmtpListener.drop_after_dot` (close the connection after the final
 dot, before any reply) and :meth:`~SmtpListener.stall_after_dot` (never reply).
+:meth:`~SmtpListener.hold_after` holds one message after its dot until the test
+calls :meth:`~SmtpListener.release`: a poll stopped mid-way, deterministically.
 Each fault applies to the next ``times`` matching events (all, by default).
 """
 
@@ -106,6 +108,9 @@ class SmtpListener:
         self._faults: list[_Fault] = []
         self._connections = 0
         self._probed = False
+        self._hold_at = 0  # 1-based number of the message held after its dot
+        self._holding = threading.Event()
+        self._released = threading.Event()
         self._controller: Controller | UnixSocketController | None = None
 
     # -- lifecycle --------------------------------------------------------------
@@ -145,6 +150,7 @@ class SmtpListener:
         return listener
 
     def stop(self) -> None:
+        self._released.set()
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
@@ -221,6 +227,23 @@ class SmtpListener:
         """Never reply after the final dot (the client must time out)."""
         with self._lock:
             self._faults.append(_Fault("STALL", "", None, times))
+
+    def hold_after(self, count: int) -> None:
+        """Hold the message after the first ``count`` (no reply after its final
+        dot) until :meth:`release`: a poll that stops mid-way, for as long as a
+        test looks at it."""
+        self._hold_at = count + 1
+        self._holding.clear()
+        self._released.clear()
+
+    def wait_held(self, timeout: float = 10.0) -> None:
+        """Wait until the listener holds the message named by :meth:`hold_after`."""
+        if not self._holding.wait(timeout):
+            raise TimeoutError(f"no message {self._hold_at} to hold came")
+
+    def release(self) -> None:
+        """Let the held message (and every later one) through."""
+        self._released.set()
 
     def _take(self, stage: str, rcpt: str | None = None) -> str | None:
         """The scripted reply for this event, consuming one use of the fault."""
@@ -301,6 +324,10 @@ class _Handler:
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
         listener = self.listener
+        if listener._hold_at and len(listener.received) + 1 == listener._hold_at:
+            listener._holding.set()
+            while not listener._released.is_set():
+                await asyncio.sleep(0.01)
         if listener._take("DROP") is not None:
             listener._record(session, envelope, ())
             transport = server.transport

@@ -23,7 +23,7 @@ from retrieval.engine.wire.tunnel import connect_server
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from retrieval.engine.ports import Transcript
+    from retrieval.engine.ports import ProgressStep, Transcript
     from retrieval.engine.spec import MailboxSpec
     from retrieval.engine.wire.spool import MessageSpool
 
@@ -122,6 +122,7 @@ def open_session(
     *,
     on_greeting: Callable[[str], None] | None = None,
     make_durable: Callable[[], None] | None = None,
+    on_step: Callable[[ProgressStep], None] | None = None,
 ) -> MailSession:
     """Connect, secure and log in; raises an EngineError subclass on any fault.
 
@@ -129,6 +130,9 @@ def open_session(
     calls it before every command that lets the server commit deletions, so no
     deletion outlives an unsynced record of its delivery. Sessions that never
     delete (connection tests, probes) leave it out.
+
+    ``on_step`` is told "connecting", "connected", "tls" and "logged_in" as the
+    first session gets there (a POP3 reconnect for ``expunge`` is not told).
 
     1. Connect to ``via`` or ``host`` with a deadline.
     2. Implicit TLS: handshake before the greeting.
@@ -161,34 +165,49 @@ def open_session(
         transcript.record("*", note)
     server_name = server.tls.server_name or server.host
 
-    def connect(greeted: Callable[[str], None] | None) -> MailSession:
+    def connect(
+        greeted: Callable[[str], None] | None,
+        told: Callable[[ProgressStep], None],
+    ) -> MailSession:
+        told("connecting")
         conn = connect_server(server, transcript)  # TCP, or the plugin program
+        told("connected")
         try:
             if context is not None and mode is TlsMode.IMPLICIT:
                 conn.start_tls(context, server_name)
                 check_fingerprint(conn.peer_certificate(), server.tls.fingerprint)
+                told("tls")
 
             def upgrade() -> None:
                 if context is None:  # pragma: no cover - guarded by the sessions
                     raise TlsError("TLS was requested without a TLS configuration.")
                 conn.start_tls(context, server_name)
                 check_fingerprint(conn.peer_certificate(), server.tls.fingerprint)
+                told("tls")
 
+            session: MailSession
             if server.protocol is MailProtocol.POP3:
                 pop3 = Pop3Session.login(
                     conn, spec, upgrade=upgrade, on_greeting=greeted
                 )
-                pop3.reconnect = lambda: connect(None)
-                pop3.make_durable = make_durable or nothing_to_sync
-                return pop3
-            imap = ImapSession.login(conn, spec, upgrade=upgrade, on_greeting=greeted)
-            imap.make_durable = make_durable or nothing_to_sync
-            return imap
+                pop3.reconnect = lambda: connect(None, _untold)
+                session = pop3
+            else:
+                session = ImapSession.login(
+                    conn, spec, upgrade=upgrade, on_greeting=greeted
+                )
+            session.make_durable = make_durable or nothing_to_sync
+            told("logged_in")
+            return session
         except BaseException:
             conn.close()
             raise
 
-    return connect(on_greeting)
+    return connect(on_greeting, on_step or _untold)
+
+
+def _untold(step: ProgressStep) -> None:
+    """No one watches this session's progress."""
 
 
 def nothing_to_sync() -> None:
