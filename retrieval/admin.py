@@ -255,16 +255,7 @@ class MessageResultInline(admin.TabularInline):
     model = MessageResult
     extra = 0
     can_delete = False
-    fields = (
-        "folder",
-        "uid",
-        "message_id",
-        "size",
-        "recipients",
-        "status",
-        "listener_reply",
-        "deleted",
-    )
+    fields = MessageResult.SHOWN
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

@@ -26,12 +26,9 @@ from retrieval.services.console import BULK_ACTIONS, mailboxes_bulk
 from retrieval.views import EXIT_CODE_MEANINGS
 
 if TYPE_CHECKING:
-    from django.http import HttpRequest, HttpResponse
+    from django.http import HttpResponse
 
-    from accounts.models import User
-
-    class AuthenticatedHttpRequest(HttpRequest):
-        user: User  # type: ignore[assignment]
+    from retrieval.http import AuthenticatedHttpRequest
 
 
 PER_PAGE = 50

@@ -545,6 +545,18 @@ class MessageResult(models.Model):
     listener_reply = models.TextField(blank=True)
     deleted = models.BooleanField(default=False)
 
+    # What the admin's inline and the API show of each message, in this order.
+    SHOWN: ClassVar = (
+        "folder",
+        "uid",
+        "message_id",
+        "size",
+        "recipients",
+        "status",
+        "listener_reply",
+        "deleted",
+    )
+
     class Meta:
         ordering: ClassVar = ["id"]
 

@@ -45,12 +45,9 @@ if TYPE_CHECKING:
 
     from django.core.files.uploadedfile import UploadedFile
     from django.db.models import QuerySet
-    from django.http import HttpRequest
 
+    from retrieval.http import AuthenticatedHttpRequest
     from retrieval.models import Mailbox
-
-    class AuthenticatedHttpRequest(HttpRequest):
-        user: User  # type: ignore[assignment]
 
 
 PASTED = "pasted .fetchmailrc"  # the FILE of FILE:LINE for pasted text

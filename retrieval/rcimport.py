@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.management import CommandError
 
 from accounts.models import Domain, User
 from retrieval import netpolicy, rcmap, services
@@ -48,6 +49,8 @@ from retrieval.rcfile.model import GlobalOptions
 from retrieval.rcfile.specs import user_spec
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from django.db.models import QuerySet
 
     from retrieval.rcfile.model import RcConfig, Server, ServerOptions, UserOptions
@@ -98,6 +101,14 @@ def _person(email: str, flag: str) -> User:
         return User.objects.get(email=email.strip().lower())
     except User.DoesNotExist:
         raise ScopeRefused(f"{flag}: there is no user {email!r}.") from None
+
+
+def command_scope(options: Mapping[str, Any]) -> Scope:
+    """A management command's --owner / --domain / --as, or its CommandError."""
+    try:
+        return resolve_scope(options["owner"], options["domain"], options["as_email"])
+    except ScopeRefused as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def resolve_scope(

@@ -41,10 +41,7 @@ if TYPE_CHECKING:
 
     from django.http import HttpRequest
 
-    from accounts.models import User
-
-    class AuthenticatedHttpRequest(HttpRequest):
-        user: User  # type: ignore[assignment]
+    from retrieval.http import AuthenticatedHttpRequest
 
 
 RUNS_PER_PAGE = 20

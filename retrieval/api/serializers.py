@@ -166,14 +166,7 @@ class MessageSerializer(_Shown):
             "id",
             "run",
             "mailbox",
-            "folder",
-            "uid",
-            "message_id",
-            "size",
-            "recipients",
-            "status",
-            "listener_reply",
-            "deleted",
+            *MessageResult.SHOWN,
         )
         read_only_fields = fields
 

@@ -195,7 +195,7 @@ def test_the_running_panel_is_refreshed_by_htmx(world):
 
 
 def _delivering(count: int, size: int):
-    def engine_poll(spec, *, ledger, transcript, progress=None):
+    def engine_poll(spec, *, ledger, transcript, **_options):
         return PollReport(
             exit_code=ExitCode.SUCCESS,
             messages=[

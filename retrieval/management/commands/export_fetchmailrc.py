@@ -22,7 +22,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from retrieval.rcexport import ExportFailed, rcfile_of
-from retrieval.rcimport import ScopeRefused, resolve_scope
+from retrieval.rcimport import command_scope
 
 
 def write_private(path: Path, text: str) -> None:
@@ -68,12 +68,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            scope = resolve_scope(
-                options["owner"], options["domain"], options["as_email"]
-            )
-        except ScopeRefused as exc:
-            raise CommandError(str(exc)) from exc
+        scope = command_scope(options)
         if options["with_passwords"] and not scope.trusted:
             raise CommandError(
                 f"Only a superuser may export passwords; {scope.actor.email} is not "

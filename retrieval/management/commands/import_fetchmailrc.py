@@ -30,7 +30,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from retrieval import services
 from retrieval.rcfile import RcfileError, parse_file
 from retrieval.rcfile.export import quote
-from retrieval.rcimport import ScopeRefused, import_environment, resolve_scope
+from retrieval.rcimport import command_scope, import_environment
 
 if TYPE_CHECKING:
     from retrieval.rcimport import Entry
@@ -76,12 +76,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            scope = resolve_scope(
-                options["owner"], options["domain"], options["as_email"]
-            )
-        except ScopeRefused as exc:
-            raise CommandError(str(exc)) from exc
+        scope = command_scope(options)
         path = str(Path(options["file"]).absolute())
         try:
             config = parse_file(path)
