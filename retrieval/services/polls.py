@@ -119,7 +119,10 @@ def _leased_mailbox(mailbox_id: int) -> Mailbox:
         .get(pk=mailbox_id)
     )
     if not mailbox.has_rules:
-        mailbox._prefetched_objects_cache = {"rules": MultidropRule.objects.none()}
+        # Where prefetch_related("rules") would put them: the manager reads it.
+        mailbox._prefetched_objects_cache = {  # type: ignore[attr-defined]
+            "rules": MultidropRule.objects.none()
+        }
     return mailbox
 
 
