@@ -23,7 +23,8 @@ Phases, each on the same N accounts (Dovecot, implicit TLS, PLAIN login):
 4. **Lateness**: the service alone, every mailbox at ``--interval`` seconds
    (first polls spread over one interval), for ``--lateness-minutes``; for each
    two consecutive polls of a mailbox, gap / interval (the target: every gap
-   within interval + 10 %; the schedule's own jitter is +-10 %).
+   within interval + 10 %; the schedule's own jitter only makes polls early,
+   interval x (0.9 .. 1)).
 """
 
 from __future__ import annotations

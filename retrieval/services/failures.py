@@ -1,9 +1,12 @@
 """What a failed poll means for the mailbox: when to try again, and when to stop.
 
-* Every next poll is the interval plus or minus JITTER (10 %), so mailboxes added
-  together do not stay in step.
+* Every next poll is the interval less up to JITTER (10 %) of it, so mailboxes
+  added together do not stay in step; jitter only ever makes a poll early, never
+  late, so the schedule's spread spends none of a poll's lateness allowance.
 * A failing mailbox backs off: interval x 2^(failures - 1), capped at
-  FETCH_BACKOFF_MAX (24 h by default); the first success resets it.
+  FETCH_BACKOFF_MAX (24 h by default), then jittered the same way (so mailboxes
+  at the cap stay apart too, and none waits longer than the cap); the first
+  success resets it.
 * A failure that waiting cannot cure (``classify``: wrong password, unusable
   settings, a certificate that does not verify, a host name that has not resolved
   for a day) counts towards a pause: after FETCH_PAUSE_AFTER of them the mailbox
@@ -34,8 +37,8 @@ DNS_PERMANENT_AFTER = timedelta(days=1)
 
 
 def jittered(seconds: float, rng: random.Random | None = None) -> float:
-    """``seconds`` give or take JITTER of it."""
-    return seconds * (rng or random).uniform(1 - JITTER, 1 + JITTER)
+    """``seconds`` less up to JITTER of it: spread, but never later than asked."""
+    return seconds * (rng or random).uniform(1 - JITTER, 1)
 
 
 def backoff_seconds(
@@ -45,7 +48,7 @@ def backoff_seconds(
     mailbox works): interval, 2 x interval, 4 x ..., jittered, at most
     FETCH_BACKOFF_MAX."""
     base = interval * 2 ** min(max(failures - 1, 0), 32)
-    return min(jittered(base, rng), float(settings.FETCH_BACKOFF_MAX))
+    return jittered(min(base, float(settings.FETCH_BACKOFF_MAX)), rng)
 
 
 @dataclass(frozen=True)

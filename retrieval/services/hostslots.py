@@ -13,10 +13,11 @@ from __future__ import annotations
 import random
 import uuid
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -35,19 +36,13 @@ def host_slot_take(*, host: str, cap: int | None = None) -> tuple[int, str] | No
     cap = settings.FETCH_MAX_SESSIONS_PER_HOST if cap is None else cap
     key = host_key(host)
     holder = uuid.uuid4().hex
+    take = _take_postgresql if connection.vendor == "postgresql" else _take_portable
     for attempt in range(2):
         now = timezone.now()
-        free = Q(until__isnull=True) | Q(until__lt=now)
-        candidates = list(
-            HostSlot.objects.filter(free, host=key, slot__lt=cap).values_list(
-                "pk", flat=True
-            )
-        )
-        random.shuffle(candidates)  # fewer collisions between workers
         until = now + timedelta(seconds=settings.FETCH_LEASE_SECONDS)
-        for pk in candidates:
-            if HostSlot.objects.filter(free, pk=pk).update(holder=holder, until=until):
-                return pk, holder
+        pk = take(key=key, cap=cap, holder=holder, now=now, until=until)
+        if pk is not None:
+            return pk, holder
         if attempt == 0:
             if HostSlot.objects.filter(host=key, slot__lt=cap).count() >= cap:
                 return None
@@ -55,6 +50,49 @@ def host_slot_take(*, host: str, cap: int | None = None) -> tuple[int, str] | No
                 [HostSlot(host=key, slot=n) for n in range(cap)], ignore_conflicts=True
             )
     return None
+
+
+def _take_portable(
+    *, key: str, cap: int, holder: str, now: datetime, until: datetime
+) -> int | None:
+    free = Q(until__isnull=True) | Q(until__lt=now)
+    candidates = list(
+        HostSlot.objects.filter(free, host=key, slot__lt=cap).values_list(
+            "pk", flat=True
+        )
+    )
+    random.shuffle(candidates)  # fewer collisions between workers
+    for pk in candidates:
+        if HostSlot.objects.filter(free, pk=pk).update(holder=holder, until=until):
+            return pk
+    return None
+
+
+# One round trip: a free slot, picked at random (fewer collisions), locked
+# without waiting for a slot another worker is taking (SKIP LOCKED), and the
+# outer condition checked again on the row as locked.
+_TAKE_POSTGRESQL = """
+UPDATE {table} SET holder = %s, until = %s
+WHERE id = (
+    SELECT id FROM {table}
+    WHERE host = %s AND slot < %s AND (until IS NULL OR until < %s)
+    ORDER BY random() LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+  AND (until IS NULL OR until < %s)
+RETURNING id
+"""
+
+
+def _take_postgresql(
+    *, key: str, cap: int, holder: str, now: datetime, until: datetime
+) -> int | None:
+    table = connection.ops.quote_name(HostSlot._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TAKE_POSTGRESQL.format(table=table), [holder, until, key, cap, now, now]
+        )
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
 
 
 def host_slot_release(*, slot_id: int, holder: str) -> None:

@@ -20,14 +20,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import User
 from retrieval import observability
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll as engine_poll
-from retrieval.models import Mailbox, MessageResult, PollRun
+from retrieval.models import Mailbox, MessageResult, MultidropRule, PollRun
 from retrieval.services.failures import JITTER, jittered, poll_recorded
 from retrieval.services.hostslots import host_slot
 from retrieval.services.ports import DatabaseLedger, RecordingTranscript
@@ -91,7 +91,7 @@ def mailbox_lease(*, mailbox_id: int) -> Iterator[Mailbox | None]:
         return
     advisory_key: int | None = None
     try:
-        mailbox = Mailbox.objects.select_related("owner").get(pk=mailbox_id)
+        mailbox = _leased_mailbox(mailbox_id)
         if connection.vendor == "postgresql":
             key = _remote_key(mailbox)
             with connection.cursor() as cursor:
@@ -102,12 +102,50 @@ def mailbox_lease(*, mailbox_id: int) -> Iterator[Mailbox | None]:
             advisory_key = key
         yield mailbox
     finally:
-        if advisory_key is not None:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [advisory_key])
+        _lease_release(mailbox_id, owner, advisory_key)
+
+
+def _leased_mailbox(mailbox_id: int) -> Mailbox:
+    """The row with its owner, and whether it has multidrop rules, in one query.
+
+    Most mailboxes have none: they get an empty prefetched list, so building
+    the spec (rcmap reads ``mailbox.rules``) costs no second query.
+    """
+    mailbox = (
+        Mailbox.objects.select_related("owner")
+        .annotate(
+            has_rules=Exists(MultidropRule.objects.filter(mailbox=OuterRef("pk")))
+        )
+        .get(pk=mailbox_id)
+    )
+    if not mailbox.has_rules:
+        # Where prefetch_related("rules") would put them: the manager reads it.
+        mailbox._prefetched_objects_cache = {  # type: ignore[attr-defined]
+            "rules": MultidropRule.objects.none()
+        }
+    return mailbox
+
+
+# The lease given back and the advisory lock let go in one round trip (a poll's
+# service cost is mostly its statements). The UPDATE in the WITH runs whether or
+# not the SELECT reads it.
+_RELEASE_POSTGRESQL = """
+WITH released AS (
+    UPDATE {table} SET lease_owner = '', lease_until = NULL
+    WHERE id = %s AND lease_owner = %s RETURNING id)
+SELECT pg_advisory_unlock(%s)
+"""
+
+
+def _lease_release(mailbox_id: int, owner: str, advisory_key: int | None) -> None:
+    """Give the lease back (only this poll's: never another holder's)."""
+    if advisory_key is None:
         Mailbox.objects.filter(pk=mailbox_id, lease_owner=owner).update(
             lease_owner="", lease_until=None
         )
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_RELEASE_POSTGRESQL, ""), [mailbox_id, owner, advisory_key])
 
 
 # --- the poll ----------------------------------------------------------------------
@@ -297,6 +335,21 @@ def _poll_locked(
     )
 
 
+# What _record writes to the run row made when the poll started.
+RECORDED_FIELDS = (
+    "finished_at",
+    "exit_code",
+    "outcome",
+    "fetched",
+    "delivered",
+    "deleted",
+    "bytes_fetched",
+    "greeting",
+    "error",
+    "transcript",
+)
+
+
 def _record(
     run: PollRun,
     report: PollReport,
@@ -317,7 +370,17 @@ def _record(
     run.error = transcript.mask(report.error)
     notes = [f"*: note: {transcript.mask(n)}" for n in report.notes]
     run.transcript = "\n".join([transcript.text(), *notes]).strip()
-    run.save()
+    run.save(update_fields=RECORDED_FIELDS)
+    # An empty poll (the usual one) skips bulk_create, which would still open a
+    # transaction (two round trips) to insert nothing.
+    if report.messages:
+        _results_save(run, report, transcript)
+    run_recorded(run=run)  # the dashboard's counters (services/stats.py)
+
+
+def _results_save(
+    run: PollRun, report: PollReport, transcript: RecordingTranscript
+) -> None:
     MessageResult.objects.bulk_create(
         MessageResult(
             run=run,
@@ -332,7 +395,6 @@ def _record(
         )
         for m in report.messages
     )
-    run_recorded(run=run)  # the dashboard's counters (services/stats.py)
 
 
 # --- the schedule ------------------------------------------------------------------
@@ -372,7 +434,7 @@ def runs_close_lost(*, now: datetime | None = None) -> int:
 
 
 # The claim: one statement per batch, which picks the due rows and moves each
-# one's next poll on (interval +- JITTER, a safety net should the queued task be
+# one's next poll on (interval less up to JITTER of it, a safety net should the queued task be
 # lost; the poll sets the real next time when it ends). PostgreSQL skips rows
 # another transaction holds (a lease being taken, a concurrent dispatcher);
 # SQLite (>= 3.35 for RETURNING) serializes writers, which does the same.
@@ -450,7 +512,7 @@ def mailboxes_claim_due(*, now: datetime | None = None, limit: int = 500) -> lis
     with connection.cursor() as cursor:
         cursor.execute(
             _sql(_CLAIM_POSTGRESQL, _CLAIM_SQLITE),
-            [at, 1 - JITTER, 2 * JITTER, *OFF_SCHEDULE, at, at, limit],
+            [at, 1 - JITTER, JITTER, *OFF_SCHEDULE, at, at, limit],
         )
         return [row[0] for row in cursor.fetchall()]
 
