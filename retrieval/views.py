@@ -135,23 +135,82 @@ def mailbox_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 
 
 def _oauth_context(mailbox: Mailbox) -> dict[str, object]:
-    """The OAuth2 panel: the providers configured, the grant (never its tokens)."""
-    # Only a token login uses a grant (services.specs): a password mailbox's
+    """The OAuth2 panels: one for the source's login and, for delivery into an
+    IMAP mailbox, one for the destination's; each with its grant (never its
+    tokens) and the providers it may connect to."""
+    providers = oauth.providers()
+    sides = [
+        _oauth_side(
+            mailbox,
+            providers,
+            purpose=OAuthGrant.Purpose.SOURCE,
+            auth=mailbox.auth,
+            host=mailbox.host,
+            urls=("retrieval:oauth-connect", "retrieval:oauth-disconnect"),
+        )
+    ]
+    if mailbox.delivery_kind == Mailbox.DeliveryKind.IMAP:
+        sides.append(
+            _oauth_side(
+                mailbox,
+                providers,
+                purpose=OAuthGrant.Purpose.DESTINATION,
+                auth=mailbox.destination_auth,
+                host=mailbox.destination_host,
+                urls=(
+                    "retrieval:oauth-destination-connect",
+                    "retrieval:oauth-destination-disconnect",
+                ),
+            )
+        )
+    source = sides[0]
+    return {
+        "oauth_providers": list(providers.values()),
+        "oauth_sides": [side for side in sides if side["providers"] or side["grant"]],
+        # The grants that no longer work: the "reconnect needed" note's buttons.
+        "oauth_broken": [side for side in sides if side["broken"]],
+        "oauth_grant": source["grant"],
+        "oauth_grant_label": source["label"],
+    }
+
+
+def _oauth_side(
+    mailbox: Mailbox,
+    providers: dict[str, oauth.Provider],
+    *,
+    purpose: str,
+    auth: str,
+    host: str,
+    urls: tuple[str, str],
+) -> dict[str, object]:
+    # Only a token login uses a grant (services.specs): a password login's
     # page costs no query for it.
     grant = (
-        OAuthGrant.objects.filter(mailbox=mailbox).first()
-        if mailbox.auth in (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER)
+        OAuthGrant.objects.filter(mailbox=mailbox, purpose=purpose).first()
+        if auth in (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER)
         else None
     )
-    providers = oauth.providers()
     label = ""
     if grant is not None:
         known = providers.get(grant.provider)
         label = known.label if known is not None else grant.provider
+    # A server of a preset with a configured provider (imap.gmail.com: Google)
+    # is offered that provider's button alone.
+    preset = presets.preset_for_host(host)
+    offered = list(providers.values())
+    if preset is not None and preset.oauth_provider in providers:
+        offered = [providers[preset.oauth_provider]]
     return {
-        "oauth_providers": list(providers.values()),
-        "oauth_grant": grant,
-        "oauth_grant_label": label,
+        "purpose": purpose,
+        "destination": purpose == OAuthGrant.Purpose.DESTINATION,
+        "grant": grant,
+        "label": label,
+        "broken": grant is not None
+        and not (grant.access_token_encrypted or grant.refresh_token_encrypted),
+        "token_login": auth in (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER),
+        "providers": offered,
+        "connect_url": reverse(urls[0], args=[mailbox.pk]),
+        "disconnect_url": reverse(urls[1], args=[mailbox.pk]),
     }
 
 

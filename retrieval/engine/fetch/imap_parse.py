@@ -25,7 +25,6 @@ _ESEARCH = re.compile(
 )
 
 
-
 @dataclass(frozen=True)
 class Tagged:
     tag: str
