@@ -4,19 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("retrieval", "0002_fetchmail_language"),
+        ('retrieval', '0002_fetchmail_language'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="seenmessage",
-            name="complete",
+            model_name='seenmessage',
+            name='complete',
             field=models.BooleanField(default=True),
         ),
         migrations.AddField(
-            model_name="seenmessage",
-            name="recipients",
+            model_name='seenmessage',
+            name='recipients',
             field=models.JSONField(blank=True, default=list),
         ),
     ]

@@ -4,39 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("retrieval", "0004_connectiontest"),
+        ('retrieval', '0004_connectiontest'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="pollrun",
-            name="lease_owner",
+            model_name='pollrun',
+            name='lease_owner',
             field=models.CharField(blank=True, editable=False, max_length=64),
         ),
         migrations.AlterField(
-            model_name="pollrun",
-            name="outcome",
-            field=models.CharField(
-                choices=[
-                    ("running", "Running"),
-                    ("success", "Mail delivered"),
-                    ("nomail", "No new mail"),
-                    ("error", "Failed"),
-                    ("skipped", "Skipped"),
-                    ("lost", "Worker lost"),
-                    ("timeout", "Took too long"),
-                ],
-                default="running",
-                max_length=10,
-            ),
+            model_name='pollrun',
+            name='outcome',
+            field=models.CharField(choices=[('running', 'Running'), ('success', 'Mail delivered'), ('nomail', 'No new mail'), ('error', 'Failed'), ('skipped', 'Skipped'), ('lost', 'Worker lost'), ('timeout', 'Took too long')], default='running', max_length=10),
         ),
         migrations.AddIndex(
-            model_name="pollrun",
-            index=models.Index(
-                condition=models.Q(("outcome", "running")),
-                fields=["mailbox"],
-                name="pollrun_running",
-            ),
+            model_name='pollrun',
+            index=models.Index(condition=models.Q(('outcome', 'running')), fields=['mailbox'], name='pollrun_running'),
         ),
     ]

@@ -5,56 +5,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("retrieval", "0005_pollrun_outcomes_lost_timeout"),
+        ('retrieval', '0005_pollrun_outcomes_lost_timeout'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="MailboxStat",
+            name='MailboxStat',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True,
-                        primary_key=True,
-                        serialize=False,
-                        verbose_name="ID",
-                    ),
-                ),
-                (
-                    "hour",
-                    models.DateTimeField(help_text="The hour, truncated, in UTC."),
-                ),
-                ("polls", models.PositiveIntegerField(default=0)),
-                ("errors", models.PositiveIntegerField(default=0)),
-                ("messages", models.PositiveIntegerField(default=0)),
-                ("bytes", models.BigIntegerField(default=0)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('hour', models.DateTimeField(help_text='The hour, truncated, in UTC.')),
+                ('polls', models.PositiveIntegerField(default=0)),
+                ('errors', models.PositiveIntegerField(default=0)),
+                ('messages', models.PositiveIntegerField(default=0)),
+                ('bytes', models.BigIntegerField(default=0)),
             ],
         ),
         migrations.AddIndex(
-            model_name="pollrun",
-            index=models.Index(
-                fields=["mailbox", "-started_at"], name="pollrun_recent"
-            ),
+            model_name='pollrun',
+            index=models.Index(fields=['mailbox', '-started_at'], name='pollrun_recent'),
         ),
         migrations.AddField(
-            model_name="mailboxstat",
-            name="mailbox",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="stats",
-                to="retrieval.mailbox",
-            ),
+            model_name='mailboxstat',
+            name='mailbox',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stats', to='retrieval.mailbox'),
         ),
         migrations.AddIndex(
-            model_name="mailboxstat",
-            index=models.Index(fields=["hour"], name="retrieval_m_hour_bf31d2_idx"),
+            model_name='mailboxstat',
+            index=models.Index(fields=['hour'], name='retrieval_m_hour_bf31d2_idx'),
         ),
         migrations.AddConstraint(
-            model_name="mailboxstat",
-            constraint=models.UniqueConstraint(
-                fields=("mailbox", "hour"), name="mailboxstat_hour"
-            ),
+            model_name='mailboxstat',
+            constraint=models.UniqueConstraint(fields=('mailbox', 'hour'), name='mailboxstat_hour'),
         ),
     ]

@@ -5,113 +5,60 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("retrieval", "0007_mailbox_health_hostslots"),
+        ('retrieval', '0007_mailbox_health_hostslots'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="mailbox",
-            name="destination_auth",
-            field=models.CharField(
-                choices=[
-                    ("any", "Best the server offers"),
-                    ("password", "Password (USER/PASS, LOGIN, PLAIN)"),
-                    ("plain", "SASL PLAIN"),
-                    ("login", "SASL LOGIN"),
-                    ("cram-md5", "CRAM-MD5"),
-                    ("apop", "APOP (POP3)"),
-                    ("xoauth2", "XOAUTH2 (token as password)"),
-                    ("oauthbearer", "OAUTHBEARER (token as password)"),
-                    ("external", "EXTERNAL (client certificate)"),
-                    ("gssapi", "GSSAPI (Kerberos)"),
-                    ("kerberos_v5", "Kerberos V5"),
-                    ("ntlm", "NTLM"),
-                    ("otp", "One-time password"),
-                    ("msn", "MSN"),
-                    ("ssh", "None (preauthenticated tunnel)"),
-                ],
-                default="any",
-                max_length=12,
-            ),
+            model_name='mailbox',
+            name='destination_auth',
+            field=models.CharField(choices=[('any', 'Best the server offers'), ('password', 'Password (USER/PASS, LOGIN, PLAIN)'), ('plain', 'SASL PLAIN'), ('login', 'SASL LOGIN'), ('cram-md5', 'CRAM-MD5'), ('apop', 'APOP (POP3)'), ('xoauth2', 'XOAUTH2 (token as password)'), ('oauthbearer', 'OAUTHBEARER (token as password)'), ('external', 'EXTERNAL (client certificate)'), ('gssapi', 'GSSAPI (Kerberos)'), ('kerberos_v5', 'Kerberos V5'), ('ntlm', 'NTLM'), ('otp', 'One-time password'), ('msn', 'MSN'), ('ssh', 'None (preauthenticated tunnel)')], default='any', max_length=12),
         ),
         migrations.AddField(
-            model_name="mailbox",
-            name="destination_create_folder",
-            field=models.BooleanField(
-                default=False,
-                help_text="Create the folder if the server does not have it.",
-            ),
+            model_name='mailbox',
+            name='destination_create_folder',
+            field=models.BooleanField(default=False, help_text='Create the folder if the server does not have it.'),
         ),
         migrations.AddField(
-            model_name="mailbox",
-            name="destination_flags",
-            field=models.CharField(
-                blank=True,
-                help_text="Flags to set, separated by spaces: \\Seen, \\Flagged, $Imported.",
-                max_length=200,
-            ),
+            model_name='mailbox',
+            name='destination_flags',
+            field=models.CharField(blank=True, help_text='Flags to set, separated by spaces: \\Seen, \\Flagged, $Imported.', max_length=200),
         ),
         migrations.AddField(
-            model_name="mailbox",
-            name="destination_folder",
-            field=models.CharField(default="INBOX", max_length=200),
+            model_name='mailbox',
+            name='destination_folder',
+            field=models.CharField(default='INBOX', max_length=200),
         ),
         migrations.AddField(
-            model_name="mailbox",
-            name="destination_host",
-            field=models.CharField(
-                blank=True, help_text="The IMAP server to deliver into.", max_length=253
-            ),
+            model_name='mailbox',
+            name='destination_host',
+            field=models.CharField(blank=True, help_text='The IMAP server to deliver into.', max_length=253),
         ),
         migrations.AddField(
-            model_name="mailbox",
-            name="destination_password_encrypted",
+            model_name='mailbox',
+            name='destination_password_encrypted',
             field=models.TextField(blank=True, editable=False),
         ),
         migrations.AddField(
-            model_name="mailbox",
-            name="destination_port",
-            field=models.PositiveIntegerField(
-                blank=True,
-                help_text="Empty: 993, or 143 with STARTTLS.",
-                null=True,
-                validators=[
-                    django.core.validators.MinValueValidator(1),
-                    django.core.validators.MaxValueValidator(65535),
-                ],
-            ),
+            model_name='mailbox',
+            name='destination_port',
+            field=models.PositiveIntegerField(blank=True, help_text='Empty: 993, or 143 with STARTTLS.', null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(65535)]),
         ),
         migrations.AddField(
-            model_name="mailbox",
-            name="destination_tls_mode",
-            field=models.CharField(
-                choices=[
-                    ("implicit", "TLS from the start (POP3S 995, IMAPS 993)"),
-                    ("starttls", "STARTTLS, required"),
-                    ("none", "No encryption (not recommended)"),
-                ],
-                default="implicit",
-                max_length=8,
-            ),
+            model_name='mailbox',
+            name='destination_tls_mode',
+            field=models.CharField(choices=[('implicit', 'TLS from the start (POP3S 995, IMAPS 993)'), ('starttls', 'STARTTLS, required'), ('none', 'No encryption (not recommended)')], default='implicit', max_length=8),
         ),
         migrations.AddField(
-            model_name="mailbox",
-            name="destination_username",
+            model_name='mailbox',
+            name='destination_username',
             field=models.CharField(blank=True, max_length=320),
         ),
         migrations.AlterField(
-            model_name="mailbox",
-            name="delivery_kind",
-            field=models.CharField(
-                choices=[
-                    ("smtp", "SMTP listener"),
-                    ("lmtp", "LMTP listener"),
-                    ("mda", "A program on this server (superusers only)"),
-                    ("imap", "Into an IMAP mailbox (Gmail, Microsoft 365, ...)"),
-                ],
-                default="smtp",
-                max_length=8,
-            ),
+            model_name='mailbox',
+            name='delivery_kind',
+            field=models.CharField(choices=[('smtp', 'SMTP listener'), ('lmtp', 'LMTP listener'), ('mda', 'A program on this server (superusers only)'), ('imap', 'Into an IMAP mailbox (Gmail, Microsoft 365, ...)')], default='smtp', max_length=8),
         ),
     ]
