@@ -83,6 +83,4 @@ def check(spec: MailboxSpec, *, ledger: Ledger, transcript: Transcript) -> Check
 def _read_only(spec: MailboxSpec) -> bool:
     """EXAMINE for IMAP; POP3 has no such mode, and asking for one there only
     refuses servers without UIDL, which a poll without keep accepts."""
-    return spec.server.protocol is not MailProtocol.POP3 or (
-        spec.keep and not spec.flush
-    )
+    return spec.server.protocol is not MailProtocol.POP3 or (spec.keep and not spec.flush)

@@ -26,7 +26,6 @@ def utc_now() -> datetime:
     """The engine's default clock; ``poll(..., clock=...)`` replaces it in tests."""
     return datetime.now(UTC)
 
-
 # How far a poll (or a connection test) has come, for a person watching it:
 # TCP being opened, TCP up, TLS established (implicit or STARTTLS), credentials
 # accepted, messages of a folder handled so far, the session being ended.

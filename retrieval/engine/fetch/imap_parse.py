@@ -25,6 +25,7 @@ _ESEARCH = re.compile(
 )
 
 
+
 @dataclass(frozen=True)
 class Tagged:
     tag: str
