@@ -365,15 +365,31 @@ def _preset_initial(
 ) -> tuple[presets.Preset | None, dict[str, object]]:
     """``?preset=KEY`` (the select's "Fill in" without JavaScript): the form
     starts with that provider's server settings."""
-    chosen = presets.preset(request.GET.get("preset", ""))
-    if chosen is None or request.method != "GET":
+    if request.method != "GET":
         return None, {}
-    return chosen, {
-        "protocol": chosen.protocol,
-        "host": chosen.host,
-        "port": chosen.port,
-        "tls_mode": chosen.tls_mode,
-    }
+    chosen = presets.preset(request.GET.get("preset", ""))
+    initial: dict[str, object] = {}
+    if chosen is not None:
+        initial = {
+            "protocol": chosen.protocol,
+            "host": chosen.host,
+            "port": chosen.port,
+            "tls_mode": chosen.tls_mode,
+        }
+    # ``?destination_preset=KEY``: the "Where messages go" select's, the same way.
+    into = presets.destination_preset(request.GET.get("destination_preset", ""))
+    if into is not None:
+        initial |= {
+            "delivery_kind": Mailbox.DeliveryKind.IMAP,
+            "destination_host": into.host,
+            "destination_port": into.port,
+            "destination_tls_mode": into.tls_mode,
+        }
+        # With its provider configured, the mailbox page offers "Connect a
+        # ... account" for the destination: no password is asked for then.
+        if into.oauth_provider in oauth.providers():
+            initial["destination_auth"] = Mailbox.Auth.XOAUTH2
+    return chosen, initial
 
 
 def _form_page(
@@ -383,11 +399,23 @@ def _form_page(
     mailbox: Mailbox | None = None,
 ) -> HttpResponse:
     host = str(form["host"].value() or "")
+    into = (
+        str(form["destination_host"].value() or "")
+        if "destination_host" in form.fields
+        else ""
+    )
     context = {
         "form": form,
         "mailbox": mailbox,
         "presets": presets.grouped(),
         "preset": chosen or presets.preset_for_host(host),
+        "destination_presets": presets.DESTINATION_PRESETS,
+        "destination_preset": presets.preset_for_host(
+            into, presets.DESTINATION_PRESETS
+        ),
+        # The providers an OAuth2 login can be connected with: a preset of
+        # theirs sets the destination's login to XOAUTH2 (mailbox-presets.js).
+        "oauth_ready": list(oauth.providers()),
     }
     return render(request, "retrieval/mailbox_form.html", context)
 
