@@ -139,30 +139,10 @@ def _oauth_context(mailbox: Mailbox) -> dict[str, object]:
     IMAP mailbox, one for the destination's; each with its grant (never its
     tokens) and the providers it may connect to."""
     providers = oauth.providers()
-    sides = [
-        _oauth_side(
-            mailbox,
-            providers,
-            purpose=OAuthGrant.Purpose.SOURCE,
-            auth=mailbox.auth,
-            host=mailbox.host,
-            urls=("retrieval:oauth-connect", "retrieval:oauth-disconnect"),
-        )
-    ]
+    purposes = [OAuthGrant.Purpose.SOURCE]
     if mailbox.delivery_kind == Mailbox.DeliveryKind.IMAP:
-        sides.append(
-            _oauth_side(
-                mailbox,
-                providers,
-                purpose=OAuthGrant.Purpose.DESTINATION,
-                auth=mailbox.destination_auth,
-                host=mailbox.destination_host,
-                urls=(
-                    "retrieval:oauth-destination-connect",
-                    "retrieval:oauth-destination-disconnect",
-                ),
-            )
-        )
+        purposes.append(OAuthGrant.Purpose.DESTINATION)
+    sides = [_oauth_side(mailbox, providers, purpose) for purpose in purposes]
     source = sides[0]
     return {
         "oauth_providers": list(providers.values()),
@@ -174,15 +154,28 @@ def _oauth_context(mailbox: Mailbox) -> dict[str, object]:
     }
 
 
+# Per purpose: the Mailbox fields of that login, and its buttons' URL names.
+_OAUTH_SIDES: dict[str, tuple[str, str, str, str]] = {
+    OAuthGrant.Purpose.SOURCE: (
+        "auth",
+        "host",
+        "retrieval:oauth-connect",
+        "retrieval:oauth-disconnect",
+    ),
+    OAuthGrant.Purpose.DESTINATION: (
+        "destination_auth",
+        "destination_host",
+        "retrieval:oauth-destination-connect",
+        "retrieval:oauth-destination-disconnect",
+    ),
+}
+
+
 def _oauth_side(
-    mailbox: Mailbox,
-    providers: dict[str, oauth.Provider],
-    *,
-    purpose: str,
-    auth: str,
-    host: str,
-    urls: tuple[str, str],
+    mailbox: Mailbox, providers: dict[str, oauth.Provider], purpose: str
 ) -> dict[str, object]:
+    auth_field, host_field, connect, disconnect = _OAUTH_SIDES[purpose]
+    auth, host = getattr(mailbox, auth_field), getattr(mailbox, host_field)
     # Only a token login uses a grant (services.specs): a password login's
     # page costs no query for it.
     grant = (
@@ -209,8 +202,8 @@ def _oauth_side(
         and not (grant.access_token_encrypted or grant.refresh_token_encrypted),
         "token_login": auth in (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER),
         "providers": offered,
-        "connect_url": reverse(urls[0], args=[mailbox.pk]),
-        "disconnect_url": reverse(urls[1], args=[mailbox.pk]),
+        "connect_url": reverse(connect, args=[mailbox.pk]),
+        "disconnect_url": reverse(disconnect, args=[mailbox.pk]),
     }
 
 

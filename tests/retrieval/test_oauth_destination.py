@@ -12,7 +12,6 @@ authorization server (tests/support/oauth_server.py), all on loopback.
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.retrieval.test_oauth import (  # the fixtures and steps of the source
     _callback,
     _consent,
     _poll,
+    _wait_until_expired,
     alerts,  # noqa: F401
     provider,  # noqa: F401
     remote,  # noqa: F401
@@ -158,11 +158,7 @@ class DestinationGrantTests:
             ).get_access_token()
         finally:
             provider.access_lifetime = 3600
-        # Until the provider itself says it expired: Dovecot would refuse it.
-        deadline = time.monotonic() + 60
-        while provider.active(first) is not None:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        _wait_until_expired(provider, first)
         calls = provider.refresh_calls
         dovecot.put(mailuser.name, MESSAGE)
 
