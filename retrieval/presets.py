@@ -2,7 +2,8 @@
 
 Plain data, written once: the mailbox form offers them as a select that fills in
 protocol, server, port and encryption (retrieval/views.py, the mailbox form's
-template and static/js/mailbox-presets.js); the API reads the same list.
+template and static/js/mailbox-presets.js), and the mailbox page follows them
+for its OAuth2 buttons.
 ``oauth_provider`` names the OAuth2 provider of a preset: where the superuser
 configured it, the mailbox page offers "Connect a ... account" for that side
 (retrieval/views.py). The source's presets and the destination's ("Where
