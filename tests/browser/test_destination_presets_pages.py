@@ -64,3 +64,26 @@ def test_both_selects_fill_their_side_and_the_page_offers_the_destination_connec
         page.get_by_role("button", name="Connect a Microsoft account to deliver into")
     ).to_be_visible()
     assert violations == []
+
+
+def test_without_javascript_fill_in_where_messages_go_reloads_with_the_preset(
+    browser, live_server
+):
+    make_user("solo@example.org")
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        _log_in(page, live_server, "solo@example.org")
+        page.goto(f"{live_server.url}/mailboxes/new/")
+        page.select_option("#preset", "gmx-imap")
+        page.select_option("#destination-preset", "gmail")
+        page.get_by_role("button", name="Fill in where messages go").click()
+        # One GET form: both sides come back filled.
+        expect(page.locator("#id_host")).to_have_value("imap.gmx.net")
+        expect(page.locator("#id_delivery_kind")).to_have_value("imap")
+        expect(page.locator("#id_destination_host")).to_have_value("imap.gmail.com")
+        expect(page.locator("#id_destination_port")).to_have_value("993")
+        expect(page.locator("#destination-preset-note")).to_contain_text("Gmail")
+        assert "destination_preset=gmail" in page.url
+    finally:
+        context.close()

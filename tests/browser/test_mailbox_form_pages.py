@@ -108,7 +108,7 @@ def test_without_javascript_fill_in_reloads_with_the_preset(
         _log_in(page, live_server, "solo@example.org")
         page.goto(f"{live_server.url}/mailboxes/new/")
         page.select_option("#preset", "fastmail-pop3")
-        page.get_by_role("button", name="Fill in").click()
+        page.get_by_role("button", name="Fill in", exact=True).click()
         expect(page.locator("#id_host")).to_have_value("pop.fastmail.com")
         expect(page.locator("#id_port")).to_have_value("995")
         expect(page.locator("#id_protocol")).to_have_value("pop3")
