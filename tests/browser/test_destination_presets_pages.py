@@ -11,7 +11,10 @@ from playwright.sync_api import expect
 
 from retrieval.models import Mailbox
 from tests.browser.test_admin_pages import _log_in
-from tests.browser.test_mailbox_form_pages import _csp_violations
+from tests.browser.test_mailbox_form_pages import (
+    _csp_violations,
+    new_mailbox_page_without_script,
+)
 from tests.factories import make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -69,12 +72,7 @@ def test_both_selects_fill_their_side_and_the_page_offers_the_destination_connec
 def test_without_javascript_fill_in_where_messages_go_reloads_with_the_preset(
     browser, live_server
 ):
-    make_user("solo@example.org")
-    context = browser.new_context(java_script_enabled=False)
-    page = context.new_page()
-    try:
-        _log_in(page, live_server, "solo@example.org")
-        page.goto(f"{live_server.url}/mailboxes/new/")
+    with new_mailbox_page_without_script(browser, live_server) as page:
         page.select_option("#preset", "gmx-imap")
         page.select_option("#destination-preset", "gmail")
         page.get_by_role("button", name="Fill in where messages go").click()
@@ -85,5 +83,3 @@ def test_without_javascript_fill_in_where_messages_go_reloads_with_the_preset(
         expect(page.locator("#id_destination_port")).to_have_value("993")
         expect(page.locator("#destination-preset-note")).to_contain_text("Gmail")
         assert "destination_preset=gmail" in page.url
-    finally:
-        context.close()
