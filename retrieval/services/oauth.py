@@ -69,8 +69,8 @@ RECONNECT_REASON = (
 RECONNECT_DESTINATION_REASON = (
     "{provider} no longer accepts fetchweb's access to the mailbox messages are "
     "delivered into (the grant was revoked or has expired); nothing is fetched "
-    "until then. Press Reconnect on the mailbox page and give consent again; "
-    "polling resumes then."
+    "until then. Press Reconnect the destination on the mailbox page and give "
+    "consent again; polling resumes then."
 )
 
 
