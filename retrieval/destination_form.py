@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 
 from retrieval import netpolicy
 from retrieval.engine.append import flag_problem
-from retrieval.models import Mailbox, destination_port
+from retrieval.models import DESTINATION_ACCOUNT, Mailbox, destination_port
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -41,8 +41,6 @@ _KEEP_WHEN_ABSENT = (
     "destination_auth",
     "destination_folder",
 )
-# Changing any of these sends the stored destination password somewhere else.
-DESTINATION_ACCOUNT = {"destination_host", "destination_username", "destination_port"}
 
 
 class DestinationFields(forms.Form):
@@ -120,7 +118,17 @@ class DestinationFields(forms.Form):
                 self.add_error(name, words)
         new_password = cleaned.get("destination_password")
         stored = bool(self.instance.destination_password_encrypted)
-        if not new_password and (not stored or changed & DESTINATION_ACCOUNT):
+        # An OAuth2 login needs no password: "Connect a ... account" on the
+        # mailbox page stores its grant (services.oauth, purpose destination).
+        token_login = cleaned.get("destination_auth") in (
+            Mailbox.Auth.XOAUTH2,
+            Mailbox.Auth.OAUTHBEARER,
+        )
+        if (
+            not new_password
+            and not token_login
+            and (not stored or changed & {*DESTINATION_ACCOUNT})
+        ):
             self.add_error(
                 "destination_password",
                 "Type the destination mailbox's password"

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # A change of any of these names another remote account, whose UIDs mean nothing
 # to the ledger kept for this one (the port does not: same server, other door).
 REMOTE_IDENTITY = ("protocol", "host", "username")
+# The destination's account (delivery kind IMAP): a change sends its password
+# or token somewhere else.
+DESTINATION_ACCOUNT = ("destination_host", "destination_port", "destination_username")
 
 PASSWORD_AGAIN = (
     "The server, protocol or user name changed: type the password again. A stored "
@@ -344,7 +347,9 @@ class Mailbox(models.Model):
                     kwargs["update_fields"] = {*update_fields, "password_encrypted"}
                 SeenMessage.objects.filter(mailbox_id=self.pk).delete()
                 # A token was granted for the old account: never sent to another.
-                OAuthGrant.objects.filter(mailbox_id=self.pk).delete()
+                OAuthGrant.objects.filter(
+                    mailbox_id=self.pk, purpose=OAuthGrant.Purpose.SOURCE
+                ).delete()
             super().save(*args, **kwargs)
 
     # Each secret is bound to the mailbox and to its purpose: a value copied
@@ -699,8 +704,17 @@ class OAuthGrant(models.Model):
     write lock on SQLite).
     """
 
-    mailbox = models.OneToOneField(
-        Mailbox, on_delete=models.CASCADE, related_name="oauth_grant"
+    class Purpose(models.TextChoices):
+        # Which login of the mailbox the grant is for: the server polled, or
+        # the IMAP mailbox delivered into (delivery kind "IMAP mailbox").
+        SOURCE = "source", "Source mailbox"
+        DESTINATION = "destination", "Destination mailbox"
+
+    mailbox = models.ForeignKey(
+        Mailbox, on_delete=models.CASCADE, related_name="oauth_grants"
+    )
+    purpose = models.CharField(
+        max_length=12, choices=Purpose, default=Purpose.SOURCE, editable=False
     )
     provider = models.CharField(max_length=32)
     refresh_token_encrypted = models.TextField(blank=True, editable=False)
@@ -714,12 +728,23 @@ class OAuthGrant(models.Model):
 
     class Meta:
         verbose_name = "OAuth2 grant"
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["mailbox", "purpose"], name="oauthgrant_one_per_purpose"
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"{self.provider} grant of mailbox {self.mailbox_id}"
+        return f"{self.provider} {self.purpose} grant of mailbox {self.mailbox_id}"
 
     def _bound(self, which: str) -> str:
-        return f"{self.mailbox.uuid}:oauth-{which}"
+        # Bound to the mailbox and the purpose: a destination token copied into
+        # the source's row (or the other way) does not decrypt there. A source
+        # grant keeps the binding it had before destinations had grants, so
+        # the tokens stored then still decrypt.
+        if self.purpose == self.Purpose.SOURCE:
+            return f"{self.mailbox.uuid}:oauth-{which}"
+        return f"{self.mailbox.uuid}:oauth-{self.purpose}-{which}"
 
     def set_tokens(self, *, access: str, refresh: str | None) -> None:
         """``refresh`` None: the provider sent no new one, the old one stays."""

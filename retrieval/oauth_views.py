@@ -16,6 +16,8 @@ from retrieval import oauth
 from retrieval.permissions import get_rw_mailbox_for_user
 from retrieval.services import oauth as oauth_services
 
+SOURCE = oauth_services.Purpose.SOURCE
+
 if TYPE_CHECKING:
     from django.http import HttpResponse
 
@@ -24,9 +26,12 @@ if TYPE_CHECKING:
 
 @login_required
 @require_POST
-def oauth_connect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+def oauth_connect(
+    request: AuthenticatedHttpRequest, pk: int, purpose: str = SOURCE
+) -> HttpResponse:
     """Send the browser to the provider's consent page (authorization code flow
-    with PKCE); the state and verifier stay in this session."""
+    with PKCE); the state and verifier (and the purpose: the source's login or
+    the destination's) stay in this session."""
     mailbox = get_rw_mailbox_for_user(request.user, pk)
     try:
         url = oauth_services.oauth_consent_begin(
@@ -34,6 +39,7 @@ def oauth_connect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             user=request.user,
             mailbox=mailbox,
             provider_key=request.POST.get("provider", ""),
+            purpose=purpose,
         )
     except oauth.ProviderError as exc:
         messages.error(request, f"Cannot connect: {exc}")
@@ -74,16 +80,24 @@ def oauth_callback(request: AuthenticatedHttpRequest) -> HttpResponse:
         messages.error(request, f"The connection failed: {exc}")
     else:
         messages.success(
-            request, "Account connected: polls log in with OAuth2 from now on."
+            request,
+            (
+                "Destination account connected: messages are delivered with "
+                "OAuth2 from now on."
+                if pending.purpose == oauth_services.Purpose.DESTINATION
+                else "Account connected: polls log in with OAuth2 from now on."
+            ),
         )
     return redirect("retrieval:mailbox-detail", pk=mailbox.pk)
 
 
 @login_required
 @require_POST
-def oauth_disconnect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+def oauth_disconnect(
+    request: AuthenticatedHttpRequest, pk: int, purpose: str = SOURCE
+) -> HttpResponse:
     mailbox = get_rw_mailbox_for_user(request.user, pk)
-    if oauth_services.oauth_disconnect(mailbox=mailbox):
+    if oauth_services.oauth_disconnect(mailbox=mailbox, purpose=purpose):
         messages.success(request, "Disconnected: the stored tokens are deleted.")
     else:
         messages.info(request, "This mailbox was not connected.")

@@ -1,10 +1,13 @@
 """Provider presets: the server settings of the mail providers people bring.
 
 Plain data, written once: the mailbox form offers them as a select that fills in
-protocol, server, port and encryption (retrieval/forms.py); the API and the
-coming OAuth2 sign-in ("Connect with Google / Microsoft") read the same list.
-``oauth_provider`` names the OAuth2 provider a preset will be able to use; the
-OAuth2 feature adds the sign-in, this module only says who offers it.
+protocol, server, port and encryption (retrieval/views.py, the mailbox form's
+template and static/js/mailbox-presets.js), and the mailbox page follows them
+for its OAuth2 buttons.
+``oauth_provider`` names the OAuth2 provider of a preset: where the superuser
+configured it, the mailbox page offers "Connect a ... account" for that side
+(retrieval/views.py). The source's presets and the destination's ("Where
+messages go", delivery into an IMAP mailbox) are two lists.
 
 Values are the providers' published ones (their help pages, December 2026):
 every provider here offers TLS from the start (IMAPS 993, POP3S 995).
@@ -39,12 +42,14 @@ _GENERIC = (
 _GMAIL = (
     "Gmail: turn on 2-Step Verification and sign in with an app password "
     "(myaccount.google.com/apppasswords); Google refuses the account password. "
-    "Soon: Connect with Google instead of a password."
+    "Or, where this server offers it: Connect a Google account on the mailbox "
+    "page instead of a password."
 )
 _MICROSOFT = (
     "Outlook / Microsoft 365: Microsoft has turned off password sign-in for "
     "most accounts; an app password works only where your administrator allows "
-    "it. Soon: Connect with Microsoft instead of a password."
+    "it. Or, where this server offers it: Connect a Microsoft account on the "
+    "mailbox page."
 )
 _YAHOO = (
     "Yahoo: create an app password under Account security and use it here; "
@@ -138,15 +143,56 @@ PRESETS: tuple[Preset, ...] = (
 )
 BY_KEY = {preset.key: preset for preset in PRESETS}
 
+_GMAIL_DESTINATION = (
+    "Gmail: save, then press Connect a Google account on the mailbox page (when "
+    "this server offers it); or turn on 2-Step Verification and type an app "
+    "password (myaccount.google.com/apppasswords)."
+)
+_MICROSOFT_DESTINATION = (
+    "Microsoft 365: save, then press Connect a Microsoft account on the mailbox "
+    "page (when this server offers it); password sign-in is off for most "
+    "accounts."
+)
+
+# The "Where messages go" select (delivery kind "IMAP mailbox"): the mailboxes
+# people deliver into. Always IMAP over TLS from the start.
+DESTINATION_PRESETS: tuple[Preset, ...] = (
+    Preset(
+        "gmail",
+        "Gmail",
+        "imap",
+        "imap.gmail.com",
+        993,
+        "implicit",
+        _GMAIL_DESTINATION,
+        "google",
+    ),
+    Preset(
+        "microsoft",
+        "Microsoft 365",
+        "imap",
+        "outlook.office365.com",
+        993,
+        "implicit",
+        _MICROSOFT_DESTINATION,
+        "microsoft",
+    ),
+)
+DESTINATION_BY_KEY = {preset.key: preset for preset in DESTINATION_PRESETS}
+
 
 def preset(key: str) -> Preset | None:
     return BY_KEY.get(key)
 
 
-def preset_for_host(host: str) -> Preset | None:
+def destination_preset(key: str) -> Preset | None:
+    return DESTINATION_BY_KEY.get(key)
+
+
+def preset_for_host(host: str, among: tuple[Preset, ...] = PRESETS) -> Preset | None:
     """The provider a stored server name belongs to (its note applies), if any."""
     name = host.strip().lower().rstrip(".")
-    return next((p for p in PRESETS if p.host and p.host == name), None)
+    return next((p for p in among if p.host and p.host == name), None)
 
 
 def grouped() -> list[tuple[str, list[Preset]]]:

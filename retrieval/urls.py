@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from retrieval import console_views, oauth_views, rcfile_views, views
+from retrieval.models import OAuthGrant
 
 app_name = "retrieval"
 
@@ -44,6 +45,19 @@ urlpatterns = [
         "<int:pk>/oauth/disconnect/",
         oauth_views.oauth_disconnect,
         name="oauth-disconnect",
+    ),
+    # The same buttons for the IMAP mailbox delivered into (its own grant).
+    path(
+        "<int:pk>/oauth/destination/connect/",
+        oauth_views.oauth_connect,
+        {"purpose": OAuthGrant.Purpose.DESTINATION},
+        name="oauth-destination-connect",
+    ),
+    path(
+        "<int:pk>/oauth/destination/disconnect/",
+        oauth_views.oauth_disconnect,
+        {"purpose": OAuthGrant.Purpose.DESTINATION},
+        name="oauth-destination-disconnect",
     ),
     path("oauth/callback/", oauth_views.oauth_callback, name="oauth-callback"),
     path("<int:pk>/runs/<int:run_pk>/", views.run_detail, name="run-detail"),

@@ -132,23 +132,75 @@ def mailbox_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 
 
 def _oauth_context(mailbox: Mailbox) -> dict[str, object]:
-    """The OAuth2 panel: the providers configured, the grant (never its tokens)."""
-    # Only a token login uses a grant (services.specs): a password mailbox's
+    """The OAuth2 panels: one for the source's login and, for delivery into an
+    IMAP mailbox, one for the destination's; each with its grant (never its
+    tokens) and the providers it may connect to."""
+    providers = oauth.providers()
+    purposes = [OAuthGrant.Purpose.SOURCE]
+    if mailbox.delivery_kind == Mailbox.DeliveryKind.IMAP:
+        purposes.append(OAuthGrant.Purpose.DESTINATION)
+    sides = [_oauth_side(mailbox, providers, purpose) for purpose in purposes]
+    source = sides[0]
+    return {
+        "oauth_providers": list(providers.values()),
+        "oauth_sides": [side for side in sides if side["providers"] or side["grant"]],
+        # The grants that no longer work: the "reconnect needed" note's buttons.
+        "oauth_broken": [side for side in sides if side["broken"]],
+        "oauth_grant": source["grant"],
+        "oauth_grant_label": source["label"],
+    }
+
+
+# Per purpose: the Mailbox fields of that login, and its buttons' URL names.
+_OAUTH_SIDES: dict[str, tuple[str, str, str, str]] = {
+    OAuthGrant.Purpose.SOURCE: (
+        "auth",
+        "host",
+        "retrieval:oauth-connect",
+        "retrieval:oauth-disconnect",
+    ),
+    OAuthGrant.Purpose.DESTINATION: (
+        "destination_auth",
+        "destination_host",
+        "retrieval:oauth-destination-connect",
+        "retrieval:oauth-destination-disconnect",
+    ),
+}
+
+
+def _oauth_side(
+    mailbox: Mailbox, providers: dict[str, oauth.Provider], purpose: str
+) -> dict[str, object]:
+    auth_field, host_field, connect, disconnect = _OAUTH_SIDES[purpose]
+    auth, host = getattr(mailbox, auth_field), getattr(mailbox, host_field)
+    # Only a token login uses a grant (services.specs): a password login's
     # page costs no query for it.
     grant = (
-        OAuthGrant.objects.filter(mailbox=mailbox).first()
-        if mailbox.auth in (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER)
+        OAuthGrant.objects.filter(mailbox=mailbox, purpose=purpose).first()
+        if auth in (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER)
         else None
     )
-    providers = oauth.providers()
     label = ""
     if grant is not None:
         known = providers.get(grant.provider)
         label = known.label if known is not None else grant.provider
+    # A server of a preset with a configured provider (imap.gmail.com: Google)
+    # is offered that provider's button alone.
+    preset = presets.preset_for_host(host)
+    offered = list(providers.values())
+    if preset is not None and preset.oauth_provider in providers:
+        offered = [providers[preset.oauth_provider]]
     return {
-        "oauth_providers": list(providers.values()),
-        "oauth_grant": grant,
-        "oauth_grant_label": label,
+        "purpose": purpose,
+        "destination": purpose == OAuthGrant.Purpose.DESTINATION,
+        "grant": grant,
+        "label": label,
+        "broken": grant is not None
+        and not (grant.access_token_encrypted or grant.refresh_token_encrypted),
+        "token_login": auth in (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER),
+        "providers": offered,
+        "connect_url": reverse(connect, args=[mailbox.pk]),
+        "disconnect_url": reverse(disconnect, args=[mailbox.pk]),
     }
 
 
@@ -303,15 +355,31 @@ def _preset_initial(
 ) -> tuple[presets.Preset | None, dict[str, object]]:
     """``?preset=KEY`` (the select's "Fill in" without JavaScript): the form
     starts with that provider's server settings."""
-    chosen = presets.preset(request.GET.get("preset", ""))
-    if chosen is None or request.method != "GET":
+    if request.method != "GET":
         return None, {}
-    return chosen, {
-        "protocol": chosen.protocol,
-        "host": chosen.host,
-        "port": chosen.port,
-        "tls_mode": chosen.tls_mode,
-    }
+    chosen = presets.preset(request.GET.get("preset", ""))
+    initial: dict[str, object] = {}
+    if chosen is not None:
+        initial = {
+            "protocol": chosen.protocol,
+            "host": chosen.host,
+            "port": chosen.port,
+            "tls_mode": chosen.tls_mode,
+        }
+    # ``?destination_preset=KEY``: the "Where messages go" select's, the same way.
+    into = presets.destination_preset(request.GET.get("destination_preset", ""))
+    if into is not None:
+        initial |= {
+            "delivery_kind": Mailbox.DeliveryKind.IMAP,
+            "destination_host": into.host,
+            "destination_port": into.port,
+            "destination_tls_mode": into.tls_mode,
+        }
+        # With its provider configured, the mailbox page offers "Connect a
+        # ... account" for the destination: no password is asked for then.
+        if into.oauth_provider in oauth.providers():
+            initial["destination_auth"] = Mailbox.Auth.XOAUTH2
+    return chosen, initial
 
 
 def _form_page(
@@ -321,11 +389,23 @@ def _form_page(
     mailbox: Mailbox | None = None,
 ) -> HttpResponse:
     host = str(form["host"].value() or "")
+    into = (
+        str(form["destination_host"].value() or "")
+        if "destination_host" in form.fields
+        else ""
+    )
     context = {
         "form": form,
         "mailbox": mailbox,
         "presets": presets.grouped(),
         "preset": chosen or presets.preset_for_host(host),
+        "destination_presets": presets.DESTINATION_PRESETS,
+        "destination_preset": presets.preset_for_host(
+            into, presets.DESTINATION_PRESETS
+        ),
+        # The providers an OAuth2 login can be connected with: a preset of
+        # theirs sets the destination's login to XOAUTH2 (mailbox-presets.js).
+        "oauth_ready": list(oauth.providers()),
     }
     return render(request, "retrieval/mailbox_form.html", context)
 

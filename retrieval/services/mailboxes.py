@@ -17,7 +17,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from retrieval import crypto
-from retrieval.models import REMOTE_IDENTITY, Mailbox, OAuthGrant, remote_identity
+from retrieval.models import (
+    DESTINATION_ACCOUNT,
+    REMOTE_IDENTITY,
+    Mailbox,
+    OAuthGrant,
+    remote_identity,
+)
 from retrieval.services.quotas import mailbox_quota_check
 
 if TYPE_CHECKING:
@@ -247,8 +253,22 @@ def mailbox_save(
         mailbox.set_password(new_password)
     if destination_password:
         mailbox.set_destination_password(destination_password)
+    if _destination_account_changed(mailbox):
+        # A token was granted for the old destination: never sent to another.
+        OAuthGrant.objects.filter(
+            mailbox_id=mailbox.pk, purpose=OAuthGrant.Purpose.DESTINATION
+        ).delete()
     mailbox.save()
     return mailbox
+
+
+def _destination_account_changed(mailbox: Mailbox) -> bool:
+    if mailbox._state.adding or mailbox.pk is None:
+        return False
+    before = Mailbox.objects.filter(pk=mailbox.pk).values(*DESTINATION_ACCOUNT).first()
+    return before is not None and any(
+        before[name] != getattr(mailbox, name) for name in DESTINATION_ACCOUNT
+    )
 
 
 def mailbox_delete(*, mailbox: Mailbox) -> None:

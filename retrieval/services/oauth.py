@@ -13,6 +13,9 @@
   is a write to the grant's row inside a transaction: a row lock on
   PostgreSQL, the database's one write lock on SQLite. Whoever waited for it
   finds the token refreshed and uses it.
+* A mailbox has up to two grants, one per purpose (OAuthGrant.Purpose): the
+  source it polls and the IMAP mailbox it delivers into. Each is connected,
+  refreshed and disconnected on its own; the purpose travels with the consent.
 * A refresh answered ``invalid_grant`` (revoked, expired, password changed)
   marks the mailbox "reconnect needed" (Mailbox.Health.REAUTH), which alerts
   once (services.failures.health_change) and takes it off the schedule until a
@@ -50,10 +53,23 @@ SESSION_KEY = "fetchweb_oauth_pending"
 # Consents started but not finished, per session: older ones are dropped.
 PENDING_MAX = 5
 OAUTH_AUTH = (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER)
+Purpose = OAuthGrant.Purpose
+# The Mailbox field holding each purpose's login kind, and its user name.
+AUTH_FIELD = {Purpose.SOURCE: "auth", Purpose.DESTINATION: "destination_auth"}
+USERNAME_FIELD = {
+    Purpose.SOURCE: "username",
+    Purpose.DESTINATION: "destination_username",
+}
 
 RECONNECT_REASON = (
     "{provider} no longer accepts fetchweb's access to this account (the grant "
     "was revoked or has expired). Press Reconnect on the mailbox page and give "
+    "consent again; polling resumes then."
+)
+RECONNECT_DESTINATION_REASON = (
+    "{provider} no longer accepts fetchweb's access to the mailbox messages are "
+    "delivered into (the grant was revoked or has expired); nothing is fetched "
+    "until then. Press Reconnect the destination on the mailbox page and give "
     "consent again; polling resumes then."
 )
 
@@ -80,18 +96,26 @@ class ConsentRefused(Exception):
 
 
 def oauth_consent_begin(
-    *, session: SessionBase, user: User, mailbox: Mailbox, provider_key: str
+    *,
+    session: SessionBase,
+    user: User,
+    mailbox: Mailbox,
+    provider_key: str,
+    purpose: str = Purpose.SOURCE,
 ) -> str:
-    """Remember a new consent in ``session``; returns the provider's URL."""
+    """Remember a new consent in ``session``; returns the provider's URL.
+    ``purpose``: which login of the mailbox the grant will be for."""
     p = oauth.provider(provider_key)
     if p is None:
         raise oauth.ProviderError("This provider is not configured.")
-    consent = oauth.consent(p, login_hint=mailbox.username)
+    chosen = Purpose(purpose)
+    consent = oauth.consent(p, login_hint=getattr(mailbox, USERNAME_FIELD[chosen]))
     pending: dict[str, dict[str, Any]] = dict(session.get(SESSION_KEY) or {})
     pending[consent.state] = {
         "mailbox": mailbox.pk,
         "user": user.pk,
         "provider": p.key,
+        "purpose": chosen.value,
         "verifier": consent.verifier,
         "at": time.time(),
     }
@@ -105,6 +129,7 @@ class PendingConsent:
     mailbox_id: int
     provider_key: str
     verifier: str
+    purpose: str = Purpose.SOURCE
 
 
 def oauth_consent_take(
@@ -131,15 +156,21 @@ def oauth_consent_take(
     verifier = entry.get("verifier")
     if not isinstance(verifier, str) or not verifier:
         raise ConsentRefused("The consent has no PKCE verifier; start again.")
-    return PendingConsent(int(entry["mailbox"]), str(entry["provider"]), verifier)
+    purpose = entry.get("purpose", Purpose.SOURCE)
+    if purpose not in Purpose.values:
+        raise ConsentRefused("The consent names no known purpose; start again.")
+    return PendingConsent(
+        int(entry["mailbox"]), str(entry["provider"]), verifier, str(purpose)
+    )
 
 
 def oauth_consent_finish(
     *, mailbox: Mailbox, consent: PendingConsent, code: str
 ) -> OAuthGrant:
-    """Exchange the code (with the verifier) and store the grant; the mailbox
-    logs in with XOAUTH2 from now on (unless OAUTHBEARER was chosen), and a
-    mailbox that needed a reconnect is working again."""
+    """Exchange the code (with the verifier) and store the grant for the
+    consent's purpose; that login (the source's, or the destination's) uses
+    XOAUTH2 from now on (unless OAUTHBEARER was chosen), and a mailbox that
+    needed a reconnect is working again."""
     p = oauth.provider(consent.provider_key)
     if p is None:
         raise oauth.ProviderError("This provider is no longer configured.")
@@ -150,9 +181,11 @@ def oauth_consent_finish(
             mailbox.pk,
             p.key,
         )
+    purpose = Purpose(consent.purpose)
+    auth_field = AUTH_FIELD[purpose]
     with transaction.atomic():
         grant, _ = OAuthGrant.objects.select_for_update().get_or_create(
-            mailbox=mailbox, defaults={"provider": p.key}
+            mailbox=mailbox, purpose=purpose, defaults={"provider": p.key}
         )
         grant.mailbox = mailbox
         grant.provider = p.key
@@ -160,8 +193,10 @@ def oauth_consent_finish(
         _store(grant, tokens)
         grant.connected_at = timezone.now()
         grant.save()
-        if mailbox.auth not in OAUTH_AUTH:
-            Mailbox.objects.filter(pk=mailbox.pk).update(auth=Mailbox.Auth.XOAUTH2)
+        if getattr(mailbox, auth_field) not in OAUTH_AUTH:
+            Mailbox.objects.filter(pk=mailbox.pk).update(
+                **{auth_field: Mailbox.Auth.XOAUTH2}
+            )
         health = Mailbox.objects.values_list("health", flat=True).get(pk=mailbox.pk)
         if health == Mailbox.Health.REAUTH:
             # Back into the schedule at once, its failures without the new
@@ -188,9 +223,18 @@ def _store(grant: OAuthGrant, tokens: oauth.Tokens) -> None:
     grant.scope = tokens.scope or grant.scope
 
 
-def oauth_disconnect(*, mailbox: Mailbox) -> bool:
-    """Forget the grant (and ask the provider to revoke it); False if none."""
-    grant = OAuthGrant.objects.select_related("mailbox").filter(mailbox=mailbox).first()
+def _grant(mailbox: Mailbox, purpose: str) -> OAuthGrant | None:
+    return (
+        OAuthGrant.objects.select_related("mailbox")
+        .filter(mailbox=mailbox, purpose=purpose)
+        .first()
+    )
+
+
+def oauth_disconnect(*, mailbox: Mailbox, purpose: str = Purpose.SOURCE) -> bool:
+    """Forget the grant of ``purpose`` (and ask the provider to revoke it);
+    False if none."""
+    grant = _grant(mailbox, purpose)
     if grant is None:
         return False
     p = oauth.provider(grant.provider)
@@ -213,12 +257,15 @@ def _fresh(grant: OAuthGrant, now: datetime) -> bool:
     )
 
 
-def oauth_access_token(*, mailbox: Mailbox) -> str | None:
-    """A usable access token of the mailbox's grant; None when it has no grant.
+def oauth_access_token(
+    *, mailbox: Mailbox, purpose: str = Purpose.SOURCE
+) -> str | None:
+    """A usable access token of the mailbox's grant for ``purpose``; None when
+    it has no such grant.
 
     Raises ReconnectNeeded (the grant is gone) or ProviderUnavailable (try later).
     """
-    grant = OAuthGrant.objects.select_related("mailbox").filter(mailbox=mailbox).first()
+    grant = _grant(mailbox, purpose)
     if grant is None:
         return None
     try:
@@ -266,7 +313,12 @@ def _refreshed(grant_pk: int, mailbox: Mailbox) -> str:
             rows.update(access_token_encrypted="", refresh_token_encrypted="")
     label = p.label if p is not None else grant.provider
     if failure.invalid_grant:
-        reason = RECONNECT_REASON.format(provider=label)
+        words = (
+            RECONNECT_DESTINATION_REASON
+            if grant.purpose == Purpose.DESTINATION
+            else RECONNECT_REASON
+        )
+        reason = words.format(provider=label)
         oauth_reconnect_needed(mailbox_id=mailbox.pk, reason=reason)
         raise ReconnectNeeded(reason) from failure
     raise ProviderUnavailable(

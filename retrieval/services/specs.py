@@ -118,12 +118,7 @@ def _append_target(mailbox: Mailbox, timeout: float) -> engine_spec.AppendTarget
             netpolicy.check_destination(host, port)
         except netpolicy.DestinationRefused as exc:
             raise SpecError(f"The destination mailbox: {exc}") from exc
-    try:
-        password = mailbox.get_destination_password()
-    except DecryptionError as exc:
-        raise SpecError(
-            f"The destination's stored password cannot be read: {exc}"
-        ) from exc
+    password = _destination_credential(mailbox)
     return engine_spec.AppendTarget(
         server=engine_spec.ServerSpec(
             host=host,
@@ -144,6 +139,31 @@ def _append_target(mailbox: Mailbox, timeout: float) -> engine_spec.AppendTarget
         flags=tuple(mailbox.destination_flags.split()),
         create_folder=mailbox.destination_create_folder,
     )
+
+
+def _destination_credential(mailbox: Mailbox) -> str:
+    """What the destination logs in with: with an OAuth2 grant for the
+    destination, its access token (refreshed first when about to expire, one
+    refresh at a time, as the source's); else the stored password (or a token
+    typed as the password)."""
+    from retrieval.services.oauth import OAUTH_AUTH, Purpose, oauth_access_token
+
+    if mailbox.destination_auth in OAUTH_AUTH:
+        token = oauth_access_token(mailbox=mailbox, purpose=Purpose.DESTINATION)
+        if token is not None:
+            return token
+    try:
+        password = mailbox.get_destination_password()
+    except DecryptionError as exc:
+        raise SpecError(
+            f"The destination's stored password cannot be read: {exc}"
+        ) from exc
+    if not password and mailbox.destination_auth in OAUTH_AUTH:
+        raise SpecError(
+            "The destination mailbox logs in with OAuth2 but no account is "
+            "connected: press Connect for the destination on the mailbox page."
+        )
+    return password
 
 
 def _oauth_token(

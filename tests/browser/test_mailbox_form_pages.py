@@ -6,7 +6,9 @@ mailbox-form.png and multidrop-editor.png."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from playwright.sync_api import expect
@@ -15,6 +17,9 @@ from retrieval import services
 from retrieval.models import Mailbox
 from tests.browser.test_admin_pages import _log_in
 from tests.factories import make_domain, make_user
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -98,21 +103,28 @@ def test_add_a_mailbox_from_a_preset_then_edit_its_multidrop(
     assert violations == []
 
 
-def test_without_javascript_fill_in_reloads_with_the_preset(
-    browser, live_server, settings
-):
+@contextlib.contextmanager
+def new_mailbox_page_without_script(browser, live_server) -> Iterator[Any]:
+    """The "Add a mailbox" page of a fresh user, in a browser without JavaScript."""
     make_user("solo@example.org")
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
     try:
         _log_in(page, live_server, "solo@example.org")
         page.goto(f"{live_server.url}/mailboxes/new/")
+        yield page
+    finally:
+        context.close()
+
+
+def test_without_javascript_fill_in_reloads_with_the_preset(
+    browser, live_server, settings
+):
+    with new_mailbox_page_without_script(browser, live_server) as page:
         page.select_option("#preset", "fastmail-pop3")
-        page.get_by_role("button", name="Fill in").click()
+        page.get_by_role("button", name="Fill in", exact=True).click()
         expect(page.locator("#id_host")).to_have_value("pop.fastmail.com")
         expect(page.locator("#id_port")).to_have_value("995")
         expect(page.locator("#id_protocol")).to_have_value("pop3")
         expect(page.locator("#preset-note")).to_contain_text("Fastmail")
         assert "preset=fastmail-pop3" in page.url
-    finally:
-        context.close()

@@ -104,7 +104,7 @@ def test_the_note_follows_a_stored_provider(client, trio):
     trio.mailbox.save()
     url = reverse("retrieval:mailbox-edit", args=[trio.mailbox.pk])
     page = _as(client, trio.alice).get(url).content.decode()
-    assert "app password" in page and "Connect with Google" in page
+    assert "app password" in page and "Connect a Google account" in page
 
 
 @pytest.mark.parametrize("key", ["gmail-imap", "outlook-pop3", "icloud-imap"])

@@ -124,6 +124,15 @@ def _edit_pending(client, state: str, **changes) -> None:
     session.save()
 
 
+def _wait_until_expired(server, token: str) -> None:
+    """Until the provider itself says the token has expired: Dovecot would
+    refuse it now."""
+    deadline = time.monotonic() + 60
+    while server.active(token) is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
 def _poll(mailbox, trigger="manual"):
     summary = services.mailbox_poll(mailbox_id=mailbox.pk, trigger=trigger)
     return summary, PollRun.objects.filter(mailbox=mailbox).order_by("-pk").first()
@@ -358,12 +367,7 @@ class RefreshTests:
             first = _connect(client, provider, mailbox, remote).get_access_token()
         finally:
             provider.access_lifetime = 3600
-        # Wait until the provider itself says the token has expired: Dovecot
-        # would refuse it now.
-        deadline = time.monotonic() + 60
-        while provider.active(first) is not None:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        _wait_until_expired(provider, first)
         calls = provider.refresh_calls
         oauth_dovecot.put(remote, MESSAGE)
         summary, run = _poll(mailbox)

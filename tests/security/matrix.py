@@ -397,6 +397,15 @@ PAGES: dict[str, dict[str, dict[str, Expect]]] = {
         "GET": _same(E405),
         "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
     },
+    # The same for the IMAP mailbox delivered into: its own grant, the same rights.
+    "retrieval:oauth-destination-connect": {
+        "GET": _same(E405),
+        "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
+    },
+    "retrieval:oauth-destination-disconnect": {
+        "GET": _same(E405),
+        "POST": _by_level(E404, E403, Expect(302, "detail"), Expect(302, "detail")),
+    },
     # The provider's answer: without a state this session started, refused.
     "retrieval:oauth-callback": {"GET": _same(Expect(400)), "POST": _same(E405)},
     # One's own API tokens; the probe's empty POST gets the form with its error.
