@@ -244,6 +244,25 @@ class Mailbox(models.Model):
     failure_count = models.PositiveIntegerField(default=0, editable=False)
     permanent_failures = models.PositiveIntegerField(default=0, editable=False)
 
+    # The last finished run (newest started), kept as runs are recorded, closed
+    # or deleted (retrieval/services/latest_run.py): the console's states, state
+    # filters and "last checked" sorts read these columns, not a subquery per
+    # mailbox. No database constraint: a deleted run is replaced by the service
+    # that deletes it, without Django fetching the runs to null the column.
+    latest_run = models.ForeignKey(
+        "PollRun",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        editable=False,
+    )
+    latest_outcome = models.CharField(  # "" until a run finished
+        max_length=10, blank=True, default="", editable=False
+    )
+    latest_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -285,6 +304,10 @@ class Mailbox(models.Model):
     class Meta:
         ordering: ClassVar = ["owner__email", "host", "username"]
         verbose_name_plural = "mailboxes"
+        indexes: ClassVar = [
+            models.Index(fields=["latest_at"], name="mailbox_latest_at"),
+            models.Index(fields=["latest_outcome"], name="mailbox_latest_outcome"),
+        ]
 
     def __str__(self) -> str:
         return (

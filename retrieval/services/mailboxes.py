@@ -193,6 +193,14 @@ def _set_user_options(mailbox: Mailbox, values: Mapping[str, Any]) -> None:
     mailbox.options = options
 
 
+RUN_COLUMNS = frozenset({"latest_run", "latest_outcome", "latest_at"})
+EDITABLE_COLUMNS = [
+    field.name
+    for field in Mailbox._meta.concrete_fields
+    if not field.primary_key and field.name not in RUN_COLUMNS
+]
+
+
 @transaction.atomic
 def mailbox_save(
     *,
@@ -247,7 +255,12 @@ def mailbox_save(
         mailbox.set_password(new_password)
     if destination_password:
         mailbox.set_destination_password(destination_password)
-    mailbox.save()
+    if mailbox._state.adding:
+        mailbox.save()
+    else:
+        # Not the last run's columns: a run recorded since the form read the row
+        # keeps its outcome (services/latest_run.py writes them).
+        mailbox.save(update_fields=EDITABLE_COLUMNS)
     return mailbox
 
 
