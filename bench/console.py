@@ -12,8 +12,9 @@ its section of docs/benchmarks.md (kept when ``python -m bench`` renders the
 rest of the page).
 
 The rows are written with ``INSERT ... SELECT generate_series`` (runs, message
-results, the hourly counters computed from the runs, so the dashboard agrees with
-them), not with the ORM; people and mailboxes, a few thousand rows, with
+results, the hourly and daily counters computed from the runs, so the dashboard
+agrees with them), not with the ORM, and each mailbox's last run is put on its
+row by the service that keeps it (``services.latest_run_refresh``); people and mailboxes, a few thousand rows, with
 ``bulk_create``. The distribution: 200 domains of skewed sizes (the largest
 holds about 7 % of the mailboxes), a handful of owners per domain, again skewed,
 5 % of the mailboxes a superuser's without a domain; runs over 30 days, 1 in 10
