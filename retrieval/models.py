@@ -656,10 +656,10 @@ class MailboxStat(Counters):
 class MailboxDayStat(Counters):
     """Counters of one mailbox for one day, kept for FETCH_STATS_RETENTION_DAYS.
 
-    Hourly rows (MailboxStat) older than FETCH_STATS_HOURLY_DAYS are moved here
-    by the daily cleanup (retrieval/services/stats_rollup.py): added
-    and deleted in one transaction, so each count is in exactly one of the two
-    tables at any moment and a day's figure is their sum."""
+    Each run is added here (the day in settings.TIME_ZONE) and to its hour
+    (MailboxStat) as it is recorded (retrieval/services/stats.py): the 7- and
+    30-day charts read these rows only. The daily cleanup deletes the hourly
+    rows past FETCH_STATS_HOURLY_DAYS (retrieval/services/stats_rollup.py)."""
 
     mailbox = models.ForeignKey(
         Mailbox, on_delete=models.CASCADE, related_name="day_stats"
