@@ -1,12 +1,11 @@
 """Reads for the console: the dashboard and the mailbox list, scoped to the person.
 
 Every figure is read in a fixed number of queries whatever the number of
-mailboxes or runs: states from one subquery per column, traffic from the hourly
-counters (MailboxStat, kept by retrieval/services/stats.py), never from the runs.
-Hours older than FETCH_STATS_HOURLY_DAYS have been moved into daily counters
-(MailboxDayStat, retrieval/services/stats_rollup.py); a range that reaches back
-that far adds them up too (one more query), so a day's figure is the same
-before and after the move.
+mailboxes or runs: states from the last run's outcome kept on each mailbox
+(Mailbox.latest_*, services/polls.py), traffic from the counters kept as runs
+are recorded (retrieval/services/stats.py), never from the runs: the 24-hour
+chart from the hourly rows (MailboxStat), the 7- and 30-day ones and the
+per-domain table from the daily rows (MailboxDayStat), see ``counter_rows``.
 """
 
 from __future__ import annotations
@@ -21,10 +20,9 @@ from django.db.models import (
     Case,
     CharField,
     Count,
-    OuterRef,
+    F,
     Q,
     QuerySet,
-    Subquery,
     Sum,
     Value,
     When,
@@ -75,35 +73,36 @@ def scope(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Mailbox]:
     return Mailbox.objects.filter(pk__in=visible.values("pk"))
 
 
-def _last_finished() -> QuerySet[PollRun]:
-    return (
-        PollRun.objects.filter(mailbox=OuterRef("pk"))
-        .exclude(outcome=PollRun.Outcome.RUNNING)
-        .order_by("-started_at", "-pk")
-    )
+STATE = Case(
+    When(enabled=False, then=Value(DISABLED)),
+    When(
+        health__in=(Mailbox.Health.PAUSED, Mailbox.Health.REAUTH),
+        then=Value(ATTENTION),
+    ),
+    When(latest_outcome="", then=Value(NEVER)),
+    When(latest_outcome__in=list(ERROR_OUTCOMES), then=Value(FAILING)),
+    default=Value(OK),
+    output_field=CharField(),
+)
 
 
 def with_state(queryset: QuerySet[Mailbox]) -> QuerySet[Any]:
     """Annotate each mailbox with its last finished run and its state (typed
-    loosely: the annotations are not fields the type checker knows)."""
-    last = _last_finished()
+    loosely: the annotations are not fields the type checker knows). The run's
+    id, outcome and end are columns of the mailbox (services/latest_run.py);
+    its error and exit code come from a join on the run's id."""
     return queryset.annotate(
-        last_run_id=Subquery(last.values("pk")[:1]),
-        last_outcome=Subquery(last.values("outcome")[:1]),
-        last_at=Subquery(last.values("finished_at")[:1]),
-        last_error=Subquery(last.values("error")[:1]),
-        last_exit=Subquery(last.values("exit_code")[:1]),
-        state=Case(
-            When(enabled=False, then=Value(DISABLED)),
-            When(
-                health__in=(Mailbox.Health.PAUSED, Mailbox.Health.REAUTH),
-                then=Value(ATTENTION),
-            ),
-            When(last_outcome__isnull=True, then=Value(NEVER)),
-            When(last_outcome__in=list(ERROR_OUTCOMES), then=Value(FAILING)),
-            default=Value(OK),
-            output_field=CharField(),
-        ),
+        last_run_id=F("latest_run_id"),
+        last_outcome=F("latest_outcome"),
+        last_at=F("latest_at"),
+        state=STATE,
+    )
+
+
+def with_last_run(queryset: QuerySet[Mailbox]) -> QuerySet[Any]:
+    """with_state, and the last run's error and exit code (for shown rows)."""
+    return with_state(queryset).annotate(
+        last_error=F("latest_run__error"), last_exit=F("latest_run__exit_code")
     )
 
 
@@ -130,18 +129,17 @@ def state_of(*, enabled: bool, health: str, last_outcome: str | None) -> str:
         return DISABLED
     if health in (Mailbox.Health.PAUSED, Mailbox.Health.REAUTH):
         return ATTENTION
-    if last_outcome is None:
+    if not last_outcome:  # "" (the column) or None: never finished a run
         return NEVER
     return FAILING if last_outcome in ERROR_OUTCOMES else OK
 
 
 def state_groups(mailboxes: QuerySet[Mailbox], *keys: str) -> list[dict[str, Any]]:
-    """Mailboxes counted by ``keys`` and state, in one query that looks up each
-    mailbox's last finished run once (grouping by the CASE would do it twice)."""
+    """Mailboxes counted by ``keys`` and state, in one query over the columns
+    the state is made of (grouped by them, not by the CASE, and named here)."""
     rows = (
         mailboxes.order_by()
-        .annotate(last_outcome=Subquery(_last_finished().values("outcome")[:1]))
-        .values(*keys, "enabled", "health", "last_outcome")
+        .values(*keys, "enabled", "health", "latest_outcome")
         .annotate(n=Count("pk"))
     )
     return [
@@ -150,7 +148,7 @@ def state_groups(mailboxes: QuerySet[Mailbox], *keys: str) -> list[dict[str, Any
             "state": state_of(
                 enabled=row["enabled"],
                 health=row["health"],
-                last_outcome=row["last_outcome"],
+                last_outcome=row["latest_outcome"],
             ),
             "n": row["n"],
         }
@@ -217,9 +215,30 @@ def _midnight(day: date, zone: tzinfo) -> datetime:
     return datetime.combine(day, time(), tzinfo=zone)
 
 
-def _days_rolled_up(since: datetime, now: datetime | None) -> bool:
-    """May daily counters hold figures for moments after ``since``?"""
-    return since < hourly_kept_since(now)
+SUMS = {"p": Sum("polls"), "e": Sum("errors"), "m": Sum("messages"), "b": Sum("bytes")}
+
+
+def counter_rows(
+    *, span: str, zone: tzinfo, since: datetime, now: datetime | None = None
+) -> list[tuple[QuerySet[Any], str]]:
+    """The counter rows that make up the bars of ``span`` from ``since`` on, each
+    with the field that dates them ("hour" or "day"); every run is in exactly one.
+
+    Days cut in the installation's zone (settings.TIME_ZONE, the usual case) are
+    read from the daily rows alone: at most one row per mailbox and day, kept as
+    runs are recorded (services/stats.py). Days in another zone are added up from
+    the hours still kept, and from the daily rows for older days (their days are
+    the installation's there)."""
+    if RANGES[span][1] == "hour":
+        return [(MailboxStat.objects.filter(hour__gte=since), "hour")]
+    days = MailboxDayStat.objects.filter(day__gte=since.date())
+    if getattr(zone, "key", None) == stats_zone().key:
+        return [(days, "day")]
+    kept = hourly_kept_since(now)
+    return [
+        (MailboxStat.objects.filter(hour__gte=max(since, kept)), "hour"),
+        (days.filter(day__lt=kept.date()), "day"),
+    ]
 
 
 def traffic(
@@ -230,48 +249,21 @@ def traffic(
     now: datetime | None = None,
 ) -> list[Bucket]:
     """Polls, errors, messages and bytes per hour (24 h) or per day (7 d, 30 d),
-    days cut in ``zone``; one aggregate query over the hourly counters, and one
-    over the daily counters when the range reaches back to rolled-up days (their
-    days are those of settings.TIME_ZONE: exact when ``zone`` is that zone)."""
+    days cut in ``zone``: one aggregate query per table of ``counter_rows``."""
     unit = RANGES[span][1]
     starts = bucket_starts(span, zone, now)
-    since = starts[0]
     totals: dict[datetime, list[int]] = {s: [0, 0, 0, 0] for s in starts}
-
-    def add(key: datetime, row: dict[str, Any]) -> None:
-        if key in totals:
-            for i, name in enumerate("pemb"):
-                totals[key][i] += row[name] or 0
-
-    sums = {
-        "p": Sum("polls"),
-        "e": Sum("errors"),
-        "m": Sum("messages"),
-        "b": Sum("bytes"),
-    }
-    hours = (
-        _within(MailboxStat.objects.all(), mailboxes)
-        .filter(hour__gte=since)
-        .order_by()
-        .values("hour")
-        .annotate(**sums)
-    )
-    for row in hours:
-        moment = row["hour"].astimezone(zone)
-        if unit == "hour":
-            add(moment.replace(minute=0, second=0, microsecond=0), row)
-        else:
-            add(_midnight(moment.date(), zone), row)
-    if unit == "day" and _days_rolled_up(since, now):
-        days = (
-            _within(MailboxDayStat.objects.all(), mailboxes)
-            .filter(day__gte=since.date())
-            .order_by()
-            .values("day")
-            .annotate(**sums)
-        )
-        for row in days:
-            add(_midnight(row["day"], zone), row)
+    for rows, field in counter_rows(span=span, zone=zone, since=starts[0], now=now):
+        sums = _within(rows, mailboxes).order_by().values(field).annotate(**SUMS)
+        for row in sums:
+            if field == "day":
+                key = _midnight(row["day"], zone)
+            else:
+                moment = row["hour"].astimezone(zone)
+                key = moment if unit == "hour" else _midnight(moment.date(), zone)
+            if key in totals:
+                for i, name in enumerate("pemb"):
+                    totals[key][i] += row[name] or 0
     fmt = "%H:00" if unit == "hour" else "%a %d %b"
     return [
         Bucket(s, s.strftime(fmt), *totals[s])  # type: ignore[arg-type]
@@ -352,10 +344,7 @@ def per_domain(*, span: str, now: datetime | None = None) -> list[dict[str, Any]
 
     for item in state_groups(Mailbox.objects.all(), "domain__name"):
         row(item["domain__name"])[item["state"]] += item["n"]
-    tables: list[QuerySet[Any]] = [MailboxStat.objects.filter(hour__gte=since)]
-    if _days_rolled_up(since, now):
-        tables.append(MailboxDayStat.objects.filter(day__gte=since.date()))
-    for table in tables:
+    for table, _ in counter_rows(span=span, zone=stats_zone(), since=since, now=now):
         sums = (
             table.order_by()
             .values("mailbox__domain__name")
@@ -378,7 +367,7 @@ SORTS = {
     "domain": ("domain__name",),
     "protocol": ("protocol",),
     "state": ("state",),
-    "checked": ("last_at",),
+    "checked": ("latest_at",),
     "next": ("next_poll_at",),
 }
 
@@ -441,7 +430,7 @@ def page_rows(ids: list[int]) -> list[Any]:
     an OFFSET skips (10,000 mailboxes, last page: bench/console.py)."""
     found = {
         m.pk: m
-        for m in with_state(Mailbox.objects.filter(pk__in=ids)).select_related(
+        for m in with_last_run(Mailbox.objects.filter(pk__in=ids)).select_related(
             "owner", "domain"
         )
     }

@@ -247,6 +247,25 @@ class Mailbox(models.Model):
     failure_count = models.PositiveIntegerField(default=0, editable=False)
     permanent_failures = models.PositiveIntegerField(default=0, editable=False)
 
+    # The last finished run (newest started), kept as runs are recorded, closed
+    # or deleted (retrieval/services/latest_run.py): the console's states, state
+    # filters and "last checked" sorts read these columns, not a subquery per
+    # mailbox. No database constraint: a deleted run is replaced by the service
+    # that deletes it, without Django fetching the runs to null the column.
+    latest_run = models.ForeignKey(
+        "PollRun",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        editable=False,
+    )
+    latest_outcome = models.CharField(  # "" until a run finished
+        max_length=10, blank=True, default="", editable=False
+    )
+    latest_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -288,6 +307,10 @@ class Mailbox(models.Model):
     class Meta:
         ordering: ClassVar = ["owner__email", "host", "username"]
         verbose_name_plural = "mailboxes"
+        indexes: ClassVar = [
+            models.Index(fields=["latest_at"], name="mailbox_latest_at"),
+            models.Index(fields=["latest_outcome"], name="mailbox_latest_outcome"),
+        ]
 
     def __str__(self) -> str:
         return (
@@ -650,10 +673,10 @@ class MailboxStat(Counters):
 class MailboxDayStat(Counters):
     """Counters of one mailbox for one day, kept for FETCH_STATS_RETENTION_DAYS.
 
-    Hourly rows (MailboxStat) older than FETCH_STATS_HOURLY_DAYS are moved here
-    by the daily cleanup (retrieval/services/stats_rollup.py): added
-    and deleted in one transaction, so each count is in exactly one of the two
-    tables at any moment and a day's figure is their sum."""
+    Each run is added here (the day in settings.TIME_ZONE) and to its hour
+    (MailboxStat) as it is recorded (retrieval/services/stats.py): the 7- and
+    30-day charts read these rows only. The daily cleanup deletes the hourly
+    rows past FETCH_STATS_HOURLY_DAYS (retrieval/services/stats_rollup.py)."""
 
     mailbox = models.ForeignKey(
         Mailbox, on_delete=models.CASCADE, related_name="day_stats"

@@ -73,8 +73,8 @@ def probe_connection(probe_id: int) -> str:
 @shared_task(soft_time_limit=3000, time_limit=3600)
 def delete_old_runs() -> int:
     """Daily (beat), the cleanup: poll runs past FETCH_RUN_RETENTION_DAYS, then
-    the hourly counters past FETCH_STATS_HOURLY_DAYS into daily ones and the
-    daily ones past FETCH_STATS_RETENTION_DAYS; all in bounded batches. Returns
+    the hourly counters past FETCH_STATS_HOURLY_DAYS (their days hold them) and
+    the daily ones past FETCH_STATS_RETENTION_DAYS; all in bounded batches. Returns
     the runs deleted."""
     deleted = services.runs_delete_old()
     services.stats_roll_up()

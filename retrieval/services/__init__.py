@@ -17,7 +17,8 @@ By subject:
 * hostslots: the cap on sessions per remote host
 * alerts: mail and signed webhook when a mailbox's state changes
 * retention: deleting old poll runs
-* stats_rollup: hourly counters into daily ones, kept a year
+* latest_run: each mailbox's last finished run, kept on its row
+* stats_rollup: old hourly counters dropped, daily ones kept a year
 * specs: the engine's spec of a row, with the run-time guards
 * ports: the engine's ledger and transcript on the ORM
 * probes: connection tests
@@ -46,6 +47,7 @@ from retrieval.services.imports import (
     mailbox_import,
     rcfile_import,
 )
+from retrieval.services.latest_run import latest_run_refresh
 from retrieval.services.mailboxes import (
     MailboxBusy,
     OwnerDomainMismatch,
@@ -178,6 +180,7 @@ __all__ = [
     "domains_delete",
     "host_slot",
     "invite_link",
+    "latest_run_refresh",
     "ledger_entries_delete",
     "ledger_entry_delete",
     "ledger_entry_save",

@@ -199,6 +199,14 @@ def _set_user_options(mailbox: Mailbox, values: Mapping[str, Any]) -> None:
     mailbox.options = options
 
 
+RUN_COLUMNS = frozenset({"latest_run", "latest_outcome", "latest_at"})
+EDITABLE_COLUMNS = [
+    field.name
+    for field in Mailbox._meta.concrete_fields
+    if not field.primary_key and field.name not in RUN_COLUMNS
+]
+
+
 @transaction.atomic
 def mailbox_save(
     *,
@@ -258,7 +266,12 @@ def mailbox_save(
         OAuthGrant.objects.filter(
             mailbox_id=mailbox.pk, purpose=OAuthGrant.Purpose.DESTINATION
         ).delete()
-    mailbox.save()
+    if mailbox._state.adding:
+        mailbox.save()
+    else:
+        # Not the last run's columns: a run recorded since the form read the row
+        # keeps its outcome (services/latest_run.py writes them).
+        mailbox.save(update_fields=EDITABLE_COLUMNS)
     return mailbox
 
 

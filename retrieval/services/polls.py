@@ -30,6 +30,7 @@ from retrieval.engine.run import poll as engine_poll
 from retrieval.models import Mailbox, MessageResult, MultidropRule, PollRun
 from retrieval.services.failures import JITTER, jittered, poll_recorded
 from retrieval.services.hostslots import host_slot
+from retrieval.services.latest_run import latest_run_refresh
 from retrieval.services.ports import DatabaseLedger, RecordingTranscript
 from retrieval.services.progress import CachedProgress
 from retrieval.services.specs import SpecError, mailbox_spec, refuse_command_line_only
@@ -376,6 +377,7 @@ def _record(
     if report.messages:
         _results_save(run, report, transcript)
     run_recorded(run=run)  # the dashboard's counters (services/stats.py)
+    latest_run_refresh(mailboxes=[run.mailbox_id])  # its state (services/latest_run.py)
 
 
 def _results_save(
@@ -421,14 +423,19 @@ def runs_close_lost(*, now: datetime | None = None) -> int:
     # Each run is closed by a conditional UPDATE: a run that finishes meanwhile
     # keeps its own outcome.
     closed = 0
-    for pk in list(lost.values_list("pk", flat=True)):
-        closed += PollRun.objects.filter(pk=pk, outcome=PollRun.Outcome.RUNNING).update(
+    mailbox_ids = set()
+    for pk, mailbox_id in list(lost.values_list("pk", "mailbox_id")):
+        done = PollRun.objects.filter(pk=pk, outcome=PollRun.Outcome.RUNNING).update(
             outcome=PollRun.Outcome.LOST,
             finished_at=now,
             exit_code=None,
             error=WORKER_LOST,
         )
+        closed += done
+        if done:
+            mailbox_ids.add(mailbox_id)
     if closed:
+        latest_run_refresh(mailboxes=mailbox_ids)
         logger.warning("closed %s poll run(s) whose worker was lost", closed)
     return closed
 

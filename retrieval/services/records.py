@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from retrieval.services.latest_run import latest_run_refresh
+
 if TYPE_CHECKING:
     from django.db.models import QuerySet
 
@@ -17,11 +19,15 @@ if TYPE_CHECKING:
 
 def run_delete(*, run: PollRun) -> None:
     """Delete a poll's record with its messages' results."""
+    mailbox_id = run.mailbox_id
     run.delete()
+    latest_run_refresh(mailboxes=[mailbox_id])
 
 
 def runs_delete(*, runs: QuerySet[PollRun]) -> int:
+    mailbox_ids = set(runs.values_list("mailbox_id", flat=True))
     count, _ = runs.delete()
+    latest_run_refresh(mailboxes=mailbox_ids)
     return count
 
 

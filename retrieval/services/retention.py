@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from retrieval.models import MessageResult, PollRun
+from retrieval.models import Mailbox, MessageResult, PollRun
+from retrieval.services.latest_run import latest_run_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ def runs_delete_old(
         MessageResult.objects.filter(run_id__in=ids).delete()
         _, by_model = PollRun.objects.filter(pk__in=ids).delete()
         deleted += by_model.get(PollRun._meta.label, 0)
+        # The last finished run is kept, so this finds nothing unless a mailbox's
+        # newest started run is not its highest id (a lost run closed late).
+        latest_run_refresh(mailboxes=Mailbox.objects.filter(latest_run_id__in=ids))
         if len(ids) < batch:
             break
     if deleted:

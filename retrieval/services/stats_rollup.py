@@ -1,23 +1,20 @@
-"""The counters' long memory: hourly rows become daily rows, kept for a year.
+"""The counters' long memory: hourly rows go after a month, daily rows stay a year.
 
-Each night (the daily cleanup task in beat) ``stats_roll_up`` moves the hourly
-counters (MailboxStat) older than FETCH_STATS_HOURLY_DAYS whole days into one
-row per mailbox and day (MailboxDayStat, the day in settings.TIME_ZONE), then
-deletes the daily rows older than FETCH_STATS_RETENTION_DAYS.
+Each run is counted twice as it is recorded (services/stats.py): in its hour
+(MailboxStat) and in its day (MailboxDayStat, the day in settings.TIME_ZONE).
+Each night (the daily cleanup task in beat) ``stats_roll_up`` deletes the
+hourly rows older than FETCH_STATS_HOURLY_DAYS whole days, whose counts the
+daily rows already hold, then the daily rows older than
+FETCH_STATS_RETENTION_DAYS. Running it twice deletes nothing more, and no figure
+changes: the dashboard's day charts read the daily rows only
+(retrieval/console.py), the 24-hour chart the hours it keeps.
 
-A move, not a copy: each batch adds its hourly rows to the daily rows and
-deletes them in one transaction, so every count is in exactly one table at any
-moment. Running it twice adds nothing (the second run finds no old hourly rows),
-a crash mid-way loses nothing (the batch rolls back), and an hourly row that
-arrives late for an old hour is added on the next night. The dashboard sums
-both tables for the days it shows (retrieval/console.py), so its figures are the
-same before and after a roll-up.
+(Until migration 0015 the hours were moved into the days here; that migration
+added the hourly rows still kept to their days, so every count is in its day.)
 
-Only whole days are moved (the cutoff is a midnight in settings.TIME_ZONE), so a
-day of the charts is never half in one table and half lost. Work goes in bounded
-batches (``batch`` hourly rows per transaction, at most ``max_batches`` a call),
-so no night holds a long transaction; on PostgreSQL the rows of a batch are
-locked with SKIP LOCKED, so two cleanups at once move disjoint rows.
+Only whole days go (the cutoff is a midnight in settings.TIME_ZONE). Work goes
+in bounded batches (``batch`` rows per statement, at most ``max_batches`` a
+call), so no night holds a long transaction.
 """
 
 from __future__ import annotations
@@ -28,11 +25,9 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from retrieval.models import MailboxDayStat, MailboxStat
-from retrieval.services.stats import COUNTERS, counters_add
 
 logger = logging.getLogger(__name__)
 
@@ -70,29 +65,17 @@ def days_kept_since(now: datetime | None = None) -> date:
     return today - timedelta(days=settings.FETCH_STATS_RETENTION_DAYS)
 
 
-def _move_batch(cutoff: datetime, batch: int) -> int:
-    """Move up to ``batch`` hourly rows older than ``cutoff`` into daily rows."""
-    zone = stats_zone()
-    with transaction.atomic():
-        rows = list(
-            MailboxStat.objects.select_for_update(skip_locked=True)
-            .filter(hour__lt=cutoff)
-            .order_by("pk")
-            .values_list("pk", "mailbox_id", "hour", *COUNTERS)[:batch]
-        )
-        sums: dict[tuple[int, date], list[int]] = {}
-        for _pk, mailbox_id, hour, *counts in rows:
-            total = sums.setdefault((mailbox_id, hour.astimezone(zone).date()), [0] * 4)
-            for i, count in enumerate(counts):
-                total[i] += count
-        for (mailbox_id, day), total in sums.items():
-            counters_add(
-                model=MailboxDayStat,
-                lookup={"mailbox_id": mailbox_id, "day": day},
-                counts=dict(zip(COUNTERS, total, strict=True)),
-            )
-        MailboxStat.objects.filter(pk__in=[row[0] for row in rows]).delete()
-    return len(rows)
+def _drop_batch(cutoff: datetime, batch: int) -> int:
+    """Delete up to ``batch`` hourly rows older than ``cutoff``: their counts are
+    in the daily rows already (services/stats.py adds each run to both)."""
+    ids = list(
+        MailboxStat.objects.filter(hour__lt=cutoff)
+        .order_by()
+        .values_list("pk", flat=True)[:batch]
+    )
+    if ids:
+        MailboxStat.objects.filter(pk__in=ids).delete()
+    return len(ids)
 
 
 def stats_roll_up(
@@ -106,7 +89,7 @@ def stats_roll_up(
     cutoff = hourly_kept_since(now)
     moved = 0
     for _ in range(max_batches):
-        count = _move_batch(cutoff, batch)
+        count = _drop_batch(cutoff, batch)
         moved += count
         if count < batch:
             break
@@ -121,7 +104,7 @@ def stats_roll_up(
             break
     if moved or deleted:
         logger.info(
-            "counters: %s hourly row(s) before %s rolled up, %s daily row(s) before %s"
+            "counters: %s hourly row(s) before %s dropped, %s daily row(s) before %s"
             " deleted",
             moved,
             cutoff.date(),

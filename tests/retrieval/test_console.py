@@ -21,7 +21,13 @@ from django.utils import timezone
 
 from retrieval import console, services
 from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
-from retrieval.models import Mailbox, MailboxStat, MessageResult, PollRun
+from retrieval.models import (
+    Mailbox,
+    MailboxDayStat,
+    MailboxStat,
+    MessageResult,
+    PollRun,
+)
 from retrieval.services import stats
 from tests.factories import make_domain, make_mailbox, make_user
 from tests.support.ports import free_port
@@ -31,6 +37,12 @@ pytestmark = pytest.mark.django_db
 LIST = reverse("retrieval:mailbox-list")
 BULK = reverse("retrieval:mailbox-bulk")
 HOME = reverse("home")
+
+
+def _recorded() -> None:
+    """Runs written here directly: leave their mailboxes as recording them does
+    (each one's last finished run on its row, services/latest_run.py)."""
+    services.latest_run_refresh(mailboxes=Mailbox.objects.all())
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +82,7 @@ class World:
             finished_at=timezone.now(),
             error=f"ERROR-{tag}-marker",
         )
+        _recorded()
         return mailbox
 
     def markers(self, tag: str) -> list[str]:
@@ -137,6 +150,7 @@ def test_the_state_counts_are_the_scope_s(world, role):
         exit_code=1,
         finished_at=timezone.now(),
     )
+    _recorded()
     make_mailbox(world.bob, name="MB-never", domain=world.dom2)
     counts = console.state_counts(console.scope(getattr(world, role)))
     seen = SEES[role] | ({"never"} if role in ("bob", "admin2", "root") else set())
@@ -422,6 +436,7 @@ def test_last_checked_in_words_with_the_exact_time_and_zone(world, settings):
     PollRun.objects.filter(mailbox=world.boxes["alice"]).update(
         finished_at=datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
     )
+    _recorded()
     Mailbox.objects.filter(pk=world.boxes["alice"].pk).update(
         next_poll_at=timezone.now() + timedelta(minutes=4, seconds=30)
     )
@@ -560,10 +575,16 @@ def _populate(world: World, per_owner: int) -> None:
         for i, b in enumerate(boxes)
     )
     PollRun.objects.bulk_create(PollRun(mailbox=b) for b in boxes[::3])
+    _recorded()
     MailboxStat.objects.bulk_create(
         MailboxStat(mailbox=b, hour=stats.hour_of(now - timedelta(hours=h)), polls=1)
         for b in boxes
         for h in (0, 30)
+    )
+    MailboxDayStat.objects.bulk_create(
+        MailboxDayStat(mailbox=b, day=stats.day_of(now - timedelta(days=d)), polls=1)
+        for b in boxes
+        for d in (0, 1, 20)
     )
 
 
@@ -670,6 +691,7 @@ def _grow_runs(mailbox: Mailbox, count: int) -> None:
         for run in runs
         for k in range(3)
     )
+    _recorded()
 
 
 def _every_page(world: World, role: str) -> list[tuple[str, dict[str, str]]]:
