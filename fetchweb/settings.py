@@ -512,4 +512,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The mailbox delivered into shares the source's choices (encryption, login).
+    "ENUM_NAME_OVERRIDES": {
+        "TlsModeEnum": "retrieval.models.Mailbox.TlsMode",
+        "AuthEnum": "retrieval.models.Mailbox.Auth",
+    },
 }
