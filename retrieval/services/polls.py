@@ -445,10 +445,13 @@ def runs_close_lost(*, now: datetime | None = None) -> int:
 # lost; the poll sets the real next time when it ends). PostgreSQL skips rows
 # another transaction holds (a lease being taken, a concurrent dispatcher);
 # SQLite (>= 3.35 for RETURNING) serializes writers, which does the same.
+# ARRAY(...) runs the LIMIT once: as a plain ``IN (subquery)`` PostgreSQL may plan
+# a join that scans the subquery again while the UPDATE moves rows out of it,
+# claiming more than the batch (seen: 50 rows for a LIMIT of 10).
 _CLAIM_POSTGRESQL = """
 UPDATE {table} SET next_poll_at = %s + poll_interval
     * (%s + %s * random()) * interval '1 second'
-WHERE id IN (
+WHERE id = ANY(ARRAY(
     SELECT id FROM {table}
     WHERE enabled AND health NOT IN (%s, %s)
       AND owner_id IN (SELECT id FROM {users} WHERE is_active)
@@ -456,7 +459,7 @@ WHERE id IN (
       AND (lease_until IS NULL OR lease_until < %s)
     ORDER BY next_poll_at NULLS FIRST
     LIMIT %s
-    FOR UPDATE SKIP LOCKED)
+    FOR UPDATE SKIP LOCKED))
 RETURNING id
 """
 _CLAIM_SQLITE = """
