@@ -80,11 +80,7 @@ def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
     # The programs it runs get an allow-listed environment, not the worker's
     # secrets (retrieval.engine.wire.commands.program_environment).
     server = replace(spec.server, timeout=timeout, inherit_env=False)
-    if not (mailbox.owner.is_superuser or settings.FETCH_ALLOW_PRIVATE_HOSTS):
-        try:
-            netpolicy.check_destination(server.host, server.effective_port)
-        except netpolicy.DestinationRefused as exc:
-            raise SpecError(str(exc)) from exc
+    if _public_only(mailbox, server.host, server.effective_port):
         server = replace(server, public_only=True)
     recipients = spec.delivery.recipients
     if not recipients or not (u.smtpname or u.localnames):
@@ -103,6 +99,18 @@ def mailbox_spec(mailbox: Mailbox) -> engine_spec.MailboxSpec:
     )
 
 
+def _public_only(mailbox: Mailbox, host: str, port: int, *, label: str = "") -> bool:
+    """True when the owner may reach only public addresses (the engine checks the
+    addresses again as it connects); SpecError when ``host`` is not one."""
+    if mailbox.owner.is_superuser or settings.FETCH_ALLOW_PRIVATE_HOSTS:
+        return False
+    try:
+        netpolicy.check_destination(host, port)
+    except netpolicy.DestinationRefused as exc:
+        raise SpecError(f"{label}{exc}") from exc
+    return True
+
+
 def _append_target(mailbox: Mailbox, timeout: float) -> engine_spec.AppendTarget:
     """Delivery kind IMAP: the mailbox delivered into, under the source's rules
     (a public address unless the owner is a superuser)."""
@@ -112,12 +120,7 @@ def _append_target(mailbox: Mailbox, timeout: float) -> engine_spec.AppendTarget
             "Delivery into a mailbox is chosen but its server or user is missing."
         )
     port = destination_port(mailbox.destination_port, tls_mode)
-    public_only = not (mailbox.owner.is_superuser or settings.FETCH_ALLOW_PRIVATE_HOSTS)
-    if public_only:
-        try:
-            netpolicy.check_destination(host, port)
-        except netpolicy.DestinationRefused as exc:
-            raise SpecError(f"The destination mailbox: {exc}") from exc
+    public_only = _public_only(mailbox, host, port, label="The destination mailbox: ")
     password = _destination_credential(mailbox)
     return engine_spec.AppendTarget(
         server=engine_spec.ServerSpec(
