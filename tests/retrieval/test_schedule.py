@@ -64,7 +64,9 @@ class LeaseTests:
 
         mailbox = make_mailbox()
         key = polls._remote_key(mailbox)
-        monkeypatch.setattr(polls, "_RELEASE_POSTGRESQL", "SELECT no_such_function()")
+        monkeypatch.setattr(
+            polls, "_RELEASE_POSTGRESQL", "SELECT no_such_function(%s, %s, %s)"
+        )
         with (
             pytest.raises(Exception, match="no_such_function"),
             services.mailbox_lease(mailbox_id=mailbox.pk) as held,
