@@ -5,6 +5,8 @@ so short-lived processes count for the parent that waited for them (Dovecot's
 imap and login processes for its master, PostgreSQL's backends for the
 postmaster). A process that exits between the two readings is lost with its
 own CPU, unless its parent reaps it: the parts measured here are long-lived.
+Only the processes under the harness count (its servers, workers and tools),
+whatever else the machine runs beside the benchmark.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ def _part(comm: str, cmdline: str) -> str:
 Snapshot = dict[int, tuple[str, float]]
 
 
-def snapshot() -> Snapshot:
-    """pid -> (part, own + reaped children's CPU seconds)."""
-    found: Snapshot = {}
+def snapshot(root: int | None = None) -> Snapshot:
+    """pid -> (part, own + reaped children's CPU seconds) of ``root`` (this
+    process by default) and every process under it."""
+    seen: dict[int, tuple[int, str, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -51,8 +54,24 @@ def snapshot() -> Snapshot:
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
         ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-        found[int(entry.name)] = (_part(comm, cmdline), ticks / _HZ)
-    return found
+        seen[int(entry.name)] = (int(fields[1]), _part(comm, cmdline), ticks / _HZ)
+    top = os.getpid() if root is None else root
+    return {
+        pid: (part, cpu)
+        for pid, (_, part, cpu) in seen.items()
+        if _under(pid, top, seen)
+    }
+
+
+def _under(pid: int, root: int, seen: dict[int, tuple[int, str, float]]) -> bool:
+    while pid > 1:
+        if pid == root:
+            return True
+        parent = seen.get(pid)
+        if parent is None:
+            return False
+        pid = parent[0]
+    return pid == root
 
 
 def between(before: Snapshot, after: Snapshot) -> defaultdict[str, float]:

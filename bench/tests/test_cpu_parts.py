@@ -50,3 +50,17 @@ def test_a_reaped_child_counts_for_its_parent() -> None:
     assert child > 0
     # This process is "other"; its reaped child's CPU is in it, to the tick.
     assert spent["other"] >= child - 2 / os.sysconf("SC_CLK_TCK")
+
+
+def test_only_the_processes_under_the_root_count() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"]
+    ) as child:
+        try:
+            under_child = cpu_parts.snapshot(root=child.pid)
+            under_us = cpu_parts.snapshot()
+        finally:
+            child.kill()
+    assert set(under_child) == {child.pid}
+    assert {os.getpid(), child.pid} <= set(under_us)
+    assert os.getppid() not in under_us
