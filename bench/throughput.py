@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from bench import sections
+from bench import cpu_parts, sections
 from bench.job import Job
 from bench.stack import (
     Stack,
@@ -67,6 +67,7 @@ class Pass:
     polls: int
     wall_s: float
     delivered: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # seconds per part
 
     @property
     def per_minute(self) -> float:
@@ -120,12 +121,18 @@ def _fetchmail_pass(
     for path in (space.dir, space.rcfile, space.job):
         os.chown(path, tool.uid or 0, tool.gid if tool.gid is not None else -1)
     before = len(_records(records))
+    cpu_before = cpu_parts.snapshot()
     measured = tool.measure(space, timeout=3600)
+    cpu = cpu_parts.between(cpu_before, cpu_parts.snapshot())
+    # fetchmail is the harness's child: its CPU comes from wait4, not /proc.
+    cpu["fetchmail"] = measured.user_s + measured.sys_s
+    cpu["other"] = max(0.0, cpu["other"] - cpu["fetchmail"])
     return Pass(
         "fetchmail",
         len(users),
         measured.wall_s,
         delivered=len(_records(records)) - before,
+        cpu=dict(cpu),
     )
 
 
@@ -146,11 +153,13 @@ def _service_pass(stack: Stack, args: argparse.Namespace, records: Path) -> Pass
     )
     time.sleep(args.warmup)
     started = timezone.now()
+    cpu_before = cpu_parts.snapshot()
     Mailbox.objects.update(next_poll_at=started)
     runs = PollRun.objects.filter(pk__gt=first).exclude(outcome="running")
     deadline = time.monotonic() + 3600
     while runs.count() < n and time.monotonic() < deadline:
         time.sleep(0.5)
+    cpu = cpu_parts.between(cpu_before, cpu_parts.snapshot())
     last = runs.aggregate(last=Max("finished_at"))["last"] or timezone.now()
     stack.end(beat)
     stack.end(worker)
@@ -160,6 +169,7 @@ def _service_pass(stack: Stack, args: argparse.Namespace, records: Path) -> Pass
         runs.count(),
         (last - started).total_seconds(),
         delivered=len(_records(records)) - before,
+        cpu=dict(cpu),
     )
 
 
@@ -313,6 +323,7 @@ def section(figures: Figures, args: argparse.Namespace, load: str) -> str:
                 f"| {phase} | {p.tool} | {p.polls} | {p.wall_s:.1f} "
                 f"| {p.per_minute:.0f} | {p.delivered} | {r} |"
             )
+    lines += _cpu_table(figures)
     lines += [
         "",
         f"The service's own cost per poll (lease, advisory lock, host slot, run "
@@ -339,6 +350,33 @@ def section(figures: Figures, args: argparse.Namespace, load: str) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+_PARTS = ("dovecot", "fetchmail", "celery workers", "postgres", "redis", "celery beat")
+
+
+def _cpu_table(figures: Figures) -> list[str]:
+    """CPU milliseconds per poll by part: what bounds each tool on these cores."""
+    lines = [
+        "",
+        "CPU per poll by part during each pass, in ms (from /proc: each process "
+        "with the children it reaped; *all* is the sum of every part, the "
+        "harness included):",
+        "",
+        "| pass | tool | " + " | ".join(_PARTS) + " | all |",
+        "| --- | --- |" + " --- |" * (len(_PARTS) + 1),
+    ]
+    for phase, passes in figures.passes.items():
+        for p in passes:
+            cells = [
+                f"{1000 * p.cpu.get(part, 0.0) / p.polls:.1f}" if p.polls else "-"
+                for part in _PARTS
+            ]
+            total = 1000 * sum(p.cpu.values()) / p.polls if p.polls else 0.0
+            lines.append(
+                f"| {phase} | {p.tool} | " + " | ".join(cells) + f" | {total:.1f} |"
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

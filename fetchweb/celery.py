@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import task_prerun, worker_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fetchweb.settings")
 
@@ -30,3 +30,13 @@ def _metrics_fresh_start(**kwargs: object) -> None:
     from retrieval import observability
 
     observability.clear_own_files()
+
+
+@task_prerun.connect
+def _database_connections_fresh_enough(**kwargs: object) -> None:
+    """What Django does before each request, before each task: a connection past
+    CONN_MAX_AGE, failing its health check or left unusable is closed here, and
+    the next query opens a new one (settings.CELERY_DB_REUSE_MAX)."""
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -139,7 +139,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # which crosses the JIT's cost threshold: compiling took 70-110 ms of a
     # 10,000-mailbox page and saved nothing (bench/console.py).
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+# A connection serves many requests and polls: opening one costs PostgreSQL a
+# process and a few milliseconds of CPU to warm its caches, which was a third of
+# its work per poll (bench/throughput.py). Checked before reuse, so a restarted
+# database costs one failed check, not a failed poll.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=300)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -280,6 +285,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery closes Django's connections around every task unless this is set; with it,
+# only every this many tasks, and fetchweb.celery applies CONN_MAX_AGE and the
+# health check itself before each task.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Retrieval ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ not offer IDLE: such mailboxes keep their scheduled polls.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import base64
 import contextlib
 import itertools
@@ -44,6 +45,19 @@ MAX_LITERALS = 16  # literals in one response
 REISSUE = 29 * 60.0  # seconds: RFC 2177 asks clients to re-issue IDLE within 29 min
 PASSWORD_AUTH = {"any", "password", "plain", "login"}
 TOKEN_AUTH = {"xoauth2": "XOAUTH2", "oauthbearer": "OAUTHBEARER"}
+
+
+# asyncio gives every TLS connection a read buffer of SSLProtocol.max_size (256
+# KiB), filled with zeros at once: 256 MB for 1,000 IDLE sessions that each
+# receive a few hundred bytes a minute. A TLS record carries at most 16 KiB, so a
+# buffer that size still takes a whole record per read; the messages themselves
+# are fetched by the workers' polls, not over these sessions.
+TLS_READ_BUFFER = 16 * 1024
+
+
+def use_small_tls_buffers() -> None:
+    """For the IDLE process: TLS read buffers of TLS_READ_BUFFER bytes."""
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 class IdleUnavailable(Exception):

@@ -145,8 +145,17 @@ def _lease_release(mailbox_id: int, owner: str, advisory_key: int | None) -> Non
             lease_owner="", lease_until=None
         )
         return
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(_RELEASE_POSTGRESQL, ""), [mailbox_id, owner, advisory_key])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _sql(_RELEASE_POSTGRESQL, ""), [mailbox_id, owner, advisory_key]
+            )
+    except Exception:
+        # The advisory lock belongs to the session, and the session outlives the
+        # task (CONN_MAX_AGE): end it, or the remote account stays locked for
+        # every other worker until the connection ages out. The lease expires.
+        connection.close()
+        raise
 
 
 # --- the poll ----------------------------------------------------------------------

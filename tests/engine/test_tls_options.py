@@ -302,3 +302,39 @@ class ClientCertificateTests:
                 server, None, cert_file=client_cert[0], key_file=str(tmp_path / "nokey")
             )
         assert report.exit_code is ExitCode.SYNTAX and server.connections == 0
+
+
+class TestSharedContexts:
+    """One context per distinct setting, rebuilt when it has aged."""
+
+    def test_the_same_settings_share_one_context(
+        self, ca: trustme.CA, tmp_path: Path
+    ) -> None:
+        from retrieval.engine.spec import TlsSpec
+        from retrieval.engine.wire import tls
+
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        spec = TlsSpec(ca_file=str(ca_file))
+        first = tls.client_context(spec)
+        assert tls.client_context(replace(spec, server_name="x")) is first
+        assert tls.client_context(replace(spec, fingerprint="AB" * 32)) is first
+        for other in (
+            replace(spec, verify=False),
+            replace(spec, min_version="TLS1.3"),
+            TlsSpec(),
+        ):
+            assert tls.client_context(other) is not first
+        assert first.verify_mode is ssl.CERT_REQUIRED and first.check_hostname
+
+    def test_an_aged_context_is_built_again(
+        self, ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from retrieval.engine.spec import TlsSpec
+        from retrieval.engine.wire import tls
+
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        first = tls.client_context(TlsSpec(ca_file=str(ca_file)))
+        monkeypatch.setattr(tls, "_CONTEXT_SECONDS", -1.0)  # every entry has aged
+        assert tls.client_context(TlsSpec(ca_file=str(ca_file))) is not first

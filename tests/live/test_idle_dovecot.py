@@ -4,12 +4,16 @@ without any scheduled poll."""
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
 import smtplib
+import ssl
 
 import pytest
 
 from retrieval import tasks
 from retrieval.models import Mailbox, PollRun
+from retrieval.push.client import TLS_READ_BUFFER, use_small_tls_buffers
 from retrieval.push.supervisor import Supervisor
 from tests.factories import make_mailbox, make_user
 from tests.push.support import WAIT, Running, wait_until
@@ -35,6 +39,30 @@ def _memory_cache(settings):
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     }
+
+
+@pytest.fixture(autouse=True)
+def _small_tls_buffers(monkeypatch):
+    """As in the IDLE process (manage.py idle); put back after each test."""
+    monkeypatch.setattr(
+        asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size
+    )
+    use_small_tls_buffers()
+
+
+def test_the_idle_process_reads_tls_into_small_buffers(dovecot):
+    async def buffer_of_a_session() -> int:
+        context = ssl.create_default_context(cafile=dovecot.ca_file)
+        reader, writer = await asyncio.open_connection(
+            dovecot.host, dovecot.imaps_port, ssl=context, server_hostname="localhost"
+        )
+        try:
+            assert (await reader.readline()).startswith(b"* OK")
+            return len(writer.transport._ssl_protocol._ssl_buffer)
+        finally:
+            writer.close()
+
+    assert asyncio.run(buffer_of_a_session()) == TLS_READ_BUFFER
 
 
 def _deliver(dovecot, mailuser, n: int) -> bytes:

@@ -4,7 +4,7 @@ import base64
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -50,6 +50,36 @@ class LeaseTests:
             Mailbox.objects.filter(pk=mailbox.pk).update(lease_owner="other")
         mailbox.refresh_from_db()
         assert mailbox.lease_owner == "other"
+
+    @pytest.mark.skipif(
+        "connection.vendor != 'postgresql'", reason="advisory locks: PostgreSQL"
+    )
+    @pytest.mark.django_db(transaction=True)
+    def test_a_failed_release_ends_the_session_that_holds_the_advisory_lock(
+        self, monkeypatch
+    ):
+        # Connections outlive tasks (CONN_MAX_AGE); a lock left in one would keep
+        # the remote account from every other worker.
+        from retrieval.services import polls
+
+        mailbox = make_mailbox()
+        key = polls._remote_key(mailbox)
+        monkeypatch.setattr(
+            polls, "_RELEASE_POSTGRESQL", "SELECT no_such_function(%s, %s, %s)"
+        )
+        with (
+            pytest.raises(Exception, match="no_such_function"),
+            services.mailbox_lease(mailbox_id=mailbox.pk) as held,
+        ):
+            assert held is not None
+        assert connection.connection is None
+        other = connections.create_connection("default")  # another worker
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+                assert cursor.fetchone()[0]
+        finally:
+            other.close()
 
 
 class DispatchTests:

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from retrieval import observability
+from retrieval.push.client import use_small_tls_buffers
 from retrieval.push.supervisor import Supervisor, serve_health
 
 
@@ -71,6 +72,7 @@ class Command(BaseCommand):
         health = _address(options["health"]) if options["health"] else None
         interval = options["interval"] or settings.FETCH_IDLE_RECONCILE_SECONDS
         observability.clear_own_files()
+        use_small_tls_buffers()
         supervisor = Supervisor(shard=shard, shards=shards, interval=interval)
         self.stdout.write(f"fetchweb idle: shard {shard}/{shards}")
         asyncio.run(self._main(supervisor, health))
