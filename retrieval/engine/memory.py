@@ -69,8 +69,8 @@ class MemoryLedger:
         for uid in set(uids) - present:
             del uids[uid]
             dates.pop(uid, None)
-        for key in list(self.partial):
-            if key[:2] == (folder, uidvalidity) and key.uid not in present:
+        for key in [k for k in self.partial if k[:2] == (folder, uidvalidity)]:
+            if key.uid not in present:
                 del self.partial[key]
 
     def delivered_recipients(self, key: MessageKey) -> set[str]:
