@@ -269,21 +269,20 @@ def _on_logged_in(
     sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any
 ) -> None:
     throttle.clear_account(user.get_username())
-    record(
-        AuditEvent.Action.LOGIN,
-        obj=user,
-        actor=Actor(user, user.email, throttle.client_address(request)),
-        summary=_where(request),
-    )
+    _session_event(AuditEvent.Action.LOGIN, user, request)
 
 
 def _on_logged_out(
     sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any
 ) -> None:
-    if user is None:
-        return
+    if user is not None:
+        _session_event(AuditEvent.Action.LOGOUT, user, request)
+
+
+def _session_event(action: str, user: Any, request: HttpRequest | None) -> None:
+    """A sign-in or sign-out, by the account itself, from the request's address."""
     record(
-        AuditEvent.Action.LOGOUT,
+        action,
         obj=user,
         actor=Actor(user, user.email, throttle.client_address(request)),
         summary=_where(request),

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Collection
 
+    from retrieval.engine.ports import MessageKey
     from retrieval.engine.spec import MailboxSpec
 
 FORMAT = "fetchweb-idfile"
@@ -304,13 +305,9 @@ class FileLedger:
         return set(record["uids"]) if record else set()
 
     def mark_delivered(
-        self,
-        folder: str,
-        uidvalidity: int | None,
-        uid: str,
-        message_id: str = "",
-        at: datetime | None = None,
+        self, key: MessageKey, message_id: str = "", at: datetime | None = None
     ) -> None:
+        folder, uidvalidity, uid = key
         self._commit(
             _DELIVERED,
             folder,
@@ -332,19 +329,14 @@ class FileLedger:
         dates = record.get("dates", {})
         return {uid: datetime.fromisoformat(dates[uid]) for uid in record["uids"]}
 
-    def delivered_recipients(
-        self, folder: str, uidvalidity: int | None, uid: str
-    ) -> set[str]:
-        record = self._record(folder, uidvalidity)
-        return set(record.get("partial", {}).get(uid, ())) if record else set()
+    def delivered_recipients(self, key: MessageKey) -> set[str]:
+        record = self._record(key.folder, key.uidvalidity)
+        return set(record.get("partial", {}).get(key.uid, ())) if record else set()
 
     def mark_recipients_delivered(
-        self,
-        folder: str,
-        uidvalidity: int | None,
-        uid: str,
-        recipients: Collection[str],
+        self, key: MessageKey, recipients: Collection[str]
     ) -> None:
+        folder, uidvalidity, uid = key
         self._commit(
             _RECIPIENTS, folder, uidvalidity, uid=uid, recipients=list(recipients)
         )

@@ -43,7 +43,7 @@ from retrieval.engine.fetch.session import open_session
 from retrieval.engine.spec import MailboxSpec, MailProtocol
 
 if TYPE_CHECKING:
-    from retrieval.engine.deliver.sink import Deliverable, Envelope, Observe
+    from retrieval.engine.deliver.sink import Handoff
     from retrieval.engine.fetch.imap import Response
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import AppendTarget
@@ -155,16 +155,11 @@ class AppendSink:
         self._open()
         self.close()
 
-    def deliver(
-        self,
-        message: Deliverable,
-        envelope: Envelope,
-        observe: Observe | None = None,
-    ) -> DeliveryOutcome:
+    def deliver(self, handoff: Handoff) -> DeliveryOutcome:
         session = self._open()
-        data = b"".join(message.chunks(envelope.recipients))
-        if observe is not None:
-            observe("data")
+        envelope = handoff.envelope
+        data = b"".join(handoff.message.chunks(envelope.recipients))
+        handoff.reached("data")
         try:
             response = self._append(session, data)
         except EngineError as exc:
@@ -173,8 +168,7 @@ class AppendSink:
             raise ListenerFault(
                 f"The conversation with {self._label} broke during APPEND: {exc}"
             ) from exc
-        if observe is not None:
-            observe("dot")
+        handoff.reached("dot")
         code = {"OK": 250, "NO": 450}.get(response.status, 550)
         text = f"{response.status} {response.text}".strip()
         recipients = envelope.recipients or (self._target.username,)

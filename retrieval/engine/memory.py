@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection
     from datetime import datetime
 
-    from retrieval.engine.ports import Direction
+    from retrieval.engine.ports import Direction, MessageKey
 
 
 @dataclass
@@ -26,9 +26,9 @@ class MemoryLedger:
         default_factory=dict
     )
     uidvalidity: dict[str, int | None] = field(default_factory=dict)
-    marks: list[tuple[str, int | None, str]] = field(default_factory=list)
+    marks: list[MessageKey] = field(default_factory=list)
     # Partial deliveries: recipients that already have a message still kept.
-    partial: dict[tuple[str, int | None, str], set[str]] = field(default_factory=dict)
+    partial: dict[MessageKey, set[str]] = field(default_factory=dict)
     durable_marks: int = 0
     syncs: int = 0
     # When each delivered UID was first delivered (delete_after_days counts from it).
@@ -40,18 +40,14 @@ class MemoryLedger:
         return set(self.delivered.get((folder, uidvalidity), {}))
 
     def mark_delivered(
-        self,
-        folder: str,
-        uidvalidity: int | None,
-        uid: str,
-        message_id: str = "",
-        at: datetime | None = None,
+        self, key: MessageKey, message_id: str = "", at: datetime | None = None
     ) -> None:
+        folder, uidvalidity, uid = key
         self.delivered.setdefault((folder, uidvalidity), {})[uid] = message_id
         dates = self.dates.setdefault((folder, uidvalidity), {})
         dates.setdefault(uid, at or utc_now())
         self.uidvalidity[folder] = uidvalidity
-        self.marks.append((folder, uidvalidity, uid))
+        self.marks.append(key)
 
     def delivery_dates(
         self, folder: str, uidvalidity: int | None, *, now: datetime
@@ -74,23 +70,17 @@ class MemoryLedger:
             del uids[uid]
             dates.pop(uid, None)
         for key in [k for k in self.partial if k[:2] == (folder, uidvalidity)]:
-            if key[2] not in present:
+            if key.uid not in present:
                 del self.partial[key]
 
-    def delivered_recipients(
-        self, folder: str, uidvalidity: int | None, uid: str
-    ) -> set[str]:
-        return set(self.partial.get((folder, uidvalidity, uid), ()))
+    def delivered_recipients(self, key: MessageKey) -> set[str]:
+        return set(self.partial.get(key, ()))
 
     def mark_recipients_delivered(
-        self,
-        folder: str,
-        uidvalidity: int | None,
-        uid: str,
-        recipients: Collection[str],
+        self, key: MessageKey, recipients: Collection[str]
     ) -> None:
-        self.partial.setdefault((folder, uidvalidity, uid), set()).update(recipients)
-        self.uidvalidity[folder] = uidvalidity
+        self.partial.setdefault(key, set()).update(recipients)
+        self.uidvalidity[key.folder] = key.uidvalidity
 
 
 @dataclass

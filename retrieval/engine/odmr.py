@@ -21,7 +21,7 @@ import re
 from typing import TYPE_CHECKING
 
 from retrieval.engine.deliver.headers import is_valid_address, message_id
-from retrieval.engine.deliver.sink import Envelope, Verdict, open_sink
+from retrieval.engine.deliver.sink import Envelope, Handoff, Verdict, open_sink
 from retrieval.engine.deliver.trace import TraceInfo
 from retrieval.engine.deliver.transforms import Edits, OutgoingMessage
 from retrieval.engine.errors import (
@@ -256,10 +256,9 @@ class _Relay:
                 self._say("552 5.3.4 message too large")
             else:
                 self.report.bytes_fetched += spool.size
-                outcome = sink.deliver(
-                    OutgoingMessage(spool, Edits(trace=self._trace())),
-                    Envelope(self.mail_from, tuple(self.recipients)),
-                )
+                message = OutgoingMessage(spool, Edits(trace=self._trace()))
+                envelope = Envelope(self.mail_from, tuple(self.recipients))
+                outcome = sink.deliver(Handoff(message, envelope))
                 self._answer(outcome, result)
         self._reset()
 

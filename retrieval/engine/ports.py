@@ -7,7 +7,7 @@ memory (see :mod:`retrieval.engine.memory`).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -34,6 +34,15 @@ ProgressStep = Literal[
 ]
 
 
+class MessageKey(NamedTuple):
+    """Where a ledger files one message: its folder, the folder's UIDVALIDITY
+    (None where there is none: POP3) and its UID there."""
+
+    folder: str
+    uidvalidity: int | None
+    uid: str
+
+
 class Ledger(Protocol):
     """The record of messages already delivered, per folder and UIDVALIDITY.
 
@@ -58,12 +67,7 @@ class Ledger(Protocol):
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]: ...
 
     def mark_delivered(
-        self,
-        folder: str,
-        uidvalidity: int | None,
-        uid: str,
-        message_id: str = "",
-        at: datetime | None = None,
+        self, key: MessageKey, message_id: str = "", at: datetime | None = None
     ) -> None: ...
 
     def delivery_dates(
@@ -100,18 +104,12 @@ class RecipientLedger(Ledger, Protocol):
     these two methods get fetchmail's behaviour: the retry goes to everyone.
     """
 
-    def delivered_recipients(
-        self, folder: str, uidvalidity: int | None, uid: str
-    ) -> set[str]:
+    def delivered_recipients(self, key: MessageKey) -> set[str]:
         """Recipients already given this message; empty when none is recorded."""
         ...
 
     def mark_recipients_delivered(
-        self,
-        folder: str,
-        uidvalidity: int | None,
-        uid: str,
-        recipients: Collection[str],
+        self, key: MessageKey, recipients: Collection[str]
     ) -> None:
         """Add ``recipients`` to the message's record; written when it returns,
         durable after :meth:`Ledger.sync`, like ``mark_delivered``.

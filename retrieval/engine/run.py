@@ -33,7 +33,7 @@ from retrieval.engine.fetch import idle, selection
 from retrieval.engine.fetch.etrn import etrn
 from retrieval.engine.fetch.session import FolderListing, MailSession, open_session
 from retrieval.engine.odmr import odmr
-from retrieval.engine.ports import RecipientLedger, utc_now
+from retrieval.engine.ports import MessageKey, RecipientLedger, utc_now
 from retrieval.engine.progress import ProgressTicker
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
@@ -500,7 +500,7 @@ class _Poll:
         if listing.ephemeral_uids or self.recipient_ledger is None:
             return set()
         return self.recipient_ledger.delivered_recipients(
-            listing.folder, listing.uidvalidity, uid
+            MessageKey(listing.folder, listing.uidvalidity, uid)
         )
 
     def _record(
@@ -511,14 +511,12 @@ class _Poll:
         decision: Decision,
         served: set[str],
     ) -> None:
-        folder, uidvalidity = listing.folder, listing.uidvalidity
+        key = MessageKey(listing.folder, listing.uidvalidity, uid)
         if decision.delete or decision.status is MessageStatus.DELIVERED:
-            self.ledger.mark_delivered(
-                folder, uidvalidity, uid, result.message_id, at=self.clock()
-            )
+            self.ledger.mark_delivered(key, result.message_id, at=self.clock())
         elif decision.served and self.recipient_ledger is not None:
             self.recipient_ledger.mark_recipients_delivered(
-                folder, uidvalidity, uid, served | set(decision.served)
+                key, served | set(decision.served)
             )
 
     def _trace(self, session: MailSession, listing: FolderListing) -> TraceInfo:

@@ -131,8 +131,14 @@ class _Session:
         return await self.result(tag, untagged=untagged)
 
     async def result(
-        self, tag: str, *, untagged: Callable[[bytes], None] | None = None
+        self,
+        tag: str,
+        *,
+        untagged: Callable[[bytes], None] | None = None,
+        answer: Callable[[], Awaitable[None]] | None = None,
     ) -> imap_parse.Tagged:
+        """Read up to the tagged reply to ``tag``; a continuation request is
+        ``answer``ed (AUTHENTICATE's challenges), unexpected without one."""
         while True:
             raw = await self.line()
             self._note_caps(raw)
@@ -140,8 +146,10 @@ class _Session:
             if tagged is not None and tagged.tag == tag:
                 return tagged
             if raw.startswith(b"+"):
-                raise IdleDropped("an unexpected continuation request")
-            if untagged is not None:
+                if answer is None:
+                    raise IdleDropped("an unexpected continuation request")
+                await answer()
+            elif untagged is not None:
                 untagged(raw)
 
     def _note_caps(self, raw: bytes) -> None:
@@ -280,15 +288,12 @@ async def _authenticate(
 ) -> imap_parse.Tagged:
     tag = next(s.tags)
     await s.send(tag.encode() + b" AUTHENTICATE " + mechanism + b"\r\n")
-    while True:
-        raw = await s.line()
-        s._note_caps(raw)
-        tagged = imap_parse.parse_tagged(raw.rstrip(b"\r\n"))
-        if tagged is not None and tagged.tag == tag:
-            return tagged
-        if raw.startswith(b"+"):
-            # An answer per challenge; "*" cancels when we have none left.
-            await s.send((answers.pop(0) if answers else b"*") + b"\r\n")
+
+    async def answer() -> None:
+        # An answer per challenge; "*" cancels when we have none left.
+        await s.send((answers.pop(0) if answers else b"*") + b"\r\n")
+
+    return await s.result(tag, answer=answer)
 
 
 async def watch(

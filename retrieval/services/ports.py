@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from django.db.models import QuerySet
 
-    from retrieval.engine.ports import Direction
+    from retrieval.engine.ports import Direction, MessageKey
 
 MASK = "********"
 
@@ -63,9 +63,7 @@ class DatabaseLedger:
         self._recipients: dict[tuple[str, int], dict[str, set[str]]] = {}
 
     @contextmanager
-    def _written(
-        self, folder: str, uidvalidity: int | None, uid: str
-    ) -> Iterator[None]:
+    def _written(self, key: MessageKey) -> Iterator[None]:
         """One mark's transaction: committed without waiting for the WAL flush."""
         with transaction.atomic(using=self._using):
             if self._group_commit:
@@ -73,7 +71,7 @@ class DatabaseLedger:
                     cursor.execute("SET LOCAL synchronous_commit = off")
             yield
         if self._group_commit:
-            self._unsynced = (folder, uidvalidity or 0, uid)
+            self._unsynced = (key.folder, key.uidvalidity or 0, key.uid)
 
     def sync(self) -> None:
         if self._unsynced is None:
@@ -100,21 +98,17 @@ class DatabaseLedger:
         return set(rows.values_list("uid", flat=True))
 
     def mark_delivered(
-        self,
-        folder: str,
-        uidvalidity: int | None,
-        uid: str,
-        message_id: str = "",
-        at: datetime | None = None,
+        self, key: MessageKey, message_id: str = "", at: datetime | None = None
     ) -> None:
         """A new row is dated ``at``; a partial one becomes complete and is dated
         then; a complete one (``fetchall`` with keep delivered it again) keeps
         its first date, from which ``delete_after_days`` counts."""
+        folder, uidvalidity, uid = key
         at = at or timezone.now()
         if self._group_commit:
             self._mark_asynchronously(folder, uidvalidity or 0, uid, message_id, at)
             return
-        with self._written(folder, uidvalidity, uid):
+        with self._written(key):
             row, created = SeenMessage.objects.get_or_create(
                 mailbox=self.mailbox,
                 folder=folder,
@@ -171,19 +165,14 @@ class DatabaseLedger:
         rows = self._rows(folder, uidvalidity).filter(complete=True)
         return dict(rows.values_list("uid", "delivered_at"))
 
-    def delivered_recipients(
-        self, folder: str, uidvalidity: int | None, uid: str
-    ) -> set[str]:
-        return set(self._served(folder, uidvalidity).get(uid, ()))
+    def delivered_recipients(self, key: MessageKey) -> set[str]:
+        return set(self._served(key.folder, key.uidvalidity).get(key.uid, ()))
 
     def mark_recipients_delivered(
-        self,
-        folder: str,
-        uidvalidity: int | None,
-        uid: str,
-        recipients: Collection[str],
+        self, key: MessageKey, recipients: Collection[str]
     ) -> None:
-        with self._written(folder, uidvalidity, uid):
+        folder, uidvalidity, uid = key
+        with self._written(key):
             row, _ = SeenMessage.objects.select_for_update().get_or_create(
                 mailbox=self.mailbox,
                 folder=folder,

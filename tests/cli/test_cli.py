@@ -31,6 +31,7 @@ from retrieval.cli.options import (
     c_int,
     parse_command_line,
 )
+from retrieval.engine.ports import MessageKey
 from retrieval.engine.report import ExitCode
 from retrieval.rcfile import Environment, configdump, parse_text
 from tests.rcfile.differential import _norm, diff, oracle_env
@@ -619,8 +620,8 @@ def test_insecure_file_must_be_owned_by_the_user(tmp_path: Path) -> None:
 def test_new_uidvalidity_replaces_the_old_numbering(tmp_path: Path) -> None:
     with IdFile.open(str(tmp_path / "ids")) as ids:
         ledger = ids.ledger("imap://a@b")
-        ledger.mark_delivered("INBOX", 1, "5")
-        ledger.mark_delivered("INBOX", 2, "6")
+        ledger.mark_delivered(MessageKey("INBOX", 1, "5"))
+        ledger.mark_delivered(MessageKey("INBOX", 2, "6"))
         assert ledger.delivered_uids("INBOX", 1) == set()
         assert ledger.delivered_uids("INBOX", 2) == {"6"}
         assert ledger.last_uidvalidity("INBOX") == 2
@@ -631,22 +632,23 @@ def test_forget_missing_prunes_uids_and_partial_deliveries(tmp_path: Path) -> No
     with IdFile.open(str(path)) as ids:
         ledger = ids.ledger("pop3://a@b")
         for uid in ("u1", "u2", "u3"):
-            ledger.mark_delivered("INBOX", None, uid)
-        ledger.mark_recipients_delivered("INBOX", None, "u4", ["x@y", "z@y"])
-        ledger.mark_recipients_delivered("INBOX", None, "u5", ["x@y"])
-        assert ledger.delivered_recipients("INBOX", None, "u4") == {"x@y", "z@y"}
+            ledger.mark_delivered(MessageKey("INBOX", None, uid))
+        u4, u5 = MessageKey("INBOX", None, "u4"), MessageKey("INBOX", None, "u5")
+        ledger.mark_recipients_delivered(u4, ["x@y", "z@y"])
+        ledger.mark_recipients_delivered(u5, ["x@y"])
+        assert ledger.delivered_recipients(u4) == {"x@y", "z@y"}
         assert ledger.delivered_uids("INBOX", None) == {"u1", "u2", "u3"}
         ledger.forget_missing("INBOX", None, {"u2", "u5"})
     with IdFile.open(str(path)) as ids:
         ledger = ids.ledger("pop3://a@b")
         assert ledger.delivered_uids("INBOX", None) == {"u2"}
-        assert ledger.delivered_recipients("INBOX", None, "u4") == set()
-        assert ledger.delivered_recipients("INBOX", None, "u5") == {"x@y"}
+        assert ledger.delivered_recipients(u4) == set()
+        assert ledger.delivered_recipients(u5) == {"x@y"}
 
 
 def test_mailboxes_are_kept_apart_by_protocol_user_and_server(tmp_path: Path) -> None:
     with IdFile.open(str(tmp_path / "ids")) as ids:
-        ids.ledger("pop3://a@b").mark_delivered("INBOX", None, "1")
+        ids.ledger("pop3://a@b").mark_delivered(MessageKey("INBOX", None, "1"))
         assert ids.ledger("imap://a@b").delivered_uids("INBOX", None) == set()
         assert ids.ledger("pop3://a@c").delivered_uids("INBOX", None) == set()
 

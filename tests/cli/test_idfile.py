@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from retrieval.cli import idfile
 from retrieval.cli.idfile import IdFile, IdfileError
+from retrieval.engine.ports import MessageKey
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,7 +53,9 @@ def test_mark_delivered_survives_a_crash_right_after_it_returns(
     crash_after(
         path,
         lambda ids: ids.ledger(BOX).mark_delivered(
-            "INBOX", 7, "101", "<m1@x>", at=datetime(2026, 12, 4, 15, 58, tzinfo=UTC)
+            MessageKey("INBOX", 7, "101"),
+            "<m1@x>",
+            at=datetime(2026, 12, 4, 15, 58, tzinfo=UTC),
         ),
     )
     assert not path.exists()  # only the journal holds it
@@ -100,19 +103,19 @@ def test_marks_are_written_at_once_and_synced_together_by_sync(
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     with IdFile.open(str(tmp_path / "ids")) as ids:
         ledger = ids.ledger(BOX)
-        ledger.mark_delivered("INBOX", None, "u1")
+        ledger.mark_delivered(MessageKey("INBOX", None, "u1"))
         journal = str(tmp_path / "ids.journal")
         # The directory once (the new journal must be found); the line is written.
         assert synced == [("fsync", str(tmp_path))]
         assert b'"u1"' in Path(journal).read_bytes()
-        ledger.mark_delivered("INBOX", None, "u2")
-        ledger.mark_recipients_delivered("INBOX", None, "u3", ["a@b"])
+        ledger.mark_delivered(MessageKey("INBOX", None, "u2"))
+        ledger.mark_recipients_delivered(MessageKey("INBOX", None, "u3"), ["a@b"])
         assert synced == [("fsync", str(tmp_path))]
         ledger.sync()
         assert synced[1:] == [("fdatasync", journal)]
         ledger.sync()  # nothing new: no second flush
         assert synced[1:] == [("fdatasync", journal)]
-        ledger.mark_delivered("INBOX", None, "u4")
+        ledger.mark_delivered(MessageKey("INBOX", None, "u4"))
         ledger.sync()
         assert synced[1:] == [("fdatasync", journal)] * 2
         synced.clear()
@@ -128,7 +131,7 @@ def test_a_failed_write_records_nothing_and_loses_nothing(
     path = tmp_path / "ids"
     with IdFile.open(str(path)) as ids:
         ledger = ids.ledger(BOX)
-        ledger.mark_delivered("INBOX", None, "u1")
+        ledger.mark_delivered(MessageKey("INBOX", None, "u1"))
         journal = (tmp_path / "ids.journal").read_bytes()
 
         real_write = os.write
@@ -140,11 +143,12 @@ def test_a_failed_write_records_nothing_and_loses_nothing(
         with monkeypatch.context() as patch:
             patch.setattr(os, "write", full_disk_write)
             with pytest.raises(IdfileError, match="No space left on device"):
-                ledger.mark_delivered("INBOX", None, "u2")
+                ledger.mark_delivered(MessageKey("INBOX", None, "u2"))
         assert ledger.delivered_uids("INBOX", None) == {"u1"}
         # The unsynced line was cut off: the journal is as it was.
         assert (tmp_path / "ids.journal").read_bytes() == journal
-        ledger.mark_delivered("INBOX", None, "u3")  # the next change goes on
+        # The next change goes on.
+        ledger.mark_delivered(MessageKey("INBOX", None, "u3"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids", "ids.lock"]
     with IdFile.open(str(path)) as ids:
         assert ids.ledger(BOX).delivered_uids("INBOX", None) == {"u1", "u3"}
@@ -155,7 +159,7 @@ def test_a_failed_sync_is_an_error_and_the_next_open_keeps_every_mark(
 ) -> None:
     path = tmp_path / "ids"
     ids = IdFile.open(str(path))
-    ids.ledger(BOX).mark_delivered("INBOX", None, "u1")
+    ids.ledger(BOX).mark_delivered(MessageKey("INBOX", None, "u1"))
 
     def failing(fd: int) -> None:
         raise OSError(5, "Input/output error")
@@ -175,7 +179,9 @@ def test_zeros_left_by_a_machine_crash_in_the_journal_are_ignored(
     """Lines written but never synced may come back as zeros after a power cut:
     they belong to messages whose deletion was never committed."""
     path = tmp_path / "ids"
-    crash_after(path, lambda ids: ids.ledger(BOX).mark_delivered("INBOX", 1, "5"))
+    crash_after(
+        path, lambda ids: ids.ledger(BOX).mark_delivered(MessageKey("INBOX", 1, "5"))
+    )
     journal = tmp_path / "ids.journal"
     with journal.open("ab") as fh:
         fh.write(b"\0" * 70 + b"\n" + b"\0" * 30)
@@ -188,7 +194,7 @@ def test_a_failed_fold_at_close_keeps_the_journal(
 ) -> None:
     path = tmp_path / "ids"
     with IdFile.open(str(path)) as ids:
-        ids.ledger(BOX).mark_delivered("INBOX", None, "u1")
+        ids.ledger(BOX).mark_delivered(MessageKey("INBOX", None, "u1"))
 
         def full_disk(fd: int) -> None:
             raise OSError(28, "No space left on device")
@@ -202,7 +208,9 @@ def test_a_failed_fold_at_close_keeps_the_journal(
 
 def test_a_line_torn_by_a_crash_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "ids"
-    crash_after(path, lambda ids: ids.ledger(BOX).mark_delivered("INBOX", 1, "5"))
+    crash_after(
+        path, lambda ids: ids.ledger(BOX).mark_delivered(MessageKey("INBOX", 1, "5"))
+    )
     journal = tmp_path / "ids.journal"
     whole = journal.read_bytes()
     with journal.open("ab") as fh:
@@ -248,11 +256,11 @@ def test_a_long_journal_is_folded_while_the_idfile_stays_open(
     journal = tmp_path / "ids.journal"
     with IdFile.open(str(path)) as ids:
         ledger = ids.ledger(BOX)
-        ledger.mark_delivered("INBOX", None, "u0")
+        ledger.mark_delivered(MessageKey("INBOX", None, "u0"))
         assert journal.exists()
         assert not path.exists()
         for n in range(1, 10):
-            ledger.mark_delivered("INBOX", None, f"u{n}")
+            ledger.mark_delivered(MessageKey("INBOX", None, f"u{n}"))
         folded = on_disk(path)[BOX]  # folded at least once already
         assert isinstance(folded, dict)
         assert 3 <= len(folded["INBOX"]["uids"]) < 10
@@ -269,14 +277,14 @@ def test_a_fold_interrupted_before_the_journal_is_gone_changes_nothing(
     journal = tmp_path / "ids.journal"
     with IdFile.open(str(path)) as ids:
         ledger = ids.ledger(BOX)
-        ledger.mark_delivered("INBOX", 1, "a")
-        ledger.mark_recipients_delivered("INBOX", 1, "b", ["x@y"])
-        ledger.mark_recipients_delivered("INBOX", 1, "b", ["z@y", "x@y"])
-        ledger.mark_delivered("INBOX", 2, "c")
-        ledger.mark_recipients_delivered("INBOX", 2, "d", ["x@y"])
-        ledger.mark_delivered("INBOX", 2, "e")
+        ledger.mark_delivered(MessageKey("INBOX", 1, "a"))
+        ledger.mark_recipients_delivered(MessageKey("INBOX", 1, "b"), ["x@y"])
+        ledger.mark_recipients_delivered(MessageKey("INBOX", 1, "b"), ["z@y", "x@y"])
+        ledger.mark_delivered(MessageKey("INBOX", 2, "c"))
+        ledger.mark_recipients_delivered(MessageKey("INBOX", 2, "d"), ["x@y"])
+        ledger.mark_delivered(MessageKey("INBOX", 2, "e"))
         ledger.forget_missing("INBOX", 2, {"d"})
-        ledger.mark_delivered("INBOX", 2, "f")
+        ledger.mark_delivered(MessageKey("INBOX", 2, "f"))
         left = journal.read_bytes()
     folded = path.read_bytes()
     journal.write_bytes(left)
@@ -320,12 +328,14 @@ def test_what_was_recorded_is_what_is_read_back(
             op, validity = change[0], change[1]
             assert validity is None or isinstance(validity, int)
             if op == "delivered":
-                ledger.mark_delivered("INBOX", validity, str(change[2]), "<id>")
+                ledger.mark_delivered(
+                    MessageKey("INBOX", validity, str(change[2])), "<id>"
+                )
             elif op == "recipients":
                 recipients = change[3]
                 assert isinstance(recipients, list)
                 ledger.mark_recipients_delivered(
-                    "INBOX", validity, str(change[2]), recipients
+                    MessageKey("INBOX", validity, str(change[2])), recipients
                 )
             else:
                 present = change[2]
@@ -347,7 +357,7 @@ def test_what_was_recorded_is_what_is_read_back(
 def test_dev_null_remembers_for_the_run_only_and_stays_a_device() -> None:
     with IdFile.open(os.devnull) as ids:
         ledger = ids.ledger(BOX)
-        ledger.mark_delivered("INBOX", None, "u1")
+        ledger.mark_delivered(MessageKey("INBOX", None, "u1"))
         assert ledger.delivered_uids("INBOX", None) == {"u1"}
     assert Path(os.devnull).is_char_device()
     assert not Path(os.devnull + ".journal").exists()

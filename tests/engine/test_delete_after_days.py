@@ -18,6 +18,7 @@ from retrieval.cli.idfile import IdFile
 from retrieval.engine.fetch import selection
 from retrieval.engine.fetch.session import FolderListing, RemoteMessage
 from retrieval.engine.memory import MemoryLedger
+from retrieval.engine.ports import MessageKey
 from retrieval.engine.report import MessageStatus
 from retrieval.engine.spec import MailboxSpec, MailProtocol, ServerSpec
 
@@ -123,8 +124,9 @@ def test_the_option_needs_a_read_write_folder_and_a_full_listing() -> None:
 @pytest.mark.parametrize("first", [T0, T0 + 3 * DAY])
 def test_the_memory_ledger_keeps_the_first_delivery_date(first: datetime) -> None:
     ledger = MemoryLedger()
-    ledger.mark_delivered("INBOX", 7, "1", "<a@x>", at=first)
-    ledger.mark_delivered("INBOX", 7, "1", "<a@x>", at=first + 10 * DAY)  # fetchall
+    key = MessageKey("INBOX", 7, "1")
+    ledger.mark_delivered(key, "<a@x>", at=first)
+    ledger.mark_delivered(key, "<a@x>", at=first + 10 * DAY)  # fetchall
     assert ledger.delivery_dates("INBOX", 7, now=T0) == {"1": first}
     ledger.forget_missing("INBOX", 7, set())
     assert ledger.delivery_dates("INBOX", 7, now=T0) == {}
@@ -150,8 +152,9 @@ def test_the_idfile_keeps_dates_and_dates_an_older_file_from_its_first_use(
     path.chmod(0o600)
     with IdFile.open(str(path)) as ids:
         ledger = ids.ledger(box)
-        ledger.mark_delivered("INBOX", 7, "2", "<b@x>", at=T0)
-        ledger.mark_delivered("INBOX", 7, "2", "<b@x>", at=T0 + DAY)  # kept: first
+        key = MessageKey("INBOX", 7, "2")
+        ledger.mark_delivered(key, "<b@x>", at=T0)
+        ledger.mark_delivered(key, "<b@x>", at=T0 + DAY)  # kept: first
         first_use = T0 + 5 * DAY
         assert ledger.delivery_dates("INBOX", 7, now=first_use) == {
             "1": first_use,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from retrieval.engine.memory import ListTranscript, MemoryLedger
+from retrieval.engine.ports import MessageKey
 from retrieval.engine.report import ExitCode, MessageStatus
 from retrieval.engine.run import poll
 from retrieval.engine.spec import DeliveryKind, DeliverySpec, MessageOptions
@@ -565,7 +566,8 @@ class PartialDeliveryTests:
             first = poll(spec, ledger=ledger, transcript=ListTranscript())
             assert first.messages[0].status is MessageStatus.DEFERRED
             assert len(server.mailbox) == 1
-            assert ledger.delivered_recipients("INBOX", None, "uid-1") == {"a@x.org"}
+            key = MessageKey("INBOX", None, "uid-1")
+            assert ledger.delivered_recipients(key) == {"a@x.org"}
             listener.replies.clear()
             second = poll(spec, ledger=ledger, transcript=ListTranscript())
         assert second.messages[0].status is MessageStatus.DELIVERED

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from retrieval.engine.memory import ListTranscript, MemoryLedger
+from retrieval.engine.ports import MessageKey
 from retrieval.engine.report import ExitCode, MessageStatus
 from retrieval.engine.run import poll
 from retrieval.engine.spec import TlsMode
@@ -78,7 +79,7 @@ class Pop3DeliveryTests:
         self, listener: FakeSmtpServer
     ) -> None:
         ledger = MemoryLedger()
-        ledger.mark_delivered("INBOX", None, "uid-1")
+        ledger.mark_delivered(MessageKey("INBOX", None, "uid-1"))
         with FakePop3Server([message(1), message(2)]) as server:
             report, _, _ = run(server, listener, ledger=ledger)
         assert [r.data.count(b"message 2") for r in listener.received] == [1]
@@ -563,7 +564,7 @@ class Pop3OptionsTests:
         bodies = [message(i) for i in range(20)]
         ledger = MemoryLedger()
         for n in range(1, 16):
-            ledger.mark_delivered("INBOX", None, f"uid-{n}")
+            ledger.mark_delivered(MessageKey("INBOX", None, f"uid-{n}"))
         with FakePop3Server(bodies) as server:
             report, _, _ = run(
                 server, listener, keep=True, fastuidl=4, poll_number=1, ledger=ledger

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
-    from retrieval.engine.ports import PollStep
+    from retrieval.engine.ports import MessageKey, PollStep
     from tests.support.dovecot import Dovecot, MailUser
     from tests.support.smtp_listener import SmtpListener
 
@@ -439,15 +439,10 @@ class _OrderLedger(MemoryLedger):
         self.order = order
 
     def mark_delivered(
-        self,
-        folder: str,
-        uidvalidity: int | None,
-        uid: str,
-        message_id: str = "",
-        at: datetime | None = None,
+        self, key: MessageKey, message_id: str = "", at: datetime | None = None
     ) -> None:
-        super().mark_delivered(folder, uidvalidity, uid, message_id, at)
-        self.order.events.append(("mark", uid))
+        super().mark_delivered(key, message_id, at)
+        self.order.events.append(("mark", key.uid))
 
     def sync(self) -> None:
         super().sync()

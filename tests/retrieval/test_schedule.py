@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from retrieval import services
+from retrieval.engine.ports import MessageKey
 from retrieval.engine.redact import WITHHELD, WITHHELD_TEXT
 from retrieval.models import Mailbox
 from tests.factories import make_mailbox
@@ -121,11 +122,11 @@ class DispatchTests:
 class LedgerTests:
     def test_it_records_and_forgets_per_folder_and_uidvalidity(self):
         ledger = services.DatabaseLedger(make_mailbox())
-        ledger.mark_delivered("INBOX", 7, "1", "<a@x>")
-        ledger.mark_delivered("INBOX", 7, "1", "<a@x>")  # a rerun: harmless
-        ledger.mark_delivered("INBOX", 7, "2")
-        ledger.mark_delivered("Sent", 7, "1")
-        ledger.mark_delivered("INBOX", None, "uidl-abc")  # POP3
+        ledger.mark_delivered(MessageKey("INBOX", 7, "1"), "<a@x>")
+        ledger.mark_delivered(MessageKey("INBOX", 7, "1"), "<a@x>")  # a rerun: harmless
+        ledger.mark_delivered(MessageKey("INBOX", 7, "2"))
+        ledger.mark_delivered(MessageKey("Sent", 7, "1"))
+        ledger.mark_delivered(MessageKey("INBOX", None, "uidl-abc"))  # POP3
         assert ledger.delivered_uids("INBOX", 7) == {"1", "2"}
         assert ledger.delivered_uids("INBOX", 8) == set()
         assert ledger.delivered_uids("INBOX", None) == {"uidl-abc"}
@@ -138,20 +139,21 @@ class LedgerTests:
 
         ledger = services.DatabaseLedger(make_mailbox())
         assert isinstance(ledger, RecipientLedger)
-        ledger.mark_recipients_delivered("INBOX", 7, "1", ["a@x"])
-        ledger.mark_recipients_delivered("INBOX", 7, "1", ["b@x", "a@x"])
-        assert ledger.delivered_recipients("INBOX", 7, "1") == {"a@x", "b@x"}
+        key = MessageKey("INBOX", 7, "1")
+        ledger.mark_recipients_delivered(key, ["a@x"])
+        ledger.mark_recipients_delivered(key, ["b@x", "a@x"])
+        assert ledger.delivered_recipients(key) == {"a@x", "b@x"}
         assert ledger.delivered_uids("INBOX", 7) == set()  # not complete yet
-        ledger.mark_delivered("INBOX", 7, "1")
+        ledger.mark_delivered(key)
         assert ledger.delivered_uids("INBOX", 7) == {"1"}
         ledger.forget_missing("INBOX", 7, set())
-        assert ledger.delivered_recipients("INBOX", 7, "1") == set()
+        assert ledger.delivered_recipients(key) == set()
 
     def test_it_knows_the_last_uidvalidity(self):
         ledger = services.DatabaseLedger(make_mailbox())
         assert ledger.last_uidvalidity("INBOX") is None
-        ledger.mark_delivered("INBOX", 7, "1")
-        ledger.mark_delivered("INBOX", 9, "1")
+        ledger.mark_delivered(MessageKey("INBOX", 7, "1"))
+        ledger.mark_delivered(MessageKey("INBOX", 9, "1"))
         assert ledger.last_uidvalidity("INBOX") == 9
 
 
@@ -168,8 +170,8 @@ class GroupCommitTests:
     def test_marks_are_asynchronous_and_one_sync_flushes_them_all(self):
         ledger = services.DatabaseLedger(make_mailbox())
         with CaptureQueriesContext(connection) as marks:
-            ledger.mark_delivered("INBOX", 7, "1", "<a@x>")
-            ledger.mark_recipients_delivered("INBOX", 7, "2", ["a@x"])
+            ledger.mark_delivered(MessageKey("INBOX", 7, "1"), "<a@x>")
+            ledger.mark_recipients_delivered(MessageKey("INBOX", 7, "2"), ["a@x"])
         postgres = connection.vendor == "postgresql"
         written = self._lsn("pg_current_wal_insert_lsn") if postgres else ""
         with CaptureQueriesContext(connection) as synced:
@@ -200,7 +202,7 @@ class GroupCommitTests:
 
     def test_sync_after_the_last_record_was_forgotten_is_harmless(self):
         ledger = services.DatabaseLedger(make_mailbox())
-        ledger.mark_delivered("INBOX", 7, "1")
+        ledger.mark_delivered(MessageKey("INBOX", 7, "1"))
         ledger.forget_missing("INBOX", 7, set())
         ledger.sync()
         assert ledger.delivered_uids("INBOX", 7) == set()

@@ -35,7 +35,7 @@ from retrieval.engine.wire.encoding import SmtpDataEncoder
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from retrieval.engine.deliver.sink import Deliverable, Envelope, Observe
+    from retrieval.engine.deliver.sink import Deliverable, Handoff
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import DeliverySpec
 
@@ -53,20 +53,17 @@ class BsmtpSink:
         self._timeout = delivery.timeout
         self._transcript = transcript
 
-    def deliver(
-        self,
-        message: Deliverable,
-        envelope: Envelope,
-        observe: Observe | None = None,
-    ) -> DeliveryOutcome:
+    def deliver(self, handoff: Handoff) -> DeliveryOutcome:
+        envelope = handoff.envelope
         recipients = [self._qualify(r) for r in envelope.recipients]
-        preamble = self._preamble(message, envelope.mail_from, recipients)
+        preamble = self._preamble(handoff.message, envelope.mail_from, recipients)
+        entry = _batch(preamble, handoff, recipients)
         where = "standard output" if self._path == STDOUT else self._path
         try:
             if self._path == STDOUT:
-                size = self._write_stdout(preamble, message, recipients, observe)
+                size = self._write_stdout(entry)
             else:
-                size = self._append(preamble, message, recipients, observe)
+                size = self._append(entry)
         except OSError as exc:
             text = (
                 f"4.3.0 The BSMTP file {where} could not be written "
@@ -97,19 +94,13 @@ class BsmtpSink:
                 raise ValueError("a BSMTP line must not contain CR, LF or NUL")
         return "".join(f"{line}\r\n" for line in lines).encode()
 
-    def _append(
-        self,
-        preamble: bytes,
-        message: Deliverable,
-        recipients: list[str],
-        observe: Observe | None,
-    ) -> int:
+    def _append(self, entry: Iterable[bytes]) -> int:
         fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             self._lock(fd)
             start = os.fstat(fd).st_size
             try:
-                size = _write_all(fd, _batch(preamble, message, recipients, observe))
+                size = _write_all(fd, entry)
                 os.fsync(fd)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -137,15 +128,10 @@ class BsmtpSink:
                 time.sleep(LOCK_RETRY)
 
     @staticmethod
-    def _write_stdout(
-        preamble: bytes,
-        message: Deliverable,
-        recipients: list[str],
-        observe: Observe | None,
-    ) -> int:
+    def _write_stdout(entry: Iterable[bytes]) -> int:
         sys.stdout.flush()
         fd = sys.stdout.fileno()
-        size = _write_all(fd, _batch(preamble, message, recipients, observe))
+        size = _write_all(fd, entry)
         with contextlib.suppress(OSError):  # a pipe or a terminal cannot sync
             os.fsync(fd)
         return size
@@ -154,22 +140,16 @@ class BsmtpSink:
         pass  # each message opens and closes the file
 
 
-def _batch(
-    preamble: bytes,
-    message: Deliverable,
-    recipients: list[str],
-    observe: Observe | None,
-) -> Iterator[bytes]:
+def _batch(preamble: bytes, handoff: Handoff, recipients: list[str]) -> Iterator[bytes]:
     """The whole entry, piece by piece as the spool is read: preamble, data, dot."""
     encoder = SmtpDataEncoder()
     yield preamble
-    for index, chunk in enumerate(message.chunks(recipients)):
+    for index, chunk in enumerate(handoff.message.chunks(recipients)):
         yield encoder.feed(chunk)
-        if index == 0 and observe is not None:
-            observe("data")
+        if index == 0:
+            handoff.reached("data")
     yield encoder.finish()
-    if observe is not None:
-        observe("dot")
+    handoff.reached("dot")
 
 
 def _write_all(fd: int, pieces: Iterable[bytes]) -> int:

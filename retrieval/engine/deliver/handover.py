@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from retrieval.engine.deliver.bounce import Bounce
 from retrieval.engine.deliver.headers import bad_header_line, envelope_sender
 from retrieval.engine.deliver.policy import NEVER_BOUNCE, Decision, bounce_order, decide
-from retrieval.engine.deliver.sink import Envelope, Verdict
+from retrieval.engine.deliver.sink import Envelope, Handoff, Verdict
 from retrieval.engine.deliver.transforms import Edits, OutgoingMessage
 from retrieval.engine.errors import ListenerError
 from retrieval.engine.report import MessageStatus
@@ -98,7 +98,7 @@ def hand_over(
         if observe is not None:
             observe(step)
 
-    outcome = sink.deliver(message, Envelope(sender, remaining), watch)
+    outcome = sink.deliver(Handoff(message, Envelope(sender, remaining), watch))
     if postmaster and "data" not in sent and _everyone_refused(outcome, delivery):
         rerouted = _to_postmaster(
             message, outcome, spec, sink, postmaster, sender, observe
@@ -152,7 +152,7 @@ def _to_postmaster(
     if _among(postmaster, [r.recipient for r in refused.recipients]):
         return None
     names = ", ".join(r.recipient for r in refused.recipients)
-    outcome = sink.deliver(message, Envelope(sender, postmaster), observe)
+    outcome = sink.deliver(Handoff(message, Envelope(sender, postmaster), observe))
     to = ", ".join(postmaster)
     reply = f"{refused.reply}; to the postmaster ({to}): {outcome.reply}"
     if outcome.verdict is Verdict.REFUSED:
@@ -210,7 +210,7 @@ def _bounce(sink: Sink, order: BounceOrder, header: bytes, local_name: str) -> s
         original_header=header,
     )
     try:
-        outcome = sink.deliver(report, Envelope("", (order.to,)))
+        outcome = sink.deliver(Handoff(report, Envelope("", (order.to,))))
     except ListenerError as exc:
         return f"the bounce to {order.to} could not be sent: {exc}"
     if outcome.verdict is Verdict.ACCEPTED:

@@ -27,7 +27,7 @@ import subprocess
 import threading
 from typing import IO, TYPE_CHECKING
 
-from retrieval.engine.deliver.sink import DeliveryOutcome, Envelope, RecipientReply
+from retrieval.engine.deliver.sink import DeliveryOutcome, RecipientReply
 from retrieval.engine.errors import ConfigError
 from retrieval.engine.wire.commands import program_environment
 from retrieval.engine.wire.encoding import (
@@ -37,7 +37,7 @@ from retrieval.engine.wire.encoding import (
 )
 
 if TYPE_CHECKING:
-    from retrieval.engine.deliver.sink import Deliverable, Observe
+    from retrieval.engine.deliver.sink import Handoff
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import DeliverySpec, MessageOptions
 
@@ -77,12 +77,8 @@ class MdaSink:
             else ("crlf" if force else "plain")
         )
 
-    def deliver(
-        self,
-        message: Deliverable,
-        envelope: Envelope,
-        observe: Observe | None = None,
-    ) -> DeliveryOutcome:
+    def deliver(self, handoff: Handoff) -> DeliveryOutcome:
+        envelope = handoff.envelope
         per_recipient = any(tag in arg for arg in self._argv for tag in _RECIPIENT)
         targets = envelope.recipients if per_recipient else envelope.recipients[:1]
         uses_sender = any("%F" in arg for arg in self._argv)
@@ -105,7 +101,7 @@ class MdaSink:
                 replies.extend(RecipientReply(r, 554, text) for r in recipients)
                 continue
             argv = [self._expand(arg, target, envelope.mail_from) for arg in self._argv]
-            code, text = self._run(argv, message, recipients, observe)
+            code, text = self._run(argv, handoff, recipients)
             replies.extend(RecipientReply(r, code, text) for r in recipients)
         return DeliveryOutcome.from_replies(replies)
 
@@ -123,11 +119,7 @@ class MdaSink:
         return PlainEncoder()
 
     def _run(
-        self,
-        argv: list[str],
-        message: Deliverable,
-        recipients: tuple[str, ...],
-        observe: Observe | None,
+        self, argv: list[str], handoff: Handoff, recipients: tuple[str, ...]
     ) -> tuple[int, str]:
         """Run one MDA; returns an SMTP-like code and words for the report."""
         self._transcript.record("*", f"MDA: {' '.join(argv)}")
@@ -154,10 +146,10 @@ class MdaSink:
         try:
             encoder = self._encoder()
             try:
-                for index, chunk in enumerate(message.chunks(recipients)):
+                for index, chunk in enumerate(handoff.message.chunks(recipients)):
                     process.stdin.write(encoder.feed(chunk))
-                    if index == 0 and observe is not None:
-                        observe("data")
+                    if index == 0:
+                        handoff.reached("data")
                 process.stdin.write(encoder.finish())
                 process.stdin.close()
             except OSError as exc:
@@ -165,8 +157,7 @@ class MdaSink:
                 write_error = f"it stopped reading the message ({exc.strerror or exc})"
                 with contextlib.suppress(OSError):
                     process.stdin.close()
-            if observe is not None:
-                observe("dot")
+            handoff.reached("dot")
             status = process.wait()
         finally:
             timed_out = not timer.is_alive() and process.returncode is not None

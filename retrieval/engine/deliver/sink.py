@@ -99,20 +99,30 @@ class Deliverable(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Handoff:
+    """One message for a sink: what to send, to whom, and who watches it go.
+
+    ``observe`` is told "data" once the first bytes of the message are on
+    their way and "dot" when all of it is, before any reply is read (the
+    crash tests stop the poll there); bounces go unobserved.
+    """
+
+    message: Deliverable
+    envelope: Envelope
+    observe: Observe | None = None
+
+    def reached(self, step: PollStep) -> None:
+        """The sink says how far the message got (see ``observe``)."""
+        if self.observe is not None:
+            self.observe(step)
+
+
 class Sink(Protocol):
     """Opened lazily on the first message; one connection serves the whole poll."""
 
-    def deliver(
-        self,
-        message: Deliverable,
-        envelope: Envelope,
-        observe: Observe | None = None,
-    ) -> DeliveryOutcome:
-        """Hand over ``message``; ListenerUnavailable if nothing answers.
-
-        ``observe`` is told "data" once the first bytes of the message are
-        on their way and "dot" when all of it is, before any reply is read.
-        """
+    def deliver(self, handoff: Handoff) -> DeliveryOutcome:
+        """Hand over ``handoff.message``; ListenerUnavailable if nothing answers."""
         ...
 
     def close(self) -> None: ...

@@ -49,7 +49,7 @@ from retrieval.engine.wire.transport import Connection
 from retrieval.engine.wire.tunnel import open_tunnel
 
 if TYPE_CHECKING:
-    from retrieval.engine.deliver.sink import Deliverable, Observe
+    from retrieval.engine.deliver.sink import Handoff
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import DeliverySpec
 
@@ -240,49 +240,36 @@ class SmtpSink:
 
     # -- delivery -------------------------------------------------------------
 
-    def deliver(
-        self,
-        message: Deliverable,
-        envelope: Envelope,
-        observe: Observe | None = None,
-    ) -> DeliveryOutcome:
+    def deliver(self, handoff: Handoff) -> DeliveryOutcome:
         listener = self._listener
         if listener is not None and self._batch_full(listener):
             self.close()
             listener = None
         if listener is not None and listener.transactions:
             try:
-                return self._attempt(listener, message, envelope, observe, reset=True)
+                return self._attempt(listener, handoff, reset=True)
             except StaleConnection:
                 # The kept connection went stale between messages (idle
                 # timeout, 421): nothing of this message was sent; start afresh.
                 self._drop()
         self._listener = listener = self._connect()
         try:
-            return self._attempt(listener, message, envelope, observe, reset=False)
+            return self._attempt(listener, handoff, reset=False)
         except StaleConnection as exc:
-            return self._failed(envelope, str(exc))
+            return self._failed(handoff.envelope, str(exc))
 
     def _attempt(
-        self,
-        listener: _Listener,
-        message: Deliverable,
-        envelope: Envelope,
-        observe: Observe | None,
-        *,
-        reset: bool,
+        self, listener: _Listener, handoff: Handoff, *, reset: bool
     ) -> DeliveryOutcome:
         try:
-            outcome = self._transaction(
-                listener, message, envelope, observe, reset=reset
-            )
+            outcome = self._transaction(listener, handoff, reset=reset)
         except StaleConnection:
             raise
         except ListenerError as exc:
             # Dropped, timed out or garbled: we cannot know whether the listener
             # kept the message, so keep ours and start afresh next time.
             self._drop()
-            return self._failed(envelope, str(exc))
+            return self._failed(handoff.envelope, str(exc))
         listener.transactions += 1
         if any(r.code == 421 for r in outcome.recipients):
             self._drop()  # 421: the listener is closing this connection
@@ -304,14 +291,9 @@ class SmtpSink:
         return bool(self._batch_limit) and listener.transactions >= self._batch_limit
 
     def _transaction(
-        self,
-        listener: _Listener,
-        message: Deliverable,
-        envelope: Envelope,
-        observe: Observe | None,
-        *,
-        reset: bool,
+        self, listener: _Listener, handoff: Handoff, *, reset: bool
     ) -> DeliveryOutcome:
+        message, envelope = handoff.message, handoff.envelope
         conn = listener.conn
         recipients = [self._qualify(listener, r) for r in envelope.recipients]
         limit = listener.size_limit
@@ -360,9 +342,8 @@ class SmtpSink:
             return DeliveryOutcome.from_replies(
                 [RecipientReply(r.recipient, code, text) for r in rcpts]
             )
-        self._send_data(conn, message, [r.recipient for r in accepted], observe)
-        if observe is not None:
-            observe("dot")
+        self._send_data(conn, handoff, [r.recipient for r in accepted])
+        handoff.reached("dot")
         finals = {r.recipient: r for r in rcpts}
         if listener.lmtp:
             # One reply per accepted recipient, in RCPT order (RFC 2033 4.2).
@@ -427,22 +408,18 @@ class SmtpSink:
             raise StaleConnection(f"The listener answered {code} {text} to RSET.")
 
     def _send_data(
-        self,
-        conn: Connection,
-        message: Deliverable,
-        recipients: list[str],
-        observe: Observe | None,
+        self, conn: Connection, handoff: Handoff, recipients: list[str]
     ) -> None:
         encoder = SmtpDataEncoder()
         pending: list[bytes] = []  # joined only when sent: one copy at most
         size = sent = 0
-        for chunk in message.chunks(recipients):
+        for chunk in handoff.message.chunks(recipients):
             pending.append(encoder.feed(chunk))
             size += len(pending[-1])
             if size >= SEND_BUFFER or not sent:
                 conn.send_raw(b"".join(pending))
-                if not sent and observe is not None:
-                    observe("data")  # the listener has the first bytes
+                if not sent:
+                    handoff.reached("data")  # the listener has the first bytes
                 sent += size
                 pending.clear()
                 size = 0
