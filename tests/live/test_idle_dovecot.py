@@ -58,7 +58,8 @@ def test_the_idle_process_reads_tls_into_small_buffers(dovecot):
         )
         try:
             assert (await reader.readline()).startswith(b"* OK")
-            return len(writer.transport._ssl_protocol._ssl_buffer)
+            protocol = writer.transport._ssl_protocol  # type: ignore[attr-defined]
+            return len(protocol._ssl_buffer)
         finally:
             writer.close()
 
