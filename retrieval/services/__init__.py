@@ -41,7 +41,6 @@ from retrieval.services.domains import domain_delete, domain_save, domains_delet
 from retrieval.services.failures import mailbox_resume
 from retrieval.services.hostslots import host_slot
 from retrieval.services.imports import (
-    ImportFailed,
     ImportRefused,
     PreviewOutdated,
     mailbox_import,
@@ -147,7 +146,6 @@ __all__ = [
     "AlertMailFailed",
     "CachedProgress",
     "DatabaseLedger",
-    "ImportFailed",
     "ImportRefused",
     "InsideTransaction",
     "MailboxBusy",
