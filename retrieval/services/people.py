@@ -21,6 +21,8 @@ Decisions written down (issue 13 item 6):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.contrib.auth.tokens import default_token_generator
 from django.core.mail import send_mail
@@ -35,6 +37,9 @@ from accounts.models import DeliveryTarget, Domain, User
 from retrieval.models import Mailbox
 from retrieval.services.mailboxes import MailboxBusy
 from retrieval.services.users import user_delete, user_save
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
 
 
 class SelfRefused(Exception):
@@ -157,6 +162,17 @@ def delivery_target_save(*, target: DeliveryTarget) -> DeliveryTarget:
 def delivery_target_delete(*, target: DeliveryTarget) -> None:
     """Refused by the database (ProtectedError) while a domain uses it."""
     target.delete()
+
+
+def delivery_targets_delete(*, targets: QuerySet[DeliveryTarget]) -> int:
+    """The admin's bulk delete: each one as ``delivery_target_delete``, all or
+    none (a target a domain uses refuses the lot); returns how many."""
+    with transaction.atomic():
+        count = 0
+        for target in targets:
+            delivery_target_delete(target=target)
+            count += 1
+    return count
 
 
 def user_time_zone_set(*, user: User, time_zone: str) -> User:

@@ -195,6 +195,7 @@ ADMIN_MODELS: dict[str, tuple[str, ...]] = {
     "accounts_auditevent": ("site",),
     "accounts_user": OWNERS,
     "accounts_domain": ("dom1", "dom2"),
+    "accounts_deliverytarget": ("site",),
     "retrieval_mailbox": OWNERS,
     "retrieval_pollrun": OWNERS,
     "retrieval_seenmessage": OWNERS,
