@@ -73,6 +73,7 @@ from retrieval.services.multidrop import (
 )
 from retrieval.services.multidrop import problems as multidrop_problems
 from retrieval.services.people import (
+    InvitationRefused,
     SelfRefused,
     delivery_target_delete,
     delivery_target_save,
@@ -81,6 +82,7 @@ from retrieval.services.people import (
     invite_link,
     person_add,
     person_invite,
+    person_invite_resend,
     person_remove,
     person_set_active,
     user_time_zone_set,
@@ -149,6 +151,7 @@ __all__ = [
     "DatabaseLedger",
     "ImportRefused",
     "InsideTransaction",
+    "InvitationRefused",
     "MailboxBusy",
     "Multidrop",
     "MultidropInvalid",
@@ -214,6 +217,7 @@ __all__ = [
     "password_needed",
     "person_add",
     "person_invite",
+    "person_invite_resend",
     "person_remove",
     "person_set_active",
     "progress_text",

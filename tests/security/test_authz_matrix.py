@@ -694,6 +694,16 @@ def _check_people_effect(world: World, key: str, role: str, owner: str) -> None:
         # follows the mail.
     elif key == "people:person":
         assert not User.objects.get(pk=world.users[owner]).is_active
+    elif key == "people:person-resend-invitation":
+        # Nobody here has chosen a password: the invitation goes again, to that
+        # person, recorded as sent by the role. The mail leaves when the
+        # transaction commits, which the probe's savepoint never reaches:
+        # tests/accounts/test_people_pages.py follows it.
+        sent = AuditEvent.objects.get(
+            object_id=str(world.users[owner]), summary="invitation mailed again"
+        )
+        assert sent.actor_id == world.users[role]
+        assert world_state() == world.baseline
     elif key == "people:person-remove":
         assert not User.objects.filter(pk=world.users[owner]).exists()
         assert not Mailbox.objects.filter(owner_id=world.users[owner]).exists()
