@@ -436,6 +436,27 @@ def test_one_mailbox_exports_without_its_password_and_imports_back_unchanged(
     assert Mailbox.objects.get(pk=first.pk).get_password() == "Pw-1"
 
 
+def test_a_mailbox_delivered_into_imap_is_named_in_the_download_not_written(
+    client: Client, people: dict[str, User]
+) -> None:
+    alice = people["alice"]
+    into = make_mailbox(
+        alice,
+        host=PUBLIC,
+        username="to-imap",
+        delivery_kind=Mailbox.DeliveryKind.IMAP,
+        destination_host="imap.example.net",
+        destination_username="alice@example.net",
+    )
+    text = (
+        _as(client, alice)
+        .get(reverse("retrieval:mailbox-export", args=[into.pk]))
+        .content.decode()
+    )
+    assert text.startswith(f'# not exported: mailbox {into.pk} ("to-imap" at ')
+    assert parse_text(text, "x").servers == []
+
+
 def test_the_list_export_holds_what_the_person_may_see(
     client: Client, people: dict[str, User]
 ) -> None:
