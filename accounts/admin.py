@@ -6,7 +6,8 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 
-from accounts.models import AuditEvent, Domain, User
+from accounts.models import AuditEvent, DeliveryTarget, Domain, User
+from fetchweb.adminsite import is_admin_user
 from retrieval import services
 
 if TYPE_CHECKING:
@@ -120,6 +121,49 @@ class DomainAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Domain]) -> None:
         services.domains_delete(domains=queryset)
+
+
+@admin.register(DeliveryTarget)
+class DeliveryTargetAdmin(admin.ModelAdmin):
+    """The listeners offered to domain administrators: a superuser's choice (the
+    console's *Delivery targets* page edits the same rows, through the same
+    services). Superusers only, said here too, not only by the admin site."""
+
+    list_display = ("name", "kind", "host", "port")
+    list_filter = ("kind",)
+    search_fields = ("name", "host")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return is_admin_user(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return is_admin_user(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return is_admin_user(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return is_admin_user(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return is_admin_user(request.user)
+
+    def save_model(
+        self,
+        request: HttpRequest,
+        obj: DeliveryTarget,
+        form: Any,
+        change: bool,  # noqa: FBT001 (Django API)
+    ) -> None:
+        services.delivery_target_save(target=obj)
+
+    def delete_model(self, request: HttpRequest, obj: DeliveryTarget) -> None:
+        services.delivery_target_delete(target=obj)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[DeliveryTarget]
+    ) -> None:
+        services.delivery_targets_delete(targets=queryset)
 
 
 @admin.register(AuditEvent)

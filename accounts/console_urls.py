@@ -15,6 +15,11 @@ urlpatterns = [
     path("people/invite/", views.person_invite, name="person-invite"),
     path("people/<int:person_pk>/", views.person_detail, name="person"),
     path("people/<int:person_pk>/remove/", views.person_remove, name="person-remove"),
+    path(
+        "people/<int:person_pk>/resend-invitation/",
+        views.person_invite_resend,
+        name="person-resend-invitation",
+    ),
     path("domains/", views.domains, name="domains"),
     path("domains/new/", views.domain_add, name="domain-add"),
     path("domains/<int:domain_pk>/", views.domain_edit, name="domain-edit"),

@@ -24,7 +24,11 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, ProtectedError, Q
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+)
 
 from accounts.models import AuditEvent, DeliveryTarget, Domain, User
 from accounts.people_forms import (
@@ -199,6 +203,26 @@ def person_detail(request: HttpRequest, person_pk: int) -> HttpResponse:
             "is_self": person.pk == user.pk,
         },
     )
+
+
+@login_required
+@require_POST
+def person_invite_resend(request: HttpRequest, person_pk: int) -> HttpResponse:
+    """Mail the invitation again to someone who has not chosen a password yet."""
+    user = _administrator(request)
+    person = _person(user, person_pk)
+    try:
+        services.person_invite_resend(
+            person=person, site_url=request.build_absolute_uri("/"), invited_by=user
+        )
+    except services.InvitationRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"The invitation was mailed again to {person.email}, with a new link.",
+        )
+    return redirect("people:person", person_pk=person.pk)
 
 
 @login_required

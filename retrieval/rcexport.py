@@ -8,6 +8,14 @@ global options (``set ...``) per mailbox: where they differ, ``set daemon`` is t
 greatest common divisor and each entry says its ``interval``; for other globals the
 first mailbox's value is written, with a note.
 
+A mailbox delivered *Into an IMAP mailbox* is not exported: fetchmail has no
+such delivery, and any entry it could run (no ``smtphost``/``mda`` means
+localhost's SMTP listener) would deliver the mail somewhere its owner never
+chose, silently. The file says so instead, at its top (a ``# not exported:``
+comment naming the mailbox and why, which fetchmail and our importer skip), so
+a person, the API and a file written by the command all see it; importing the
+file back leaves that mailbox as it is.
+
 Without the passwords (the default; only a superuser's command asks for them)
 every entry that needs one gets a placeholder comment where its ``password``
 would be: fetchmail ignores it (and asks for the password, or reads ~/.netrc),
@@ -23,6 +31,7 @@ from typing import TYPE_CHECKING
 from retrieval import rcmap
 from retrieval.crypto import DecryptionError
 from retrieval.rcfile import export
+from retrieval.rcfile.export import quote
 from retrieval.rcfile.model import AUTH_TYPES, GlobalOptions, RcConfig, Server
 
 if TYPE_CHECKING:
@@ -96,12 +105,32 @@ def _servers(described: list[Described]) -> list[Server]:
     return servers
 
 
+def not_exported(mailbox: Mailbox) -> str:
+    """Why ``mailbox`` is left out of an rcfile; "" when it is not."""
+    if mailbox.delivery_kind != mailbox.DeliveryKind.IMAP:
+        return ""
+    label = f" {quote(mailbox.name)}" if mailbox.name else ""
+    return (
+        f"mailbox {mailbox.pk}{label} ({quote(mailbox.username)} at "
+        f"{quote(mailbox.host)}) delivers into the IMAP mailbox "
+        f"{quote(mailbox.destination_username)} at "
+        f"{quote(mailbox.destination_host)}, folder "
+        f"{quote(mailbox.destination_folder)}: fetchmail cannot deliver into an "
+        "IMAP mailbox, and an entry without a delivery would hand the mail to "
+        "this machine's SMTP listener instead. Change its delivery to SMTP or "
+        "LMTP to export it, or set it up by hand."
+    )
+
+
 def rcfile_of(
     mailboxes: Sequence[Mailbox], *, with_passwords: bool
 ) -> tuple[str, list[str]]:
-    """The rcfile text for these mailboxes, and notes on what it could not say."""
+    """The rcfile text for these mailboxes, and notes on what it could not say.
+    Mailboxes it cannot hold (not_exported) are named in comments at its top."""
     notes: list[str] = []
     described: list[Described] = []
+    left_out = [why for m in mailboxes if (why := not_exported(m))]
+    mailboxes = [m for m in mailboxes if not not_exported(m)]
     for mailbox in mailboxes:
         try:
             g, s, u = rcmap.mailbox_to_rc(mailbox, with_password=with_passwords)
@@ -119,4 +148,5 @@ def rcfile_of(
     config = RcConfig(
         globals=_globals(mailboxes, described, notes), servers=_servers(described)
     )
-    return export(config, password_note=not with_passwords), notes
+    head = "".join(f"# not exported: {why}\n" for why in left_out)
+    return head + export(config, password_note=not with_passwords), notes

@@ -6,8 +6,10 @@ writes the file. Importing is two steps. The preview parses the text and shows
 what the import would do; the text is kept in the session, encrypted (it holds
 passwords), never in the page. The confirm parses that text again, checks
 again who may import for whom, and applies the plan only if it is still the one
-the preview showed, in one transaction. Refused entries are listed in the
-preview and left out; the others are stored.
+the preview showed, in one transaction. The preview is that import rolled back,
+so it lists every refusal the confirm would meet (a quota's too). Refused
+entries are listed with FILE:LINE and left out; the others are stored (the
+command refuses the whole file instead, as it always has).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from retrieval.rcimport import (
     ScopeRefused,
     checked_scope,
     import_environment,
-    plan_import,
 )
 from retrieval.selectors import mailboxes_visible_to
 
@@ -142,8 +143,14 @@ def _scope(user: User, owner: User) -> Scope:
 
 
 def _plan(scope: Scope, data: bytes, name: str) -> ImportPlan:
-    config = parse_bytes(data, name)
-    return plan_import(config, scope, import_environment(scope))
+    """The preview: the confirm's import, rolled back (a quota's refusals too)."""
+    return services.rcfile_import(
+        config=parse_bytes(data, name),
+        scope=scope,
+        env=import_environment(scope),
+        skip_refused=True,
+        dry_run=True,
+    )
 
 
 # --- the pending import, in the session ----------------------------------------------
@@ -246,7 +253,7 @@ def rcfile_import_confirm(request: AuthenticatedHttpRequest) -> HttpResponse:
             skip_refused=True,
             expected=pending["fingerprint"],
         )
-    except (User.DoesNotExist, ScopeRefused, RcfileError, services.ImportFailed) as exc:
+    except (User.DoesNotExist, ScopeRefused, RcfileError) as exc:
         request.session.pop(SESSION_KEY, None)
         context = {"form": form, "error": f"Nothing was imported: {exc}"}
         return render(request, "retrieval/rcfile_import.html", context)

@@ -237,7 +237,8 @@ class Entry:
 
 @dataclass
 class ImportPlan:
-    """Everything an import would do, checked, nothing written."""
+    """Everything an import would do, checked (services.rcfile_import adds the
+    refusals of the saves)."""
 
     config: RcConfig
     scope: Scope
@@ -250,16 +251,22 @@ class ImportPlan:
         return [e for e in self.entries if not e.problems and e.mailbox is not None]
 
     def fingerprint(self) -> str:
-        """What the preview showed: the confirm applies only the same plan."""
+        """What the preview showed: the confirm applies only the same plan. (A
+        new mailbox's id is left out: the preview's was rolled back.)"""
         shown = [
             self.globals_said,
             self.problems,
             [
-                (e.where, e.created, e.mailbox and e.mailbox.pk, e.options, e.password)
+                (e.where, e.created, _kept_id(e), e.options, e.password)
                 for e in self.accepted
             ],
         ]
         return hashlib.sha256(json.dumps(shown).encode()).hexdigest()
+
+
+def _kept_id(entry: Entry) -> int | None:
+    """The mailbox an entry updates; None for a new one."""
+    return None if entry.created or entry.mailbox is None else entry.mailbox.pk
 
 
 def _texts(value: Any) -> list[str]:

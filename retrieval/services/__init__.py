@@ -41,7 +41,6 @@ from retrieval.services.domains import domain_delete, domain_save, domains_delet
 from retrieval.services.failures import mailbox_resume
 from retrieval.services.hostslots import host_slot
 from retrieval.services.imports import (
-    ImportFailed,
     ImportRefused,
     PreviewOutdated,
     mailbox_import,
@@ -74,13 +73,16 @@ from retrieval.services.multidrop import (
 )
 from retrieval.services.multidrop import problems as multidrop_problems
 from retrieval.services.people import (
+    InvitationRefused,
     SelfRefused,
     delivery_target_delete,
     delivery_target_save,
+    delivery_targets_delete,
     domain_defaults_set,
     invite_link,
     person_add,
     person_invite,
+    person_invite_resend,
     person_remove,
     person_set_active,
     user_time_zone_set,
@@ -147,9 +149,9 @@ __all__ = [
     "AlertMailFailed",
     "CachedProgress",
     "DatabaseLedger",
-    "ImportFailed",
     "ImportRefused",
     "InsideTransaction",
+    "InvitationRefused",
     "MailboxBusy",
     "Multidrop",
     "MultidropInvalid",
@@ -173,6 +175,7 @@ __all__ = [
     "delete_after_days_refusal",
     "delivery_target_delete",
     "delivery_target_save",
+    "delivery_targets_delete",
     "domain_defaults_apply",
     "domain_defaults_set",
     "domain_delete",
@@ -214,6 +217,7 @@ __all__ = [
     "password_needed",
     "person_add",
     "person_invite",
+    "person_invite_resend",
     "person_remove",
     "person_set_active",
     "progress_text",

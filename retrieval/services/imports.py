@@ -1,8 +1,8 @@
 """The rcfile importer's writes (manage.py import_fetchmailrc, the import pages).
 
 ``rcfile_import`` checks the file (retrieval.rcimport.plan_import) and writes
-every entry inside one transaction: a refusal here (a quota, a failed save)
-undoes the whole import.
+every entry inside one transaction; an entry whose save is refused (a quota) is
+a refusal like the checks' own, with its FILE:LINE.
 """
 
 from __future__ import annotations
@@ -38,10 +38,6 @@ class PreviewOutdated(ImportRefused):
     """The file would now do something else than the preview showed."""
 
 
-class ImportFailed(Exception):
-    """A save failed half-way (a quota): everything was rolled back."""
-
-
 def mailbox_import(
     *,
     mailbox: Mailbox,
@@ -72,36 +68,42 @@ def rcfile_import(
     expected: str | None = None,
     dry_run: bool = False,
 ) -> ImportPlan:
-    """Check ``config`` and store every entry, in one transaction.
+    """Check ``config`` and store every entry, in one transaction: the one path of
+    the command (and the API), the pages' preview (``dry_run``) and their confirm.
 
-    A refused entry refuses the whole file (ImportRefused) unless ``skip_refused``
-    (the pages, after a preview that listed them): then the others are stored.
-    ``expected``: the fingerprint of the plan a preview showed; another plan now
-    (the mailboxes changed meanwhile) raises PreviewOutdated and stores nothing.
-    A failure while saving (ImportFailed, naming FILE:LINE) or any other error
-    rolls everything back. ``dry_run`` rolls back at the end. Returns the plan,
-    its entries' mailboxes saved.
+    An entry is refused by the checks (retrieval.rcimport.plan_import) or when
+    its save is (a quota): either way it is listed in ``plan.problems`` as
+    FILE:LINE: why, and its own writes are undone. Then, unless ``skip_refused``
+    (the pages, whose preview listed them), a refusal refuses the whole file:
+    ImportRefused, nothing stored (the command's contract). ``expected``: the
+    fingerprint of the plan a preview showed; another plan now (the mailboxes
+    changed meanwhile) raises PreviewOutdated and stores nothing. Any other
+    error rolls everything back. ``dry_run`` rolls back at the end. Returns the
+    plan, its accepted entries' mailboxes saved.
     """
     with transaction.atomic():
         plan = plan_import(config, scope, env)
+        for entry in plan.accepted:
+            assert entry.mailbox is not None
+            try:
+                with transaction.atomic():  # a refused save leaves nothing behind
+                    mailbox_import(
+                        mailbox=entry.mailbox,
+                        creator=scope.actor,
+                        rules=entry.row.rules,
+                        password=entry.row.password or "",
+                        esmtp_password=entry.row.esmtp_password or "",
+                    )
+            except QuotaExceeded as exc:
+                refusal = f"{entry.where}: {exc}"
+                entry.problems.append(refusal)
+                plan.problems.append(refusal)
         if plan.problems and not skip_refused:
             raise ImportRefused(plan)
         if expected is not None and plan.fingerprint() != expected:
             raise PreviewOutdated(
                 plan, "The file would now do something else than its preview showed."
             )
-        for entry in plan.accepted:
-            assert entry.mailbox is not None
-            try:
-                mailbox_import(
-                    mailbox=entry.mailbox,
-                    creator=scope.actor,
-                    rules=entry.row.rules,
-                    password=entry.row.password or "",
-                    esmtp_password=entry.row.esmtp_password or "",
-                )
-            except QuotaExceeded as exc:
-                raise ImportFailed(f"{entry.where}: {exc}") from exc
         if dry_run:
             transaction.set_rollback(True)
     return plan

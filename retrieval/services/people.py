@@ -21,6 +21,8 @@ Decisions written down (issue 13 item 6):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.contrib.auth.tokens import default_token_generator
 from django.core.mail import send_mail
@@ -31,10 +33,14 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from accounts.models import DeliveryTarget, Domain, User
+from accounts import audit, throttle
+from accounts.models import AuditEvent, DeliveryTarget, Domain, User
 from retrieval.models import Mailbox
 from retrieval.services.mailboxes import MailboxBusy
 from retrieval.services.users import user_delete, user_save
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
 
 
 class SelfRefused(Exception):
@@ -73,6 +79,29 @@ def invite_link(*, person: User, site_url: str) -> str:
     return site_url.rstrip("/") + path
 
 
+class InvitationRefused(Exception):
+    """The invitation is not mailed again; the text says why, in words."""
+
+
+def _mail_invitation(*, person: User, site_url: str, invited_by: User) -> None:
+    """The invitation mail, sent when the transaction commits (a refused save
+    sends nothing); counted with the password reset mails of that address
+    (accounts.throttle), the limit a resend is held to."""
+    context = {
+        "person": person,
+        "domain": person.domain,
+        "invited_by": invited_by,
+        "link": invite_link(person=person, site_url=site_url),
+        "valid_days": max(1, settings.PASSWORD_RESET_TIMEOUT // 86400),
+    }
+    subject = render_to_string("accounts/invite_subject.txt", context).strip()
+    body = render_to_string("accounts/invite_email.txt", context)
+    throttle.record_reset(person.email, None)
+    transaction.on_commit(
+        lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [person.email])
+    )
+
+
 @transaction.atomic
 def person_invite(
     *,
@@ -82,20 +111,38 @@ def person_invite(
     site_url: str,
     invited_by: User,
 ) -> User:
-    """Add a person without a password and mail them a link to set one. The mail
-    goes when the transaction commits, so a refused save sends nothing."""
+    """Add a person without a password and mail them a link to set one."""
     person = person_add(email=email, full_name=full_name, domain=domain)
-    context = {
-        "person": person,
-        "domain": domain,
-        "invited_by": invited_by,
-        "link": invite_link(person=person, site_url=site_url),
-        "valid_days": max(1, settings.PASSWORD_RESET_TIMEOUT // 86400),
-    }
-    subject = render_to_string("accounts/invite_subject.txt", context).strip()
-    body = render_to_string("accounts/invite_email.txt", context)
-    transaction.on_commit(
-        lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [person.email])
+    _mail_invitation(person=person, site_url=site_url, invited_by=invited_by)
+    return person
+
+
+@transaction.atomic
+def person_invite_resend(*, person: User, site_url: str, invited_by: User) -> User:
+    """Mail ``person`` the invitation again, with a fresh link, while they have not
+    set a password (InvitationRefused otherwise, and past the mails allowed to
+    one address: RESET_REQUESTS_PER_EMAIL within RESET_REQUEST_WINDOW, the
+    invitation and the password resets counted together). Recorded in the audit
+    log, by whom, as the invitation's creation of the person is."""
+    if not person.is_active:
+        raise InvitationRefused(
+            f"{person.email} is disabled: enable them before inviting them again."
+        )
+    if person.has_usable_password():
+        raise InvitationRefused(
+            f"{person.email} has chosen a password already: there is no invitation "
+            "to send again (they can reset a forgotten password themselves)."
+        )
+    refusal = throttle.reset_refusal(person.email, None)
+    if refusal is not None:
+        raise InvitationRefused(
+            f"{person.email} was sent as many invitation and password mails as one "
+            f"address may get for now; try again in about {refusal.minutes} "
+            f"minute{'s' if refusal.minutes != 1 else ''}."
+        )
+    _mail_invitation(person=person, site_url=site_url, invited_by=invited_by)
+    audit.record(
+        AuditEvent.Action.UPDATE, obj=person, summary="invitation mailed again"
     )
     return person
 
@@ -157,6 +204,17 @@ def delivery_target_save(*, target: DeliveryTarget) -> DeliveryTarget:
 def delivery_target_delete(*, target: DeliveryTarget) -> None:
     """Refused by the database (ProtectedError) while a domain uses it."""
     target.delete()
+
+
+def delivery_targets_delete(*, targets: QuerySet[DeliveryTarget]) -> int:
+    """The admin's bulk delete: each one as ``delivery_target_delete``, all or
+    none (a target a domain uses refuses the lot); returns how many."""
+    with transaction.atomic():
+        count = 0
+        for target in targets:
+            delivery_target_delete(target=target)
+            count += 1
+    return count
 
 
 def user_time_zone_set(*, user: User, time_zone: str) -> User:

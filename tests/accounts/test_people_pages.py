@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from dataclasses import dataclass
 
 import pytest
@@ -259,6 +260,87 @@ def test_an_invitation_that_is_refused_sends_nothing(
         )
     assert response.status_code == 200
     assert not mail.outbox
+
+
+# --- resending an invitation -------------------------------------------------------
+
+RESENT = "invitation mailed again"  # the audit log's words
+
+
+@pytest.fixture
+def fresh_cache(settings):
+    """The mail limit counts in the cache: none carried over from another test."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": uuid.uuid4().hex,
+        }
+    }
+
+
+def _resend_url(person: User) -> str:
+    return reverse("people:person-resend-invitation", args=[person.pk])
+
+
+@pytest.mark.parametrize("role", ["admin1", "root"])
+def test_an_invitation_is_mailed_again_with_a_link_that_works(
+    people, role, fresh_cache, django_capture_on_commit_callbacks
+):
+    dave = services.person_add(email="dave@one.example", domain=people.one)
+    actor = getattr(people, role)
+    client = _as(actor)
+    listed = _text(client.get(reverse("people:people")))
+    # Offered for the person who has not chosen a password, not for the others.
+    assert _resend_url(dave) in listed and _resend_url(people.alice) not in listed
+    assert _resend_url(dave) in _text(
+        client.get(reverse("people:person", args=[dave.pk]))
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(_resend_url(dave))
+    assert response["Location"] == reverse("people:person", args=[dave.pk])
+    assert [message.to for message in mail.outbox] == [["dave@one.example"]]
+    assert actor.email in str(mail.outbox[0].body)
+    event = AuditEvent.objects.get(object_id=str(dave.pk), summary=RESENT)
+    assert (event.actor, event.action) == (actor, AuditEvent.Action.UPDATE)
+    invitee = Client()
+    opened = invitee.get(_link(mail.outbox[0]))
+    invitee.post(opened["Location"], {"new_password1": NEW, "new_password2": NEW})
+    assert invitee.login(username="dave@one.example", password=NEW)
+    # Once the password is chosen there is nothing to send again.
+    after = client.post(_resend_url(dave), follow=True)
+    assert "has chosen a password already" in _text(after)
+    assert len(mail.outbox) == 1
+    assert AuditEvent.objects.filter(summary=RESENT).count() == 1
+
+
+def test_another_domains_administrator_gets_404_and_a_user_403(people, fresh_cache):
+    dave = services.person_add(email="dave@one.example", domain=people.one)
+    assert _as(people.admin2).post(_resend_url(dave)).status_code == 404
+    assert _as(people.alice).post(_resend_url(dave)).status_code == 403
+    assert _as(people.admin1).get(_resend_url(dave)).status_code == 405
+    assert _as(people.admin2).post(_resend_url(people.bob)).status_code == 302
+    assert not mail.outbox
+    assert not AuditEvent.objects.filter(summary=RESENT).exists()
+
+
+def test_resending_is_held_to_the_limit_of_the_password_mails(
+    people, settings, fresh_cache, django_capture_on_commit_callbacks
+):
+    settings.RESET_REQUESTS_PER_EMAIL = 2  # the invitation, then one more
+    client = _as(people.admin1)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            reverse("people:person-invite"),
+            {"email": "dave@one.example", "domain": people.one.pk},
+        )
+        dave = User.objects.get(email="dave@one.example")
+        client.post(_resend_url(dave))
+        refused = client.post(_resend_url(dave), follow=True)
+    assert len(mail.outbox) == 2
+    assert "as many invitation and password mails as one address may get" in _text(
+        refused
+    )
+    assert AuditEvent.objects.filter(summary=RESENT).count() == 1
 
 
 # --- disable, enable, remove --------------------------------------------------------

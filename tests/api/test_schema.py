@@ -203,10 +203,14 @@ def test_generated_requests_find_no_server_error(live_server: Any, quiet: None) 
             paths = [template]
             if "{pk}" in template:
                 paths = [template.replace("{pk}", str(pk)) for pk in ids["pk"]]
+            bodies = list(_bodies(schema, operation))
             for path in paths:
-                for query in _queries(operation):
-                    for ctype, body in _bodies(schema, operation):
-                        for token in tokens:
+                for token in tokens:
+                    for query in _queries(operation):
+                        # The odd queries once per body kind is enough.
+                        kinds = bodies[:1] if query else bodies
+                        statuses: list[int] = []
+                        for ctype, body in _unless_refused(kinds, statuses):
                             status = _send(
                                 live_server.url + path + query,
                                 method,
@@ -214,15 +218,36 @@ def test_generated_requests_find_no_server_error(live_server: Any, quiet: None) 
                                 body,
                                 token,
                             )
+                            statuses.append(status)
                             sent += 1
                             if status >= 500:
                                 failures.append(
                                     f"{status} {method} {path}{query} {body!r:.80}"
                                 )
-                        if query:
-                            break  # the odd queries once per body kind is enough
     assert sent > 500
     assert failures == []
+
+
+# Answers given before DRF reads a body: authentication (401) runs in initial(),
+# and an object the caller may not see is looked up (404) before any serializer.
+# Every other body would take the same path; the last one is sent as well, to
+# show it does.
+REFUSED_BEFORE_THE_BODY = {401, 404}
+
+
+def _unless_refused(
+    bodies: list[tuple[str, Any]], statuses: list[int]
+) -> Iterator[tuple[str, Any]]:
+    """``bodies`` in order; after a first answer refused before the body was read,
+    only the last of them, which must get the same answer."""
+    if not bodies:
+        return
+    yield bodies[0]
+    if statuses[0] not in REFUSED_BEFORE_THE_BODY:
+        yield from bodies[1:]
+    elif len(bodies) > 1:
+        yield bodies[-1]
+        assert statuses[-1] == statuses[0], (statuses, bodies[-1])
 
 
 def _send(url: str, method: str, ctype: str, body: Any, token: str) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from retrieval.engine.memory import ListTranscript, MemoryLedger
@@ -157,11 +156,12 @@ class ImapFaultsTests:
     ) -> None:
         overrides = {"UID FETCH BODY": b"* 1 FETCH (UID 101 BODY[] {9999999999}\r\n"}
         with FakeImapServer([message(1)], overrides=overrides) as server:
-            started = time.monotonic()
-            report, _, _ = run(server, listener, timeout=5)
-        assert time.monotonic() - started < 2  # no waiting for the gigabytes
+            report, _, transcript = run(server, listener, timeout=5)
+        # Refused on the announcement: a client that started reading would
+        # have waited for the bytes and ended on the 5 s timeout (SOCKET).
         assert report.exit_code is ExitCode.PROTOCOL
-        assert "9999999999 bytes" in report.error
+        assert "a message of 9999999999 bytes, more than the limit" in report.error
+        assert not any(t.startswith("FETCH body") for _, t in transcript.lines)
         assert len(server.messages) == 1
 
     def test_a_literal_that_stalls_times_out(self, listener: FakeSmtpServer) -> None:
@@ -390,25 +390,37 @@ class ImapIdleTests:
         assert "idle round 2: nothing new" in notes
 
     def test_the_stop_hook_ends_an_idle_poll(self, listener: FakeSmtpServer) -> None:
-        calls = []
+        # What the server had been told each time the hook was asked.
+        asked: list[list[str]] = []
 
         def stop() -> bool:
-            calls.append(1)
-            return len(calls) > 2
+            asked.append(list(server.commands))
+            return len(asked) > 2
 
         with FakeImapServer(
             [], capabilities=["IMAP4rev1", "AUTH=PLAIN", "IDLE"]
         ) as server:
             spec = make_spec(
-                server, listener, protocol=MailProtocol.IMAP, idle=True, idle_reissue=60
+                server,
+                listener,
+                protocol=MailProtocol.IMAP,
+                idle=True,
+                idle_rounds=1,
+                idle_reissue=60,
             )
-            started = time.monotonic()
             report = poll(
                 spec, ledger=MemoryLedger(), transcript=ListTranscript(), stop=stop
             )
-        assert time.monotonic() - started < 30  # not the 60 s re-issue
         assert report.exit_code is ExitCode.NOMAIL
-        assert sent(server)[-1] == "LOGOUT"
+        # The hook said stop while the IDLE was outstanding (its last command,
+        # no DONE yet), and DONE and LOGOUT followed. Had the wait not asked
+        # the hook, it would have run to the 60 s re-issue and the one round
+        # allowed would have ended the poll, the hook asked twice, never idle.
+        assert len(asked) == 4, "the hook was not asked while idle"
+        said_stop = asked[2]
+        assert said_stop[-1].endswith(" IDLE") and "DONE" not in said_stop
+        assert server.commands[len(said_stop) :][0] == "DONE"
+        assert sent(server).count("IDLE") == 1 and sent(server)[-1] == "LOGOUT"
 
     def test_without_idle_it_watches_with_noop(self, listener: FakeSmtpServer) -> None:
         with FakeImapServer([], arrivals=[message(1)]) as server:

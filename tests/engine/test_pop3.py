@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from typing import TYPE_CHECKING
 
 from retrieval.engine.memory import ListTranscript, MemoryLedger
@@ -192,9 +191,9 @@ class Pop3FaultsTests:
 
     def test_a_stalled_server_times_out(self, listener: FakeSmtpServer) -> None:
         with FakePop3Server([message(1)], stall_on="TOP") as server:
-            started = time.monotonic()
             report, _, _ = run(server, listener, timeout=0.5)
-        assert time.monotonic() - started < 3
+        # The client's own deadline fired: without it, the wait would have
+        # ended with the fake server giving up ("closed the connection").
         assert report.exit_code is ExitCode.SOCKET
         assert "did not answer within 0.5 seconds" in report.error
         assert len(server.mailbox) == 1

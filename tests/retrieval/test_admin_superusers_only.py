@@ -16,9 +16,10 @@ from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
+from accounts.models import AuditEvent, DeliveryTarget
 from fetchweb.checks import staff_without_superuser
 from retrieval.models import Mailbox, MultidropRule, PollRun, SeenMessage
 from tests.factories import make_domain, make_mailbox, make_user
@@ -54,6 +55,9 @@ def world():
         foreign_box = make_mailbox(victim, domain=other, host="1.1.1.1")
 
     World.domain.admins.add(World.staff_admin, World.domain_admin)
+    World.target = DeliveryTarget.objects.create(
+        name="Main relay", kind="smtp", host="relay.example.net", port=25
+    )
     run = PollRun.objects.create(mailbox=World.own_box)
     SeenMessage.objects.create(mailbox=World.own_box, folder="INBOX", uid="1")
     MultidropRule.objects.create(mailbox=World.own_box, position=0, remote="a")
@@ -100,7 +104,14 @@ def _snapshot():
 def test_every_registered_model_is_covered(world):
     # Guard for the generated list: the models this project registers.
     names = {m.__name__ for m in admin.site._registry}
-    assert {"Mailbox", "PollRun", "SeenMessage", "User", "Domain"} <= names
+    assert {
+        "Mailbox",
+        "PollRun",
+        "SeenMessage",
+        "User",
+        "Domain",
+        "DeliveryTarget",
+    } <= names
 
 
 @pytest.mark.parametrize("role", ["anonymous", "user", "domain_admin", "staff_admin"])
@@ -231,3 +242,60 @@ def test_the_user_form_says_what_staff_status_gives(world):
     client.force_login(world.root)
     url = reverse("admin:accounts_user_change", args=[world.staff_admin.pk])
     assert "Gives nothing on its own" in client.get(url).content.decode()
+
+
+def test_delivery_targets_in_the_admin_are_a_superusers(world):
+    target = world.target
+    change = reverse("admin:accounts_deliverytarget_change", args=[target.pk])
+    edited = {"name": "Mine", "kind": "lmtp", "host": "10.0.0.9", "port": 24}
+
+    staff = Client()
+    staff.force_login(world.staff_admin)  # is_staff, and a domain administrator
+    assert _refused(staff.get(reverse("admin:accounts_deliverytarget_changelist")))
+    assert _refused(staff.get(change))
+    assert _refused(staff.post(change, edited))
+    assert _refused(staff.post(reverse("admin:accounts_deliverytarget_add"), edited))
+    target.refresh_from_db()
+    assert (target.name, target.host) == ("Main relay", "relay.example.net")
+    assert DeliveryTarget.objects.count() == 1
+    # The model admin says no by itself too, should the site ever admit staff.
+    request = RequestFactory().get("/")
+    request.user = world.staff_admin
+    model_admin = admin.site._registry[DeliveryTarget]
+    assert not model_admin.has_module_permission(request)
+    assert not any(
+        allowed(request)
+        for allowed in (
+            model_admin.has_view_permission,
+            model_admin.has_add_permission,
+            model_admin.has_change_permission,
+            model_admin.has_delete_permission,
+        )
+    )
+
+    root = Client()
+    root.force_login(world.root)
+    assert "Delivery targets" in root.get(reverse("admin:index")).content.decode()
+    assert root.post(change, edited).status_code == 302
+    target.refresh_from_db()
+    assert (target.name, target.kind, target.host, target.port) == (
+        "Mine",
+        "lmtp",
+        "10.0.0.9",
+        24,
+    )
+    # Written through the services: audited like the console page's writes.
+    audited = AuditEvent.objects.filter(
+        action=AuditEvent.Action.UPDATE, object_id=str(target.pk)
+    ).get()
+    assert audited.actor == world.root and "host" in audited.summary
+    # A target a domain uses is kept (the database protects it); a free one goes.
+    world.domain.default_delivery = target
+    world.domain.save()
+    delete = reverse("admin:accounts_deliverytarget_delete", args=[target.pk])
+    assert root.post(delete, {"post": "yes"}).status_code != 302
+    assert DeliveryTarget.objects.filter(pk=target.pk).exists()
+    world.domain.default_delivery = None
+    world.domain.save()
+    assert root.post(delete, {"post": "yes"}).status_code == 302
+    assert not DeliveryTarget.objects.exists()

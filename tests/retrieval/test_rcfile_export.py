@@ -296,3 +296,46 @@ class ExportTests:
         assert stat.S_IMODE(target.stat().st_mode) == 0o600
         assert parse_file(str(target)).servers[0].users[0].password == "pw"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["fetchmailrc"]
+
+    def test_a_mailbox_delivered_into_imap_is_named_and_left_out(
+        self, tmp_path: Path, settings: Any
+    ) -> None:
+        settings.FETCH_ALLOW_PRIVATE_HOSTS = True  # no DNS for the example names
+        owner = make_user("bob@example.org")
+        make_mailbox(owner, host="a.example.net", username="plain", password="pw")
+        into = make_mailbox(
+            owner,
+            host="b.example.net",
+            username="to-gmail",
+            password="pw",
+            delivery_kind=Mailbox.DeliveryKind.IMAP,
+            destination_host="imap.gmail.com",
+            destination_username="bob@gmail.com",
+            destination_folder="Archive",
+        )
+        before = Mailbox.objects.values().get(pk=into.pk)
+
+        target = tmp_path / "bob.rc"
+        _, err = _run("export_fetchmailrc", owner="bob@example.org", output=str(target))
+
+        text = target.read_text()
+        servers = parse_file(str(target)).servers
+        # fetchmail would deliver an entry without smtphost/mda to localhost's
+        # SMTP listener: no entry at all, and the reason at the top of the file.
+        assert [u.remote for s in servers for u in s.users] == ["plain"]
+        why = (
+            f'mailbox {into.pk} ("to-gmail" at "b.example.net") delivers into the '
+            'IMAP mailbox "bob@gmail.com" at "imap.gmail.com", folder "Archive": '
+            "fetchmail cannot deliver into an IMAP mailbox"
+        )
+        assert text.startswith(f"# not exported: {why}")
+        assert f"note: not exported: {why}" in err
+        assert "1 mailbox(es) written" in err
+
+        # Imported back: the other mailbox is updated, this one left as it was.
+        out, _ = _run(
+            "import_fetchmailrc", str(target), owner="bob@example.org", netrc="/none"
+        )
+        assert "0 created, 1 updated" in out
+        assert Mailbox.objects.count() == 2
+        assert Mailbox.objects.values().get(pk=into.pk) == before

@@ -5,11 +5,13 @@ export read back by our importer and by the real fetchmail."""
 
 from __future__ import annotations
 
+import io
 import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from retrieval import services
@@ -22,6 +24,8 @@ from tests.rcfile.oracle import Oracle, have_fetchmail
 from tests.retrieval.test_rcfile_export import fast_passwords
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from django.test import Client
 
     from accounts.models import User
@@ -122,6 +126,45 @@ def test_a_refused_option_is_listed_with_file_and_line_and_its_entry_left_out(
     ) in page.replace("&quot;", '"')
     assert "Import 1 mailbox(es)" in page
 
+    _confirm(client, preview)
+    assert list(Mailbox.objects.values_list("username", flat=True)) == ["alice-remote"]
+
+
+def test_the_command_and_the_pages_refuse_the_same_lines_of_one_file(
+    client: Client, people: dict[str, User], settings: Any, tmp_path: Path
+) -> None:
+    """One code path (services.rcfile_import): the same refusals, FILE:LINE, from
+    the checks (line 2) and from a save (the quota, line 4). The command's
+    contract refuses the whole file; the pages leave the refused entries out."""
+    settings.FETCH_MAX_MAILBOXES_PER_USER = 1
+    alice = people["alice"]
+    text = GOOD + WITH_MDA + GOOD.replace("alice-remote", "third")
+    path = tmp_path / "alice.rc"
+    path.write_text(text)
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "import_fetchmailrc",
+            str(path),
+            owner=alice.email,
+            netrc="/nonexistent",
+            stdout=io.StringIO(),
+        )
+    *by_command, verdict = str(refused.value).splitlines()
+    assert verdict == "Import refused: nothing was imported (2 problem(s))."
+    assert not Mailbox.objects.exists()
+    assert [line.replace(f"{path}:", "", 1) for line in by_command] == [
+        '2: mda "/usr/bin/procmail -d %T": runs a command on this server; only a '
+        "superuser may import it",
+        "4: You have 1 mailbox, the most one person may have here. Delete one "
+        "first, or ask an administrator to raise the limit.",
+    ]
+
+    upload = SimpleUploadedFile("alice.rc", text.encode())
+    preview = _as(client, alice).post(IMPORT, {"rcfile": upload})
+    by_page = preview.context["plan"].problems
+    assert by_page == [line.replace(str(path), "alice.rc", 1) for line in by_command]
+    page = _text(preview).replace("&quot;", '"')
+    assert all(line in page for line in by_page) and "Import 1 mailbox(es)" in page
     _confirm(client, preview)
     assert list(Mailbox.objects.values_list("username", flat=True)) == ["alice-remote"]
 
@@ -305,10 +348,10 @@ def test_a_failure_half_way_rolls_everything_back(
     response = _confirm(client, preview)
     assert seen == ["alice-remote", "other", "second"]
     if failure == "quota":
-        assert (
-            "Nothing was imported: pasted .fetchmailrc:3: You have reached your "
-            "mailbox quota."
-        ) in _text(response)
+        # A refusal the preview did not show: shown now, nothing applied.
+        page = _text(response)
+        assert "Nothing was imported: the mailboxes changed since the preview" in page
+        assert "pasted .fetchmailrc:3: You have reached your mailbox quota." in page
     else:
         assert response.status_code == 500
     # The update of the first and the creation of the second are undone.
@@ -391,6 +434,27 @@ def test_one_mailbox_exports_without_its_password_and_imports_back_unchanged(
     _confirm(client, preview)
     assert list(Mailbox.objects.order_by("pk").values(*fields)) == before
     assert Mailbox.objects.get(pk=first.pk).get_password() == "Pw-1"
+
+
+def test_a_mailbox_delivered_into_imap_is_named_in_the_download_not_written(
+    client: Client, people: dict[str, User]
+) -> None:
+    alice = people["alice"]
+    into = make_mailbox(
+        alice,
+        host=PUBLIC,
+        username="to-imap",
+        delivery_kind=Mailbox.DeliveryKind.IMAP,
+        destination_host="imap.example.net",
+        destination_username="alice@example.net",
+    )
+    text = (
+        _as(client, alice)
+        .get(reverse("retrieval:mailbox-export", args=[into.pk]))
+        .content.decode()
+    )
+    assert text.startswith(f'# not exported: mailbox {into.pk} ("to-imap" at ')
+    assert parse_text(text, "x").servers == []
 
 
 def test_the_list_export_holds_what_the_person_may_see(

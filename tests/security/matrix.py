@@ -195,6 +195,7 @@ ADMIN_MODELS: dict[str, tuple[str, ...]] = {
     "accounts_auditevent": ("site",),
     "accounts_user": OWNERS,
     "accounts_domain": ("dom1", "dom2"),
+    "accounts_deliverytarget": ("site",),
     "retrieval_mailbox": OWNERS,
     "retrieval_pollrun": OWNERS,
     "retrieval_seenmessage": OWNERS,
@@ -476,14 +477,15 @@ MANAGES: dict[str, set[str]] = {
 }
 PEOPLE_PAGES: dict[str, str] = {
     # key -> kind: "list" (a GET page), "add" (a form probed per domain),
-    # "person" (one person), "domain" (superuser only), "defaults", "root"
-    # (superuser pages), "everyone".
+    # "person" (one person), "resend" (one person, POST only), "domain"
+    # (superuser only), "defaults", "root" (superuser pages), "everyone".
     "people:people": "list",
     "people:domains": "list",
     "people:person-add": "add",
     "people:person-invite": "add",
     "people:person": "person",
     "people:person-remove": "person",
+    "people:person-resend-invitation": "resend",
     "people:domain-add": "root",
     "people:domain-edit": "domain",
     "people:domain-defaults": "defaults",
@@ -496,6 +498,7 @@ PEOPLE_TARGETS: dict[str, tuple[str, ...]] = {
     "people:person-invite": ("dom1", "dom2"),
     "people:person": (*OWNERS, "missing"),
     "people:person-remove": (*OWNERS, "missing"),
+    "people:person-resend-invitation": (*OWNERS, "missing"),
     "people:domain-edit": ("dom1", "dom2", "missing"),
     "people:domain-defaults": ("dom1", "dom2", "missing"),
 }
@@ -505,6 +508,8 @@ PEOPLE_DONE: dict[str, Expect] = {
     "people:person-invite": Expect(302, "new-person"),
     "people:person": Expect(302, "person"),
     "people:person-remove": Expect(302, "people"),
+    # Back to the person's page, which says it was sent (or why not).
+    "people:person-resend-invitation": Expect(302, "person"),
     "people:domain-add": Expect(302, "new-domain"),
     "people:domain-edit": Expect(302, "domain-edit"),
     "people:domain-defaults": Expect(302, "domain-defaults"),
@@ -521,6 +526,8 @@ def people_expectation(key: str, role: str, owner: str, method: str) -> Expect:
         return E405
     if kind == "everyone":
         return OK if method == "GET" else PEOPLE_DONE[key]
+    if kind == "resend" and method == "GET":
+        return E405
     if kind in ("root", "domain", "audit") and role != "root":
         return E403
     if role not in ADMINS:
@@ -532,6 +539,9 @@ def people_expectation(key: str, role: str, owner: str, method: str) -> Expect:
             return OK
         # A domain they do not administer is not a choice: the form again.
         return PEOPLE_DONE[key] if owner in ADMINISTERS[role] else OK
+    if kind == "resend":
+        manages = owner == role or owner in MANAGES[role]
+        return PEOPLE_DONE[key] if manages else E404
     if kind == "person":
         if owner == role:
             return OK  # themselves: seen, not acted on

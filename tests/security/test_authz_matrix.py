@@ -63,6 +63,7 @@ class World:
     seen: dict[str, int] = field(default_factory=dict)
     group: int = 0
     audit: int = 0
+    target: int = 0
     sessions: dict[str, str] = field(default_factory=dict)  # role -> session key
     baseline: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -105,6 +106,11 @@ def _build() -> World:
     world.group = group.pk
     world.audit = AuditEvent.objects.create(
         actor_label="AUDIT-SECRET-site", action=AuditEvent.Action.UPDATE
+    ).pk
+    # Offered to the domains' administrators (their defaults page lists it):
+    # not a secret, but the admin's to edit, the superuser's only.
+    world.target = DeliveryTarget.objects.create(
+        name="Relay-site", host="relay.example.net", port=25
     ).pk
     mailbox_domain = {"alice": "dom1", "peer": "dom1", "bob": "dom2", "root": "dom1"}
     for owner in m.OWNERS:
@@ -272,6 +278,7 @@ def _object_ids(world: World, pattern: m.Pattern, owner: str) -> dict[str, str]:
         "accounts_auditevent": {"site": world.audit},
         "accounts_user": world.users,
         "accounts_domain": world.domains,
+        "accounts_deliverytarget": {"site": world.target},
         "retrieval_mailbox": world.mailboxes,
         "retrieval_pollrun": world.runs,
         "retrieval_seenmessage": world.seen,
@@ -293,6 +300,7 @@ _ADMIN_MODELS: dict[str, Any] = {
     "accounts_auditevent": AuditEvent,
     "accounts_user": User,
     "accounts_domain": Domain,
+    "accounts_deliverytarget": DeliveryTarget,
     "retrieval_mailbox": Mailbox,
     "retrieval_pollrun": PollRun,
     "retrieval_seenmessage": SeenMessage,
@@ -686,6 +694,16 @@ def _check_people_effect(world: World, key: str, role: str, owner: str) -> None:
         # follows the mail.
     elif key == "people:person":
         assert not User.objects.get(pk=world.users[owner]).is_active
+    elif key == "people:person-resend-invitation":
+        # Nobody here has chosen a password: the invitation goes again, to that
+        # person, recorded as sent by the role. The mail leaves when the
+        # transaction commits, which the probe's savepoint never reaches:
+        # tests/accounts/test_people_pages.py follows it.
+        sent = AuditEvent.objects.get(
+            object_id=str(world.users[owner]), summary="invitation mailed again"
+        )
+        assert sent.actor_id == world.users[role]
+        assert world_state() == world.baseline
     elif key == "people:person-remove":
         assert not User.objects.filter(pk=world.users[owner]).exists()
         assert not Mailbox.objects.filter(owner_id=world.users[owner]).exists()

@@ -5,7 +5,9 @@ server options are the same are written as one ``poll`` entry with several users
 disabled ones as ``skip`` entries. fetchweb keeps a poll interval per mailbox and
 global options (``set ...``) per mailbox: where they differ, ``set daemon`` is their
 greatest common divisor and each entry says its ``interval``; for other globals the
-first mailbox's value is written and the command says so on stderr.
+first mailbox's value is written and the command says so on stderr. A mailbox
+delivered into an IMAP mailbox is left out, named with the reason in a comment
+at the top of the file and on stderr (see :mod:`retrieval.rcexport`).
 
 Passwords are left out unless ``--with-passwords``, which only a superuser may ask
 for (``--as``): a placeholder comment stands where each would be (see
@@ -21,7 +23,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from retrieval.rcexport import ExportFailed, rcfile_of
+from retrieval.rcexport import ExportFailed, not_exported, rcfile_of
 from retrieval.rcimport import command_scope
 
 
@@ -79,12 +81,14 @@ class Command(BaseCommand):
             text, notes = rcfile_of(mailboxes, with_passwords=options["with_passwords"])
         except ExportFailed as exc:
             raise CommandError(str(exc)) from exc
-        for note in notes:
+        left_out = [why for m in mailboxes if (why := not_exported(m))]
+        for note in notes + [f"not exported: {why}" for why in left_out]:
             self.stderr.write(f"note: {note}")
         if options["output"]:
             write_private(Path(options["output"]), text)
             self.stderr.write(
-                f"{len(mailboxes)} mailbox(es) written to {options['output']}."
+                f"{len(mailboxes) - len(left_out)} mailbox(es) written to "
+                f"{options['output']}."
             )
         else:
             self.stdout.write(text, ending="")

@@ -2,8 +2,11 @@
 
 Every user description of every entry (``skip`` ones too, disabled) becomes one
 Mailbox with its delivery target, multidrop rules and options (see
-:mod:`retrieval.rcmap`). Everything is checked before anything is written, and
-written in one transaction: a file with one refused line imports nothing.
+:mod:`retrieval.rcmap`). Everything is checked, and written in one transaction: a
+file with one refused line imports nothing, and every refusal is listed as
+FILE:LINE: why (an entry refused by a quota too). The import pages run the same
+checks and writes (services.rcfile_import); they list the refused entries and
+store the others.
 
 Who may set what: see :mod:`retrieval.rcimport` (the import pages share it).
 
@@ -106,8 +109,6 @@ class Command(BaseCommand):
                     ]
                 )
             ) from exc
-        except services.ImportFailed as exc:
-            raise CommandError(f"{exc} Import refused: nothing was imported.") from exc
         for line in plan.globals_said:
             self.stdout.write(line)
         for entry in plan.entries:
