@@ -219,6 +219,24 @@ class HostCapTests:
         assert services.mailbox_poll(mailbox_id=mailbox.pk).outcome == "nomail"
         assert not HostSlot.objects.exclude(holder="").exists()
 
+    def test_without_a_cap_a_poll_takes_no_slot_and_is_recorded(
+        self, settings, monkeypatch
+    ):
+        settings.FETCH_MAX_SESSIONS_PER_HOST = 0
+        monkeypatch.setattr(
+            services.polls,
+            "engine_poll",
+            lambda *a, **k: PollReport(exit_code=ExitCode.NOMAIL),
+        )
+        mailbox = make_mailbox(
+            make_user(superuser=True), password="pw", host="127.0.0.1", port=993
+        )
+        summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+        assert summary.outcome == "nomail" and summary.run_id is not None
+        assert not HostSlot.objects.exists()
+        mailbox.refresh_from_db()
+        assert mailbox.lease_owner == "" and mailbox.latest_run_id == summary.run_id
+
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(
