@@ -4,6 +4,8 @@ Dovecot (TLS), beside one fetchmail polling the same accounts from one rcfile.
 ``python -m bench.throughput [--mailboxes 50] [--workers 4] [--interval 60]
 [--lateness-minutes 2] [--cost-polls 200] [--docs docs/benchmarks.md]``; the
 issue's size is ``--mailboxes 10000 --interval 300 --lateness-minutes 30``.
+``--cost-only`` stops after phase 1 and prints it (``--cost-profile FILE``
+adds a cProfile of its polls).
 
 Phases, each on the same N accounts (Dovecot, implicit TLS, PLAIN login):
 
@@ -40,7 +42,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from bench import cpu_parts, sections
 from bench.job import Job
@@ -54,9 +57,6 @@ from bench.stack import (
 )
 from bench.tools import Fetchmail, Workspace
 from tests.support.dovecot import Dovecot
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 PASSWORD = "bench-service-secret"
 
@@ -79,6 +79,7 @@ class Figures:
     mailboxes: int
     cost_ms: float = 0.0
     cost_wall_ms: float = 0.0
+    cost_statements: int = 0
     passes: dict[str, list[Pass]] = field(default_factory=dict)
     gaps: list[float] = field(default_factory=list)
     lateness_polls: int = 0
@@ -188,8 +189,15 @@ def _worker(stack: Stack, args: argparse.Namespace) -> Any:
     )
 
 
-def _cost_per_poll(polls: int) -> tuple[float, float]:
-    """CPU and wall ms per ``services.mailbox_poll`` with a no-op engine."""
+def _cost_per_poll(polls: int, profile: Path | None = None) -> tuple[float, float, int]:
+    """CPU and wall ms per ``services.mailbox_poll`` with a no-op engine, and
+    the SQL statements of one such poll; ``profile``: cProfile the timed polls
+    into that file (pstats), for finding where the time goes."""
+    import cProfile
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     from retrieval import services
     from retrieval.engine.report import ExitCode, PollReport
     from retrieval.models import Mailbox
@@ -203,13 +211,22 @@ def _cost_per_poll(polls: int) -> tuple[float, float]:
         ids = list(Mailbox.objects.values_list("pk", flat=True))
         for pk in ids[:5]:  # warm: connection, caches
             services.mailbox_poll(mailbox_id=pk)
+        with CaptureQueriesContext(connection) as queries:
+            services.mailbox_poll(mailbox_id=ids[0])
+        profiler = cProfile.Profile() if profile else None
         cpu, wall = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
         for i in range(polls):
             services.mailbox_poll(mailbox_id=ids[i % len(ids)])
+        if profiler:
+            profiler.disable()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        if profiler and profile:
+            profiler.dump_stats(profile)
     finally:
         services.polls.engine_poll = real
-    return 1000 * cpu / polls, 1000 * wall / polls
+    return 1000 * cpu / polls, 1000 * wall / polls, len(queries)
 
 
 def _lateness(stack: Stack, args: argparse.Namespace) -> tuple[list[float], int]:
@@ -270,8 +287,17 @@ def run(args: argparse.Namespace, work: Path) -> Figures:
             deliver_to=listener.port,
             interval=args.interval,
         )
-        figures.cost_ms, figures.cost_wall_ms = _cost_per_poll(args.cost_polls)
-        print(f"cost per poll: {figures.cost_ms:.2f} ms CPU", flush=True)
+        figures.cost_ms, figures.cost_wall_ms, figures.cost_statements = _cost_per_poll(
+            args.cost_polls, args.cost_profile
+        )
+        print(
+            f"cost per poll: {figures.cost_ms:.2f} ms CPU "
+            f"({figures.cost_wall_ms:.1f} ms wall, {figures.cost_statements} SQL "
+            "statements)",
+            flush=True,
+        )
+        if args.cost_only:
+            return figures
 
         def refill() -> None:
             for user, msgs in fill.items():
@@ -329,7 +355,8 @@ def section(figures: Figures, args: argparse.Namespace, load: str) -> str:
         f"The service's own cost per poll (lease, advisory lock, host slot, run "
         f"row, counters, next poll; engine replaced by a no-op, "
         f"{args.cost_polls} polls in one process against the real PostgreSQL): "
-        f"**{figures.cost_ms:.2f} ms CPU** ({figures.cost_wall_ms:.1f} ms wall) per "
+        f"**{figures.cost_ms:.2f} ms CPU** ({figures.cost_wall_ms:.1f} ms wall, "
+        f"{figures.cost_statements} SQL statements) per "
         "poll; target under 5 ms. PostgreSQL's own CPU is not included.",
         "",
     ]
@@ -387,6 +414,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lateness-minutes", type=float, default=2.0)
     parser.add_argument("--cost-polls", type=int, default=200)
     parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="measure the cost per poll only (phase 1), print it, write no docs",
+    )
+    parser.add_argument(
+        "--cost-profile",
+        type=Path,
+        help="cProfile the cost polls into this file (pstats)",
+    )
+    parser.add_argument(
         "--warmup",
         type=float,
         default=20.0,
@@ -395,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     add_common_options(parser)
     args = parser.parse_args(argv)
     figures, load = in_workdir("service", args.keep_tmp, lambda work: run(args, work))
+    if args.cost_only:
+        print(f"load average at start: {load}")
+        return 0
     text = section(figures, args, load)
     print(text)
     if not args.no_docs:

@@ -13,6 +13,7 @@ By subject:
 * rules: multidrop rules
 * multidrop: a whole-domain mailbox's settings: their one check, their save
 * polls: the poll (lease, lock, record), the schedule, asking for a poll
+* poll_statements: the poll's own writes on PostgreSQL, in three statements
 * failures: backoff, permanent failures, the mailbox's state, resume
 * hostslots: the cap on sessions per remote host
 * alerts: mail and signed webhook when a mailbox's state changes

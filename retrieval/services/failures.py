@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -121,29 +122,33 @@ def classify(
 FAILED_OUTCOMES = (PollRun.Outcome.ERROR, PollRun.Outcome.TIMEOUT)
 
 
-def poll_recorded(
+@dataclass(frozen=True)
+class AfterPoll:
+    """What a recorded run means for its mailbox: the columns to set (failure
+    counts, next poll) and, when its state changes, the new one and why."""
+
+    values: dict[str, Any]
+    health: str | None = None
+    reason: str = ""
+
+
+def after_poll(
     *, mailbox: Mailbox, run: PollRun, permanent: bool, now: datetime
-) -> None:
-    """After a run is recorded: set the next poll and the mailbox's state.
+) -> AfterPoll:
+    """The next poll and the mailbox's state after ``run`` (no writes).
 
     ``mailbox`` is the row as read under the poll's lease.
     """
     if run.outcome not in FAILED_OUTCOMES:
-        Mailbox.objects.filter(pk=mailbox.pk).update(
-            failure_count=0,
-            permanent_failures=0,
-            failing_since=None,
-            next_poll_at=now + timedelta(seconds=jittered(mailbox.poll_interval)),
-        )
+        values: dict[str, Any] = {
+            "failure_count": 0,
+            "permanent_failures": 0,
+            "failing_since": None,
+            "next_poll_at": now + timedelta(seconds=jittered(mailbox.poll_interval)),
+        }
         if mailbox.health != Mailbox.Health.OK:
-            health_change(
-                mailbox_id=mailbox.pk,
-                before=mailbox.health,
-                after=Mailbox.Health.OK,
-                reason="",
-                now=now,
-            )
-        return
+            return AfterPoll(values, Mailbox.Health.OK)
+        return AfterPoll(values)
     failures = mailbox.failure_count + 1
     failing_since = mailbox.failing_since or run.started_at
     failure = classify(
@@ -153,27 +158,45 @@ def poll_recorded(
         now=now,
     )
     permanent_count = mailbox.permanent_failures + (1 if failure.permanent else 0)
-    Mailbox.objects.filter(pk=mailbox.pk).update(
-        failure_count=failures,
-        permanent_failures=permanent_count,
-        failing_since=failing_since,
-        next_poll_at=now
+    values = {
+        "failure_count": failures,
+        "permanent_failures": permanent_count,
+        "failing_since": failing_since,
+        "next_poll_at": now
         + timedelta(seconds=backoff_seconds(mailbox.poll_interval, failures)),
-    )
+    }
     pause = failure.permanent and permanent_count >= settings.FETCH_PAUSE_AFTER
     after = Mailbox.Health.PAUSED if pause else Mailbox.Health.FAILING
     if mailbox.health in (Mailbox.Health.PAUSED, Mailbox.Health.REAUTH, after):
         # A paused mailbox stays paused until someone resumes it; one that
         # needs a new OAuth2 consent until it is given.
-        return
+        return AfterPoll(values)
     error = run.error or "The poll failed."
-    health_change(
-        mailbox_id=mailbox.pk,
-        before=mailbox.health,
-        after=after,
-        reason=f"{error} {failure.explanation}",
-        now=now,
-    )
+    return AfterPoll(values, after, f"{error} {failure.explanation}")
+
+
+def health_settle(*, mailbox: Mailbox, after: AfterPoll, now: datetime) -> None:
+    """Move the mailbox to the state ``after`` names, if any (alerting once)."""
+    if after.health is not None:
+        health_change(
+            mailbox_id=mailbox.pk,
+            before=mailbox.health,
+            after=after.health,
+            reason=after.reason,
+            now=now,
+        )
+
+
+def poll_recorded(
+    *, mailbox: Mailbox, run: PollRun, permanent: bool, now: datetime
+) -> None:
+    """After a run is recorded: set the next poll and the mailbox's state.
+
+    ``mailbox`` is the row as read under the poll's lease.
+    """
+    after = after_poll(mailbox=mailbox, run=run, permanent=permanent, now=now)
+    Mailbox.objects.filter(pk=mailbox.pk).update(**after.values)
+    health_settle(mailbox=mailbox, after=after, now=now)
 
 
 def health_change(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -31,11 +32,31 @@ def host_key(host: str) -> str:
     return host.strip().lower().rstrip(".")
 
 
+@dataclass
+class HeldSlot:
+    """A slot a poll holds (``slot_id`` None: no cap, nothing held) until
+    :meth:`release`, or until a statement that gives it back sets ``released``
+    (services/poll_statements.py)."""
+
+    slot_id: int | None
+    holder: str
+    released: bool = False
+
+    @staticmethod
+    def new_holder() -> str:
+        return uuid.uuid4().hex
+
+    def release(self) -> None:
+        if not self.released and self.slot_id is not None:
+            host_slot_release(slot_id=self.slot_id, holder=self.holder)
+        self.released = True
+
+
 def host_slot_take(*, host: str, cap: int | None = None) -> tuple[int, str] | None:
     """Take a free slot of ``host``: (slot id, holder), or None when all are held."""
     cap = settings.FETCH_MAX_SESSIONS_PER_HOST if cap is None else cap
     key = host_key(host)
-    holder = uuid.uuid4().hex
+    holder = HeldSlot.new_holder()
     take = _take_postgresql if connection.vendor == "postgresql" else _take_portable
     for attempt in range(2):
         now = timezone.now()
@@ -71,7 +92,7 @@ def _take_portable(
 # One round trip: a free slot, picked at random (fewer collisions), locked
 # without waiting for a slot another worker is taking (SKIP LOCKED), and the
 # outer condition checked again on the row as locked.
-_TAKE_POSTGRESQL = """
+TAKE_POSTGRESQL = """
 UPDATE {table} SET holder = %s, until = %s
 WHERE id = (
     SELECT id FROM {table}
@@ -89,7 +110,7 @@ def _take_postgresql(
     table = connection.ops.quote_name(HostSlot._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            _TAKE_POSTGRESQL.format(table=table), [holder, until, key, cap, now, now]
+            TAKE_POSTGRESQL.format(table=table), [holder, until, key, cap, now, now]
         )
         row = cursor.fetchone()
     return None if row is None else int(row[0])

@@ -40,7 +40,7 @@ from retrieval.crypto import DecryptionError
 from retrieval.engine.report import ExitCode
 from retrieval.models import Mailbox, OAuthGrant
 from retrieval.services.failures import health_change
-from retrieval.services.specs import SpecError
+from retrieval.services.specs import OAUTH_AUTH, SpecError
 
 if TYPE_CHECKING:
     from django.contrib.sessions.backends.base import SessionBase
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 SESSION_KEY = "fetchweb_oauth_pending"
 # Consents started but not finished, per session: older ones are dropped.
 PENDING_MAX = 5
-OAUTH_AUTH = (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER)
 Purpose = OAuthGrant.Purpose
 # The Mailbox field holding each purpose's login kind, and its user name.
 AUTH_FIELD = {Purpose.SOURCE: "auth", Purpose.DESTINATION: "destination_auth"}

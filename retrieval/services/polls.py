@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -28,8 +27,15 @@ from retrieval import observability
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll as engine_poll
 from retrieval.models import Mailbox, MessageResult, MultidropRule, PollRun
-from retrieval.services.failures import JITTER, jittered, poll_recorded
-from retrieval.services.hostslots import host_slot
+from retrieval.services import poll_statements
+from retrieval.services.failures import (
+    JITTER,
+    AfterPoll,
+    after_poll,
+    health_settle,
+    jittered,
+)
+from retrieval.services.hostslots import HeldSlot, host_slot_take
 from retrieval.services.latest_run import latest_run_refresh
 from retrieval.services.ports import DatabaseLedger, RecordingTranscript
 from retrieval.services.progress import CachedProgress
@@ -55,10 +61,16 @@ UNFETCHED = frozenset({MessageStatus.SKIPPED, MessageStatus.EXPIRED})
 # --- the lock ----------------------------------------------------------------------
 
 
-def _remote_key(mailbox: Mailbox) -> int:
-    """A 63-bit key for the remote account, shared by every row naming it."""
-    ident = f"{mailbox.host.lower()}|{mailbox.port or 0}|{mailbox.username}".encode()
-    return (zlib.crc32(ident) << 31) ^ zlib.adler32(ident)
+@dataclass
+class _Hold:
+    """A claimed mailbox: the row, this poll's lease and advisory lock (None
+    when not taken); ``released`` once a statement gave them back
+    (services/poll_statements.py finish)."""
+
+    mailbox: Mailbox
+    owner: str
+    advisory_key: int | None
+    released: bool = False
 
 
 @contextmanager
@@ -72,14 +84,50 @@ def mailbox_lease(*, mailbox_id: int) -> Iterator[Mailbox | None]:
        the admin. A killed worker's lease expires by itself.
     2. On PostgreSQL, a session advisory lock on the remote account (host, port,
        user), so two rows naming the same remote mailbox never poll at once; it
-       dies with the worker's database connection.
+       dies with the worker's database connection. Its key is a hash of the
+       three taken in SQL, by the statement that takes the lease
+       (services/poll_statements.py).
     """
+    with _lease(mailbox_id=mailbox_id) as hold:
+        yield None if hold is None else hold.mailbox
+
+
+@contextmanager
+def _lease(*, mailbox_id: int) -> Iterator[_Hold | None]:
     owner = uuid.uuid4().hex
     now = timezone.now()
-    lease = {
-        "lease_owner": owner,
-        "lease_until": now + timedelta(seconds=settings.FETCH_LEASE_SECONDS),
-    }
+    until = now + timedelta(seconds=settings.FETCH_LEASE_SECONDS)
+    if connection.vendor == "postgresql":
+        # Lease, row and advisory lock in one statement.
+        claimed = poll_statements.claim(
+            mailbox_id=mailbox_id, owner=owner, now=now, until=until
+        )
+        if claimed is None:
+            yield None
+            return
+        if claimed.stolen:
+            observability.lease_stolen(mailbox_id)
+        key = claimed.advisory_key if claimed.locked else None
+        hold = _Hold(claimed.mailbox, owner, key)
+        # Not locked: the remote account is being polled through another row.
+        busy = not claimed.locked
+    else:
+        portable = _lease_portable(mailbox_id, owner, now, until)
+        if portable is None:
+            yield None
+            return
+        hold, busy = portable, False
+    try:
+        yield None if busy else hold
+    finally:
+        if not hold.released:
+            _lease_release(mailbox_id, owner, hold.advisory_key)
+
+
+def _lease_portable(
+    mailbox_id: int, owner: str, now: datetime, until: datetime
+) -> _Hold | None:
+    lease = {"lease_owner": owner, "lease_until": until}
     rows = Mailbox.objects.filter(pk=mailbox_id)
     claimed = rows.filter(lease_until__isnull=True).update(**lease)
     if claimed != 1:
@@ -88,22 +136,8 @@ def mailbox_lease(*, mailbox_id: int) -> Iterator[Mailbox | None]:
         if claimed == 1:
             observability.lease_stolen(mailbox_id)
     if claimed != 1:
-        yield None
-        return
-    advisory_key: int | None = None
-    try:
-        mailbox = _leased_mailbox(mailbox_id)
-        if connection.vendor == "postgresql":
-            key = _remote_key(mailbox)
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-                if not cursor.fetchone()[0]:
-                    yield None
-                    return
-            advisory_key = key
-        yield mailbox
-    finally:
-        _lease_release(mailbox_id, owner, advisory_key)
+        return None
+    return _Hold(_leased_mailbox(mailbox_id), owner, None)
 
 
 def _leased_mailbox(mailbox_id: int) -> Mailbox:
@@ -120,10 +154,7 @@ def _leased_mailbox(mailbox_id: int) -> Mailbox:
         .get(pk=mailbox_id)
     )
     if not mailbox.has_rules:
-        # Where prefetch_related("rules") would put them: the manager reads it.
-        mailbox._prefetched_objects_cache = {  # type: ignore[attr-defined]
-            "rules": MultidropRule.objects.none()
-        }
+        poll_statements.rules_none(mailbox)
     return mailbox
 
 
@@ -227,10 +258,11 @@ def mailbox_poll(
     _require_autocommit()
     # This poll will see whatever mail is there now: new mail may ask again.
     cache.delete(_push_key(mailbox_id))
-    with mailbox_lease(mailbox_id=mailbox_id) as mailbox:
-        if mailbox is None:
+    with _lease(mailbox_id=mailbox_id) as hold:
+        if hold is None:
             logger.info("mailbox %s is being polled elsewhere; skipped", mailbox_id)
             return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)
+        mailbox = hold.mailbox
         if (
             trigger in (PollRun.Trigger.SCHEDULE, PollRun.Trigger.PUSH)
             and mailbox.health in OFF_SCHEDULE
@@ -238,10 +270,41 @@ def mailbox_poll(
             # Queued before it was paused (or lost its OAuth2 grant): only a
             # person may poll it now.
             return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)
-        with host_slot(host=mailbox.host) as slot:
-            if not slot:
+        # mailbox.lease_owner was read after the claim: it is this poll's lease.
+        run = PollRun(mailbox=mailbox, trigger=trigger, lease_owner=mailbox.lease_owner)
+        with _run_started(run, host=mailbox.host) as slot:
+            if slot is None:
                 return _postpone(mailbox)
-            return _poll_locked(mailbox, trigger=trigger, echo=echo, clock=clock)
+            return _poll_locked(hold, slot, run, echo=echo, clock=clock)
+
+
+@contextmanager
+def _run_started(run: PollRun, *, host: str) -> Iterator[HeldSlot | None]:
+    """A session slot of ``host`` held (services/hostslots.py) and ``run``
+    inserted, for the block; None (and no run) when every slot is held."""
+    if connection.vendor == "postgresql":
+        slot = poll_statements.run_start(run=run, host=host)
+    else:
+        slot = _run_start_portable(run, host=host)
+    if slot is None:
+        yield None
+        return
+    try:
+        yield slot
+    finally:
+        slot.release()
+
+
+def _run_start_portable(run: PollRun, *, host: str) -> HeldSlot | None:
+    if settings.FETCH_MAX_SESSIONS_PER_HOST <= 0:
+        slot = HeldSlot(None, "")
+    else:
+        taken = host_slot_take(host=host)
+        if taken is None:
+            return None
+        slot = HeldSlot(*taken)
+    run.save(force_insert=True)
+    return slot
 
 
 POSTPONED = "postponed"
@@ -263,16 +326,14 @@ def _postpone(mailbox: Mailbox) -> PollSummary:
 
 
 def _poll_locked(
-    mailbox: Mailbox,
+    hold: _Hold,
+    slot: HeldSlot,
+    run: PollRun,
     *,
-    trigger: str,
     echo: bool,
     clock: Callable[[], datetime],
 ) -> PollSummary:
-    # mailbox.lease_owner was read after the claim: it is this poll's lease.
-    run = PollRun.objects.create(
-        mailbox=mailbox, trigger=trigger, lease_owner=mailbox.lease_owner
-    )
+    mailbox = hold.mailbox
     outcome: str | None = None
     secrets: tuple[str, ...] = ()
     progress = CachedProgress("run", run.pk)  # read by the page that follows it
@@ -322,12 +383,17 @@ def _poll_locked(
             exit_code=ExitCode.UNDEFINED,
             error="fetchweb failed unexpectedly; the administrator can see the log.",
         )
-    _record(run, report, transcript, outcome=outcome)
+    _fill(run, report, transcript, outcome=outcome)
+    # An empty poll (the usual one) skips bulk_create, which would still open a
+    # transaction (two round trips) to insert nothing.
+    if report.messages:
+        _results_save(run, report, transcript)
+    now = timezone.now()
+    after = after_poll(mailbox=mailbox, run=run, permanent=report.permanent, now=now)
+    _record(hold, slot, run, after)
+    health_settle(mailbox=mailbox, after=after, now=now)
     progress.clear()  # the run's own record says the rest
     observability.poll_finished(mailbox, run, report)
-    poll_recorded(
-        mailbox=mailbox, run=run, permanent=report.permanent, now=timezone.now()
-    )
     logger.info(
         "mailbox %s polled: exit %s, %s delivered%s",
         mailbox.pk,
@@ -345,29 +411,15 @@ def _poll_locked(
     )
 
 
-# What _record writes to the run row made when the poll started.
-RECORDED_FIELDS = (
-    "finished_at",
-    "exit_code",
-    "outcome",
-    "fetched",
-    "delivered",
-    "deleted",
-    "bytes_fetched",
-    "greeting",
-    "error",
-    "transcript",
-)
-
-
-def _record(
+def _fill(
     run: PollRun,
     report: PollReport,
     transcript: RecordingTranscript,
     *,
     outcome: str | None = None,
 ) -> None:
-    """``outcome``: one that no fetchmail exit status names (a time limit); the
+    """What the run records, on the instance (``_record`` writes it).
+    ``outcome``: one that no fetchmail exit status names (a time limit); the
     run then has no exit code."""
     run.finished_at = timezone.now()
     run.exit_code = int(report.exit_code) if outcome is None else None
@@ -380,13 +432,27 @@ def _record(
     run.error = transcript.mask(report.error)
     notes = [f"*: note: {transcript.mask(n)}" for n in report.notes]
     run.transcript = "\n".join([transcript.text(), *notes]).strip()
-    run.save(update_fields=RECORDED_FIELDS)
-    # An empty poll (the usual one) skips bulk_create, which would still open a
-    # transaction (two round trips) to insert nothing.
-    if report.messages:
-        _results_save(run, report, transcript)
-    run_recorded(run=run)  # the dashboard's counters (services/stats.py)
-    latest_run_refresh(mailboxes=[run.mailbox_id])  # its state (services/latest_run.py)
+
+
+def _record(hold: _Hold, slot: HeldSlot, run: PollRun, after: AfterPoll) -> None:
+    """Write the run, its counters (services/stats.py), the mailbox's last run
+    (services/latest_run.py), failure counts and next poll (``after``,
+    services/failures.py); on PostgreSQL with the lease, slot and lock given
+    back in the same statement."""
+    if connection.vendor == "postgresql" and hold.advisory_key is not None:
+        poll_statements.finish(
+            run=run,
+            mailbox_values=after.values,
+            lease_owner=hold.owner,
+            advisory_key=hold.advisory_key,
+            slot=slot,
+        )
+        hold.released = True
+        return
+    run.save(update_fields=poll_statements.RECORDED_FIELDS)
+    run_recorded(run=run)
+    latest_run_refresh(mailboxes=[run.mailbox_id])
+    Mailbox.objects.filter(pk=run.mailbox_id).update(**after.values)
 
 
 def _results_save(

@@ -245,6 +245,10 @@ class RecordingTranscript:
         return self._secrets.scrub(text)
 
     def record(self, direction: Direction, text: str) -> None:
+        if self._truncated and not self.echo:
+            # Full: the line would be dropped, so it is not checked either (a
+            # long poll's lines were checked twice each, for nothing).
+            return
         line = f"{direction}: {self._secrets.scrub(text, WITHHELD[direction])}"
         if self.echo:
             print(line, flush=True)  # noqa: T201  (manage.py poll -v)

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from retrieval.rcfile.model import ServerOptions, UserOptions
 
 
+# The logins that send an OAuth2 access token (services/oauth.py). Its module,
+# with the HTTP client it needs, is imported only by a mailbox that uses one
+# (half a second of every ``manage.py poll``, in the profile).
+OAUTH_AUTH = (Mailbox.Auth.XOAUTH2, Mailbox.Auth.OAUTHBEARER)
+
+
 class SpecError(Exception):
     """The mailbox's settings cannot be turned into a poll; the text says why.
 
@@ -149,9 +155,9 @@ def _destination_credential(mailbox: Mailbox) -> str:
     destination, its access token (refreshed first when about to expire, one
     refresh at a time, as the source's); else the stored password (or a token
     typed as the password)."""
-    from retrieval.services.oauth import OAUTH_AUTH, Purpose, oauth_access_token
-
     if mailbox.destination_auth in OAUTH_AUTH:
+        from retrieval.services.oauth import Purpose, oauth_access_token
+
         token = oauth_access_token(mailbox=mailbox, purpose=Purpose.DESTINATION)
         if token is not None:
             return token
@@ -175,9 +181,9 @@ def _oauth_token(
     """With an OAuth2 grant (services.oauth), the SASL credential of XOAUTH2 or
     OAUTHBEARER is its access token, refreshed first when about to expire;
     without one, a token typed as the password (as before)."""
-    from retrieval.services.oauth import OAUTH_AUTH, oauth_access_token
-
     if mailbox.auth not in OAUTH_AUTH:
         return spec.password
+    from retrieval.services.oauth import oauth_access_token
+
     token = oauth_access_token(mailbox=mailbox)
     return Secret(token) if token is not None else spec.password

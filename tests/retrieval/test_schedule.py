@@ -246,3 +246,18 @@ class TranscriptTests:
             transcript.record("S", f"line {i}")
         assert len(transcript.text()) < 150
         assert transcript.text().endswith("(transcript truncated)")
+
+    def test_once_full_it_keeps_nothing_but_still_echoes_every_line_masked(
+        self, capsys
+    ):
+        transcript = services.RecordingTranscript(
+            secrets=("s3cret",), limit=20, echo=True
+        )
+        for i in range(5):
+            transcript.record("S", f"line {i}")
+        transcript.record("S", "-ERR s3cret")
+        kept = transcript.text()
+        assert kept.endswith("(transcript truncated)") and "line 4" not in kept
+        echoed = capsys.readouterr().out
+        assert "S: line 4" in echoed and f"S: {WITHHELD['S']}" in echoed
+        assert "s3cret" not in echoed
