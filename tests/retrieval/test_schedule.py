@@ -61,10 +61,16 @@ class LeaseTests:
     ):
         # Connections outlive tasks (CONN_MAX_AGE); a lock left in one would keep
         # the remote account from every other worker.
-        from retrieval.services import polls
+        from retrieval.services import poll_statements, polls
 
         mailbox = make_mailbox()
-        key = polls._remote_key(mailbox)
+        with connection.cursor() as cursor:  # the key the claim locks
+            cursor.execute(
+                f"SELECT {poll_statements._REMOTE_KEY} FROM retrieval_mailbox m "
+                "WHERE m.id = %s",
+                [mailbox.pk],
+            )
+            key = cursor.fetchone()[0]
         monkeypatch.setattr(
             polls, "_RELEASE_POSTGRESQL", "SELECT no_such_function(%s, %s, %s)"
         )
