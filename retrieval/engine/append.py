@@ -43,7 +43,7 @@ from retrieval.engine.fetch.session import open_session
 from retrieval.engine.spec import MailboxSpec, MailProtocol
 
 if TYPE_CHECKING:
-    from retrieval.engine.deliver.sink import Deliverable, Envelope, Observe
+    from retrieval.engine.deliver.sink import Deliverable, Envelope, Observe, Upcoming
     from retrieval.engine.fetch.imap import Response
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import AppendTarget
@@ -155,11 +155,14 @@ class AppendSink:
         self._open()
         self.close()
 
+    sends_ahead = False  # nothing to gain from knowing the next message
+
     def deliver(
         self,
         message: Deliverable,
         envelope: Envelope,
         observe: Observe | None = None,
+        then: Upcoming | None = None,
     ) -> DeliveryOutcome:
         session = self._open()
         data = b"".join(message.chunks(envelope.recipients))

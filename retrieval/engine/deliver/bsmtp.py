@@ -35,7 +35,7 @@ from retrieval.engine.wire.encoding import SmtpDataEncoder
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from retrieval.engine.deliver.sink import Deliverable, Envelope, Observe
+    from retrieval.engine.deliver.sink import Deliverable, Envelope, Observe, Upcoming
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import DeliverySpec
 
@@ -53,11 +53,14 @@ class BsmtpSink:
         self._timeout = delivery.timeout
         self._transcript = transcript
 
+    sends_ahead = False  # nothing to gain from knowing the next message
+
     def deliver(
         self,
         message: Deliverable,
         envelope: Envelope,
         observe: Observe | None = None,
+        then: Upcoming | None = None,
     ) -> DeliveryOutcome:
         recipients = [self._qualify(r) for r in envelope.recipients]
         preamble = self._preamble(message, envelope.mail_from, recipients)

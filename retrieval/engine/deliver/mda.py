@@ -37,7 +37,7 @@ from retrieval.engine.wire.encoding import (
 )
 
 if TYPE_CHECKING:
-    from retrieval.engine.deliver.sink import Deliverable, Observe
+    from retrieval.engine.deliver.sink import Deliverable, Observe, Upcoming
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import DeliverySpec, MessageOptions
 
@@ -77,11 +77,14 @@ class MdaSink:
             else ("crlf" if force else "plain")
         )
 
+    sends_ahead = False  # nothing to gain from knowing the next message
+
     def deliver(
         self,
         message: Deliverable,
         envelope: Envelope,
         observe: Observe | None = None,
+        then: Upcoming | None = None,
     ) -> DeliveryOutcome:
         per_recipient = any(tag in arg for arg in self._argv for tag in _RECIPIENT)
         targets = envelope.recipients if per_recipient else envelope.recipients[:1]

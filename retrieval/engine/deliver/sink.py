@@ -99,19 +99,38 @@ class Deliverable(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Upcoming:
+    """The message the poll will deliver next, announced with this one."""
+
+    message: Deliverable
+    envelope: Envelope
+
+
 class Sink(Protocol):
     """Opened lazily on the first message; one connection serves the whole poll."""
+
+    @property
+    def sends_ahead(self) -> bool:
+        """Whether announcing the next message (``then``) saves a round trip:
+        the poll then reads that message from the server before this one."""
+        ...
 
     def deliver(
         self,
         message: Deliverable,
         envelope: Envelope,
         observe: Observe | None = None,
+        then: Upcoming | None = None,
     ) -> DeliveryOutcome:
         """Hand over ``message``; ListenerUnavailable if nothing answers.
 
         ``observe`` is told "data" once the first bytes of the message are
         on their way and "dot" when all of it is, before any reply is read.
+        ``then``, when given, is the next call's message and envelope: a sink
+        may send that envelope early (behind this message's final dot). The
+        next call must then be for exactly that message, or it costs the
+        listener connection.
         """
         ...
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -130,12 +131,15 @@ class OutgoingMessage:
     def __init__(self, spool: MessageSpool, edits: Edits, *, pass8bits: bool = False):
         self.spool = spool
         self.edits = edits
-        self._plan = mime_plan(spool.header_block) if edits.mimedecode else MimePlan()
-        declared = mime_plan(spool.header_block).declares_8bit
+        declared_plan = mime_plan(spool.header_block)
+        self._plan = declared_plan if edits.mimedecode else MimePlan()
+        declared = declared_plan.declares_8bit
         decodes = bool(self._plan.decode_body or self._plan.boundary)
         # BODY=8BITMIME is declared for 8-bit bytes, a declared 8bit/binary
         # body, a body that decoding will make 8-bit, or on request.
         self.needs_8bit = spool.has_8bit or pass8bits or declared or decodes
+        self._offset: int | None = None  # see _trace_at
+        self._offset_known = False
 
     @property
     def header_block(self) -> bytes:
@@ -154,14 +158,77 @@ class OutgoingMessage:
             if self.edits.trace is not None
             else b""
         )
+        pieces = self.spool.chunks()
+        first = next(pieces, b"")
+        at = self._trace_at(first)
+        if at is not None:
+            yield first[:at] + trace + first[at:] if trace else first
+            yield from pieces
+            return
         editor = _Editor(self.edits, self._plan, trace)
-        for chunk in self.spool.chunks():
+        for chunk in itertools.chain((first,), pieces):
             out = editor.feed(chunk)
             if out:
                 yield out
         out = editor.finish()
         if out:
             yield out
+
+    def _trace_at(self, first: bytes) -> int | None:
+        """Where the trace goes in ``first``, when nothing else is to change.
+
+        The usual case: no option edits the header or the body, and the whole
+        header block, a plain one (see :func:`plain_trace_offset`), is in the
+        spool's first chunk. Then the editor would pass every byte on and put
+        the trace where this says; its field-by-field walk is spared. None:
+        the editor does the work.
+        """
+        edits = self.edits
+        if (
+            edits.dropstatus
+            or edits.dropdelivered
+            or edits.mimedecode
+            or edits.rewrite_host
+            or not self.spool.header_complete
+        ):
+            return None
+        header = self.spool.header_block
+        end = len(header)
+        blank = first[end : end + 1] == b"\n" or first[end : end + 2] == b"\r\n"
+        if not blank or not first.startswith(header):
+            return None
+        if not self._offset_known:
+            self._offset = plain_trace_offset(header)
+            self._offset_known = True
+        return self._offset
+
+
+def plain_trace_offset(header: bytes) -> int | None:
+    """Where the editor puts the trace in a plain header block: before the
+    first ``Received:`` field, else at the top. None when the block is not
+    plain, and only the editor knows.
+
+    Plain: every line ends with LF and is not blank (the editor would take a
+    CR-only line for the end of the header); every field's first line has a
+    colon, so that its name is the same whether read from the line or from the
+    whole unfolded field; no more than the editor holds back before the
+    trace (MAX_PENDING), nor a field longer than it edits (MAX_FIELD).
+    """
+    if len(header) > min(MAX_PENDING, MAX_FIELD) or not header.endswith(b"\n"):
+        return None if header else 0
+    at = 0
+    found: int | None = None
+    for number, line in enumerate(header[:-1].split(b"\n")):
+        if not line.strip(b"\r"):
+            return None
+        if not number or line[:1] not in (b" ", b"\t"):
+            name, colon, _ = line.partition(b":")
+            if not colon:
+                return None
+            if found is None and name.strip().lower() == b"received":
+                found = at
+        at += len(line) + 1
+    return 0 if found is None else found
 
 
 class _Editor:
