@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.engine.deliver import trace
+from retrieval.engine.deliver import trace, transforms
 from retrieval.engine.deliver.trace import TraceInfo
 from retrieval.engine.deliver.transforms import (
     MAX_FIELD,
@@ -291,3 +291,26 @@ def test_a_plain_header_gets_the_trace_before_its_first_received_field() -> None
     assert plain_trace_offset(b"A: b\r\nB: c\r\n") == 0  # none: at the top
     assert plain_trace_offset(b"") == 0  # no header at all
     assert plain_trace_offset(b"A: b\r\nno colon\r\n") is None  # the editor decides
+
+
+def _walk_only(field: bytes, host: bytes) -> bytes:
+    with mock.patch.object(transforms, "_all_qualified", return_value=False):
+        return qualify_addresses(field, host)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"a@b", b"bob", b" ", b",", b"<", b">", b"@", b"!", b"x", b"(c)", b'"q"']
+        ),
+        max_size=10,
+    )
+)
+def test_the_shortcut_for_qualified_fields_answers_as_the_walk(
+    pieces: list[bytes],
+) -> None:
+    """rewrite: a field whose addresses all have a host is returned as it is
+    without the byte-by-byte walk; only when the walk would change nothing."""
+    field = b"To: " + b"".join(pieces) + b"\r\n"
+    assert qualify_addresses(field, b"h.example") == _walk_only(field, b"h.example")

@@ -521,7 +521,7 @@ class SmtpSink:
             pending.append(encoder.feed(chunk))
             size += len(pending[-1])
             if size >= SEND_BUFFER or not sent:
-                conn.send_raw(b"".join(pending))
+                conn.send_raw(pending[0] if len(pending) == 1 else b"".join(pending))
                 if not sent and observe is not None:
                     observe("data")  # the listener has the first bytes
                 sent += size

@@ -255,8 +255,10 @@ class _Editor:
         start = 0
         while start < len(data):
             if not self._in_header and self._body is None:
-                out += data[start:]  # plain body: no need to look at lines
-                return bytes(out)
+                # Plain body: no need to look at lines, nor to copy the chunk.
+                if not start and not out:
+                    return data
+                return bytes(out) + data[start:]
             end = data.find(b"\n", start)
             if self._raw_line:
                 # The rest of an endless line, passed on as it comes.
@@ -543,6 +545,8 @@ def qualify_addresses(field: bytes, host: bytes) -> bytes:
     Addresses with ``@`` or ``!``, ``<>``, quoted strings, comments and group
     syntax (``undisclosed-recipients:;``) are left alone.
     """
+    if _all_qualified(field):
+        return field
     buf = bytearray(field)
     insert = b"@" + host
     state = 0  # 0: field name, 1: addresses, 2: quoted string, 3: <address>
@@ -606,6 +610,30 @@ def qualify_addresses(field: bytes, host: bytes) -> bytes:
             parens_at = None
         i += 1
     return bytes(buf)
+
+
+def _all_qualified(field: bytes) -> bool:
+    """True when :func:`qualify_addresses` would change nothing, known without
+    its byte-by-byte walk: the usual field whose every address has a host.
+
+    Without quotes or comments nothing hides an ``@`` from the walk, and it
+    inserts only at a ``>`` or at the end of an item when no ``@`` or ``!``
+    came first; each item between commas (wherever they sit: the walk starts
+    an item at every comma) must show one before any ``>``, not counting the
+    byte right after the comma, which the walk passes over.
+    """
+    if b'"' in field or b"(" in field or b")" in field:
+        return False
+    for number, item in enumerate(field.partition(b":")[2].split(b",")):
+        if number:
+            item = item[1:]
+        hosts = [at for at in (item.find(b"@"), item.find(b"!")) if at >= 0]
+        if not hosts:
+            return False
+        close = item.find(b">")
+        if 0 <= close < min(hosts):
+            return False
+    return True
 
 
 def _field_end(buf: bytearray, i: int) -> bool:
