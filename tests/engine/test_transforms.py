@@ -264,21 +264,28 @@ def test_the_date_in_trace_is_fetchmails() -> None:
                 b"Received\r\n",
                 b"\r\r\n",
                 b"X-A: a\rb\r\n",
+                b"From: a@b.example\r\n",
+                b"To: bob\r\n",
+                b"Cc: <c@d>, e@f\r\n",
+                b"To: x@y,\r\n",
+                b" z\r\n",
             ]
         ),
         max_size=12,
     ),
     st.sampled_from([b"\r\n", b"\n", b""]),
     st.booleans(),
+    st.booleans(),
 )
 def test_unedited_messages_skip_the_editor_with_the_same_bytes(
-    fields: list[bytes], blank: bytes, traced: bool
+    fields: list[bytes], blank: bytes, traced: bool, rewrite: bool
 ) -> None:
-    """With no option set, the trace is put in by one search of the header
-    instead of the editor's walk: the bytes must be the editor's, header
-    plain or not (what is not plain still goes through the editor)."""
+    """With no option set (or rewrite with nothing to qualify), the trace is
+    put in by one search of the header instead of the editor's walk: the bytes
+    must be the editor's, header plain or not (what is not plain still goes
+    through the editor)."""
     raw = b"".join(fields) + blank + b"body\r\n.dot\r\n"
-    edits = Edits(TRACE if traced else None)
+    edits = Edits(TRACE if traced else None, rewrite_host="h" if rewrite else "")
     with mock.patch.object(trace, "datetime", _NoonClock):
         shortcut = out(raw, edits)
         stamp = trace.received_header(TRACE, ["joe@example.org"]) if traced else b""
@@ -291,6 +298,9 @@ def test_a_plain_header_gets_the_trace_before_its_first_received_field() -> None
     assert plain_trace_offset(b"A: b\r\nB: c\r\n") == 0  # none: at the top
     assert plain_trace_offset(b"") == 0  # no header at all
     assert plain_trace_offset(b"A: b\r\nno colon\r\n") is None  # the editor decides
+    # rewrite: only when every address already has its host.
+    assert plain_trace_offset(b"To: a@b,\r\n c@d\r\n", rewrite=True) == 0
+    assert plain_trace_offset(b"To: a@b,\r\n bob\r\n", rewrite=True) is None
 
 
 def _walk_only(field: bytes, host: bytes) -> bytes:

@@ -177,9 +177,10 @@ class OutgoingMessage:
     def _trace_at(self, first: bytes) -> int | None:
         """Where the trace goes in ``first``, when nothing else is to change.
 
-        The usual case: no option edits the header or the body, and the whole
-        header block, a plain one (see :func:`plain_trace_offset`), is in the
-        spool's first chunk. Then the editor would pass every byte on and put
+        The usual case: no option edits the header or the body (``rewrite``,
+        fetchmail's default, finds nothing to change), and the whole header
+        block, a plain one (see :func:`plain_trace_offset`), is in the spool's
+        first chunk. Then the editor would pass every byte on and put
         the trace where this says; its field-by-field walk is spared. None:
         the editor does the work.
         """
@@ -188,7 +189,6 @@ class OutgoingMessage:
             edits.dropstatus
             or edits.dropdelivered
             or edits.mimedecode
-            or edits.rewrite_host
             or not self.spool.header_complete
         ):
             return None
@@ -198,12 +198,12 @@ class OutgoingMessage:
         if not blank or not first.startswith(header):
             return None
         if not self._offset_known:
-            self._offset = plain_trace_offset(header)
+            self._offset = plain_trace_offset(header, rewrite=bool(edits.rewrite_host))
             self._offset_known = True
         return self._offset
 
 
-def plain_trace_offset(header: bytes) -> int | None:
+def plain_trace_offset(header: bytes, *, rewrite: bool = False) -> int | None:
     """Where the editor puts the trace in a plain header block: before the
     first ``Received:`` field, else at the top. None when the block is not
     plain, and only the editor knows.
@@ -212,12 +212,14 @@ def plain_trace_offset(header: bytes) -> int | None:
     CR-only line for the end of the header); every field's first line has a
     colon, so that its name is the same whether read from the line or from the
     whole unfolded field; no more than the editor holds back before the
-    trace (MAX_PENDING), nor a field longer than it edits (MAX_FIELD).
+    trace (MAX_PENDING), nor a field longer than it edits (MAX_FIELD). With
+    ``rewrite``, also: every address field is one it leaves as it is.
     """
     if len(header) > min(MAX_PENDING, MAX_FIELD) or not header.endswith(b"\n"):
         return None if header else 0
     at = 0
     found: int | None = None
+    starts: list[tuple[bytes, int]] = []  # each field's name and first byte
     for number, line in enumerate(header[:-1].split(b"\n")):
         if not line.strip(b"\r"):
             return None
@@ -225,9 +227,16 @@ def plain_trace_offset(header: bytes) -> int | None:
             name, colon, _ = line.partition(b":")
             if not colon:
                 return None
-            if found is None and name.strip().lower() == b"received":
+            name = name.strip().lower()
+            starts.append((name, at))
+            if found is None and name == b"received":
                 found = at
         at += len(line) + 1
+    if rewrite:
+        ends = [start for _, start in starts[1:]] + [len(header)]
+        for (name, start), end in zip(starts, ends, strict=True):
+            if name in _ADDRESS_FIELDS and not _all_qualified(header[start:end]):
+                return None
     return 0 if found is None else found
 
 
