@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             args.after,
             args.before_commit,
             args.notes.read_text() if args.notes else "",
+            args.after_commit,
         ),
     )
     print(f"wrote the {SECTION[3:]} section of {args.docs}")

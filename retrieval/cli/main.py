@@ -53,6 +53,7 @@ from retrieval.cli.options import (
 from retrieval.engine import unsupported
 from retrieval.engine.check import check
 from retrieval.engine.deliver.trace import VERSION
+from retrieval.engine.memory import NullTranscript
 from retrieval.engine.ports import utc_now
 from retrieval.engine.report import ExitCode, MessageStatus, PollReport
 from retrieval.engine.run import poll
@@ -317,14 +318,16 @@ class Command:
         transcript = ConsoleTranscript(sys.stdout) if self.cmd.verbose else None
         self.out.started(p)
         if self.cmd.check:
-            checked = check(p.spec, ledger=ledger, transcript=transcript or _Quiet())
+            checked = check(
+                p.spec, ledger=ledger, transcript=transcript or NullTranscript()
+            )
             self.out.checked(p, checked)
             code = checked.exit_code
         else:
             report = poll(
                 p.spec,
                 ledger=ledger,
-                transcript=transcript or _Quiet(),
+                transcript=transcript or NullTranscript(),
                 stop=stop,
                 clock=self.clock,
             )
@@ -332,11 +335,6 @@ class Command:
             code = report.exit_code
         self.out.completed(p, code)
         return code
-
-
-class _Quiet:
-    def record(self, direction: Direction, text: str) -> None:
-        pass
 
 
 _ARROWS = {"S": "<", "C": ">", "*": "*"}
@@ -403,10 +401,15 @@ class Output:
             self.say(
                 f"{_plural(len(messages), 'message')} for {who} ({octets} octets)."
             )
-        for n, m in enumerate(messages, 1):
+        if messages:
+            # One write for all of them: a flush per line was a system call
+            # per message (the same bytes either way).
             self.say(
-                f"reading message {p.spec.username}@{p.server.name}:{n} of "
-                f"{len(messages)} ({m.size} octets) {_outcome(m.status, deleted=m.deleted, reply=m.listener_reply)}"
+                "\n".join(
+                    f"reading message {p.spec.username}@{p.server.name}:{n} of "
+                    f"{len(messages)} ({m.size} octets) {_outcome(m.status, deleted=m.deleted, reply=m.listener_reply)}"
+                    for n, m in enumerate(messages, 1)
+                )
             )
         for note in report.notes:
             self.say(f"{who}: {note}")

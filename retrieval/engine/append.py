@@ -155,6 +155,8 @@ class AppendSink:
         self._open()
         self.close()
 
+    sends_ahead = False  # nothing to gain from knowing the next message
+
     def deliver(self, handoff: Handoff) -> DeliveryOutcome:
         session = self._open()
         envelope = handoff.envelope

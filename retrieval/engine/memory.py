@@ -83,6 +83,16 @@ class MemoryLedger:
         self.uidvalidity[key.folder] = key.uidvalidity
 
 
+class NullTranscript:
+    """Keeps nothing: a poll whose transcript nobody reads (the command line
+    without ``-v``). ``keeps`` tells the engine to skip formatting the lines."""
+
+    keeps = False
+
+    def record(self, direction: Direction, text: str) -> None:
+        pass
+
+
 @dataclass
 class ListTranscript:
     """Collects ``(direction, text)`` pairs; ``text()`` renders them for people."""

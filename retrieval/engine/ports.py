@@ -19,12 +19,16 @@ Direction = Literal["S", "C", "*"]  # server said, client said, engine note
 # final dot but before the reply is read, after the reply but before the
 # ledger commit, after the commit, and after the delete command was answered;
 # "synced" (uid "") once the ledger was made durable, before QUIT or EXPUNGE.
+# With an SMTP/LMTP listener that offers PIPELINING the next message is read
+# before this one's body goes out (its envelope follows this final dot), so
+# "fetched" of message N+1 comes between "fetched" and "data" of message N.
 PollStep = Literal["fetched", "data", "dot", "replied", "recorded", "deleted", "synced"]
 
 
 def utc_now() -> datetime:
     """The engine's default clock; ``poll(..., clock=...)`` replaces it in tests."""
     return datetime.now(UTC)
+
 
 # How far a poll (or a connection test) has come, for a person watching it:
 # TCP being opened, TCP up, TLS established (implicit or STARTTLS), credentials
@@ -138,6 +142,16 @@ class Progress(Protocol):
 
 
 class Transcript(Protocol):
-    """What was said on the wire, line by line; secrets are masked before this."""
+    """What was said on the wire, line by line; secrets are masked before this.
+
+    A transcript with a ``keeps`` attribute that is False says it throws every
+    line away (the command line without ``-v``): the engine then does not format,
+    decode or check any line for it (see :func:`keeps_lines`).
+    """
 
     def record(self, direction: Direction, text: str) -> None: ...
+
+
+def keeps_lines(transcript: Transcript) -> bool:
+    """False only for a transcript known to keep nothing (``keeps = False``)."""
+    return getattr(transcript, "keeps", True) is not False

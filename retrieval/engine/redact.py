@@ -28,6 +28,8 @@ import binascii
 import re
 from typing import TYPE_CHECKING
 
+from retrieval.engine.ports import keeps_lines
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -45,6 +47,8 @@ WITHHELD_TEXT = "[withheld: it contained the credential]"
 
 # Runs of base64 (standard and URL-safe alphabets, with padding) inside a line.
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{2,}={0,2}")
+# The URL-safe base64 alphabet's two letters, as the standard alphabet spells them.
+_URL_SAFE = str.maketrans("-_", "+/")
 # A client line that starts a SASL exchange: POP3/SMTP "AUTH mech", IMAP
 # "tag AUTHENTICATE mech". A bare POP3 "AUTH" (list mechanisms) is not one.
 _AUTH_START = re.compile(r"^(?:\S+ )?AUTH(?:ENTICATE)? \S", re.IGNORECASE)
@@ -98,6 +102,13 @@ class SecretMatcher:
             return False
         if any(form in text for form in self._texts):
             return True
+        if self._cores is not None:
+            # The check of _in_base64 on the whole line at once: a run carrying
+            # a secret holds one of its cores, and so does the line around it.
+            # Most lines have none, and are done without finding their runs.
+            normal = text.translate(_URL_SAFE) if "-" in text or "_" in text else text
+            if not any(core in normal for core in self._cores):
+                return False
         return any(self._in_base64(run) for run in _BASE64_RUN.findall(text))
 
     def _in_base64(self, run: str) -> bool:
@@ -142,6 +153,8 @@ class RedactingTranscript:
         self._inner = inner
         self._matcher = SecretMatcher(secrets)
         self._in_auth = False
+        # Nothing to check or cut for a transcript that keeps nothing.
+        self.keeps = keeps_lines(inner)
 
     def mask(self, text: str) -> str:
         """For report fields that carry server words (greeting, errors, replies):
@@ -149,6 +162,8 @@ class RedactingTranscript:
         return self._matcher.scrub(text)
 
     def record(self, direction: Direction, text: str) -> None:
+        if not self.keeps:
+            return
         text = self._during_auth(direction, text)
         if self._matcher.found_in(text):
             text = WITHHELD[direction]

@@ -13,11 +13,12 @@ raise: without a durable record nothing may be deleted, so stopping is right.
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from retrieval.engine import hooks, unsupported
 from retrieval.engine.append import AppendSink
-from retrieval.engine.deliver.handover import hand_over
+from retrieval.engine.deliver.handover import Handed, Prepared, deliver, prepare
 from retrieval.engine.deliver.headers import is_valid_address, message_id
 from retrieval.engine.deliver.multidrop import DomainRouter
 from retrieval.engine.deliver.sink import Sink, open_sink
@@ -31,7 +32,12 @@ from retrieval.engine.errors import (
 )
 from retrieval.engine.fetch import idle, selection
 from retrieval.engine.fetch.etrn import etrn
-from retrieval.engine.fetch.session import FolderListing, MailSession, open_session
+from retrieval.engine.fetch.session import (
+    FolderListing,
+    MailSession,
+    RemoteMessage,
+    open_session,
+)
 from retrieval.engine.odmr import odmr
 from retrieval.engine.ports import MessageKey, RecipientLedger, utc_now
 from retrieval.engine.progress import ProgressTicker
@@ -43,8 +49,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
+    from retrieval.engine.deliver.multidrop import Routed
     from retrieval.engine.deliver.policy import Decision
-    from retrieval.engine.fetch.session import RemoteMessage
     from retrieval.engine.ports import (
         Ledger,
         PollStep,
@@ -53,6 +59,7 @@ if TYPE_CHECKING:
         Transcript,
     )
     from retrieval.engine.spec import MailboxSpec
+    from retrieval.engine.wire.spool import MessageSpool
 
 
 def poll(
@@ -326,13 +333,37 @@ class _Poll:
         session.prefetch(plan.fetch)
         done, total = 0, len(plan.fetch)
         self.progress.messages(done, total, listing.folder)
-        for step in plan.in_order(listing):
-            if isinstance(step, selection.Untouched):
-                self._untouched(session, listing, step)
-            else:
-                self._message(session, sink, listing, step)
+        steps = plan.in_order(listing)
+        ahead: _Fetched | None = None
+        try:
+            for at, step in enumerate(steps):
+                if isinstance(step, selection.Untouched):
+                    self._untouched(session, listing, step)
+                    continue
+                current = (
+                    ahead if ahead is not None else self._fetch(session, listing, step)
+                )
+                ahead = None
+                following = steps[at + 1] if at + 1 < len(steps) else None
+                try:
+                    # With a sink that sends the next envelope behind a final
+                    # dot, the next message is read before this one is handed
+                    # over (see _Fetched); not past a broken session, though.
+                    if (
+                        isinstance(following, RemoteMessage)
+                        and current.error is None
+                        and self.router is None
+                        and sink.sends_ahead
+                    ):
+                        ahead = self._fetch(session, listing, following)
+                    self._message(session, sink, current, ahead)
+                finally:
+                    current.close()
                 done += 1
                 self.progress.messages(done, total, listing.folder)
+        finally:
+            if ahead is not None:
+                ahead.close()
         self._session_notes(session)
 
     def _fast_known(self) -> Callable[[str], bool]:
@@ -412,30 +443,37 @@ class _Poll:
         if untouched.delete:
             self._delete(session, message, result)
 
-    def _message(
-        self,
-        session: MailSession,
-        sink: Sink,
-        listing: FolderListing,
-        message: RemoteMessage,
-    ) -> None:
-        """Fetch to spool -> deliver -> record -> delete, for one message."""
-        spec = self.spec
+    def _fetch(
+        self, session: MailSession, listing: FolderListing, message: RemoteMessage
+    ) -> _Fetched:
+        """Read one message into its spool and prepare its envelope.
+
+        What goes wrong waits in the result for the message's turn (see
+        :meth:`_message`): read ahead, this message must not keep the one
+        before it from its listener, nor show in the report before its turn.
+        """
         result = MessageOutcome(
             folder=listing.folder,
             uid=message.uid,
             size=max(message.size, 0),
             recipients=self.recipients,
         )
-        self.report.messages.append(result)
+        fetched = _Fetched(listing, message, result)
         try:
-            spool = session.fetch(message)
+            self._read(session, fetched)
         except MessageFetchError as exc:
-            result.status = MessageStatus.FAILED
-            result.listener_reply = str(exc)
-            self.report.notes.append(str(exc))
-            return
-        with spool:
+            fetched.failure = str(exc)
+        except EngineError as exc:
+            fetched.error = exc  # the session broke: ends the poll at its turn
+        return fetched
+
+    def _read(self, session: MailSession, fetched: _Fetched) -> None:
+        """The fetch itself, into ``fetched``: spool, envelope, routing."""
+        spec = self.spec
+        listing, message, result = fetched.listing, fetched.message, fetched.result
+        spool = session.fetch(message)
+        fetched.spool = spool
+        try:
             self.report.bytes_fetched += spool.size
             if message.size >= 0 and spool.size != message.size:
                 self.wire.record(
@@ -446,29 +484,60 @@ class _Poll:
             self._step("fetched", message.uid)
             result.size = spool.size
             result.message_id = message_id(spool.header_block)
-            served = self._served(listing, message.uid)
+            fetched.served = self._served(listing, message.uid)
             recipients = self.recipients
-            postmaster: tuple[str, ...] = ()
             if self.router is not None:  # multidrop: per message, from its header
-                routed = self.router.route(spool.header_block, result.message_id)
-                recipients, served = routed.recipients, served | routed.duplicates
-                if not routed.routing.to_postmaster:
+                fetched.routed = self.router.route(
+                    spool.header_block, result.message_id
+                )
+                recipients = fetched.routed.recipients
+                fetched.served = fetched.served | fetched.routed.duplicates
+                if not fetched.routed.routing.to_postmaster:
                     # fetchmail: what every recipient refuses goes to the postmaster.
-                    postmaster = self.router.postmaster
-            handed = hand_over(
+                    fetched.postmaster = self.router.postmaster
+            fetched.ready = prepare(
                 spool,
                 spec=spec,
-                sink=sink,
                 recipients=recipients,
-                served=served,
+                served=fetched.served,
                 trace=self._trace(session, listing),
+            )
+        except BaseException:
+            spool.close()
+            raise
+
+    def _message(
+        self,
+        session: MailSession,
+        sink: Sink,
+        fetched: _Fetched,
+        then: _Fetched | None,
+    ) -> None:
+        """Deliver -> record -> delete, for one fetched message; ``then`` is
+        the next one, already read (its envelope may go out early)."""
+        listing, message, result = fetched.listing, fetched.message, fetched.result
+        self.report.messages.append(result)
+        if fetched.error is not None:
+            raise fetched.error
+        if fetched.ready is None or fetched.spool is None:
+            result.status = MessageStatus.FAILED
+            result.listener_reply = fetched.failure
+            self.report.notes.append(fetched.failure)
+            return
+        upcoming = then.ready if then is not None else None
+        with fetched.spool:
+            handed = deliver(
+                fetched.ready,
+                spec=self.spec,
+                sink=sink,
                 local_name=self.local_name,
                 observe=lambda step: self._step(step, message.uid),
-                postmaster=postmaster,
+                postmaster=fetched.postmaster,
+                then=upcoming if isinstance(upcoming, Prepared) else None,
             )
         self._step("replied", message.uid)
-        if self.router is not None:
-            self.router.settle(routed, handed)
+        if self.router is not None and fetched.routed is not None:
+            self.router.settle(fetched.routed, handed)
         decision = handed.decision
         result.recipients = handed.recipients
         result.listener_reply = handed.reply
@@ -480,9 +549,11 @@ class _Poll:
             # Record first (written, made durable by _sync before the server
             # may commit the delete): a killed process after this line causes
             # no loss and no redelivery; before it, one duplicate at most.
-            self._record(listing, message.uid, result, decision, served)
+            self._record(listing, message.uid, result, decision, fetched.served)
             self._step("recorded", message.uid)
-        if decision.delete:
+        if decision.delete and (then is None or then.error is None):
+            # (A session that broke reading the next message cannot commit a
+            # delete any more: its error ends the poll at that message's turn.)
             self._delete(session, message, result)
 
     def _sync(self) -> None:
@@ -545,3 +616,30 @@ class _Poll:
         self._step("deleted", message.uid)
         self.pending[(self.folder, message.uid)] = result
         self._confirm(confirmed)
+
+
+@dataclass
+class _Fetched:
+    """One message read from the server, waiting for its turn at the sink.
+
+    The poll reads message N+1 before it hands message N over when the sink
+    can send N+1's envelope behind N's final dot (one round trip a message
+    instead of two). Reading it before N's body goes out, not after, keeps
+    the crash windows where they were: a poll killed while N+1 is read has
+    not yet given N to the listener.
+    """
+
+    listing: FolderListing
+    message: RemoteMessage
+    result: MessageOutcome
+    spool: MessageSpool | None = None
+    ready: Prepared | Handed | None = None  # None: the fetch failed
+    failure: str = ""  # the server's refusal to send it (MessageFetchError)
+    error: EngineError | None = None  # the session broke reading it
+    served: set[str] = field(default_factory=set)
+    routed: Routed | None = None
+    postmaster: tuple[str, ...] = ()
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()

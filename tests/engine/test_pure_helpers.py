@@ -74,6 +74,51 @@ def test_it_reads_header_fields() -> None:
     assert message_id(HEADER) == "<abc@example.org>"
 
 
+def scan_for_field(header_block: bytes, name: str) -> str | None:
+    """header_value as one scan per lookup (before the split was shared)."""
+    wanted = name.lower().encode()
+    value: list[bytes] | None = None
+    for line in header_block.splitlines():
+        if value is not None:
+            if line[:1] in (b" ", b"\t"):
+                value.append(line)
+                continue
+            break
+        field, colon, rest = line.partition(b":")
+        if colon and field.strip().lower() == wanted:
+            value = [rest]
+    if value is None:
+        return None
+    return b" ".join(part.strip() for part in value).decode("latin-1").strip()
+
+
+@given(
+    lines=st.lists(
+        st.sampled_from(
+            [
+                b"From: a@example.org",
+                b"from : b@example.org",
+                b"To: c@example.org",
+                b" To: folded-looking@example.org",
+                b"\tcontinued",
+                b"Subject: x",
+                b"no colon here",
+                b"",
+                b"Message-ID: <id@example.org>",
+            ]
+        ),
+        max_size=8,
+    ),
+    endings=st.sampled_from([b"\r\n", b"\n", b"\r"]),
+    name=st.sampled_from(["From", "to", "SUBJECT", "Message-ID", "X-None"]),
+)
+def test_a_shared_split_finds_what_a_scan_per_lookup_finds(
+    lines: list[bytes], endings: bytes, name: str
+) -> None:
+    block = b"".join(line + endings for line in lines)
+    assert header_value(block, name) == scan_for_field(block, name)
+
+
 @pytest.mark.parametrize(
     ("field", "sender"),
     [

@@ -1,7 +1,8 @@
 """PIPELINING (RFC 2920): the envelope and DATA in one write, replies read in order.
 
 A listener that offers PIPELINING gets RSET, MAIL, every RCPT and DATA in one
-write: one round trip before the body, one after the final dot. Every reply is
+write, and from the second message on that write is the one that ends the
+previous message's body (RFC 2920 3.1): one round trip a message. Every reply is
 still judged on its own, so a refused MAIL, a refused RCPT among several, a DATA
 refused because no RCPT was accepted, a listener that answers in the wrong
 order or hangs up midway each end the way they would one command at a time:
@@ -17,7 +18,12 @@ from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import MessageStatus
 from retrieval.engine.run import poll
 from retrieval.engine.spec import DeliveryKind, DeliverySpec, MultidropSpec
-from tests.support.fake_servers import FakePop3Server, FakeSmtpServer
+from tests.support.fake_servers import (
+    ClientGone,
+    FakeClient,
+    FakePop3Server,
+    FakeSmtpServer,
+)
 
 from .conftest import make_spec, message
 
@@ -28,6 +34,7 @@ def deliver(
     listener: FakeSmtpServer,
     server: FakePop3Server,
     recipients: tuple[str, ...] = ("joe@example.com",),
+    delivery_options: dict[str, object] | None = None,
     **options: object,
 ):
     ledger = MemoryLedger()
@@ -36,6 +43,7 @@ def deliver(
         hosts=(f"127.0.0.1/{listener.port}",),
         recipients=recipients,
         timeout=2.0,
+        **(delivery_options or {}),  # type: ignore[arg-type]
     )
     spec = make_spec(server, delivery=delivery, **options)  # type: ignore[arg-type]
     report = poll(spec, ledger=ledger, transcript=ListTranscript())
@@ -43,9 +51,10 @@ def deliver(
 
 
 @pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
-def test_a_message_costs_two_round_trips(lmtp: bool) -> None:
-    """Greeting -> EHLO, EHLO -> envelope+DATA, 354 -> body, 250 -> next
-    envelope ... -> QUIT: 2 + 2 per message (one at a time: 2 + 4 + RCPTs)."""
+def test_a_message_costs_one_round_trip(lmtp: bool) -> None:
+    """Greeting -> EHLO, EHLO -> envelope+DATA, 354 -> body, final dot and the
+    next envelope+DATA -> 250 and 354 for it ... -> QUIT: 3 + 1 per message
+    (two per message when each envelope waited for the previous reply)."""
     count = 5
     with (
         FakeSmtpServer(lmtp=lmtp) as listener,
@@ -55,7 +64,7 @@ def test_a_message_costs_two_round_trips(lmtp: bool) -> None:
     assert [m.status for m in report.messages] == [MessageStatus.DELIVERED] * count
     assert len(listener.received) == count and server.mailbox == []
     assert listener.connections == 1
-    assert listener.turns == 2 + 2 * count
+    assert listener.turns == 3 + count
 
 
 def test_without_pipelining_each_command_waits_for_its_reply() -> None:
@@ -221,3 +230,142 @@ def test_multidrop_one_refused_recipient_of_three() -> None:
     assert ledger.partial == {
         ("INBOX", None, "uid-1"): {"alice@client.example", "carol@client.example"}
     }
+
+
+def test_the_next_envelope_leaves_with_the_final_dot() -> None:
+    """Same commands as one message at a time, in fewer writes: the second
+    envelope was sent before the first message's final reply was read, and
+    each message still arrives once, with its own sender and body."""
+    with (
+        FakeSmtpServer() as listener,
+        FakePop3Server([message(n) for n in (1, 2, 3)]) as server,
+    ):
+        report, ledger = deliver(listener, server, THREE)
+    assert [m.status for m in report.messages] == [MessageStatus.DELIVERED] * 3
+    envelope = [*(f"RCPT TO:<{r}>" for r in THREE), "DATA"]
+    assert listener.commands[1:] == [
+        "MAIL FROM:<sender1@example.org>",
+        *envelope,
+        "RSET",
+        "MAIL FROM:<sender2@example.org>",
+        *envelope,
+        "RSET",
+        "MAIL FROM:<sender3@example.org>",
+        *envelope,
+        "QUIT",
+    ]
+    assert [(r.mail_from, b"Subject: test" in r.data) for r in listener.received] == [
+        (f"sender{n}@example.org", True) for n in (1, 2, 3)
+    ]
+    assert [r.data.split(b"Subject: ")[1][:6] for r in listener.received] == [
+        b"test 1",
+        b"test 2",
+        b"test 3",
+    ]
+    assert len(ledger.marks) == 3 and server.mailbox == []
+
+
+def test_a_bounce_between_two_messages_cancels_the_early_envelope() -> None:
+    """The next message's DATA was answered 354 already when a bounce must go
+    out first: hanging up is the only way to take that DATA back, and the
+    next message goes on a new connection; no body lands in the wrong place."""
+    refused = {"END:b@example.com": "550 5.1.1 gone"}
+    with (
+        FakeSmtpServer(lmtp=True, replies=refused) as listener,
+        FakePop3Server([message(n) for n in (1, 2, 3)]) as server,
+    ):
+        report, _ = deliver(
+            listener,
+            server,
+            ("a@example.com", "b@example.com"),
+            {"softbounce": False, "bouncemail": True},
+        )
+    got = [(r.mail_from, r.recipients) for r in listener.received]
+    both = ["a@example.com", "b@example.com"]
+    assert got == [
+        ("sender1@example.org", both),
+        ("", ["sender1@example.org"]),
+        ("sender2@example.org", both),
+        ("", ["sender2@example.org"]),
+        ("sender3@example.org", both),
+        ("", ["sender3@example.org"]),
+    ]
+    for n in (1, 2, 3):
+        assert f"Subject: test {n}".encode() in listener.received[2 * n - 2].data
+    # One new connection for each bounce that found an envelope in flight.
+    assert listener.connections == 3
+    assert [m.status for m in report.messages] == [MessageStatus.REFUSED] * 3
+
+
+def test_a_listener_closing_after_a_final_dot_gets_the_next_message_anew() -> None:
+    """It took the message, then answered the early RSET with 421 (closing):
+    the next message goes on a fresh connection, and arrives once."""
+    with (
+        FakeSmtpServer(overrides={"RSET": b"421 4.3.2 closing\r\n"}) as listener,
+        FakePop3Server([message(n) for n in (1, 2, 3)]) as server,
+    ):
+        report, ledger = deliver(listener, server)
+    assert [m.status for m in report.messages] == [MessageStatus.DELIVERED] * 3
+    assert [r.mail_from for r in listener.received] == [
+        f"sender{n}@example.org" for n in (1, 2, 3)
+    ]
+    assert listener.connections == 3 and listener.rsets == 0
+    assert len(ledger.marks) == 3 and server.mailbox == []
+
+
+def test_no_early_envelope_crosses_the_batch_limit() -> None:
+    with (
+        FakeSmtpServer() as listener,
+        FakePop3Server([message(n) for n in (1, 2, 3)]) as server,
+    ):
+        report, _ = deliver(listener, server, batchlimit=2)
+    assert [m.status for m in report.messages] == [MessageStatus.DELIVERED] * 3
+    assert listener.connections == 2
+    # Each connection ends with QUIT after its last final dot, not RSET.
+    assert listener.commands.count("QUIT") == 2 and listener.rsets == 1
+
+
+class _GoneAtMessageTwo(FakePop3Server):
+    """Hangs up when asked for message 2: the session breaks mid-poll."""
+
+    def _transaction(
+        self, client: FakeClient, verb: str, arg: str, deleted: set[int]
+    ) -> None:
+        if verb in ("RETR", "TOP") and arg.split()[0] == "2":
+            client.close()
+            raise ClientGone
+        super()._transaction(client, verb, arg, deleted)
+
+
+def test_a_server_gone_while_the_next_message_is_read_delivers_this_one() -> None:
+    """Message 2 is read before message 1 goes to the listener; the server
+    hanging up then must not keep message 1 from it: delivered and recorded
+    (the next poll deletes it without a second delivery), the error after."""
+    with (
+        FakeSmtpServer() as listener,
+        _GoneAtMessageTwo([message(1), message(2)]) as server,
+    ):
+        report, ledger = deliver(listener, server)
+    assert [r.mail_from for r in listener.received] == ["sender1@example.org"]
+    assert report.messages[0].status is MessageStatus.DELIVERED
+    assert not report.messages[0].deleted and len(server.mailbox) == 2
+    assert [uid for _, _, uid in ledger.marks] == ["uid-1"]
+    assert "closed the connection" in report.error
+
+
+def test_a_message_the_server_will_not_send_is_reported_in_its_turn() -> None:
+    with (
+        FakeSmtpServer() as listener,
+        FakePop3Server([message(n) for n in (1, 2, 3)], retr_errors=[2]) as server,
+    ):
+        report, _ = deliver(listener, server)
+    assert [m.status for m in report.messages] == [
+        MessageStatus.DELIVERED,
+        MessageStatus.FAILED,
+        MessageStatus.DELIVERED,
+    ]
+    assert [r.mail_from for r in listener.received] == [
+        "sender1@example.org",
+        "sender3@example.org",
+    ]
+    assert server.mailbox[0][0] == "uid-2" and len(server.mailbox) == 1

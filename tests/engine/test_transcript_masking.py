@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retrieval.engine.memory import ListTranscript, MemoryLedger
+from retrieval.engine.memory import ListTranscript, MemoryLedger, NullTranscript
 from retrieval.engine.redact import (
     MASK,
     WITHHELD,
@@ -33,6 +33,7 @@ from tests.support.fake_servers import FakeImapServer, FakePop3Server, FakeSmtpS
 from .conftest import PASSWORD, make_spec, message
 
 if TYPE_CHECKING:
+    from retrieval.engine.ports import Direction
     from retrieval.engine.report import PollReport
     from tests.support.fake_servers import FakeClient
 
@@ -240,3 +241,24 @@ def test_the_base64_shortcut_finds_what_decoding_every_run_finds(
     assert SecretMatcher([secret]).found_in(
         f"334 {encode(prefix + secret.encode() + suffix).decode()}"
     )
+
+
+class _NotToBeFed(NullTranscript):
+    """Says it keeps nothing, and fails the test if it is given a line anyway."""
+
+    def record(self, direction: Direction, text: str) -> None:
+        raise AssertionError(f"a line was formatted for nobody: {text!r}")
+
+
+def test_a_transcript_that_keeps_nothing_is_given_nothing() -> None:
+    """The command line without -v: no line is decoded, checked or formatted
+    for it, on either connection, and the poll reports the same."""
+    with (
+        FakePop3Server([message(1), message(2)]) as server,
+        FakeSmtpServer() as listener,
+    ):
+        report = poll(
+            make_spec(server, listener), ledger=MemoryLedger(), transcript=_NotToBeFed()
+        )
+    assert report.delivered == 2, report.error
+    assert len(listener.received) == 2 and server.mailbox == []

@@ -11,14 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.engine.deliver import trace
+from retrieval.engine.deliver import trace, transforms
 from retrieval.engine.deliver.trace import TraceInfo
 from retrieval.engine.deliver.transforms import (
     MAX_FIELD,
     Edits,
+    MimePlan,
     OutgoingMessage,
+    _Editor,
     decode_encoded_words,
     mime_plan,
+    plain_trace_offset,
     qualify_addresses,
 )
 from retrieval.engine.wire.spool import MessageSpool
@@ -245,3 +248,79 @@ def test_the_date_in_trace_is_fetchmails() -> None:
 
     stamp = received_header(TRACE, [], when=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert stamp.endswith(b"\tThu, 02 Jan 2025 03:04:05 +0000 (UTC)\r\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"Subject: x\r\n",
+                b"Received: from y\r\n",
+                b"received : z\n",
+                b" folded\r\n",
+                b"\tfolded: too\n",
+                b"no colon\r\n",
+                b"Received\r\n",
+                b"\r\r\n",
+                b"X-A: a\rb\r\n",
+                b"From: a@b.example\r\n",
+                b"To: bob\r\n",
+                b"Cc: <c@d>, e@f\r\n",
+                b"To: x@y,\r\n",
+                b" z\r\n",
+            ]
+        ),
+        max_size=12,
+    ),
+    st.sampled_from([b"\r\n", b"\n", b""]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_unedited_messages_skip_the_editor_with_the_same_bytes(
+    fields: list[bytes], blank: bytes, traced: bool, rewrite: bool
+) -> None:
+    """With no option set (or rewrite with nothing to qualify), the trace is
+    put in by one search of the header instead of the editor's walk: the bytes
+    must be the editor's, header plain or not (what is not plain still goes
+    through the editor)."""
+    raw = b"".join(fields) + blank + b"body\r\n.dot\r\n"
+    edits = Edits(TRACE if traced else None, rewrite_host="h" if rewrite else "")
+    with mock.patch.object(trace, "datetime", _NoonClock):
+        shortcut = out(raw, edits)
+        stamp = trace.received_header(TRACE, ["joe@example.org"]) if traced else b""
+    editor = _Editor(edits, MimePlan(), stamp)
+    assert shortcut == editor.feed(raw) + editor.finish()
+
+
+def test_a_plain_header_gets_the_trace_before_its_first_received_field() -> None:
+    assert plain_trace_offset(b"A: b\r\n c\r\nReceived: x\r\nReceived: y\r\n") == 10
+    assert plain_trace_offset(b"A: b\r\nB: c\r\n") == 0  # none: at the top
+    assert plain_trace_offset(b"") == 0  # no header at all
+    assert plain_trace_offset(b"A: b\r\nno colon\r\n") is None  # the editor decides
+    # rewrite: only when every address already has its host.
+    assert plain_trace_offset(b"To: a@b,\r\n c@d\r\n", rewrite=True) == 0
+    assert plain_trace_offset(b"To: a@b,\r\n bob\r\n", rewrite=True) is None
+
+
+def _walk_only(field: bytes, host: bytes) -> bytes:
+    with mock.patch.object(transforms, "_all_qualified", return_value=False):
+        return qualify_addresses(field, host)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"a@b", b"bob", b" ", b",", b"<", b">", b"@", b"!", b"x", b"(c)", b'"q"']
+        ),
+        max_size=10,
+    )
+)
+def test_the_shortcut_for_qualified_fields_answers_as_the_walk(
+    pieces: list[bytes],
+) -> None:
+    """rewrite: a field whose addresses all have a host is returned as it is
+    without the byte-by-byte walk; only when the walk would change nothing."""
+    field = b"To: " + b"".join(pieces) + b"\r\n"
+    assert qualify_addresses(field, b"h.example") == _walk_only(field, b"h.example")

@@ -53,6 +53,8 @@ class BsmtpSink:
         self._timeout = delivery.timeout
         self._transcript = transcript
 
+    sends_ahead = False  # nothing to gain from knowing the next message
+
     def deliver(self, handoff: Handoff) -> DeliveryOutcome:
         envelope = handoff.envelope
         recipients = [self._qualify(r) for r in envelope.recipients]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from retrieval.engine.deliver.bounce import Bounce
 from retrieval.engine.deliver.headers import bad_header_line, envelope_sender
 from retrieval.engine.deliver.policy import NEVER_BOUNCE, Decision, bounce_order, decide
-from retrieval.engine.deliver.sink import Envelope, Handoff, Verdict
+from retrieval.engine.deliver.sink import Envelope, Handoff, Upcoming, Verdict
 from retrieval.engine.deliver.transforms import Edits, OutgoingMessage
 from retrieval.engine.errors import ListenerError
 from retrieval.engine.report import MessageStatus
@@ -51,23 +51,29 @@ class Handed:
     notes: list[str]
 
 
-def hand_over(
+@dataclass
+class Prepared:
+    """A message ready for the sink: what it is sent as, and to whom."""
+
+    spool: MessageSpool
+    message: OutgoingMessage
+    envelope: Envelope
+
+    @property
+    def upcoming(self) -> Upcoming:
+        return Upcoming(self.message, self.envelope)
+
+
+def prepare(
     spool: MessageSpool,
     *,
     spec: MailboxSpec,
-    sink: Sink,
     recipients: tuple[str, ...],
     served: set[str],
     trace: TraceInfo,
-    local_name: str,
-    observe: Observe | None = None,
-    postmaster: tuple[str, ...] = (),
-) -> Handed:
-    """Deliver ``spool`` to those of ``recipients`` not in ``served``.
-
-    ``postmaster`` (multidrop): where a message goes when the listener refuses
-    every recipient permanently before taking it (step 5 above).
-    """
+) -> Prepared | Handed:
+    """Steps 1-2 above: the envelope and the edits for ``spool``, or its fate
+    when it goes to no listener at all (nobody left to serve, a bad header)."""
     delivery, options = spec.delivery, spec.message
     remaining = tuple(r for r in recipients if r not in served)
     if not remaining:
@@ -91,6 +97,26 @@ def hand_over(
         rewrite_host=spec.server.host if options.rewrite else "",
     )
     message = OutgoingMessage(spool, edits, pass8bits=delivery.pass8bits)
+    return Prepared(spool, message, Envelope(sender, remaining))
+
+
+def deliver(
+    ready: Prepared | Handed,
+    *,
+    spec: MailboxSpec,
+    sink: Sink,
+    local_name: str,
+    observe: Observe | None = None,
+    postmaster: tuple[str, ...] = (),
+    then: Prepared | None = None,
+) -> Handed:
+    """Steps 3-5 above for a prepared message; ``then`` is the one the poll
+    delivers next, announced to the sink (see ``Sink.deliver``)."""
+    if isinstance(ready, Handed):
+        return ready
+    delivery = spec.delivery
+    spool, message, envelope = ready.spool, ready.message, ready.envelope
+    sender = envelope.mail_from
     sent: list[PollStep] = []
 
     def watch(step: PollStep) -> None:
@@ -98,7 +124,9 @@ def hand_over(
         if observe is not None:
             observe(step)
 
-    outcome = sink.deliver(Handoff(message, Envelope(sender, remaining), watch))
+    outcome = sink.deliver(
+        Handoff(message, envelope, watch, then.upcoming if then is not None else None)
+    )
     if postmaster and "data" not in sent and _everyone_refused(outcome, delivery):
         rerouted = _to_postmaster(
             message, outcome, spec, sink, postmaster, sender, observe
@@ -119,7 +147,7 @@ def hand_over(
         notes.append(
             f"accepted for {', '.join(outcome.accepted)} only; kept for the others"
         )
-    return Handed(decision, outcome.reply, remaining, notes)
+    return Handed(decision, outcome.reply, envelope.recipients, notes)
 
 
 def _everyone_refused(outcome: DeliveryOutcome, delivery: DeliverySpec) -> bool:

@@ -7,6 +7,7 @@ protocol line (CR, LF, NUL) in the SMTP dialogue.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -27,25 +28,44 @@ def is_valid_address(address: str) -> bool:
     return len(address) <= MAX_ADDRESS and _ADDRESS.fullmatch(address) is not None
 
 
+class _Lines:
+    """A header block cut into lines once, with where each field name first
+    starts a line: every lookup of one message's header shares the work."""
+
+    __slots__ = ("first", "lines")
+
+    def __init__(self, header_block: bytes) -> None:
+        self.lines = header_block.splitlines()
+        self.first: dict[bytes, int] = {}
+        for at, line in enumerate(self.lines):
+            field, colon, _ = line.partition(b":")
+            if colon:
+                self.first.setdefault(field.strip().lower(), at)
+
+
+@functools.lru_cache(maxsize=8)
+def _lines(header_block: bytes) -> _Lines:
+    # Several lookups per message (sender, Message-ID, MIME fields, bad lines)
+    # come with the same block: it is split once.
+    return _Lines(header_block)
+
+
 def header_value(header_block: bytes, name: str) -> str | None:
     """The first field called ``name``, unfolded, or None.
 
     Header bytes are decoded as latin-1 so that any byte survives; fields we use
     (Return-Path, Message-ID) are ASCII in practice.
     """
-    wanted = name.lower().encode()
-    value: list[bytes] | None = None
-    for line in header_block.splitlines():
-        if value is not None:
-            if line[:1] in (b" ", b"\t"):
-                value.append(line)
-                continue
-            break
-        field, colon, rest = line.partition(b":")
-        if colon and field.strip().lower() == wanted:
-            value = [rest]
-    if value is None:
+    parsed = _lines(header_block)
+    at = parsed.first.get(name.lower().encode())
+    if at is None:
         return None
+    lines = parsed.lines
+    value = [lines[at].partition(b":")[2]]
+    for line in lines[at + 1 :]:
+        if line[:1] not in (b" ", b"\t"):
+            break
+        value.append(line)
     return b" ".join(part.strip() for part in value).decode("latin-1").strip()
 
 
@@ -152,7 +172,7 @@ def bad_header_line(header_block: bytes) -> bytes | None:
 
     fetchmail refuses such messages unless ``bad-header accept`` is set.
     """
-    for line in header_block.splitlines():
+    for line in _lines(header_block).lines:
         if not line or line[:1] in (b" ", b"\t"):
             continue
         if b":" not in line:

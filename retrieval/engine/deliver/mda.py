@@ -77,6 +77,8 @@ class MdaSink:
             else ("crlf" if force else "plain")
         )
 
+    sends_ahead = False  # nothing to gain from knowing the next message
+
     def deliver(self, handoff: Handoff) -> DeliveryOutcome:
         envelope = handoff.envelope
         per_recipient = any(tag in arg for arg in self._argv for tag in _RECIPIENT)

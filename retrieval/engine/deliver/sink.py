@@ -100,17 +100,30 @@ class Deliverable(Protocol):
 
 
 @dataclass(frozen=True)
+class Upcoming:
+    """The message the poll will deliver next, announced with this one."""
+
+    message: Deliverable
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
 class Handoff:
     """One message for a sink: what to send, to whom, and who watches it go.
 
     ``observe`` is told "data" once the first bytes of the message are on
     their way and "dot" when all of it is, before any reply is read (the
-    crash tests stop the poll there); bounces go unobserved.
+    crash tests stop the poll there); bounces go unobserved. ``then``, when
+    given, is the next hand-off's message and envelope: a sink that
+    ``sends_ahead`` may send that envelope behind this message's final dot.
+    The next hand-off must then be for exactly that message, or it costs the
+    listener connection.
     """
 
     message: Deliverable
     envelope: Envelope
     observe: Observe | None = None
+    then: Upcoming | None = None
 
     def reached(self, step: PollStep) -> None:
         """The sink says how far the message got (see ``observe``)."""
@@ -120,6 +133,12 @@ class Handoff:
 
 class Sink(Protocol):
     """Opened lazily on the first message; one connection serves the whole poll."""
+
+    @property
+    def sends_ahead(self) -> bool:
+        """Whether announcing the next message (``Handoff.then``) saves a round
+        trip: the poll then reads that message from the server before this one."""
+        ...
 
     def deliver(self, handoff: Handoff) -> DeliveryOutcome:
         """Hand over ``handoff.message``; ListenerUnavailable if nothing answers."""

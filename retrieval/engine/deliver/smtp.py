@@ -4,13 +4,16 @@ One connection serves the whole poll (RSET between messages, a fresh one after
 ``batchlimit`` messages), as fetchmail's does. The listener list is tried in
 order; an absolute path is a unix socket spoken to in LMTP, as in fetchmail.
 ESMTP extensions used when offered: PIPELINING (RFC 2920: RSET, MAIL, every
-RCPT and DATA go out in one write and the replies are read in order, so a
-message costs one round trip before its body and one after its final dot; when
-the MAIL, every RCPT or any RCPT temporarily is refused, no body is sent, and a
-listener that nonetheless answered DATA with 354 is hung up on, which aborts
-the transaction rather than sending it an empty message), SIZE (``SIZE=`` on MAIL; a message over the listener's
-limit is refused here with 552 and never sent) and 8BITMIME (``BODY=8BITMIME``
-for 8-bit content).
+RCPT and DATA go out in one write and the replies are read in order; when the
+poll announces the next message (``then``), that write is the one carrying this
+message's final dot (3.1), so a message costs one round trip; when the MAIL,
+every RCPT or any RCPT temporarily is refused, no body is sent, and a listener
+that nonetheless answered DATA with 354 is hung up on, which aborts the
+transaction rather than sending it an empty message; so is one holding an
+early envelope for a message that does not come next, such as when a bounce
+must go first), SIZE (``SIZE=`` on MAIL; a message over the listener's limit is
+refused here with 552 and never sent) and 8BITMIME (``BODY=8BITMIME`` for 8-bit
+content).
 
 A listener that drops, times out or answers nonsense makes that message
 DEFERRED and the next message opens a fresh connection; when no listener in
@@ -49,7 +52,7 @@ from retrieval.engine.wire.transport import Connection
 from retrieval.engine.wire.tunnel import open_tunnel
 
 if TYPE_CHECKING:
-    from retrieval.engine.deliver.sink import Handoff
+    from retrieval.engine.deliver.sink import Deliverable, Handoff, Upcoming
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import DeliverySpec
 
@@ -108,6 +111,8 @@ class SmtpSink:
         self._lmtp = lmtp
         self._helo = helo or "localhost"
         self._listener: _Listener | None = None
+        # The next message, whose envelope went out behind the last final dot.
+        self._ahead: Upcoming | None = None
 
     # -- connection ------------------------------------------------------------
 
@@ -230,39 +235,50 @@ class SmtpSink:
         conn.send_line(line)
         return self._reply(conn)
 
-    def _send_batch(self, conn: Connection, lines: list[str]) -> None:
-        """PIPELINING: several commands in one write, each transcribed."""
-        for line in lines:
-            if any(ch in line for ch in "\r\n\0"):
-                raise ValueError("a protocol line must not contain CR, LF or NUL")
-            self._transcript.record("C", line)
-        conn.send_raw("".join(f"{line}\r\n" for line in lines).encode())
-
     # -- delivery -------------------------------------------------------------
 
-    def deliver(self, handoff: Handoff) -> DeliveryOutcome:
+    @property
+    def sends_ahead(self) -> bool:
+        """True unless the listener is known not to offer PIPELINING."""
         listener = self._listener
+        return listener is None or "PIPELINING" in listener.extensions
+
+    def deliver(self, handoff: Handoff) -> DeliveryOutcome:
+        message, envelope = handoff.message, handoff.envelope
+        listener = self._listener
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and (
+            ahead.message is not message or ahead.envelope != envelope
+        ):
+            # The listener has DATA for the message announced and will wait
+            # for its body: only hanging up cancels that (see _no_body).
+            self._drop()
+            ahead, listener = None, None
         if listener is not None and self._batch_full(listener):
             self.close()
             listener = None
         if listener is not None and listener.transactions:
             try:
-                return self._attempt(listener, handoff, reset=True)
+                return self._attempt(listener, handoff, sent=ahead is not None)
             except StaleConnection:
                 # The kept connection went stale between messages (idle
                 # timeout, 421): nothing of this message was sent; start afresh.
                 self._drop()
         self._listener = listener = self._connect()
         try:
-            return self._attempt(listener, handoff, reset=False)
+            return self._attempt(listener, handoff)
         except StaleConnection as exc:
-            return self._failed(handoff.envelope, str(exc))
+            return self._failed(envelope, str(exc))
 
     def _attempt(
-        self, listener: _Listener, handoff: Handoff, *, reset: bool
+        self, listener: _Listener, handoff: Handoff, *, sent: bool = False
     ) -> DeliveryOutcome:
+        """One transaction; RSET first on a connection that had one before.
+
+        ``sent``: its commands went out behind the last message's final dot.
+        """
         try:
-            outcome = self._transaction(listener, handoff, reset=reset)
+            outcome = self._transaction(listener, handoff, sent=sent)
         except StaleConnection:
             raise
         except ListenerError as exc:
@@ -283,41 +299,65 @@ class SmtpSink:
         )
 
     def _drop(self) -> None:
+        self._ahead = None  # whatever went out early dies with the connection
         if self._listener is not None:
             self._listener.conn.close()
         self._listener = None
 
-    def _batch_full(self, listener: _Listener) -> bool:
-        return bool(self._batch_limit) and listener.transactions >= self._batch_limit
+    def _batch_full(self, listener: _Listener, *, after: int = 0) -> bool:
+        """batchlimit reached (``after`` more transactions from now)."""
+        return (
+            bool(self._batch_limit)
+            and listener.transactions + after >= self._batch_limit
+        )
 
-    def _transaction(
-        self, listener: _Listener, handoff: Handoff, *, reset: bool
-    ) -> DeliveryOutcome:
-        message, envelope = handoff.message, handoff.envelope
-        conn = listener.conn
-        recipients = [self._qualify(listener, r) for r in envelope.recipients]
+    def _commands(
+        self,
+        listener: _Listener,
+        message: Deliverable,
+        envelope: Envelope,
+        *,
+        reset: bool,
+    ) -> list[str] | None:
+        """RSET (``reset``), MAIL, every RCPT, and DATA when pipelining; None
+        when the message is over the listener's SIZE and must not be offered."""
         limit = listener.size_limit
         if limit and message.size > limit:
-            text = (
-                f"5.3.4 The message ({message.size} octets) is larger than the "
-                f"{listener.name} listener takes ({limit} octets); not sent."
-            )
-            return DeliveryOutcome.from_replies(
-                [RecipientReply(r, 552, text) for r in recipients]
-            )
+            return None
         params = ""
         if message.needs_8bit and "8BITMIME" in listener.extensions:
             params += " BODY=8BITMIME"
         if "SIZE" in listener.extensions:
             params += f" SIZE={message.size}"
         commands = [f"MAIL FROM:<{envelope.mail_from}>{params}"]
-        commands += [f"RCPT TO:<{r}>" for r in recipients]
+        commands += [
+            f"RCPT TO:<{self._qualify(listener, r)}>" for r in envelope.recipients
+        ]
         if reset:
             commands.insert(0, "RSET")
-        pipelined = "PIPELINING" in listener.extensions
-        if pipelined:
+        if "PIPELINING" in listener.extensions:
             commands.append("DATA")  # RFC 2920: the whole envelope in one write
-        replies = self._envelope_replies(listener, commands, reset=reset)
+        return commands
+
+    def _transaction(
+        self, listener: _Listener, handoff: Handoff, *, sent: bool
+    ) -> DeliveryOutcome:
+        message, envelope = handoff.message, handoff.envelope
+        conn = listener.conn
+        recipients = [self._qualify(listener, r) for r in envelope.recipients]
+        reset = bool(listener.transactions)
+        commands = self._commands(listener, message, envelope, reset=reset)
+        if commands is None:
+            text = (
+                f"5.3.4 The message ({message.size} octets) is larger than the "
+                f"{listener.name} listener takes ({listener.size_limit} octets); "
+                "not sent."
+            )
+            return DeliveryOutcome.from_replies(
+                [RecipientReply(r, 552, text) for r in recipients]
+            )
+        pipelined = "PIPELINING" in listener.extensions
+        replies = self._envelope_replies(listener, commands, reset=reset, sent=sent)
         data_reply = replies.pop() if pipelined else None
         mail_code, mail_text = _expect(replies[0], MAIL_OK, "MAIL FROM")
         if mail_code != 250:
@@ -342,7 +382,13 @@ class SmtpSink:
             return DeliveryOutcome.from_replies(
                 [RecipientReply(r.recipient, code, text) for r in rcpts]
             )
-        self._send_data(conn, handoff, [r.recipient for r in accepted])
+        following = self._following(listener, handoff.then)
+        self._send_data(
+            conn,
+            handoff,
+            [r.recipient for r in accepted],
+            following[1] if following else [],
+        )
         handoff.reached("dot")
         finals = {r.recipient: r for r in rcpts}
         if listener.lmtp:
@@ -358,11 +404,32 @@ class SmtpSink:
                 )
             if odd:
                 self._drop()
+                following = None
         else:
             code, text = _expect(self._reply(conn), FINAL_OK, "the final dot")
             for r in accepted:
                 finals[r.recipient] = RecipientReply(r.recipient, code, text)
+        # Only now: a reply that failed above dropped the connection, and the
+        # early envelope with it.
+        self._ahead = following[0] if following else None
         return DeliveryOutcome.from_replies([finals[r] for r in recipients])
+
+    def _following(
+        self, listener: _Listener, then: Upcoming | None
+    ) -> tuple[Upcoming, list[str]] | None:
+        """The next message's envelope, to go out right behind the final dot.
+
+        RFC 2920 3.1 lets the end of the data be followed by more commands in
+        the same write, so the next message costs one round trip instead of
+        two. Only with PIPELINING, within batchlimit, and under SIZE: the same
+        commands the next transaction would send itself.
+        """
+        if then is None or "PIPELINING" not in listener.extensions:
+            return None
+        if self._batch_full(listener, after=1):
+            return None  # the next message goes on a new connection
+        commands = self._commands(listener, then.message, then.envelope, reset=True)
+        return (then, commands) if commands is not None else None
 
     def _no_body(self, data_reply: tuple[int, str] | None) -> None:
         """The message will not be sent, yet a pipelined DATA may have been taken.
@@ -377,15 +444,21 @@ class SmtpSink:
             self._drop()
 
     def _envelope_replies(
-        self, listener: _Listener, commands: list[str], *, reset: bool
+        self, listener: _Listener, commands: list[str], *, reset: bool, sent: bool
     ) -> list[tuple[int, str]]:
         """Send RSET/MAIL/RCPT (and DATA) in one write when the listener offers
-        PIPELINING, one by one otherwise; the replies after RSET's, in order."""
+        PIPELINING, one by one otherwise; the replies after RSET's, in order.
+
+        ``sent``: the commands already went out behind the last final dot; a
+        failure before any reply of this message's own is then a stale
+        connection too, since no byte of this message's body was sent.
+        """
         conn = listener.conn
         replies: list[tuple[int, str]] = []
         try:
             if "PIPELINING" in listener.extensions:
-                self._send_batch(conn, commands)
+                if not sent:
+                    conn.send_lines([(line, None) for line in commands])
                 if reset:
                     self._check_reset(*self._reply(conn))
                 replies = [self._reply(conn) for _ in commands[reset:]]
@@ -397,7 +470,7 @@ class SmtpSink:
                 if replies[0][0] != 250:
                     break  # MAIL refused: no RCPT
         except ListenerError as exc:
-            if reset and not replies:
+            if sent or (reset and not replies):
                 raise StaleConnection(str(exc)) from exc
             raise
         return replies + [replies[0]] * (len(commands) - reset - len(replies))
@@ -408,8 +481,14 @@ class SmtpSink:
             raise StaleConnection(f"The listener answered {code} {text} to RSET.")
 
     def _send_data(
-        self, conn: Connection, handoff: Handoff, recipients: list[str]
+        self,
+        conn: Connection,
+        handoff: Handoff,
+        recipients: list[str],
+        following: list[str],
     ) -> None:
+        """The body and its final dot; ``following`` commands in the same last
+        write (the next message's envelope, see :meth:`_following`)."""
         encoder = SmtpDataEncoder()
         pending: list[bytes] = []  # joined only when sent: one copy at most
         size = sent = 0
@@ -417,7 +496,7 @@ class SmtpSink:
             pending.append(encoder.feed(chunk))
             size += len(pending[-1])
             if size >= SEND_BUFFER or not sent:
-                conn.send_raw(b"".join(pending))
+                conn.send_raw(pending[0] if len(pending) == 1 else b"".join(pending))
                 if not sent:
                     handoff.reached("data")  # the listener has the first bytes
                 sent += size
@@ -425,9 +504,8 @@ class SmtpSink:
                 size = 0
         pending.append(encoder.finish())
         data = b"".join(pending)
-        conn.send_raw(data)
-        sent += len(data)
-        conn.note(f"message data: {sent} octets sent")
+        conn.send_lines([(line, None) for line in following], before=data)
+        conn.note(f"message data: {sent + len(data)} octets sent")
 
     def _qualify(self, listener: _Listener, recipient: str) -> str:
         """fetchmail's rcpt_address: a bare name gets the listener's domain.
@@ -442,6 +520,10 @@ class SmtpSink:
         return f"{recipient}@{listener.domain}"
 
     def close(self) -> None:
+        if self._ahead is not None:
+            # A listener that took an early DATA reads a QUIT as body text.
+            self._drop()
+            return
         listener, self._listener = self._listener, None
         if listener is None:
             return

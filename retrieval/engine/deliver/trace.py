@@ -14,6 +14,7 @@ the "for" clause only when exactly one recipient was accepted, as in fetchmail.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +52,17 @@ def received_header(
     moment = when or datetime.now().astimezone()
     zone = moment.strftime("%Z")
     stamp = format_datetime(moment) + (f" ({_clean(zone)})" if zone else "")
+    if len(recipients) == 1:
+        drop = "multi-drop" if info.multidrop else "single-drop"
+        last = f"\tfor <{_clean(recipients[0])}> ({drop}); {stamp}"
+    else:
+        last = f"\t{stamp}"
+    return _first_lines(info) + (last + "\r\n").encode("ascii", "replace")
+
+
+@functools.lru_cache(maxsize=16)
+def _first_lines(info: TraceInfo) -> bytes:
+    """The "from" and "by" lines: the same for every message of a poll."""
     source = _clean(info.server_host) or "unknown"
     if info.server_address:
         source += f" [{_clean(info.server_address)}]"
@@ -64,11 +76,6 @@ def received_header(
         f"\tby {_clean(info.local_name) or 'localhost'} with "
         f"{_clean(info.protocol)} ({comment})",
     ]
-    if len(recipients) == 1:
-        drop = "multi-drop" if info.multidrop else "single-drop"
-        lines.append(f"\tfor <{_clean(recipients[0])}> ({drop}); {stamp}")
-    else:
-        lines.append(f"\t{stamp}")
     return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
 
 

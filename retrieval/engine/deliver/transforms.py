@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -130,12 +131,15 @@ class OutgoingMessage:
     def __init__(self, spool: MessageSpool, edits: Edits, *, pass8bits: bool = False):
         self.spool = spool
         self.edits = edits
-        self._plan = mime_plan(spool.header_block) if edits.mimedecode else MimePlan()
-        declared = mime_plan(spool.header_block).declares_8bit
+        declared_plan = mime_plan(spool.header_block)
+        self._plan = declared_plan if edits.mimedecode else MimePlan()
+        declared = declared_plan.declares_8bit
         decodes = bool(self._plan.decode_body or self._plan.boundary)
         # BODY=8BITMIME is declared for 8-bit bytes, a declared 8bit/binary
         # body, a body that decoding will make 8-bit, or on request.
         self.needs_8bit = spool.has_8bit or pass8bits or declared or decodes
+        self._offset: int | None = None  # see _trace_at
+        self._offset_known = False
 
     @property
     def header_block(self) -> bytes:
@@ -154,14 +158,86 @@ class OutgoingMessage:
             if self.edits.trace is not None
             else b""
         )
+        pieces = self.spool.chunks()
+        first = next(pieces, b"")
+        at = self._trace_at(first)
+        if at is not None:
+            yield first[:at] + trace + first[at:] if trace else first
+            yield from pieces
+            return
         editor = _Editor(self.edits, self._plan, trace)
-        for chunk in self.spool.chunks():
+        for chunk in itertools.chain((first,), pieces):
             out = editor.feed(chunk)
             if out:
                 yield out
         out = editor.finish()
         if out:
             yield out
+
+    def _trace_at(self, first: bytes) -> int | None:
+        """Where the trace goes in ``first``, when nothing else is to change.
+
+        The usual case: no option edits the header or the body (``rewrite``,
+        fetchmail's default, finds nothing to change), and the whole header
+        block, a plain one (see :func:`plain_trace_offset`), is in the spool's
+        first chunk. Then the editor would pass every byte on and put
+        the trace where this says; its field-by-field walk is spared. None:
+        the editor does the work.
+        """
+        edits = self.edits
+        if (
+            edits.dropstatus
+            or edits.dropdelivered
+            or edits.mimedecode
+            or not self.spool.header_complete
+        ):
+            return None
+        header = self.spool.header_block
+        end = len(header)
+        blank = first[end : end + 1] == b"\n" or first[end : end + 2] == b"\r\n"
+        if not blank or not first.startswith(header):
+            return None
+        if not self._offset_known:
+            self._offset = plain_trace_offset(header, rewrite=bool(edits.rewrite_host))
+            self._offset_known = True
+        return self._offset
+
+
+def plain_trace_offset(header: bytes, *, rewrite: bool = False) -> int | None:
+    """Where the editor puts the trace in a plain header block: before the
+    first ``Received:`` field, else at the top. None when the block is not
+    plain, and only the editor knows.
+
+    Plain: every line ends with LF and is not blank (the editor would take a
+    CR-only line for the end of the header); every field's first line has a
+    colon, so that its name is the same whether read from the line or from the
+    whole unfolded field; no more than the editor holds back before the
+    trace (MAX_PENDING), nor a field longer than it edits (MAX_FIELD). With
+    ``rewrite``, also: every address field is one it leaves as it is.
+    """
+    if len(header) > min(MAX_PENDING, MAX_FIELD) or not header.endswith(b"\n"):
+        return None if header else 0
+    at = 0
+    found: int | None = None
+    starts: list[tuple[bytes, int]] = []  # each field's name and first byte
+    for number, line in enumerate(header[:-1].split(b"\n")):
+        if not line.strip(b"\r"):
+            return None
+        if not number or line[:1] not in (b" ", b"\t"):
+            name, colon, _ = line.partition(b":")
+            if not colon:
+                return None
+            name = name.strip().lower()
+            starts.append((name, at))
+            if found is None and name == b"received":
+                found = at
+        at += len(line) + 1
+    if rewrite:
+        ends = [start for _, start in starts[1:]] + [len(header)]
+        for (name, start), end in zip(starts, ends, strict=True):
+            if name in _ADDRESS_FIELDS and not _all_qualified(header[start:end]):
+                return None
+    return 0 if found is None else found
 
 
 class _Editor:
@@ -188,8 +264,10 @@ class _Editor:
         start = 0
         while start < len(data):
             if not self._in_header and self._body is None:
-                out += data[start:]  # plain body: no need to look at lines
-                return bytes(out)
+                # Plain body: no need to look at lines, nor to copy the chunk.
+                if not start and not out:
+                    return data
+                return bytes(out) + data[start:]
             end = data.find(b"\n", start)
             if self._raw_line:
                 # The rest of an endless line, passed on as it comes.
@@ -476,6 +554,8 @@ def qualify_addresses(field: bytes, host: bytes) -> bytes:
     Addresses with ``@`` or ``!``, ``<>``, quoted strings, comments and group
     syntax (``undisclosed-recipients:;``) are left alone.
     """
+    if _all_qualified(field):
+        return field
     buf = bytearray(field)
     insert = b"@" + host
     state = 0  # 0: field name, 1: addresses, 2: quoted string, 3: <address>
@@ -539,6 +619,30 @@ def qualify_addresses(field: bytes, host: bytes) -> bytes:
             parens_at = None
         i += 1
     return bytes(buf)
+
+
+def _all_qualified(field: bytes) -> bool:
+    """True when :func:`qualify_addresses` would change nothing, known without
+    its byte-by-byte walk: the usual field whose every address has a host.
+
+    Without quotes or comments nothing hides an ``@`` from the walk, and it
+    inserts only at a ``>`` or at the end of an item when no ``@`` or ``!``
+    came first; each item between commas (wherever they sit: the walk starts
+    an item at every comma) must show one before any ``>``, not counting the
+    byte right after the comma, which the walk passes over.
+    """
+    if b'"' in field or b"(" in field or b")" in field:
+        return False
+    for number, item in enumerate(field.partition(b":")[2].split(b",")):
+        if number:
+            item = item[1:]
+        hosts = [at for at in (item.find(b"@"), item.find(b"!")) if at >= 0]
+        if not hosts:
+            return False
+        close = item.find(b">")
+        if 0 <= close < min(hosts):
+            return False
+    return True
 
 
 def _field_end(buf: bytearray, i: int) -> bool:

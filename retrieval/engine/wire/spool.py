@@ -31,6 +31,9 @@ class MessageSpool:
         self._max_bytes = max_bytes
         self._header = bytearray()
         self._header_done = False
+        self._header_bytes: bytes | None = None  # header_block, once it is whole
+        # The blank line after the header was seen (not just the capture limit).
+        self.header_complete = False
         self.size = 0
         self.has_8bit = False
 
@@ -55,7 +58,7 @@ class MessageSpool:
         if self._header.startswith((b"\r\n", b"\n")):
             # The message opens with the blank line: it has no header at all.
             self._header.clear()
-            self._header_done = True
+            self._header_done = self.header_complete = True
             return
         ends = [
             at
@@ -64,14 +67,19 @@ class MessageSpool:
         ]
         if ends:
             del self._header[min(ends) + 1 :]  # keep the last field's own LF
-            self._header_done = True
+            self._header_done = self.header_complete = True
         elif len(self._header) >= MAX_HEADER_CAPTURE:
             self._header_done = True
 
     @property
     def header_block(self) -> bytes:
         """The header lines (bounded), each with its own line ending."""
-        return bytes(self._header)
+        if not self._header_done:
+            return bytes(self._header)
+        if self._header_bytes is None:
+            # One object for every reader: header lookups cache on it (its hash).
+            self._header_bytes = bytes(self._header)
+        return self._header_bytes
 
     def chunks(self) -> Iterator[bytes]:
         """Read the message from the start; may be called once per delivery try."""

@@ -25,6 +25,7 @@ from retrieval.engine.errors import (
     TlsError,
     TransportError,
 )
+from retrieval.engine.ports import keeps_lines
 from retrieval.engine.wire.netaddrs import is_public_address
 from retrieval.engine.wire.tls import describe_ssl_error
 
@@ -92,6 +93,9 @@ class Connection:
         self._buffer = bytearray()
         self._timeout = timeout
         self._transcript = transcript
+        # Without -v the command line keeps no transcript: no line is decoded
+        # or formatted for it (most of a message's lines are transcript lines).
+        self._keeps = keeps_lines(transcript)
         self._error = error
         self.peer = peer
         self.side = side
@@ -248,16 +252,25 @@ class Connection:
         """Send one command line (CRLF added); the transcript gets ``shown`` if set."""
         self.send_lines([(line, shown)])
 
-    def send_lines(self, lines: Sequence[tuple[str | bytes, str | None]]) -> None:
-        """Send command lines in one write (pipelining), each recorded as sent."""
-        data = bytearray()
+    def send_lines(
+        self, lines: Sequence[tuple[str | bytes, str | None]], *, before: bytes = b""
+    ) -> None:
+        """Send command lines in one write (pipelining), each recorded as sent;
+        ``before`` goes first in the same write, untranscribed (a body's end)."""
+        if not lines:
+            self.send_raw(before)
+            return
+        data = bytearray(before)
         for line, shown in lines:
             encoded = line.encode() if isinstance(line, str) else line
             if b"\r" in encoded or b"\n" in encoded or b"\0" in encoded:
                 # Protocol arguments must never carry a line break (catalogue 18/43).
                 raise ValueError("a protocol line must not contain CR, LF or NUL")
-            text = shown if shown is not None else encoded.decode("utf-8", "replace")
-            self._transcript.record("C", text)
+            if self._keeps:
+                text = (
+                    shown if shown is not None else encoded.decode("utf-8", "replace")
+                )
+                self._transcript.record("C", text)
             data += encoded + b"\r\n"
         self.send_raw(bytes(data))
 
@@ -303,7 +316,7 @@ class Connection:
                 del self._buffer[: end + 1]
                 if budget is not None:
                     budget.received += len(line)
-                if record:
+                if record and self._keeps:
                     self._transcript.record("S", _show(line))
                 return line
             if len(self._buffer) > max_line:
@@ -512,10 +525,16 @@ class Connection:
 
     def transcribe(self, line: bytes) -> None:
         """Record a received line that was read with ``record=False``."""
-        self._transcript.record("S", _show(line))
+        if self._keeps:
+            self._transcript.record("S", _show(line))
 
     def note(self, text: str) -> None:
         self._transcript.record("*", text)
+
+    @property
+    def keeps_transcript(self) -> bool:
+        """False when nothing recorded here is kept: notes need not be written."""
+        return self._keeps
 
     def close(self) -> None:
         if self.closed:
