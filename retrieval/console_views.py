@@ -77,7 +77,9 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
                 "when": console.when(run.finished_at or run.started_at, zone),
             }
         )
-    buckets = console.traffic(mine, span=span, zone=zone)
+    buckets = console.traffic(
+        mine, span=span, zone=zone, domains=console.whole_domains(user)
+    )
     domains = console.per_domain(span=span) if user.is_superuser else None
     # A superuser's tiles add up the per-domain rows: the state of 10,000
     # mailboxes is looked up once, not twice.
