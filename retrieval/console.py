@@ -22,7 +22,9 @@ from django.db.models import (
     Case,
     CharField,
     Count,
+    Exists,
     F,
+    OuterRef,
     Q,
     QuerySet,
     Sum,
@@ -32,7 +34,7 @@ from django.db.models import (
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
-from accounts.models import Domain
+from accounts.models import Domain, User
 from accounts.timezones import zone_of
 from retrieval.models import (
     DomainDayStat,
@@ -450,10 +452,10 @@ class ListQuery:
         protocol = data.get("protocol", "")
         return cls(
             q=data.get("q", "").strip()[:200],
-            domain=data.get("domain", "") if data.get("domain", "").isdigit() else "",
+            domain=data.get("domain", "").strip()[:253],
             state=state if state in STATES else "",
             protocol=protocol if protocol in Mailbox.Protocol.values else "",
-            owner=data.get("owner", "") if data.get("owner", "").isdigit() else "",
+            owner=data.get("owner", "").strip()[:254],
             sort=sort,
         )
 
@@ -469,14 +471,20 @@ def mailbox_list(
             | Q(username__icontains=query.q)
             | Q(owner__email__icontains=query.q)
         )
-    if query.domain:
+    # Domain and owner: an id (a choice of the filter's select), or a part of
+    # the name (the filter's text box, when there are too many to choose from).
+    if query.domain.isdigit():
         rows = rows.filter(domain_id=int(query.domain))
+    elif query.domain:
+        rows = rows.filter(domain__name__icontains=query.domain)
     if query.state:
         rows = rows.filter(state=query.state)
     if query.protocol:
         rows = rows.filter(protocol=query.protocol)
-    if query.owner:
+    if query.owner.isdigit():
         rows = rows.filter(owner_id=int(query.owner))
+    elif query.owner:
+        rows = rows.filter(owner__email__icontains=query.owner)
     descending = query.sort.startswith("-")
     fields = SORTS[query.sort.lstrip("-")]
     order = [f"-{f}" if descending else f for f in fields]
@@ -497,21 +505,33 @@ def page_rows(ids: list[int]) -> list[Any]:
     return [found[pk] for pk in ids if pk in found]
 
 
+# More domains or owners than this in sight: their filter is a text box, not a
+# select (a superuser's 2,505 owners were a page of options to render each
+# time, bench/console.py).
+CHOICES_SHOWN = 100
+
+
 def filter_choices(
     user: AbstractBaseUser | AnonymousUser,
-) -> dict[str, list[tuple[int, str]]]:
-    """The domains and owners of the person's mailboxes (two queries)."""
+) -> dict[str, list[tuple[int, str]] | None]:
+    """The domains and owners of the person's mailboxes, by name (two queries,
+    each stopping at CHOICES_SHOWN + 1 rows); None for too many to list."""
     mine = scope(user)
     domains = (
-        mine.exclude(domain=None)
-        .order_by("domain__name")
-        .values_list("domain_id", "domain__name")
-        .distinct()
+        Domain.objects.filter(Exists(mine.filter(domain=OuterRef("pk"))))
+        .order_by("name")
+        .values_list("pk", "name")
     )
     owners = (
-        mine.order_by("owner__email").values_list("owner_id", "owner__email").distinct()
+        User.objects.filter(Exists(mine.filter(owner=OuterRef("pk"))))
+        .order_by("email")
+        .values_list("pk", "email")
     )
-    return {"domains": list(domains), "owners": list(owners)}
+    found: dict[str, list[tuple[int, str]] | None] = {}
+    for key, rows in (("domains", domains), ("owners", owners)):
+        listed = list(rows[: CHOICES_SHOWN + 1])
+        found[key] = listed if len(listed) <= CHOICES_SHOWN else None
+    return found
 
 
 def when(

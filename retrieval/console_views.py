@@ -8,7 +8,7 @@ single-object pages answer 404 for it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -124,6 +124,27 @@ def dashboard_running(request: AuthenticatedHttpRequest) -> HttpResponse:
 # --- the list -------------------------------------------------------------------------
 
 
+def _filter(
+    chosen: str,
+    choices: list[tuple[int, str]] | None,
+    rows: list[dict[str, Any]],
+    field: str,
+) -> dict[str, object]:
+    """A domain or owner filter: a select of ``choices`` (id, name), the chosen
+    one marked; or, for too many to list (None), a text box matching names,
+    which shows the name of an id chosen elsewhere (a link) from the page's rows."""
+    if choices is None:
+        text = chosen
+        if chosen.isdigit() and rows:
+            related = getattr(rows[0]["mailbox"], field)
+            text = related.email if field == "owner" else related.name
+        return {"choices": None, "text": text}
+    return {
+        "choices": [(pk, name, str(pk) == chosen) for pk, name in choices],
+        "text": "",
+    }
+
+
 @login_required
 @require_GET
 def mailbox_list(request: AuthenticatedHttpRequest) -> HttpResponse:
@@ -160,8 +181,9 @@ def mailbox_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         if v
     }
     choices = console.filter_choices(user)
+    domains, owners = choices["domains"], choices["owners"]
     # One domain in sight (a user, most domain administrators): no Domain column.
-    show_domain = len(choices["domains"]) > 1
+    show_domain = domains is None or len(domains) > 1
     columns = []
     for key, label in (
         ("name", "Mailbox"),
@@ -195,8 +217,9 @@ def mailbox_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         "columns": columns,
         "states": console.STATES,
         "protocols": Mailbox.Protocol.choices,
-        "domains": choices["domains"],
-        "owners": choices["owners"],
+        "domain_filter": _filter(query.domain, domains, rows, "domain"),
+        "owner_filter": _filter(query.owner, owners, rows, "owner"),
+        "owner_shown": owners is None or len(owners) > 1,
         "page_query": urlencode({**filters, "sort": query.sort}),
         "zone": str(zone),
         "actions": BULK_ACTIONS,

@@ -415,6 +415,41 @@ def test_filters(world):
     )
 
 
+def test_owner_and_domain_filters_list_few_choices_and_match_text_beyond(
+    world, monkeypatch
+):
+    """A select while there are at most CHOICES_SHOWN owners or domains in sight
+    (only theirs), a text box matching part of the address or name beyond: a
+    superuser's thousands of owners are not a select to render on every page."""
+    client = _client(world, "root")
+    page = client.get(LIST).content.decode()
+    assert '<select name="owner">' in page and '<select name="domain">' in page
+    for email in ("alice@one.example", "bob@two.example", "root@operator.example"):
+        assert f">{email}</option>" in page
+    assert ">admin1@one.example</option>" not in page  # owns no mailbox
+    admin = _client(world, "admin1").get(LIST).content.decode()
+    assert ">bob@two.example</option>" not in admin
+
+    monkeypatch.setattr(console, "CHOICES_SHOWN", 1)
+    page = client.get(LIST).content.decode()
+    assert '<select name="owner">' not in page and '<select name="domain">' not in page
+    assert '<input type="search" name="owner" value=""' in page
+    assert '<input type="search" name="domain" value=""' in page
+    by = lambda **params: _names(client.get(LIST, params).content.decode())  # noqa: E731
+    assert by(owner="ROOT@oper") == ["MB-root", "MB-sudom1"]
+    assert by(owner="bob") == ["MB-bob"]
+    assert by(domain="one.ex") == ["MB-alice", "MB-sudom1"]
+    assert by(domain="one.ex", owner="root") == ["MB-sudom1"]
+    assert by(owner=world.root.pk) == ["MB-root", "MB-sudom1"]  # an id still works
+    # An id chosen by a link shows as the address it stands for.
+    page = client.get(LIST, {"owner": world.bob.pk}).content.decode()
+    assert 'name="owner" value="bob@two.example"' in page
+    # The text stays in scope: an administrator matches nothing of another domain.
+    admin = _client(world, "admin1")
+    assert _names(admin.get(LIST, {"owner": "bob"}).content.decode()) == []
+    assert _names(admin.get(LIST, {"domain": "two"}).content.decode()) == []
+
+
 def test_sorting(world):
     client = _client(world, "root")
     Mailbox.objects.filter(pk=world.boxes["root"].pk).update(host="aaa.example")
