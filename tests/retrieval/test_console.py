@@ -177,7 +177,18 @@ def test_an_owner_who_also_administers_the_domain_is_counted_once(world):
 
 
 def test_only_superusers_get_the_per_domain_table(world):
-    assert "Per domain" in _client(world, "root").get(HOME).content.decode()
+    Mailbox.objects.filter(pk=world.boxes["bob"].pk).update(
+        health=Mailbox.Health.PAUSED
+    )
+    page = _client(world, "root").get(HOME).content.decode()
+    assert "Per domain" in page
+    # A cell under each heading: two.example's one mailbox needs attention.
+    table = page[page.index('<table class="domains">') :]
+    headings = re.findall(r"<th[^>]*>([^<]+)</th>", table[: table.index("</thead>")])
+    row = re.search(r"<tr><td>two\.example</td>(.*?)</tr>", table).group(1)
+    cells = re.findall(r'<td class="num">(\d+)</td>', row)
+    assert len(cells) == len(headings) - 1
+    assert dict(zip(headings[1:], cells, strict=True))["Needs attention"] == "1"
     for role in ("alice", "admin1"):
         page = _client(world, role).get(HOME).content.decode()
         assert "Per domain" not in page
