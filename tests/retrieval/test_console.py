@@ -461,6 +461,18 @@ def test_owner_and_domain_filters_list_few_choices_and_match_text_beyond(
     assert _names(admin.get(LIST, {"domain": "two"}).content.decode()) == []
 
 
+def test_each_row_links_to_its_mailbox_and_its_last_poll(world):
+    page = _client(world, "root").get(LIST).content.decode()
+    for box in world.boxes.values():
+        run = box.runs.get()
+        detail = reverse("retrieval:mailbox-detail", args=[box.pk])
+        assert f'<td><a href="{detail}">{box}</a></td>' in page
+        assert (
+            f'<a href="{reverse("retrieval:run-detail", args=[box.pk, run.pk])}">'
+            in page
+        )
+
+
 def test_sorting(world):
     client = _client(world, "root")
     Mailbox.objects.filter(pk=world.boxes["root"].pk).update(host="aaa.example")
