@@ -296,12 +296,15 @@ SELECT r.id, 'INBOX', r.id || '.' || k, '<' || r.id || '.' || k || '@example.net
 FROM retrieval_pollrun AS r, generate_series(1, r.delivered) AS k
 WHERE r.outcome = 'success'
 """
+# The counters go in in the order the service writes them (the first run of an
+# hour or a day inserts its row), oldest first: grouped in no order, an hour's
+# rows lay across 9,000 pages and the 24-hour per-domain table read them all.
 _STATS = """
 INSERT INTO retrieval_mailboxstat (mailbox_id, hour, polls, errors, messages, bytes)
 SELECT mailbox_id, date_trunc('hour', finished_at), count(*),
     count(*) FILTER (WHERE outcome IN ('error', 'lost', 'timeout')),
     sum(delivered), sum(bytes_fetched)
-FROM retrieval_pollrun GROUP BY 1, 2
+FROM retrieval_pollrun GROUP BY 1, 2 ORDER BY 2, 1
 """
 # The daily counters, kept as runs are recorded (services/stats.py), the day in
 # the session's zone: set to settings.TIME_ZONE before.
@@ -310,7 +313,7 @@ INSERT INTO retrieval_mailboxdaystat (mailbox_id, day, polls, errors, messages, 
 SELECT mailbox_id, finished_at::date, count(*),
     count(*) FILTER (WHERE outcome IN ('error', 'lost', 'timeout')),
     sum(delivered), sum(bytes_fetched)
-FROM retrieval_pollrun GROUP BY 1, 2
+FROM retrieval_pollrun GROUP BY 1, 2 ORDER BY 2, 1
 """
 
 # The per-domain days (services/domain_stats.py): the sum of their mailboxes'.
@@ -318,7 +321,7 @@ _DOMAIN_DAY_STATS = """
 INSERT INTO retrieval_domaindaystat (domain_id, day, polls, errors, messages, bytes)
 SELECT m.domain_id, d.day, sum(d.polls), sum(d.errors), sum(d.messages), sum(d.bytes)
 FROM retrieval_mailboxdaystat AS d JOIN retrieval_mailbox AS m ON m.id = d.mailbox_id
-GROUP BY 1, 2
+GROUP BY 1, 2 ORDER BY 2, 1
 """
 
 
