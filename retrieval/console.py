@@ -5,7 +5,9 @@ mailboxes or runs: states from the last run's outcome kept on each mailbox
 (Mailbox.latest_*, services/polls.py), traffic from the counters kept as runs
 are recorded (retrieval/services/stats.py), never from the runs: the 24-hour
 chart from the hourly rows (MailboxStat), the 7- and 30-day ones and the
-per-domain table from the daily rows (MailboxDayStat), see ``counter_rows``.
+per-domain table from the daily rows (MailboxDayStat), see ``counter_rows``;
+a superuser's days, and a domain administrator's of their domains, from the
+per-domain daily rows (DomainDayStat, services/domain_stats.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from django.db.models import (
     Case,
     CharField,
     Count,
+    Exists,
     F,
+    OuterRef,
     Q,
     QuerySet,
     Sum,
@@ -30,8 +34,15 @@ from django.db.models import (
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
+from accounts.models import Domain, User
 from accounts.timezones import zone_of
-from retrieval.models import Mailbox, MailboxDayStat, MailboxStat, PollRun
+from retrieval.models import (
+    DomainDayStat,
+    Mailbox,
+    MailboxDayStat,
+    MailboxStat,
+    PollRun,
+)
 from retrieval.selectors import mailboxes_visible_to
 from retrieval.services.stats import ERROR_OUTCOMES
 from retrieval.services.stats_rollup import hourly_kept_since, stats_zone
@@ -115,12 +126,6 @@ RANGES = {
 }
 RUNNING_SHOWN = 20
 ERRORS_SHOWN = 10
-
-
-def _within(rows: QuerySet[Any], mailboxes: QuerySet[Mailbox]) -> QuerySet[Any]:
-    """``rows`` (runs, counters) of ``mailboxes``; all of them, with no join to
-    the mailbox ids, when the scope is everyone's (a superuser's ``scope``)."""
-    return rows.filter(mailbox__in=mailboxes) if mailboxes.query.where else rows
 
 
 def state_of(*, enabled: bool, health: str, last_outcome: str | None) -> str:
@@ -218,27 +223,74 @@ def _midnight(day: date, zone: tzinfo) -> datetime:
 SUMS = {"p": Sum("polls"), "e": Sum("errors"), "m": Sum("messages"), "b": Sum("bytes")}
 
 
+DayRows = type[MailboxDayStat] | type[DomainDayStat]
+
+
 def counter_rows(
-    *, span: str, zone: tzinfo, since: datetime, now: datetime | None = None
+    *,
+    span: str,
+    zone: tzinfo,
+    since: datetime,
+    now: datetime | None = None,
+    days: DayRows = MailboxDayStat,
 ) -> list[tuple[QuerySet[Any], str]]:
     """The counter rows that make up the bars of ``span`` from ``since`` on, each
     with the field that dates them ("hour" or "day"); every run is in exactly one.
 
     Days cut in the installation's zone (settings.TIME_ZONE, the usual case) are
-    read from the daily rows alone: at most one row per mailbox and day, kept as
-    runs are recorded (services/stats.py). Days in another zone are added up from
-    the hours still kept, and from the daily rows for older days (their days are
-    the installation's there)."""
+    read from the daily rows alone (``days``: a row per mailbox and day, or per
+    domain and day), kept as runs are recorded (services/stats.py). Days in
+    another zone are added up from the hours still kept, and from the daily rows
+    for older days (their days are the installation's there)."""
     if RANGES[span][1] == "hour":
         return [(MailboxStat.objects.filter(hour__gte=since), "hour")]
-    days = MailboxDayStat.objects.filter(day__gte=since.date())
+    daily = days._default_manager.filter(day__gte=since.date())
     if getattr(zone, "key", None) == stats_zone().key:
-        return [(days, "day")]
+        return [(daily, "day")]
     kept = hourly_kept_since(now)
     return [
         (MailboxStat.objects.filter(hour__gte=max(since, kept)), "hour"),
-        (days.filter(day__lt=kept.date()), "day"),
+        (daily.filter(day__lt=kept.date()), "day"),
     ]
+
+
+def whole_domains(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Domain]:
+    """The domains every mailbox of which is in ``user``'s scope, for ``traffic``:
+    those a domain administrator administers (mailboxes_visible_to's rule)."""
+    return Domain.objects.filter(admins=user.pk)
+
+
+def _scoped_counters(
+    mailboxes: QuerySet[Mailbox],
+    domains: QuerySet[Domain] | None,
+    **window: Any,
+) -> list[tuple[list[QuerySet[Any]], str]]:
+    """The counter rows of ``mailboxes`` in the window of ``counter_rows``, by
+    the field that dates them. Days of everyone's mailboxes (a superuser's) come
+    from the per-domain rows, at most one per domain and day; so do the days of
+    ``domains`` (all of whose mailboxes are in ``mailboxes``), the other
+    mailboxes' days from their own rows."""
+    if not mailboxes.query.where:  # everyone's: no join to the mailbox ids
+        return [([r], f) for r, f in counter_rows(**window, days=DomainDayStat)]
+    if domains is None:
+        return [
+            ([r.filter(mailbox__in=mailboxes)], f) for r, f in counter_rows(**window)
+        ]
+    rest = mailboxes.exclude(domain__in=domains)
+    parts = []
+    for (whole, field), (own, _) in zip(
+        counter_rows(**window, days=DomainDayStat), counter_rows(**window), strict=True
+    ):
+        if whole.model is DomainDayStat:
+            parts.append(
+                (
+                    [whole.filter(domain__in=domains), own.filter(mailbox__in=rest)],
+                    field,
+                )
+            )
+        else:  # the hours: per mailbox only
+            parts.append(([own.filter(mailbox__in=mailboxes)], field))
+    return parts
 
 
 def traffic(
@@ -247,14 +299,20 @@ def traffic(
     span: str,
     zone: tzinfo,
     now: datetime | None = None,
+    domains: QuerySet[Domain] | None = None,
 ) -> list[Bucket]:
     """Polls, errors, messages and bytes per hour (24 h) or per day (7 d, 30 d),
-    days cut in ``zone``: one aggregate query per table of ``counter_rows``."""
+    days cut in ``zone``: one aggregate query per field of ``counter_rows``.
+
+    ``domains`` (``whole_domains``): domains all of whose mailboxes are in
+    ``mailboxes``; their days are read from the per-domain rows."""
     unit = RANGES[span][1]
     starts = bucket_starts(span, zone, now)
     totals: dict[datetime, list[int]] = {s: [0, 0, 0, 0] for s in starts}
-    for rows, field in counter_rows(span=span, zone=zone, since=starts[0], now=now):
-        sums = _within(rows, mailboxes).order_by().values(field).annotate(**SUMS)
+    window = {"span": span, "zone": zone, "since": starts[0], "now": now}
+    for parts, field in _scoped_counters(mailboxes, domains, **window):
+        first, *others = (p.order_by().values(field).annotate(**SUMS) for p in parts)
+        sums = first.union(*others, all=True) if others else first
         for row in sums:
             if field == "day":
                 key = _midnight(row["day"], zone)
@@ -344,14 +402,18 @@ def per_domain(*, span: str, now: datetime | None = None) -> list[dict[str, Any]
 
     for item in state_groups(Mailbox.objects.all(), "domain__name"):
         row(item["domain__name"])[item["state"]] += item["n"]
-    for table, _ in counter_rows(span=span, zone=stats_zone(), since=since, now=now):
+    for table, _ in counter_rows(
+        span=span, zone=stats_zone(), since=since, now=now, days=DomainDayStat
+    ):
+        # The days per domain, the hours (24 h) per mailbox.
+        by = "domain__name" if table.model is DomainDayStat else "mailbox__domain__name"
         sums = (
             table.order_by()
-            .values("mailbox__domain__name")
+            .values(by)
             .annotate(p=Sum("polls"), e=Sum("errors"), m=Sum("messages"))
         )
         for item in sums:
-            target = row(item["mailbox__domain__name"])
+            target = row(item[by])
             for name, key in (("polls", "p"), ("errors", "e"), ("messages", "m")):
                 target[name] += item[key] or 0
     return sorted(rows.values(), key=lambda r: (r["name"] == "(no domain)", r["name"]))
@@ -390,10 +452,10 @@ class ListQuery:
         protocol = data.get("protocol", "")
         return cls(
             q=data.get("q", "").strip()[:200],
-            domain=data.get("domain", "") if data.get("domain", "").isdigit() else "",
+            domain=data.get("domain", "").strip()[:253],
             state=state if state in STATES else "",
             protocol=protocol if protocol in Mailbox.Protocol.values else "",
-            owner=data.get("owner", "") if data.get("owner", "").isdigit() else "",
+            owner=data.get("owner", "").strip()[:254],
             sort=sort,
         )
 
@@ -409,14 +471,20 @@ def mailbox_list(
             | Q(username__icontains=query.q)
             | Q(owner__email__icontains=query.q)
         )
-    if query.domain:
+    # Domain and owner: an id (a choice of the filter's select), or a part of
+    # the name (the filter's text box, when there are too many to choose from).
+    if query.domain.isdigit():
         rows = rows.filter(domain_id=int(query.domain))
+    elif query.domain:
+        rows = rows.filter(domain__name__icontains=query.domain)
     if query.state:
         rows = rows.filter(state=query.state)
     if query.protocol:
         rows = rows.filter(protocol=query.protocol)
-    if query.owner:
+    if query.owner.isdigit():
         rows = rows.filter(owner_id=int(query.owner))
+    elif query.owner:
+        rows = rows.filter(owner__email__icontains=query.owner)
     descending = query.sort.startswith("-")
     fields = SORTS[query.sort.lstrip("-")]
     order = [f"-{f}" if descending else f for f in fields]
@@ -437,21 +505,33 @@ def page_rows(ids: list[int]) -> list[Any]:
     return [found[pk] for pk in ids if pk in found]
 
 
+# More domains or owners than this in sight: their filter is a text box, not a
+# select (a superuser's 2,505 owners were a page of options to render each
+# time, bench/console.py).
+CHOICES_SHOWN = 100
+
+
 def filter_choices(
     user: AbstractBaseUser | AnonymousUser,
-) -> dict[str, list[tuple[int, str]]]:
-    """The domains and owners of the person's mailboxes (two queries)."""
+) -> dict[str, list[tuple[int, str]] | None]:
+    """The domains and owners of the person's mailboxes, by name (two queries,
+    each stopping at CHOICES_SHOWN + 1 rows); None for too many to list."""
     mine = scope(user)
     domains = (
-        mine.exclude(domain=None)
-        .order_by("domain__name")
-        .values_list("domain_id", "domain__name")
-        .distinct()
+        Domain.objects.filter(Exists(mine.filter(domain=OuterRef("pk"))))
+        .order_by("name")
+        .values_list("pk", "name")
     )
     owners = (
-        mine.order_by("owner__email").values_list("owner_id", "owner__email").distinct()
+        User.objects.filter(Exists(mine.filter(owner=OuterRef("pk"))))
+        .order_by("email")
+        .values_list("pk", "email")
     )
-    return {"domains": list(domains), "owners": list(owners)}
+    found: dict[str, list[tuple[int, str]] | None] = {}
+    for key, rows in (("domains", domains), ("owners", owners)):
+        listed = list(rows[: CHOICES_SHOWN + 1])
+        found[key] = listed if len(listed) <= CHOICES_SHOWN else None
+    return found
 
 
 def when(

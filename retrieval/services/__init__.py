@@ -20,6 +20,7 @@ By subject:
 * retention: deleting old poll runs
 * latest_run: each mailbox's last finished run, kept on its row
 * stats_rollup: old hourly counters dropped, daily ones kept a year
+* domain_stats: the per-domain day counters follow mailboxes deleted or moved
 * specs: the engine's spec of a row, with the run-time guards
 * ports: the engine's ledger and transcript on the ORM
 * probes: connection tests
@@ -38,6 +39,7 @@ a test that replaces a function replaces it in its module (``services.polls``).
 
 from retrieval.services.alerts import AlertMailFailed, alert_send, webhook_post
 from retrieval.services.console import mailbox_set_enabled
+from retrieval.services.domain_stats import domain_stats_forget, domain_stats_move
 from retrieval.services.domains import domain_delete, domain_save, domains_delete
 from retrieval.services.failures import mailbox_resume
 from retrieval.services.hostslots import host_slot
@@ -181,6 +183,8 @@ __all__ = [
     "domain_defaults_set",
     "domain_delete",
     "domain_save",
+    "domain_stats_forget",
+    "domain_stats_move",
     "domains_delete",
     "host_slot",
     "invite_link",

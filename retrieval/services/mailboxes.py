@@ -24,6 +24,7 @@ from retrieval.models import (
     OAuthGrant,
     remote_identity,
 )
+from retrieval.services.domain_stats import domain_stats_forget, domain_stats_move
 from retrieval.services.quotas import mailbox_quota_check
 
 if TYPE_CHECKING:
@@ -154,9 +155,11 @@ def owner_domain_refusal(*, owner: User | None, domain: Domain | None) -> str:
     )
 
 
-def _check_owner_domain(mailbox: Mailbox) -> None:
+def _check_owner_domain(mailbox: Mailbox) -> tuple[int, int | None] | None:
     """On a new row, or one whose owner or domain changes (rows stored before the
-    owner moved are left alone)."""
+    owner moved are left alone). Returns the stored (owner id, domain id), None
+    for a new row."""
+    stored = None
     if not mailbox._state.adding:
         stored = (
             Mailbox.objects.filter(pk=mailbox.pk)
@@ -164,10 +167,11 @@ def _check_owner_domain(mailbox: Mailbox) -> None:
             .first()
         )
         if stored == (mailbox.owner_id, mailbox.domain_id):
-            return
+            return stored
     refusal = owner_domain_refusal(owner=mailbox.owner, domain=mailbox.domain)
     if refusal:
         raise OwnerDomainMismatch(refusal)
+    return stored
 
 
 def _set_mda(mailbox: Mailbox, mda: str, editor: User | None) -> None:
@@ -248,7 +252,7 @@ def mailbox_save(
             mailbox_quota_check(
                 owner=mailbox.owner, creator=creator, domain=mailbox.domain
             )
-    _check_owner_domain(mailbox)
+    stored = _check_owner_domain(mailbox)
     if mailbox.delete_after_days is not None and mailbox.delete_after_days < 1:
         raise ValueError("delete_after_days must be 1 or more, or None.")
     if mda is not None:
@@ -269,6 +273,11 @@ def mailbox_save(
     if mailbox._state.adding:
         mailbox.save()
     else:
+        if stored is not None and stored[1] != mailbox.domain_id:
+            # Its counters go along to the new domain's (the dashboard's).
+            domain_stats_move(
+                mailboxes=Mailbox.objects.filter(pk=mailbox.pk), to=mailbox.domain_id
+            )
         # Not the last run's columns: a run recorded since the form read the row
         # keeps its outcome (services/latest_run.py writes them).
         mailbox.save(update_fields=EDITABLE_COLUMNS)
@@ -294,7 +303,9 @@ def mailbox_delete(*, mailbox: Mailbox) -> None:
             "This mailbox is being polled right now; delete it when the poll has "
             f"ended (at {until:%H:%M} at the latest)."
         )
-    mailbox.delete()
+    with transaction.atomic():
+        domain_stats_forget(mailboxes=Mailbox.objects.filter(pk=mailbox.pk))
+        mailbox.delete()
 
 
 def mailboxes_delete(*, mailboxes: QuerySet[Mailbox]) -> tuple[int, list[Mailbox]]:

@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from retrieval.models import (
+    DomainDayStat,
     HostSlot,
     Mailbox,
     MailboxDayStat,
@@ -276,6 +277,27 @@ def _counter_sql(model: type[Model], moment: str) -> str:
     )
 
 
+def _domain_counter_sql(*, in_domain: bool) -> str:
+    """The day of the mailbox's domain (or of no domain): two partial unique
+    indexes, so one INSERT each, of which the mailbox's row feeds exactly one.
+    The domain is the one the mailbox is in when the run is recorded."""
+    table, mailboxes = _table(DomainDayStat), _table(Mailbox)
+    names = [_q(n) for n in ("polls", "errors", "messages", "bytes")]
+    add = ", ".join(f"{n} = {table}.{n} + EXCLUDED.{n}" for n in names)
+    target = (
+        "(domain_id, day) WHERE domain_id IS NOT NULL"
+        if in_domain
+        else "(day) WHERE domain_id IS NULL"
+    )
+    which = "IS NOT NULL" if in_domain else "IS NULL"
+    return (
+        f"INSERT INTO {table} (domain_id, day, {', '.join(names)}) "
+        f"SELECT domain_id, %s, 1, %s, %s, %s FROM {mailboxes} "
+        f"WHERE id = %s AND domain_id {which} "
+        f"ON CONFLICT {target} DO UPDATE SET {add}"
+    )
+
+
 @cache
 def _finish_sql(mailbox_fields: tuple[str, ...], *, with_slot: bool) -> str:
     runs, mailboxes = _table(PollRun), _table(Mailbox)
@@ -302,6 +324,8 @@ WITH run AS (
     WHERE id = %s RETURNING id, started_at, outcome, finished_at),
 hour_count AS ({_counter_sql(MailboxStat, "hour")}),
 day_count AS ({_counter_sql(MailboxDayStat, "day")}),
+domain_count AS ({_domain_counter_sql(in_domain=True)}),
+nodomain_count AS ({_domain_counter_sql(in_domain=False)}),
 latest AS ({latest}),
 mailbox AS (
     UPDATE {mailboxes} SET {_assignments(Mailbox, mailbox_fields)},
@@ -346,6 +370,7 @@ def finish(
         mailbox_id,
         day_of(moment),
         *counts,
+        *(day_of(moment), *counts, mailbox_id) * 2,  # the domain's day
         mailbox_id,
         PollRun.Outcome.RUNNING.value,
         run.pk,

@@ -13,6 +13,11 @@ mailboxes a 30-day superuser dashboard summed a million hourly rows,
 bench/console.py). The hourly rows do not stay forever: each night
 retrieval/services/stats_rollup.py deletes the old ones, already counted in
 the days.
+
+Each run is also added to the day of its mailbox's domain (DomainDayStat, one
+row per domain and day; None for the mailboxes in no domain): the superuser's
+day charts and per-domain table read those (services/domain_stats.py keeps
+them equal to the sum of the domain's mailbox days when mailboxes go or move).
 """
 
 from __future__ import annotations
@@ -23,9 +28,15 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Model
+from django.db.models import Exists, F, Model, Q, Subquery
 
-from retrieval.models import MailboxDayStat, MailboxStat, PollRun
+from retrieval.models import (
+    DomainDayStat,
+    Mailbox,
+    MailboxDayStat,
+    MailboxStat,
+    PollRun,
+)
 
 # Outcomes counted as errors: the poll did not do its job.
 ERROR_OUTCOMES = frozenset(
@@ -63,6 +74,28 @@ def counters_add(
         rows.update(**increments)
 
 
+def _domain_day_add(*, mailbox_id: int, day: date, counts: dict[str, int]) -> None:
+    """Add ``counts`` to the day of the domain ``mailbox_id`` is in when this
+    runs (not the one a worker read when the poll began: the mailbox may have
+    moved since). One UPDATE, as for the mailbox's rows; the domain is read
+    apart only for the first run of its day."""
+    box = Mailbox.objects.filter(pk=mailbox_id)
+    in_domain = Q(domain_id=Subquery(box.values("domain_id")[:1]))
+    in_none = Q(domain__isnull=True) & Q(Exists(box.filter(domain__isnull=True)))
+    rows = DomainDayStat.objects.filter(in_domain | in_none, day=day)
+    increments = {name: F(name) + value for name, value in counts.items()}
+    if rows.update(**increments):
+        return
+    found = list(box.values_list("domain_id", flat=True))
+    if not found:  # deleted meanwhile: its counters went with it
+        return
+    counters_add(
+        model=DomainDayStat,
+        lookup={"domain_id": found[0], "day": day},
+        counts=counts,
+    )
+
+
 def stats_record(
     *,
     mailbox_id: int,
@@ -72,9 +105,11 @@ def stats_record(
     messages: int = 0,
     size: int = 0,
 ) -> None:
-    """Add to the counters of ``mailbox_id`` for the hour and the day of ``moment``."""
+    """Add to the counters of ``mailbox_id`` for the hour and the day of
+    ``moment``, and to its domain's for the day."""
     counts = {"polls": polls, "errors": errors, "messages": messages, "bytes": size}
-    with transaction.atomic():  # both rows or neither
+    day = day_of(moment)
+    with transaction.atomic():  # every row or none
         counters_add(
             model=MailboxStat,
             lookup={"mailbox_id": mailbox_id, "hour": hour_of(moment)},
@@ -82,9 +117,12 @@ def stats_record(
         )
         counters_add(
             model=MailboxDayStat,
-            lookup={"mailbox_id": mailbox_id, "day": day_of(moment)},
+            lookup={"mailbox_id": mailbox_id, "day": day},
             counts=counts,
         )
+        # Last: the domain's row is shared by its mailboxes' polls, so it is
+        # locked for the shortest time.
+        _domain_day_add(mailbox_id=mailbox_id, day=day, counts=counts)
 
 
 def run_recorded(*, run: PollRun) -> None:

@@ -5,7 +5,8 @@ Each run is counted twice as it is recorded (services/stats.py): in its hour
 Each night (the daily cleanup task in beat) ``stats_roll_up`` deletes the
 hourly rows older than FETCH_STATS_HOURLY_DAYS whole days, whose counts the
 daily rows already hold, then the daily rows older than
-FETCH_STATS_RETENTION_DAYS. Running it twice deletes nothing more, and no figure
+FETCH_STATS_RETENTION_DAYS, and the per-domain daily rows (DomainDayStat,
+services/domain_stats.py) older than the same day. Running it twice deletes nothing more, and no figure
 changes: the dashboard's day charts read the daily rows only
 (retrieval/console.py), the 24-hour chart the hours it keeps.
 
@@ -27,7 +28,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.utils import timezone
 
-from retrieval.models import MailboxDayStat, MailboxStat
+from retrieval.models import DomainDayStat, MailboxDayStat, MailboxStat
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ MIN_HOURLY_DAYS = 2
 class RollUp:
     hours_moved: int
     days_deleted: int
+    domain_days_deleted: int = 0
 
 
 def stats_zone() -> ZoneInfo:
@@ -94,21 +96,36 @@ def stats_roll_up(
         if count < batch:
             break
     oldest = days_kept_since(now)
-    old_days = MailboxDayStat.objects.filter(day__lt=oldest).order_by()
+    deleted = _delete_days(MailboxDayStat, oldest, batch, max_batches)
+    domain_deleted = _delete_days(DomainDayStat, oldest, batch, max_batches)
+    if moved or deleted or domain_deleted:
+        logger.info(
+            "counters: %s hourly row(s) before %s dropped, %s daily row(s) and %s"
+            " per-domain daily row(s) before %s deleted",
+            moved,
+            cutoff.date(),
+            deleted,
+            domain_deleted,
+            oldest,
+        )
+    return RollUp(
+        hours_moved=moved, days_deleted=deleted, domain_days_deleted=domain_deleted
+    )
+
+
+def _delete_days(
+    model: type[MailboxDayStat] | type[DomainDayStat],
+    oldest: date,
+    batch: int,
+    max_batches: int,
+) -> int:
+    """Delete the rows of ``model`` before the day ``oldest``, ``batch`` at a time."""
+    old_days = model._default_manager.filter(day__lt=oldest).order_by()
     deleted = 0
     for _ in range(max_batches):
         ids = list(old_days.values_list("pk", flat=True)[:batch])
         if ids:
-            deleted += MailboxDayStat.objects.filter(pk__in=ids).delete()[0]
+            deleted += model._default_manager.filter(pk__in=ids).delete()[0]
         if len(ids) < batch:
             break
-    if moved or deleted:
-        logger.info(
-            "counters: %s hourly row(s) before %s dropped, %s daily row(s) before %s"
-            " deleted",
-            moved,
-            cutoff.date(),
-            deleted,
-            oldest,
-        )
-    return RollUp(hours_moved=moved, days_deleted=deleted)
+    return deleted

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from accounts.models import User
 from retrieval.models import Mailbox
+from retrieval.services.domain_stats import domain_stats_forget, domain_stats_move
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -35,13 +36,16 @@ def user_save(*, user: User) -> User:
     if before is not None and before != user.domain_id:
         administers = user.administered_domains.filter(pk=before).exists()
         if not administers:
-            Mailbox.objects.filter(owner=user, domain_id=before).update(
-                domain_id=user.domain_id
-            )
+            moving = Mailbox.objects.filter(owner=user, domain_id=before)
+            domain_stats_move(mailboxes=moving, to=user.domain_id)
+            moving.update(domain_id=user.domain_id)
     return user
 
 
+@transaction.atomic
 def user_delete(*, user: User) -> None:
+    """Delete ``user`` and their mailboxes (their domains' counters lose them)."""
+    domain_stats_forget(mailboxes=Mailbox.objects.filter(owner=user))
     user.delete()
 
 

@@ -177,7 +177,18 @@ def test_an_owner_who_also_administers_the_domain_is_counted_once(world):
 
 
 def test_only_superusers_get_the_per_domain_table(world):
-    assert "Per domain" in _client(world, "root").get(HOME).content.decode()
+    Mailbox.objects.filter(pk=world.boxes["bob"].pk).update(
+        health=Mailbox.Health.PAUSED
+    )
+    page = _client(world, "root").get(HOME).content.decode()
+    assert "Per domain" in page
+    # A cell under each heading: two.example's one mailbox needs attention.
+    table = page[page.index('<table class="domains">') :]
+    headings = re.findall(r"<th[^>]*>([^<]+)</th>", table[: table.index("</thead>")])
+    row = re.search(r"<tr><td>two\.example</td>(.*?)</tr>", table).group(1)
+    cells = re.findall(r'<td class="num">(\d+)</td>', row)
+    assert len(cells) == len(headings) - 1
+    assert dict(zip(headings[1:], cells, strict=True))["Needs attention"] == "1"
     for role in ("alice", "admin1"):
         page = _client(world, role).get(HOME).content.decode()
         assert "Per domain" not in page
@@ -413,6 +424,53 @@ def test_filters(world):
         )
         == []
     )
+
+
+def test_owner_and_domain_filters_list_few_choices_and_match_text_beyond(
+    world, monkeypatch
+):
+    """A select while there are at most CHOICES_SHOWN owners or domains in sight
+    (only theirs), a text box matching part of the address or name beyond: a
+    superuser's thousands of owners are not a select to render on every page."""
+    client = _client(world, "root")
+    page = client.get(LIST).content.decode()
+    assert '<select name="owner">' in page and '<select name="domain">' in page
+    for email in ("alice@one.example", "bob@two.example", "root@operator.example"):
+        assert f">{email}</option>" in page
+    assert ">admin1@one.example</option>" not in page  # owns no mailbox
+    admin = _client(world, "admin1").get(LIST).content.decode()
+    assert ">bob@two.example</option>" not in admin
+
+    monkeypatch.setattr(console, "CHOICES_SHOWN", 1)
+    page = client.get(LIST).content.decode()
+    assert '<select name="owner">' not in page and '<select name="domain">' not in page
+    assert '<input type="search" name="owner" value=""' in page
+    assert '<input type="search" name="domain" value=""' in page
+    by = lambda **params: _names(client.get(LIST, params).content.decode())  # noqa: E731
+    assert by(owner="ROOT@oper") == ["MB-root", "MB-sudom1"]
+    assert by(owner="bob") == ["MB-bob"]
+    assert by(domain="one.ex") == ["MB-alice", "MB-sudom1"]
+    assert by(domain="one.ex", owner="root") == ["MB-sudom1"]
+    assert by(owner=world.root.pk) == ["MB-root", "MB-sudom1"]  # an id still works
+    # An id chosen by a link shows as the address it stands for.
+    page = client.get(LIST, {"owner": world.bob.pk}).content.decode()
+    assert 'name="owner" value="bob@two.example"' in page
+    # The text stays in scope: an administrator matches nothing of another domain.
+    admin = _client(world, "admin1")
+    assert _names(admin.get(LIST, {"owner": "bob"}).content.decode()) == []
+    assert _names(admin.get(LIST, {"domain": "two"}).content.decode()) == []
+
+
+def test_each_row_links_to_its_mailbox_and_its_last_poll(world):
+    page = _client(world, "root").get(LIST).content.decode()
+    for box in world.boxes.values():
+        run = box.runs.get()
+        detail = reverse("retrieval:mailbox-detail", args=[box.pk])
+        assert f'<td><a href="{detail}">{box}</a></td>' in page
+        assert (
+            f'<a href="{reverse("retrieval:run-detail", args=[box.pk, run.pk])}">'
+            in page
+        )
 
 
 def test_sorting(world):

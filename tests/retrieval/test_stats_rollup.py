@@ -15,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from retrieval import console, services, tasks
-from retrieval.models import MailboxDayStat, MailboxStat
+from retrieval.models import DomainDayStat, MailboxDayStat, MailboxStat
 from retrieval.services import stats
 from tests.factories import make_domain, make_mailbox, make_user
 
@@ -135,11 +135,15 @@ def _world():
     one, two = make_domain("one.example"), make_domain("two.example")
     alice = make_user("alice@one.example", domain=one)
     root = make_user("root@operator.example", superuser=True)
+    admin = make_user("admin@two.example", domain=two)
+    two.admins.add(admin)
     boxes = [
         make_mailbox(alice, domain=one),
         make_mailbox(alice, domain=one),
         make_mailbox(root, domain=two),
         make_mailbox(root),
+        make_mailbox(admin, domain=two),
+        make_mailbox(admin),  # an administrator's own, in no domain
     ]
     rng = random.Random(14)
     for _ in range(600):
@@ -151,25 +155,32 @@ def _world():
             messages=rng.randrange(4),
             size=rng.randrange(10_000),
         )
-    return alice, root
+    return alice, root, admin
 
 
-def _figures(alice, root, zone=None):
+def _figures(alice, root, admin, zone=None):
+    """Each role's charts as the dashboard reads them: the superuser's days from
+    the per-domain rows, the administrator's domain's too, alice's from her
+    mailboxes' rows."""
     zone = zone or console.person_zone(root)
     charts = {
         (who.email, span): console.traffic(
-            console.scope(who), span=span, zone=zone, now=NOW
+            console.scope(who),
+            span=span,
+            zone=zone,
+            now=NOW,
+            domains=console.whole_domains(who),
         )
-        for who in (alice, root)
+        for who in (alice, root, admin)
         for span in console.RANGES
     }
     tables = {span: console.per_domain(span=span, now=NOW) for span in console.RANGES}
     return charts, tables
 
 
-def test_the_dashboard_shows_the_same_figures_before_and_after(two_days):
-    alice, root = _world()
-    before = _figures(alice, root)
+def test_the_dashboard_shows_the_same_figures_before_and_after(two_days, settings):
+    alice, root, admin = _world()
+    before = _figures(alice, root, admin)
     hours_before = MailboxStat.objects.count()
 
     moved = services.stats_roll_up(now=NOW).hours_moved
@@ -178,7 +189,19 @@ def test_the_dashboard_shows_the_same_figures_before_and_after(two_days):
     assert moved > hours_before // 2
     seven_days_ago = (NOW - timedelta(days=6)).astimezone(ZoneInfo(PARIS)).date()
     assert MailboxDayStat.objects.filter(day__gte=seven_days_ago).exists()
-    assert _figures(alice, root) == before
+    assert DomainDayStat.objects.filter(day__gte=seven_days_ago).exists()
+    assert _figures(alice, root, admin) == before
+    # And so after the daily rows past a year go, of both kinds.
+    settings.FETCH_STATS_RETENTION_DAYS = 20
+    assert services.stats_roll_up(now=NOW).domain_days_deleted > 0
+    oldest = services.stats_rollup.days_kept_since(NOW)
+    assert not DomainDayStat.objects.filter(day__lt=oldest).exists()
+    assert not MailboxDayStat.objects.filter(day__lt=oldest).exists()
+    after = _figures(alice, root, admin)
+    for span in ("24h", "7d"):
+        for who in (alice, root, admin):
+            assert after[0][(who.email, span)] == before[0][(who.email, span)]
+        assert after[1][span] == before[1][span]
     charts, tables = before
     month = charts[(root.email, "30d")]
     assert (
@@ -216,7 +239,7 @@ def test_a_person_in_another_zone_sees_the_same_figures_after(two_days):
     """Days cut in a zone other than the installation's are added up from the
     hours still kept and the daily rows before them: each run once, before and
     after the old hours go."""
-    alice, root = _world()
+    alice, root, admin = _world()
     midnight = datetime(2026, 3, 20, tzinfo=UTC)
     today = sum(
         MailboxStat.objects.filter(hour__gte=midnight).values_list(
@@ -228,9 +251,9 @@ def test_a_person_in_another_zone_sees_the_same_figures_after(two_days):
     )
     assert in_utc[-1].start == midnight and in_utc[-1].messages == today > 0
     for zone in (ZoneInfo("UTC"), ZoneInfo("America/New_York")):
-        before = _figures(alice, root, zone)
+        before = _figures(alice, root, admin, zone)
         services.stats_roll_up(now=NOW)
-        assert _figures(alice, root, zone)[0] == before[0], zone
+        assert _figures(alice, root, admin, zone)[0] == before[0], zone
 
 
 def test_the_daily_cleanup_in_beat_rolls_the_counters_up(two_days):
