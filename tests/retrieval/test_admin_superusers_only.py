@@ -286,7 +286,9 @@ def test_delivery_targets_in_the_admin_are_a_superusers(world):
     )
     # Written through the services: audited like the console page's writes.
     audited = AuditEvent.objects.filter(
-        action=AuditEvent.Action.UPDATE, object_id=str(target.pk)
+        action=AuditEvent.Action.UPDATE,
+        object_type=target._meta.label_lower,
+        object_id=str(target.pk),
     ).get()
     assert audited.actor == world.root and "host" in audited.summary
     # A target a domain uses is kept (the database protects it); a free one goes.
