@@ -126,9 +126,10 @@ STOP_GRACE = 10.0  # seconds for the service's processes to exit on SIGTERM
 
 
 def stop_processes(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
-    """SIGTERM to each process's group, one deadline ``grace`` seconds away for
-    all of them, then SIGKILL to every group: a Celery worker's pool children
-    too, which outlive a main process killed alone.
+    """SIGTERM to each process (a Celery worker's main process then ends its
+    pool in order), one deadline ``grace`` seconds away for all of them, then
+    SIGKILL to every process group: the pool children too, which outlive a main
+    process killed alone.
 
     Before, each process had 60 s of its own, one after the other, and only the
     main process was killed: a worker and the IDLE process slow to end held the
@@ -136,19 +137,20 @@ def stop_processes(processes: list[subprocess.Popen[bytes]], grace: float) -> No
     """
     for process in processes:
         if process.poll() is None:
-            _signal_group(process, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
     for process in processes:
-        _signal_group(process, signal.SIGKILL)  # whatever is left of the group
+        _kill_group(process)  # whatever is left of the group
         process.wait()
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def rss_kb(pid: int) -> tuple[int, int]:
