@@ -280,10 +280,10 @@ def run(args: argparse.Namespace, work: Path) -> Figures:
     dovecot = Dovecot(
         work / "dovecot", label="bench-service", auth_mechanisms="plain login"
     )
-    dovecot.launch()
     listener = stack = None
     figures = Figures(mailboxes=len(users))
     try:
+        dovecot.launch()  # inside: a SIGTERM right after it still stops it
         for user in users:
             dovecot.add_user(user, PASSWORD)
         listener, records = start_listener(
