@@ -61,6 +61,9 @@ class DatabaseLedger:
         # The row written last and not yet made durable (folder, uidvalidity, uid).
         self._unsynced: tuple[str, int, str] | None = None
         self._recipients: dict[tuple[str, int], dict[str, set[str]]] = {}
+        # Read with last_uidvalidity for delivered_uids, which the engine asks
+        # next: (folder, uidvalidity or None for "the folder has no rows", uids).
+        self._ahead: tuple[str, int | None, set[str]] | None = None
 
     @contextmanager
     def _written(self, key: MessageKey) -> Iterator[None]:
@@ -94,6 +97,13 @@ class DatabaseLedger:
         )
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]:
+        ahead, self._ahead = self._ahead, None
+        if (
+            ahead is not None
+            and ahead[0] == folder
+            and ahead[1] in (None, uidvalidity or 0)
+        ):
+            return ahead[2]
         rows = self._rows(folder, uidvalidity).filter(complete=True)
         return set(rows.values_list("uid", flat=True))
 
@@ -104,6 +114,7 @@ class DatabaseLedger:
         then; a complete one (``fetchall`` with keep delivered it again) keeps
         its first date, from which ``delete_after_days`` counts."""
         folder, uidvalidity, uid = key
+        self._ahead = None
         at = at or timezone.now()
         if self._group_commit:
             self._mark_asynchronously(folder, uidvalidity or 0, uid, message_id, at)
@@ -172,6 +183,7 @@ class DatabaseLedger:
         self, key: MessageKey, recipients: Collection[str]
     ) -> None:
         folder, uidvalidity, uid = key
+        self._ahead = None
         with self._written(key):
             row, _ = SeenMessage.objects.select_for_update().get_or_create(
                 mailbox=self.mailbox,
@@ -185,17 +197,25 @@ class DatabaseLedger:
         self._served(folder, uidvalidity)[uid] = set(row.recipients)
 
     def last_uidvalidity(self, folder: str) -> int | None:
-        latest = (
-            SeenMessage.objects.filter(mailbox=self.mailbox, folder=folder)
-            .order_by("-delivered_at", "-id")
-            .values_list("uidvalidity", flat=True)
-            .first()
-        )
+        """The UIDVALIDITY of the folder's newest delivery, read in the same
+        statement as the UIDs delivered under it: the engine asks for those
+        next (run.py ``_known``), at the server's UIDVALIDITY, which is this
+        one unless the server renumbered the folder. One round trip, not two,
+        on every IMAP poll."""
+        with connections[self._using].cursor() as cursor:
+            cursor.execute(_LAST_UIDVALIDITY, [self.mailbox.pk, folder] * 2)
+            rows = cursor.fetchall()
+        if not rows:
+            self._ahead = (folder, None, set())  # no rows: nothing delivered
+            return None
+        latest = rows[0][0]
+        self._ahead = (folder, latest, {uid for _, uid in rows if uid is not None})
         return latest or None
 
     def forget_missing(
         self, folder: str, uidvalidity: int | None, present: set[str]
     ) -> None:
+        self._ahead = None
         known = set(self._rows(folder, uidvalidity).values_list("uid", flat=True))
         gone = known - present
         served = self._served(folder, uidvalidity)
@@ -219,6 +239,18 @@ _UPSERT_ASYNC = (
     # with keep delivered it again) keeps its first date (delete_after_days).
     f"delivered_at = CASE WHEN {_SEEN}.complete THEN {_SEEN}.delivered_at "
     "ELSE EXCLUDED.delivered_at END"
+)
+
+
+# The newest delivery's UIDVALIDITY with the UIDs delivered under it (one row with
+# a NULL uid when there are none; no row when the folder has no rows at all). The
+# order is the one the ORM's order_by("-delivered_at", "-id") gives.
+_LAST_UIDVALIDITY = (
+    "SELECT last.uidvalidity, s.uid FROM ("  # table names from the model, no input
+    f"SELECT uidvalidity FROM {_SEEN} WHERE mailbox_id = %s AND folder = %s "
+    "ORDER BY delivered_at DESC, id DESC LIMIT 1) AS last "
+    f"LEFT JOIN {_SEEN} AS s ON s.mailbox_id = %s AND s.folder = %s "
+    "AND s.uidvalidity = last.uidvalidity AND s.complete"
 )
 
 

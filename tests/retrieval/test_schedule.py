@@ -162,6 +162,49 @@ class LedgerTests:
         ledger.mark_delivered(MessageKey("INBOX", 9, "1"))
         assert ledger.last_uidvalidity("INBOX") == 9
 
+    def test_the_last_uidvalidity_and_its_uids_come_in_one_statement(self):
+        """What an IMAP poll asks (run.py: last_uidvalidity, then delivered_uids at
+        the server's UIDVALIDITY): one round trip when the UIDVALIDITY is the
+        last one, the same answers as two."""
+        mailbox = make_mailbox()
+        ledger = services.DatabaseLedger(mailbox)
+        for uidvalidity, uid in ((7, "1"), (9, "1"), (9, "2")):
+            ledger.mark_delivered(MessageKey("INBOX", uidvalidity, uid))
+        ledger.mark_recipients_delivered(MessageKey("INBOX", 9, "3"), ["a@x"])
+        ledger.mark_delivered(MessageKey("Sent", 9, "5"))
+        fresh = services.DatabaseLedger(mailbox)
+        with CaptureQueriesContext(connection) as queries:
+            assert fresh.last_uidvalidity("INBOX") == 9
+            assert fresh.delivered_uids("INBOX", 9) == {"1", "2"}  # "3": partial
+        assert len(queries) == 1
+        # Read once: asked again, the ledger asks the database again.
+        with CaptureQueriesContext(connection) as again:
+            assert fresh.delivered_uids("INBOX", 9) == {"1", "2"}
+        assert len(again) == 1
+        # The server renumbered the folder: the UIDs of that UIDVALIDITY, read.
+        assert fresh.last_uidvalidity("INBOX") == 9
+        assert fresh.delivered_uids("INBOX", 7) == {"1"}
+        # Another folder's question is not answered from this folder's rows.
+        assert fresh.last_uidvalidity("INBOX") == 9
+        assert fresh.delivered_uids("Sent", 9) == {"5"}
+
+    def test_a_folder_without_rows_is_known_empty_in_one_statement(self):
+        ledger = services.DatabaseLedger(make_mailbox())
+        with CaptureQueriesContext(connection) as queries:
+            assert ledger.last_uidvalidity("INBOX") is None
+            assert ledger.delivered_uids("INBOX", 12) == set()
+        assert len(queries) == 1
+
+    def test_a_write_after_the_read_is_seen(self):
+        ledger = services.DatabaseLedger(make_mailbox())
+        ledger.mark_delivered(MessageKey("INBOX", 9, "1"))
+        assert ledger.last_uidvalidity("INBOX") == 9
+        ledger.mark_delivered(MessageKey("INBOX", 9, "2"))
+        assert ledger.delivered_uids("INBOX", 9) == {"1", "2"}
+        assert ledger.last_uidvalidity("INBOX") == 9
+        ledger.forget_missing("INBOX", 9, {"2"})
+        assert ledger.delivered_uids("INBOX", 9) == {"2"}
+
 
 @pytest.mark.django_db(transaction=True)  # real commits: the WAL flush is the point
 class GroupCommitTests:
