@@ -442,3 +442,101 @@ class PollCostTests:
         assert spec.multidrop is not None
         assert ("joe", "jdoe") in spec.multidrop.names
         assert spec.multidrop.wildcard
+
+
+class CacheRoundTripsTests:
+    """Issue 14 "whole service throughput": a poll nobody watches asks the cache
+    nothing it does not need (bench/poll_cpu.py: each call is a Redis round trip)."""
+
+    @pytest.fixture
+    def engine(self, monkeypatch):
+        """The engine's progress port of each poll, and the steps told to it."""
+        seen: list[object] = []
+
+        def poll(spec, **kwargs):
+            progress = kwargs.get("progress")
+            seen.append(progress)
+            if progress is not None:
+                progress("connecting")
+                progress("logged_in")
+            return PollReport(exit_code=ExitCode.NOMAIL)
+
+        monkeypatch.setattr(services.polls, "engine_poll", poll)
+        return seen
+
+    @pytest.fixture
+    def cache_calls(self, monkeypatch):
+        """The keys the poll service sets and deletes in the cache."""
+        from django.core.cache import cache
+
+        calls: list[tuple[str, str]] = []
+        real_set, real_delete = cache.set, cache.delete
+
+        def spy_set(key, *args, **kwargs):
+            calls.append(("set", key))
+            return real_set(key, *args, **kwargs)
+
+        def spy_delete(key, *args, **kwargs):
+            calls.append(("delete", key))
+            return real_delete(key, *args, **kwargs)
+
+        monkeypatch.setattr(cache, "set", spy_set)
+        monkeypatch.setattr(cache, "delete", spy_delete)
+        return calls
+
+    @staticmethod
+    def _mailbox(**fields) -> Mailbox:
+        return make_mailbox(
+            make_user(superuser=True), password="pw", host="127.0.0.1", **fields
+        )
+
+    def test_a_scheduled_poll_of_a_mailbox_outside_idle_uses_no_cache(
+        self, engine, cache_calls
+    ):
+        mailbox = self._mailbox()
+        for trigger in ("schedule", "schedule"):
+            summary = services.mailbox_poll(mailbox_id=mailbox.pk, trigger=trigger)
+            assert summary.outcome == "nomail"
+        assert engine == [None, None]  # no progress port: nobody follows it
+        assert cache_calls == []
+
+    def test_a_poll_now_tells_its_steps_and_clears_them(self, engine, cache_calls):
+        mailbox = self._mailbox()
+        summary = services.mailbox_poll(mailbox_id=mailbox.pk, trigger="manual")
+        key = f"fetchweb:progress:run:{summary.run_id}"
+        assert engine[0] is not None
+        assert cache_calls == [("set", key), ("set", key), ("delete", key)]
+        assert services.progress_text(kind="run", pk=summary.run_id, host="h") == ""
+
+    @pytest.mark.parametrize(
+        ("options", "trigger", "cleared"),
+        [
+            ({"user": {"idle": True}}, "schedule", True),  # the IDLE process's
+            ({}, "push", True),  # queued by new mail before idle was turned off
+            ({}, "schedule", False),
+            ({}, "manual", False),
+        ],
+    )
+    def test_the_pending_push_is_cleared_where_there_can_be_one(
+        self, engine, options, trigger, cleared
+    ):
+        from django.core.cache import cache
+
+        mailbox = self._mailbox(options=options)
+        key = services.polls._push_key(mailbox.pk)
+        cache.set(key, 1, timeout=60)
+        services.mailbox_poll(mailbox_id=mailbox.pk, trigger=trigger)
+        assert (cache.get(key) is None) is cleared
+
+    def test_a_skipped_poll_clears_the_pending_push(self, engine):
+        """Another poll holds the mailbox: new mail may ask again at once."""
+        from django.core.cache import cache
+
+        mailbox = self._mailbox()
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            lease_owner="other", lease_until=timezone.now() + timedelta(minutes=5)
+        )
+        key = services.polls._push_key(mailbox.pk)
+        cache.set(key, 1, timeout=60)
+        summary = services.mailbox_poll(mailbox_id=mailbox.pk, trigger="schedule")
+        assert summary.outcome == "skipped" and cache.get(key) is None
