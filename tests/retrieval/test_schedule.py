@@ -195,6 +195,29 @@ class LedgerTests:
             assert ledger.delivered_uids("INBOX", 12) == set()
         assert len(queries) == 1
 
+    def test_forgetting_what_the_server_no_longer_has(self):
+        """Only the rows of that folder and UIDVALIDITY whose UID is not listed;
+        on PostgreSQL in one statement (a poll after one that deleted mail)."""
+        mailbox = make_mailbox()
+        ledger = services.DatabaseLedger(mailbox)
+        for uid in ("1", "2", "3", "it's"):
+            ledger.mark_delivered(MessageKey("INBOX", 9, uid))
+        ledger.mark_delivered(MessageKey("INBOX", 8, "1"))
+        ledger.mark_delivered(MessageKey("Sent", 9, "1"))
+        ledger.mark_recipients_delivered(MessageKey("INBOX", 9, "4"), ["a@x"])
+        with CaptureQueriesContext(connection) as queries:
+            ledger.forget_missing("INBOX", 9, {"2", "it's", "99"})
+        if connection.vendor == "postgresql":
+            assert len(queries) == 1
+        fresh = services.DatabaseLedger(mailbox)
+        assert fresh.delivered_uids("INBOX", 9) == {"2", "it's"}
+        assert fresh.delivered_recipients(MessageKey("INBOX", 9, "4")) == set()
+        assert fresh.delivered_uids("INBOX", 8) == {"1"}
+        assert fresh.delivered_uids("Sent", 9) == {"1"}
+        ledger.forget_missing("INBOX", 9, set())  # the folder emptied
+        assert fresh.delivered_uids("INBOX", 9) == set()
+        assert fresh.delivered_uids("INBOX", 8) == {"1"}
+
     def test_a_write_after_the_read_is_seen(self):
         ledger = services.DatabaseLedger(make_mailbox())
         ledger.mark_delivered(MessageKey("INBOX", 9, "1"))
