@@ -8,6 +8,7 @@ ORM sink: delivery goes to the listener the spec names (the engine's own sinks).
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -198,10 +199,11 @@ class DatabaseLedger:
 
     def last_uidvalidity(self, folder: str) -> int | None:
         """The UIDVALIDITY of the folder's newest delivery, read in the same
-        statement as the UIDs delivered under it: the engine asks for those
-        next (run.py ``_known``), at the server's UIDVALIDITY, which is this
-        one unless the server renumbered the folder. One round trip, not two,
-        on every IMAP poll."""
+        statement as the rows under it: the engine asks next for the UIDs
+        delivered (run.py ``_known``) and, per message, for the recipients
+        already served (``delivered_recipients``), at the server's
+        UIDVALIDITY, which is this one unless the server renumbered the
+        folder. One round trip on every IMAP poll, where there were three."""
         with connections[self._using].cursor() as cursor:
             cursor.execute(_LAST_UIDVALIDITY, [self.mailbox.pk, folder] * 2)
             rows = cursor.fetchall()
@@ -209,7 +211,21 @@ class DatabaseLedger:
             self._ahead = (folder, None, set())  # no rows: nothing delivered
             return None
         latest = rows[0][0]
-        self._ahead = (folder, latest, {uid for _, uid in rows if uid is not None})
+        delivered: set[str] = set()
+        served: dict[str, set[str]] = {}
+        for _, uid, complete, recipients in rows:
+            if uid is None:
+                continue  # the LEFT JOIN's row when there are none
+            if complete:
+                delivered.add(uid)
+            names = (
+                json.loads(recipients) if isinstance(recipients, str) else recipients
+            )
+            if names:
+                served[uid] = set(names)
+        self._ahead = (folder, latest, delivered)
+        # Kept up to date by this ledger's own writes from now on (_served).
+        self._recipients.setdefault((folder, latest), served)
         return latest or None
 
     def forget_missing(
@@ -260,15 +276,16 @@ _FORGET_POSTGRESQL = (
     f"DELETE FROM {_SEEN} WHERE mailbox_id = %s AND folder = %s "  # no input
     "AND uidvalidity = %s AND uid <> ALL(%s::text[]) RETURNING uid"
 )
-# The newest delivery's UIDVALIDITY with the UIDs delivered under it (one row with
-# a NULL uid when there are none; no row when the folder has no rows at all). The
-# order is the one the ORM's order_by("-delivered_at", "-id") gives.
+# The newest delivery's UIDVALIDITY with the rows under it (one row of NULLs
+# when there are none; no row when the folder has no rows at all). The order is
+# the one the ORM's order_by("-delivered_at", "-id") gives. JSON arrives as text
+# (Django's PostgreSQL backend loads jsonb so; SQLite stores text).
 _LAST_UIDVALIDITY = (
-    "SELECT last.uidvalidity, s.uid FROM ("  # table names from the model, no input
+    "SELECT last.uidvalidity, s.uid, s.complete, s.recipients FROM ("  # no input
     f"SELECT uidvalidity FROM {_SEEN} WHERE mailbox_id = %s AND folder = %s "
     "ORDER BY delivered_at DESC, id DESC LIMIT 1) AS last "
     f"LEFT JOIN {_SEEN} AS s ON s.mailbox_id = %s AND s.folder = %s "
-    "AND s.uidvalidity = last.uidvalidity AND s.complete"
+    "AND s.uidvalidity = last.uidvalidity"
 )
 
 

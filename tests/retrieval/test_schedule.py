@@ -176,7 +176,15 @@ class LedgerTests:
         with CaptureQueriesContext(connection) as queries:
             assert fresh.last_uidvalidity("INBOX") == 9
             assert fresh.delivered_uids("INBOX", 9) == {"1", "2"}  # "3": partial
+            # The recipients served of a partial delivery come with them.
+            assert fresh.delivered_recipients(MessageKey("INBOX", 9, "3")) == {"a@x"}
+            assert fresh.delivered_recipients(MessageKey("INBOX", 9, "1")) == set()
         assert len(queries) == 1
+        fresh.mark_recipients_delivered(MessageKey("INBOX", 9, "3"), ["b@x"])
+        assert fresh.delivered_recipients(MessageKey("INBOX", 9, "3")) == {
+            "a@x",
+            "b@x",
+        }
         # Read once: asked again, the ledger asks the database again.
         with CaptureQueriesContext(connection) as again:
             assert fresh.delivered_uids("INBOX", 9) == {"1", "2"}
