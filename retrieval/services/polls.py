@@ -480,7 +480,7 @@ def _record(hold: _Hold, slot: HeldSlot, run: PollRun, after: AfterPoll) -> None
 def _results_save(
     run: PollRun, report: PollReport, transcript: RecordingTranscript
 ) -> None:
-    MessageResult.objects.bulk_create(
+    results = [
         MessageResult(
             run=run,
             folder=m.folder,
@@ -493,7 +493,11 @@ def _results_save(
             deleted=m.deleted,
         )
         for m in report.messages
-    )
+    ]
+    if connection.vendor == "postgresql":
+        poll_statements.results_insert(results)
+    else:
+        MessageResult.objects.bulk_create(results)
 
 
 # --- the schedule ------------------------------------------------------------------

@@ -540,3 +540,62 @@ class CacheRoundTripsTests:
         cache.set(key, 1, timeout=60)
         summary = services.mailbox_poll(mailbox_id=mailbox.pk, trigger="schedule")
         assert summary.outcome == "skipped" and cache.get(key) is None
+
+
+class MessageResultsTests:
+    """A poll's per-message results: on PostgreSQL one INSERT in autocommit
+    (bulk_create took BEGIN, INSERT, COMMIT); the same rows on every database."""
+
+    @pytest.mark.django_db(transaction=True)  # autocommit, as in a worker
+    def test_the_results_are_recorded_as_reported(self, monkeypatch):
+        from retrieval.engine.report import MessageOutcome, MessageStatus
+
+        messages = [
+            MessageOutcome(
+                folder="INBOX",
+                uid=str(uid),
+                size=100 * uid,
+                message_id=f"<{uid}@x>",
+                recipients=("a@x", "b@x") if uid == 2 else ("a@x",),
+                status=MessageStatus.DELIVERED if uid < 3 else MessageStatus.DEFERRED,
+                listener_reply=f"250 ok {uid}" if uid < 3 else "451 later",
+                deleted=uid < 3,
+            )
+            for uid in (1, 2, 3)
+        ]
+        monkeypatch.setattr(
+            services.polls,
+            "engine_poll",
+            lambda *a, **k: PollReport(exit_code=ExitCode.SUCCESS, messages=messages),
+        )
+        mailbox = make_mailbox(make_user(superuser=True), password="pw")
+        inserts: list[bool] = []  # per INSERT of results: in a transaction?
+
+        def watch(execute, sql, params, many, context):
+            if sql.startswith("INSERT") and "retrieval_messageresult" in sql:
+                inserts.append(connection.in_atomic_block)
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(watch):
+            summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+        if connection.vendor == "postgresql":
+            assert inserts == [False]  # one statement, no BEGIN ... COMMIT
+        rows = list(
+            mailbox.runs.get(pk=summary.run_id)
+            .messages.order_by("uid")
+            .values_list(
+                "folder",
+                "uid",
+                "size",
+                "message_id",
+                "recipients",
+                "status",
+                "listener_reply",
+                "deleted",
+            )
+        )
+        assert rows == [
+            ("INBOX", "1", 100, "<1@x>", ["a@x"], "delivered", "250 ok 1", True),
+            ("INBOX", "2", 200, "<2@x>", ["a@x", "b@x"], "delivered", "250 ok 2", True),
+            ("INBOX", "3", 300, "<3@x>", ["a@x"], "deferred", "451 later", False),
+        ]
