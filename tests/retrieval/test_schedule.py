@@ -254,8 +254,20 @@ class GroupCommitTests:
             ledger.mark_recipients_delivered(MessageKey("INBOX", 7, "2"), ["a@x"])
         postgres = connection.vendor == "postgresql"
         written = self._lsn("pg_current_wal_insert_lsn") if postgres else ""
-        with CaptureQueriesContext(connection) as synced:
-            ledger.sync()
+        if postgres:
+            # Even where the session's own setting is off (a server configured
+            # so), sync's commit waits for the flush.
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit = off")
+        try:
+            with CaptureQueriesContext(connection) as synced:
+                ledger.sync()
+            if postgres:
+                flushed = self._lsn("pg_current_wal_flush_lsn")
+        finally:
+            if postgres:
+                with connection.cursor() as cursor:
+                    cursor.execute("RESET synchronous_commit")
         with CaptureQueriesContext(connection) as nothing_new:
             ledger.sync()
         sql = _statements(marks)
@@ -270,13 +282,14 @@ class GroupCommitTests:
         ), sql
         # The partial one: SET LOCAL in its transaction, then the row.
         assert sql[1] == "SET LOCAL synchronous_commit = off", sql
+        # The flush: one statement, its own transaction synchronous.
         flush = _statements(synced)
-        assert flush[0] == "SET LOCAL synchronous_commit = on"
-        assert flush[1].startswith("UPDATE"), flush
+        assert len(flush) == 1 and flush[0].startswith("UPDATE"), flush
+        assert "set_config('synchronous_commit', 'on', true)" in flush[0], flush
         assert nothing_new.captured_queries == []
         # Durable: the WAL is on disk at least up to where the marks ended.
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", [written])
+            cursor.execute("SELECT %s::pg_lsn >= %s::pg_lsn", [flushed, written])
             assert cursor.fetchone()[0] is True
         assert ledger.delivered_uids("INBOX", 7) == {"1"}
 
