@@ -138,7 +138,7 @@ class Rig:
 
     def _plan_fills(self) -> list[dict[str, list[bytes]]]:
         """Per round (warm-up included), per user, the messages to put."""
-        rounds = []
+        rounds: list[dict[str, list[bytes]]] = []
         if self.args.messages <= 0:
             return rounds
         for _ in range(1 + self.args.rounds * len(self.args.modes)):

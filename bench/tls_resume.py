@@ -54,7 +54,7 @@ def measure(dovecot: Dovecot, connections: int, *, resume: bool) -> str:
             sock, server_hostname="localhost", session=session if resume else None
         )
         handshake += time.process_time() - began
-        reused += tls.session_reused
+        reused += bool(tls.session_reused)
         tls.recv(4096)  # the greeting; a TLS 1.3 ticket comes before it
         if resume:
             began = time.process_time()
