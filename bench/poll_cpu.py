@@ -2,7 +2,7 @@
 
 ``python -m bench.poll_cpu [--mailboxes 50] [--rounds 10] [--messages 0]
 [--modes task,apply,celery] [--profile FILE] [--log-level WARNING]
-[--login high-security|performance]``
+[--login high-security|performance] [--worker-profile FILE]``
 
 N IMAP mailboxes on the test suite's Dovecot (implicit TLS, PLAIN login, as
 ``bench.throughput``), a private PostgreSQL and Redis (``bench/stack.py``).
@@ -225,8 +225,15 @@ def _celery(rig: Rig) -> Figure:
     figure = Figure("celery")
     stack = rig.stack
     assert stack is not None
-    worker = stack.celery(
+    # --worker-profile: the worker under cProfile (written when it stops).
+    profiled = ("-m", "cProfile", "-o", str(rig.args.worker_profile))
+    worker = stack.spawn(
         "worker",
+        *(profiled if rig.args.worker_profile else ()),
+        "-m",
+        "celery",
+        "-A",
+        "fetchweb",
         "worker",
         "--queues",
         "polls",
@@ -334,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated: " + ",".join(MODES),
     )
     parser.add_argument("--profile", type=Path, help="cProfile of the task mode")
+    parser.add_argument(
+        "--worker-profile",
+        type=Path,
+        help="cProfile of the celery mode's worker (its start-up included)",
+    )
     parser.add_argument(
         "--log-level", default="WARNING", help="FETCH_LOG_LEVEL (production: INFO)"
     )
