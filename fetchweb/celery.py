@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 
 from celery import Celery
-from celery.signals import task_prerun, worker_init, worker_process_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fetchweb.settings")
 
@@ -32,11 +38,34 @@ def _metrics_fresh_start(**kwargs: object) -> None:
     observability.clear_own_files()
 
 
+# A connection whose last task ended this recently, without a database error,
+# skips the health check (a "SELECT 1" round trip before the first query of
+# every task, a statement more than the poll's own).
+FRESH_SECONDS = 2.0
+_last_task_ended = float("-inf")
+
+
 @task_prerun.connect
 def _database_connections_fresh_enough(**kwargs: object) -> None:
     """What Django does before each request, before each task: a connection past
     CONN_MAX_AGE, failing its health check or left unusable is closed here, and
-    the next query opens a new one (settings.CELERY_DB_REUSE_MAX)."""
-    from django.db import close_old_connections
+    the next query opens a new one (settings.CELERY_DB_REUSE_MAX).
+
+    The health check (CONN_HEALTH_CHECKS) is for a connection that sat idle
+    while the database restarted. A busy worker's tasks follow each other
+    within milliseconds: for a connection used that recently it is skipped.
+    Should the database go away in that moment, the task fails, and Django
+    checks (and replaces) the connection before the next one."""
+    from django.db import close_old_connections, connections
 
     close_old_connections()
+    if time.monotonic() - _last_task_ended < FRESH_SECONDS:
+        for conn in connections.all(initialized_only=True):
+            if conn.connection is not None and not conn.errors_occurred:
+                conn.health_check_done = True  # type: ignore[attr-defined]
+
+
+@task_postrun.connect
+def _task_ended(**kwargs: object) -> None:
+    global _last_task_ended
+    _last_task_ended = time.monotonic()

@@ -142,7 +142,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 # A connection serves many requests and polls: opening one costs PostgreSQL a
 # process and a few milliseconds of CPU to warm its caches, which was a third of
 # its work per poll (bench/throughput.py). Checked before reuse, so a restarted
-# database costs one failed check, not a failed poll.
+# database costs one failed check, not a failed poll; a worker skips the check
+# for a connection its previous task used under 2 s before (fetchweb/celery.py),
+# so a restart within those 2 s can fail one task per worker.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=300)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -363,13 +365,15 @@ if FETCH_DEFAULT_DELIVERY_KIND not in {"smtp", "lmtp"}:
 # where incr() re-sets the entry (file cache).
 _THROTTLE_TIMEOUT = 2 * max(LOGIN_FAILURE_WINDOW, RESET_REQUEST_WINDOW) + 120
 if REDIS_URL:
+    # fetchweb.cache.RedisCache: Django's, keeping one Redis client instead of
+    # building one per call (a poll's cache calls cost several times less).
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "fetchweb.cache.RedisCache",
             "LOCATION": REDIS_URL,
         },
         "throttle": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "fetchweb.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "throttle",
             "TIMEOUT": _THROTTLE_TIMEOUT,

@@ -54,6 +54,8 @@ OFF_SCHEDULE = (Mailbox.Health.PAUSED, Mailbox.Health.REAUTH)
 
 # Seconds one person waits between two "Poll now" (or two tests) of one mailbox.
 ACTION_INTERVAL = 10
+# Polls a person asked for and may be following step by step (services/progress.py).
+WATCHED_TRIGGERS = frozenset({PollRun.Trigger.MANUAL, PollRun.Trigger.COMMAND})
 # Messages a poll reports without fetching them: left alone, or deleted by age.
 UNFETCHED = frozenset({MessageStatus.SKIPPED, MessageStatus.EXPIRED})
 
@@ -256,9 +258,13 @@ def mailbox_poll(
     ``clock`` is the engine's (delivery dates, ``delete_after_days``); tests move it.
     """
     _require_autocommit()
-    # This poll will see whatever mail is there now: new mail may ask again.
-    cache.delete(_push_key(mailbox_id))
     with _lease(mailbox_id=mailbox_id) as hold:
+        if hold is None or trigger == PollRun.Trigger.PUSH or _held_in_idle(hold):
+            # This poll will see whatever mail is there now: new mail may ask
+            # again (mailbox_push_request). Only the IDLE process asks, for the
+            # mailboxes it holds: the others have no key to clear, and a poll
+            # spares the cache round trip.
+            cache.delete(_push_key(mailbox_id))
         if hold is None:
             logger.info("mailbox %s is being polled elsewhere; skipped", mailbox_id)
             return PollSummary(mailbox_id, None, PollRun.Outcome.SKIPPED, None)
@@ -276,6 +282,13 @@ def mailbox_poll(
             if slot is None:
                 return _postpone(mailbox)
             return _poll_locked(hold, slot, run, echo=echo, clock=clock)
+
+
+def _held_in_idle(hold: _Hold) -> bool:
+    """Does the IDLE process hold this mailbox (push/supervisor.py's choice)?"""
+    options = hold.mailbox.options
+    user = options.get("user") if isinstance(options, dict) else None
+    return isinstance(user, dict) and bool(user.get("idle"))
 
 
 @contextmanager
@@ -336,7 +349,15 @@ def _poll_locked(
     mailbox = hold.mailbox
     outcome: str | None = None
     secrets: tuple[str, ...] = ()
-    progress = CachedProgress("run", run.pk)  # read by the page that follows it
+    # Read by the status fragment of "Poll now" (views.mailbox_poll_status). A
+    # scheduled or push poll has nobody watching it step by step: its steps
+    # would be seven cache round trips in a poll that, empty, takes a few
+    # milliseconds of CPU (bench/poll_cpu.py). Should the fragment follow such
+    # a run (one that started before the asked-for one), it says "starting…"
+    # until the run's result.
+    progress = (
+        CachedProgress("run", run.pk) if run.trigger in WATCHED_TRIGGERS else None
+    )
     try:
         # A poll of the service ends when the mailbox is empty: waiting in IDLE
         # inside it would hold a worker (and the lease) until the time limit. On a
@@ -392,7 +413,8 @@ def _poll_locked(
     after = after_poll(mailbox=mailbox, run=run, permanent=report.permanent, now=now)
     _record(hold, slot, run, after)
     health_settle(mailbox=mailbox, after=after, now=now)
-    progress.clear()  # the run's own record says the rest
+    if progress is not None:
+        progress.clear()  # the run's own record says the rest
     observability.poll_finished(mailbox, run, report)
     logger.info(
         "mailbox %s polled: exit %s, %s delivered%s",
@@ -458,7 +480,7 @@ def _record(hold: _Hold, slot: HeldSlot, run: PollRun, after: AfterPoll) -> None
 def _results_save(
     run: PollRun, report: PollReport, transcript: RecordingTranscript
 ) -> None:
-    MessageResult.objects.bulk_create(
+    results = [
         MessageResult(
             run=run,
             folder=m.folder,
@@ -471,7 +493,11 @@ def _results_save(
             deleted=m.deleted,
         )
         for m in report.messages
-    )
+    ]
+    if connection.vendor == "postgresql":
+        poll_statements.results_insert(results)
+    else:
+        MessageResult.objects.bulk_create(results)
 
 
 # --- the schedule ------------------------------------------------------------------

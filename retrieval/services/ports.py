@@ -8,6 +8,7 @@ ORM sink: delivery goes to the listener the spec names (the engine's own sinks).
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,9 @@ class DatabaseLedger:
         # The row written last and not yet made durable (folder, uidvalidity, uid).
         self._unsynced: tuple[str, int, str] | None = None
         self._recipients: dict[tuple[str, int], dict[str, set[str]]] = {}
+        # Read with last_uidvalidity for delivered_uids, which the engine asks
+        # next: (folder, uidvalidity or None for "the folder has no rows", uids).
+        self._ahead: tuple[str, int | None, set[str]] | None = None
 
     @contextmanager
     def _written(self, key: MessageKey) -> Iterator[None]:
@@ -77,6 +81,16 @@ class DatabaseLedger:
         if self._unsynced is None:
             return
         folder, uidvalidity, uid = self._unsynced
+        if self._group_commit:
+            # The same in one statement and one round trip (not four: BEGIN, SET
+            # LOCAL, UPDATE, COMMIT), as _UPSERT_ASYNC does with "off".
+            with connections[self._using].cursor() as cursor:
+                cursor.execute(
+                    _SYNC_POSTGRESQL,
+                    [self.mailbox.pk, folder, uidvalidity or 0, uid],
+                )
+            self._unsynced = None
+            return
         with transaction.atomic(using=self._using):
             with connections[self._using].cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = on")
@@ -94,6 +108,13 @@ class DatabaseLedger:
         )
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]:
+        ahead, self._ahead = self._ahead, None
+        if (
+            ahead is not None
+            and ahead[0] == folder
+            and ahead[1] in (None, uidvalidity or 0)
+        ):
+            return ahead[2]
         rows = self._rows(folder, uidvalidity).filter(complete=True)
         return set(rows.values_list("uid", flat=True))
 
@@ -104,6 +125,7 @@ class DatabaseLedger:
         then; a complete one (``fetchall`` with keep delivered it again) keeps
         its first date, from which ``delete_after_days`` counts."""
         folder, uidvalidity, uid = key
+        self._ahead = None
         at = at or timezone.now()
         if self._group_commit:
             self._mark_asynchronously(folder, uidvalidity or 0, uid, message_id, at)
@@ -172,6 +194,7 @@ class DatabaseLedger:
         self, key: MessageKey, recipients: Collection[str]
     ) -> None:
         folder, uidvalidity, uid = key
+        self._ahead = None
         with self._written(key):
             row, _ = SeenMessage.objects.select_for_update().get_or_create(
                 mailbox=self.mailbox,
@@ -185,27 +208,63 @@ class DatabaseLedger:
         self._served(folder, uidvalidity)[uid] = set(row.recipients)
 
     def last_uidvalidity(self, folder: str) -> int | None:
-        latest = (
-            SeenMessage.objects.filter(mailbox=self.mailbox, folder=folder)
-            .order_by("-delivered_at", "-id")
-            .values_list("uidvalidity", flat=True)
-            .first()
-        )
+        """The UIDVALIDITY of the folder's newest delivery, read in the same
+        statement as the rows under it: the engine asks next for the UIDs
+        delivered (run.py ``_known``) and, per message, for the recipients
+        already served (``delivered_recipients``), at the server's
+        UIDVALIDITY, which is this one unless the server renumbered the
+        folder. One round trip on every IMAP poll, where there were three."""
+        with connections[self._using].cursor() as cursor:
+            cursor.execute(_LAST_UIDVALIDITY, [self.mailbox.pk, folder] * 2)
+            rows = cursor.fetchall()
+        if not rows:
+            self._ahead = (folder, None, set())  # no rows: nothing delivered
+            return None
+        latest = rows[0][0]
+        delivered: set[str] = set()
+        served: dict[str, set[str]] = {}
+        for _, uid, complete, recipients in rows:
+            if uid is None:
+                continue  # the LEFT JOIN's row when there are none
+            if complete:
+                delivered.add(uid)
+            names = (
+                json.loads(recipients) if isinstance(recipients, str) else recipients
+            )
+            if names:
+                served[uid] = set(names)
+        self._ahead = (folder, latest, delivered)
+        # Kept up to date by this ledger's own writes from now on (_served).
+        self._recipients.setdefault((folder, latest), served)
         return latest or None
 
     def forget_missing(
         self, folder: str, uidvalidity: int | None, present: set[str]
     ) -> None:
-        known = set(self._rows(folder, uidvalidity).values_list("uid", flat=True))
-        gone = known - present
-        served = self._served(folder, uidvalidity)
-        for uid in gone:
-            served.pop(uid, None)
-        gone_list = sorted(gone)
-        for start in range(0, len(gone_list), 500):
-            self._rows(folder, uidvalidity).filter(
-                uid__in=gone_list[start : start + 500]
-            ).delete()
+        self._ahead = None
+        if self._group_commit:
+            # PostgreSQL: one statement, where the ORM took three (the rows'
+            # UIDs, the recipients' rows, the delete): a poll after one that
+            # deleted mail prunes those rows, and this was its largest cost.
+            with connections[self._using].cursor() as cursor:
+                cursor.execute(
+                    _FORGET_POSTGRESQL,
+                    [self.mailbox.pk, folder, uidvalidity or 0, sorted(present)],
+                )
+                gone = {row[0] for row in cursor.fetchall()}
+        else:
+            known = set(self._rows(folder, uidvalidity).values_list("uid", flat=True))
+            gone = known - present
+            gone_list = sorted(gone)
+            for start in range(0, len(gone_list), 500):
+                self._rows(folder, uidvalidity).filter(
+                    uid__in=gone_list[start : start + 500]
+                ).delete()
+        # The recipients' copy, if this poll read it (else it is read after this).
+        served = self._recipients.get((folder, uidvalidity or 0))
+        if served is not None:
+            for uid in gone:
+                served.pop(uid, None)
 
 
 _SEEN = SeenMessage._meta.db_table
@@ -219,6 +278,31 @@ _UPSERT_ASYNC = (
     # with keep delivered it again) keeps its first date (delete_after_days).
     f"delivered_at = CASE WHEN {_SEEN}.complete THEN {_SEEN}.delivered_at "
     "ELSE EXCLUDED.delivered_at END"
+)
+
+
+# sync: the last mark rewritten (the same values: a write, so its commit waits
+# for the WAL flush) in a transaction committed with synchronous_commit on.
+_SYNC_POSTGRESQL = (
+    f"UPDATE {_SEEN} SET complete = {_SEEN}.complete "  # no input
+    "FROM (SELECT set_config('synchronous_commit', 'on', true)) AS durable "
+    "WHERE mailbox_id = %s AND folder = %s AND uidvalidity = %s AND uid = %s"
+)
+# The rows of a folder's UIDVALIDITY whose UID the server no longer lists.
+_FORGET_POSTGRESQL = (
+    f"DELETE FROM {_SEEN} WHERE mailbox_id = %s AND folder = %s "  # no input
+    "AND uidvalidity = %s AND uid <> ALL(%s::text[]) RETURNING uid"
+)
+# The newest delivery's UIDVALIDITY with the rows under it (one row of NULLs
+# when there are none; no row when the folder has no rows at all). The order is
+# the one the ORM's order_by("-delivered_at", "-id") gives. JSON arrives as text
+# (Django's PostgreSQL backend loads jsonb so; SQLite stores text).
+_LAST_UIDVALIDITY = (
+    "SELECT last.uidvalidity, s.uid, s.complete, s.recipients FROM ("  # no input
+    f"SELECT uidvalidity FROM {_SEEN} WHERE mailbox_id = %s AND folder = %s "
+    "ORDER BY delivered_at DESC, id DESC LIMIT 1) AS last "
+    f"LEFT JOIN {_SEEN} AS s ON s.mailbox_id = %s AND s.folder = %s "
+    "AND s.uidvalidity = last.uidvalidity"
 )
 
 

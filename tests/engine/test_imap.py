@@ -204,6 +204,47 @@ class ImapFaultsTests:
         assert listener.received == [] and len(server.messages) == 1
 
 
+class ImapAnnouncedCapabilitiesTests:
+    """RFC 3501 7.1: capabilities in the greeting and in the login's tagged OK
+    spare the CAPABILITY commands (two round trips of every poll)."""
+
+    GREETING = b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n"
+
+    def test_capabilities_announced_unasked_are_used(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        with FakeImapServer(
+            [message(1)],
+            greeting=self.GREETING,
+            login_capabilities=["IMAP4rev1", "UIDPLUS", "IDLE"],
+        ) as server:
+            report, _, _ = run(server, listener)
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert "CAPABILITY" not in sent(server)
+        # SASL-IR from the greeting: the initial response rides the command.
+        assert sent(server)[0].startswith("AUTHENTICATE PLAIN ")
+        # UIDPLUS from the login's OK: deletions by UID EXPUNGE.
+        assert any(c.startswith("UID EXPUNGE") for c in sent(server))
+
+    def test_without_them_the_commands_ask(self, listener: FakeSmtpServer) -> None:
+        with FakeImapServer([message(1)], greeting=self.GREETING) as server:
+            report, _, _ = run(server, listener)
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert sent(server)[:2] == ["AUTHENTICATE PLAIN AGpvZQBzZWNyZXQ=", "CAPABILITY"]
+
+    def test_none_in_cleartext_before_starttls(
+        self, listener: FakeSmtpServer, server_tls: ssl.SSLContext, ca_file: str
+    ) -> None:
+        with FakeImapServer(
+            [message(1)],
+            starttls=server_tls,
+            greeting=b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] hi\r\n",
+        ) as server:
+            report, _, _ = run(server, listener, tls=TlsMode.STARTTLS, ca_file=ca_file)
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert sent(server)[:3] == ["CAPABILITY", "STARTTLS", "CAPABILITY"]
+
+
 class ImapTlsTests:
     def test_it_upgrades_with_starttls_and_rereads_capabilities(
         self, listener: FakeSmtpServer, server_tls: ssl.SSLContext, ca_file: str

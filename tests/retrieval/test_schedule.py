@@ -162,6 +162,80 @@ class LedgerTests:
         ledger.mark_delivered(MessageKey("INBOX", 9, "1"))
         assert ledger.last_uidvalidity("INBOX") == 9
 
+    def test_the_last_uidvalidity_and_its_uids_come_in_one_statement(self):
+        """What an IMAP poll asks (run.py: last_uidvalidity, then delivered_uids at
+        the server's UIDVALIDITY): one round trip when the UIDVALIDITY is the
+        last one, the same answers as two."""
+        mailbox = make_mailbox()
+        ledger = services.DatabaseLedger(mailbox)
+        for uidvalidity, uid in ((7, "1"), (9, "1"), (9, "2")):
+            ledger.mark_delivered(MessageKey("INBOX", uidvalidity, uid))
+        ledger.mark_recipients_delivered(MessageKey("INBOX", 9, "3"), ["a@x"])
+        ledger.mark_delivered(MessageKey("Sent", 9, "5"))
+        fresh = services.DatabaseLedger(mailbox)
+        with CaptureQueriesContext(connection) as queries:
+            assert fresh.last_uidvalidity("INBOX") == 9
+            assert fresh.delivered_uids("INBOX", 9) == {"1", "2"}  # "3": partial
+            # The recipients served of a partial delivery come with them.
+            assert fresh.delivered_recipients(MessageKey("INBOX", 9, "3")) == {"a@x"}
+            assert fresh.delivered_recipients(MessageKey("INBOX", 9, "1")) == set()
+        assert len(queries) == 1
+        fresh.mark_recipients_delivered(MessageKey("INBOX", 9, "3"), ["b@x"])
+        assert fresh.delivered_recipients(MessageKey("INBOX", 9, "3")) == {
+            "a@x",
+            "b@x",
+        }
+        # Read once: asked again, the ledger asks the database again.
+        with CaptureQueriesContext(connection) as again:
+            assert fresh.delivered_uids("INBOX", 9) == {"1", "2"}
+        assert len(again) == 1
+        # The server renumbered the folder: the UIDs of that UIDVALIDITY, read.
+        assert fresh.last_uidvalidity("INBOX") == 9
+        assert fresh.delivered_uids("INBOX", 7) == {"1"}
+        # Another folder's question is not answered from this folder's rows.
+        assert fresh.last_uidvalidity("INBOX") == 9
+        assert fresh.delivered_uids("Sent", 9) == {"5"}
+
+    def test_a_folder_without_rows_is_known_empty_in_one_statement(self):
+        ledger = services.DatabaseLedger(make_mailbox())
+        with CaptureQueriesContext(connection) as queries:
+            assert ledger.last_uidvalidity("INBOX") is None
+            assert ledger.delivered_uids("INBOX", 12) == set()
+        assert len(queries) == 1
+
+    def test_forgetting_what_the_server_no_longer_has(self):
+        """Only the rows of that folder and UIDVALIDITY whose UID is not listed;
+        on PostgreSQL in one statement (a poll after one that deleted mail)."""
+        mailbox = make_mailbox()
+        ledger = services.DatabaseLedger(mailbox)
+        for uid in ("1", "2", "3", "it's"):
+            ledger.mark_delivered(MessageKey("INBOX", 9, uid))
+        ledger.mark_delivered(MessageKey("INBOX", 8, "1"))
+        ledger.mark_delivered(MessageKey("Sent", 9, "1"))
+        ledger.mark_recipients_delivered(MessageKey("INBOX", 9, "4"), ["a@x"])
+        with CaptureQueriesContext(connection) as queries:
+            ledger.forget_missing("INBOX", 9, {"2", "it's", "99"})
+        if connection.vendor == "postgresql":
+            assert len(queries) == 1
+        fresh = services.DatabaseLedger(mailbox)
+        assert fresh.delivered_uids("INBOX", 9) == {"2", "it's"}
+        assert fresh.delivered_recipients(MessageKey("INBOX", 9, "4")) == set()
+        assert fresh.delivered_uids("INBOX", 8) == {"1"}
+        assert fresh.delivered_uids("Sent", 9) == {"1"}
+        ledger.forget_missing("INBOX", 9, set())  # the folder emptied
+        assert fresh.delivered_uids("INBOX", 9) == set()
+        assert fresh.delivered_uids("INBOX", 8) == {"1"}
+
+    def test_a_write_after_the_read_is_seen(self):
+        ledger = services.DatabaseLedger(make_mailbox())
+        ledger.mark_delivered(MessageKey("INBOX", 9, "1"))
+        assert ledger.last_uidvalidity("INBOX") == 9
+        ledger.mark_delivered(MessageKey("INBOX", 9, "2"))
+        assert ledger.delivered_uids("INBOX", 9) == {"1", "2"}
+        assert ledger.last_uidvalidity("INBOX") == 9
+        ledger.forget_missing("INBOX", 9, {"2"})
+        assert ledger.delivered_uids("INBOX", 9) == {"2"}
+
 
 @pytest.mark.django_db(transaction=True)  # real commits: the WAL flush is the point
 class GroupCommitTests:
@@ -180,8 +254,20 @@ class GroupCommitTests:
             ledger.mark_recipients_delivered(MessageKey("INBOX", 7, "2"), ["a@x"])
         postgres = connection.vendor == "postgresql"
         written = self._lsn("pg_current_wal_insert_lsn") if postgres else ""
-        with CaptureQueriesContext(connection) as synced:
-            ledger.sync()
+        if postgres:
+            # Even where the session's own setting is off (a server configured
+            # so), sync's commit waits for the flush.
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit = off")
+        try:
+            with CaptureQueriesContext(connection) as synced:
+                ledger.sync()
+            if postgres:
+                flushed = self._lsn("pg_current_wal_flush_lsn")
+        finally:
+            if postgres:
+                with connection.cursor() as cursor:
+                    cursor.execute("RESET synchronous_commit")
         with CaptureQueriesContext(connection) as nothing_new:
             ledger.sync()
         sql = _statements(marks)
@@ -196,13 +282,14 @@ class GroupCommitTests:
         ), sql
         # The partial one: SET LOCAL in its transaction, then the row.
         assert sql[1] == "SET LOCAL synchronous_commit = off", sql
+        # The flush: one statement, its own transaction synchronous.
         flush = _statements(synced)
-        assert flush[0] == "SET LOCAL synchronous_commit = on"
-        assert flush[1].startswith("UPDATE"), flush
+        assert len(flush) == 1 and flush[0].startswith("UPDATE"), flush
+        assert "set_config('synchronous_commit', 'on', true)" in flush[0], flush
         assert nothing_new.captured_queries == []
         # Durable: the WAL is on disk at least up to where the marks ended.
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", [written])
+            cursor.execute("SELECT %s::pg_lsn >= %s::pg_lsn", [flushed, written])
             assert cursor.fetchone()[0] is True
         assert ledger.delivered_uids("INBOX", 7) == {"1"}
 

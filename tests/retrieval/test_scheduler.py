@@ -442,3 +442,160 @@ class PollCostTests:
         assert spec.multidrop is not None
         assert ("joe", "jdoe") in spec.multidrop.names
         assert spec.multidrop.wildcard
+
+
+class CacheRoundTripsTests:
+    """Issue 14 "whole service throughput": a poll nobody watches asks the cache
+    nothing it does not need (bench/poll_cpu.py: each call is a Redis round trip)."""
+
+    @pytest.fixture
+    def engine(self, monkeypatch):
+        """The engine's progress port of each poll, and the steps told to it."""
+        seen: list[object] = []
+
+        def poll(spec, **kwargs):
+            progress = kwargs.get("progress")
+            seen.append(progress)
+            if progress is not None:
+                progress("connecting")
+                progress("logged_in")
+            return PollReport(exit_code=ExitCode.NOMAIL)
+
+        monkeypatch.setattr(services.polls, "engine_poll", poll)
+        return seen
+
+    @pytest.fixture
+    def cache_calls(self, monkeypatch):
+        """The keys the poll service sets and deletes in the cache."""
+        from django.core.cache import cache
+
+        calls: list[tuple[str, str]] = []
+        real_set, real_delete = cache.set, cache.delete
+
+        def spy_set(key, *args, **kwargs):
+            calls.append(("set", key))
+            return real_set(key, *args, **kwargs)
+
+        def spy_delete(key, *args, **kwargs):
+            calls.append(("delete", key))
+            return real_delete(key, *args, **kwargs)
+
+        monkeypatch.setattr(cache, "set", spy_set)
+        monkeypatch.setattr(cache, "delete", spy_delete)
+        return calls
+
+    @staticmethod
+    def _mailbox(**fields) -> Mailbox:
+        return make_mailbox(
+            make_user(superuser=True), password="pw", host="127.0.0.1", **fields
+        )
+
+    def test_a_scheduled_poll_of_a_mailbox_outside_idle_uses_no_cache(
+        self, engine, cache_calls
+    ):
+        mailbox = self._mailbox()
+        for trigger in ("schedule", "schedule"):
+            summary = services.mailbox_poll(mailbox_id=mailbox.pk, trigger=trigger)
+            assert summary.outcome == "nomail"
+        assert engine == [None, None]  # no progress port: nobody follows it
+        assert cache_calls == []
+
+    def test_a_poll_now_tells_its_steps_and_clears_them(self, engine, cache_calls):
+        mailbox = self._mailbox()
+        summary = services.mailbox_poll(mailbox_id=mailbox.pk, trigger="manual")
+        key = f"fetchweb:progress:run:{summary.run_id}"
+        assert engine[0] is not None
+        assert cache_calls == [("set", key), ("set", key), ("delete", key)]
+        assert services.progress_text(kind="run", pk=summary.run_id, host="h") == ""
+
+    @pytest.mark.parametrize(
+        ("options", "trigger", "cleared"),
+        [
+            ({"user": {"idle": True}}, "schedule", True),  # the IDLE process's
+            ({}, "push", True),  # queued by new mail before idle was turned off
+            ({}, "schedule", False),
+            ({}, "manual", False),
+        ],
+    )
+    def test_the_pending_push_is_cleared_where_there_can_be_one(
+        self, engine, options, trigger, cleared
+    ):
+        from django.core.cache import cache
+
+        mailbox = self._mailbox(options=options)
+        key = services.polls._push_key(mailbox.pk)
+        cache.set(key, 1, timeout=60)
+        services.mailbox_poll(mailbox_id=mailbox.pk, trigger=trigger)
+        assert (cache.get(key) is None) is cleared
+
+    def test_a_skipped_poll_clears_the_pending_push(self, engine):
+        """Another poll holds the mailbox: new mail may ask again at once."""
+        from django.core.cache import cache
+
+        mailbox = self._mailbox()
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            lease_owner="other", lease_until=timezone.now() + timedelta(minutes=5)
+        )
+        key = services.polls._push_key(mailbox.pk)
+        cache.set(key, 1, timeout=60)
+        summary = services.mailbox_poll(mailbox_id=mailbox.pk, trigger="schedule")
+        assert summary.outcome == "skipped" and cache.get(key) is None
+
+
+class MessageResultsTests:
+    """A poll's per-message results: on PostgreSQL one INSERT in autocommit
+    (bulk_create took BEGIN, INSERT, COMMIT); the same rows on every database."""
+
+    @pytest.mark.django_db(transaction=True)  # autocommit, as in a worker
+    def test_the_results_are_recorded_as_reported(self, monkeypatch):
+        from retrieval.engine.report import MessageOutcome, MessageStatus
+
+        messages = [
+            MessageOutcome(
+                folder="INBOX",
+                uid=str(uid),
+                size=100 * uid,
+                message_id=f"<{uid}@x>",
+                recipients=("a@x", "b@x") if uid == 2 else ("a@x",),
+                status=MessageStatus.DELIVERED if uid < 3 else MessageStatus.DEFERRED,
+                listener_reply=f"250 ok {uid}" if uid < 3 else "451 later",
+                deleted=uid < 3,
+            )
+            for uid in (1, 2, 3)
+        ]
+        monkeypatch.setattr(
+            services.polls,
+            "engine_poll",
+            lambda *a, **k: PollReport(exit_code=ExitCode.SUCCESS, messages=messages),
+        )
+        mailbox = make_mailbox(make_user(superuser=True), password="pw")
+        inserts: list[bool] = []  # per INSERT of results: in a transaction?
+
+        def watch(execute, sql, params, many, context):
+            if sql.startswith("INSERT") and "retrieval_messageresult" in sql:
+                inserts.append(connection.in_atomic_block)
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(watch):
+            summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+        if connection.vendor == "postgresql":
+            assert inserts == [False]  # one statement, no BEGIN ... COMMIT
+        rows = list(
+            mailbox.runs.get(pk=summary.run_id)
+            .messages.order_by("uid")
+            .values_list(
+                "folder",
+                "uid",
+                "size",
+                "message_id",
+                "recipients",
+                "status",
+                "listener_reply",
+                "deleted",
+            )
+        )
+        assert rows == [
+            ("INBOX", "1", 100, "<1@x>", ["a@x"], "delivered", "250 ok 1", True),
+            ("INBOX", "2", 200, "<2@x>", ["a@x", "b@x"], "delivered", "250 ok 2", True),
+            ("INBOX", "3", 300, "<3@x>", ["a@x"], "deferred", "451 later", False),
+        ]

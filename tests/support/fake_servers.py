@@ -542,12 +542,15 @@ class FakeImapServer(_Scripted):
         read_only: bool = False,
         hostile_sasl: bytes | None = None,
         refused_mechanisms: Iterable[str] = (),
+        login_capabilities: list[str] | None = None,
         **faults: object,
     ) -> None:
         super().__init__(**faults)  # type: ignore[arg-type]
         self.messages = [
             ImapMessage(first_uid + i, body) for i, body in enumerate(messages)
         ]
+        # Sent in the tagged OK of a login, as Dovecot does (RFC 3501 7.1).
+        self.login_capabilities = login_capabilities
         self.user = user
         self.password = password
         self.uidvalidity = uidvalidity
@@ -605,6 +608,9 @@ class FakeImapServer(_Scripted):
                 client.start_tls(self.starttls_context)
             elif verb in ("LOGIN", "AUTHENTICATE"):
                 authed = self._login(client, verb, arg)
+                if authed and self.login_capabilities is not None:
+                    caps = " ".join(self.login_capabilities)
+                    ok = f"{tag} OK [CAPABILITY {caps}] Logged in\r\n"
                 client.send(
                     ok if authed else f"{tag} NO [AUTHENTICATIONFAILED] bad\r\n"
                 )
