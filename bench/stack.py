@@ -67,6 +67,9 @@ class Stack:
                 "SECRET_KEY", "bench-only-secret-key-not-for-production-use"
             ),
             "FETCH_LOG_LEVEL": "WARNING",
+            # As deployed (README): with DEBUG on, Django keeps every query's
+            # text in each worker, which a production worker does not pay.
+            "DEBUG": "false",
             "HOME": str(work),
             **settings,
         }
