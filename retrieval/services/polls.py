@@ -15,7 +15,9 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
-from celery.exceptions import SoftTimeLimitExceeded
+# Celery re-exports it from billiard; celery.exceptions would load most of Celery
+# and kombu into every process that polls (manage.py poll too).
+from billiard.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
