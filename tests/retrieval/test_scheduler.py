@@ -13,8 +13,15 @@ from django.db import connection
 from django.utils import timezone
 
 from retrieval import services, tasks
-from retrieval.engine.report import ExitCode, PollReport
-from retrieval.models import DomainDayStat, HostSlot, Mailbox, MailboxDayStat
+from retrieval.engine.redact import WITHHELD_TEXT
+from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
+from retrieval.models import (
+    DomainDayStat,
+    HostSlot,
+    Mailbox,
+    MailboxDayStat,
+    MessageResult,
+)
 from retrieval.services import hostslots
 from tests.factories import make_domain, make_mailbox, make_user
 
@@ -442,3 +449,80 @@ class PollCostTests:
         assert spec.multidrop is not None
         assert ("joe", "jdoe") in spec.multidrop.names
         assert spec.multidrop.wildcard
+
+    def test_a_poll_with_mail_records_its_results_in_the_same_statements(
+        self, monkeypatch, django_assert_max_num_queries
+    ):
+        """The messages' results are written by the finish (PostgreSQL: no
+        fourth statement, no model instance per message), in the report's
+        order, every value as the report gave it, the listener's reply masked;
+        values an array literal would garble (quotes, backslashes, braces,
+        commas, the word NULL, non-ASCII) arrive unchanged."""
+        mailbox = make_mailbox(
+            make_user(superuser=True), password="s3cret-pass", host="127.0.0.1"
+        )
+        odd = 'N"U\\L{L},é'
+        messages = [
+            MessageOutcome(
+                folder="INBOX",
+                uid="NULL",
+                size=12,
+                message_id="<a@b>",
+                recipients=("joe@example.org", odd),
+                status=MessageStatus.DELIVERED,
+                listener_reply="250 2.0.0 OK",
+                deleted=True,
+            ),
+            MessageOutcome(
+                folder=odd,
+                uid=odd,
+                message_id="",
+                status=MessageStatus.DEFERRED,
+                listener_reply="451 4.3.0 s3cret-pass was refused",
+            ),
+            MessageOutcome(folder="INBOX", uid="x" * 300, status=MessageStatus.SKIPPED),
+        ]
+
+        reports = [
+            PollReport(exit_code=ExitCode.SUCCESS, messages=messages),
+            PollReport(exit_code=ExitCode.NOMAIL),  # the host's slots made
+        ]
+
+        def engine_poll(spec, **kwargs):
+            return reports.pop()
+
+        monkeypatch.setattr(services.polls, "engine_poll", engine_poll)
+        services.mailbox_poll(mailbox_id=mailbox.pk)
+        # SQLite: its 15, and one INSERT for the results.
+        limit = {"postgresql": 3, "sqlite": 16}[connection.vendor]
+        with django_assert_max_num_queries(limit):
+            summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+        assert summary.outcome == "success" and summary.delivered == 1
+        rows = list(
+            MessageResult.objects.filter(run_id=summary.run_id)
+            .order_by("pk")
+            .values_list(
+                "folder",
+                "uid",
+                "message_id",
+                "size",
+                "recipients",
+                "status",
+                "listener_reply",
+                "deleted",
+            )
+        )
+        assert rows == [
+            (
+                "INBOX",
+                "NULL",
+                "<a@b>",
+                12,
+                ["joe@example.org", odd],
+                "delivered",
+                "250 2.0.0 OK",
+                True,
+            ),
+            (odd, odd, "", 0, [], "deferred", WITHHELD_TEXT, False),
+            ("INBOX", "x" * 255, "", 0, [], "skipped", "", False),
+        ]
