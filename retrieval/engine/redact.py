@@ -153,8 +153,12 @@ class RedactingTranscript:
         self._inner = inner
         self._matcher = SecretMatcher(secrets)
         self._in_auth = False
-        # Nothing to check or cut for a transcript that keeps nothing.
-        self.keeps = keeps_lines(inner)
+
+    @property
+    def keeps(self) -> bool:
+        """Nothing to check or cut for a transcript that keeps nothing (more):
+        asked each time, since a bounded one stops keeping once it is full."""
+        return keeps_lines(self._inner)
 
     def mask(self, text: str) -> str:
         """For report fields that carry server words (greeting, errors, replies):
@@ -162,7 +166,7 @@ class RedactingTranscript:
         return self._matcher.scrub(text)
 
     def record(self, direction: Direction, text: str) -> None:
-        if not self.keeps:
+        if not keeps_lines(self._inner):
             return
         text = self._during_auth(direction, text)
         if self._matcher.found_in(text):

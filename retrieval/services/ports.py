@@ -257,6 +257,13 @@ class RecordingTranscript:
         self.lines: list[str] = []
         self.echo = echo
 
+    @property
+    def keeps(self) -> bool:
+        """False once full (unless echoing): the engine then stops formatting
+        and checking lines for it (retrieval/engine/ports.py Transcript), most
+        of a long poll's lines."""
+        return self.echo or not self._truncated
+
     def mask(self, text: str) -> str:
         """``text``, or a fixed note in its place when it carries a secret."""
         return self._secrets.scrub(text)

@@ -291,6 +291,20 @@ class TranscriptTests:
         assert len(transcript.text()) < 150
         assert transcript.text().endswith("(transcript truncated)")
 
+    def test_once_full_it_says_it_keeps_nothing_more_unless_it_echoes(self):
+        """The engine reads ``keeps`` line by line and stops formatting and
+        checking lines for a full transcript (retrieval/engine/ports.py)."""
+        quiet = services.RecordingTranscript(secrets=(), limit=30)
+        echoing = services.RecordingTranscript(secrets=(), limit=30, echo=True)
+        for transcript in (quiet, echoing):
+            assert transcript.keeps
+            transcript.record("S", "line 1")
+            assert transcript.keeps
+            for i in range(5):
+                transcript.record("S", f"line {i}")
+        assert not quiet.keeps and echoing.keeps
+        assert quiet.text().endswith("(transcript truncated)")
+
     def test_once_full_it_keeps_nothing_but_still_echoes_every_line_masked(
         self, capsys
     ):
