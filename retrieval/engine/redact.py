@@ -153,12 +153,19 @@ class RedactingTranscript:
         self._inner = inner
         self._matcher = SecretMatcher(secrets)
         self._in_auth = False
+        self._kept_all = False
 
     @property
     def keeps(self) -> bool:
         """Nothing to check or cut for a transcript that keeps nothing (more):
-        asked each time, since a bounded one stops keeping once it is full."""
-        return keeps_lines(self._inner)
+        asked each time, since a bounded one stops keeping once it is full
+        (and never starts again)."""
+        if self._kept_all:
+            return False
+        if keeps_lines(self._inner):
+            return True
+        self._kept_all = True
+        return False
 
     def mask(self, text: str) -> str:
         """For report fields that carry server words (greeting, errors, replies):
@@ -166,7 +173,7 @@ class RedactingTranscript:
         return self._matcher.scrub(text)
 
     def record(self, direction: Direction, text: str) -> None:
-        if not keeps_lines(self._inner):
+        if not self.keeps:
             return
         text = self._during_auth(direction, text)
         if self._matcher.found_in(text):

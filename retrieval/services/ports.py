@@ -256,13 +256,10 @@ class RecordingTranscript:
         self._truncated = False
         self.lines: list[str] = []
         self.echo = echo
-
-    @property
-    def keeps(self) -> bool:
-        """False once full (unless echoing): the engine then stops formatting
-        and checking lines for it (retrieval/engine/ports.py Transcript), most
-        of a long poll's lines."""
-        return self.echo or not self._truncated
+        # False once full (unless echoing): the engine then stops formatting
+        # and checking lines for it (retrieval/engine/ports.py Transcript),
+        # most of a long poll's lines.
+        self.keeps = True
 
     def mask(self, text: str) -> str:
         """``text``, or a fixed note in its place when it carries a secret."""
@@ -280,6 +277,7 @@ class RecordingTranscript:
             if not self._truncated:
                 self.lines.append("*: (transcript truncated)")
                 self._truncated = True
+                self.keeps = self.echo
             return
         self._size += len(line) + 1
         self.lines.append(line)

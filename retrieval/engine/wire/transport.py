@@ -93,6 +93,7 @@ class Connection:
         self._buffer = bytearray()
         self._timeout = timeout
         self._transcript = transcript
+        self._kept_all = False  # the transcript said it keeps nothing more
         self._error = error
         self.peer = peer
         self.side = side
@@ -537,8 +538,14 @@ class Connection:
     def _keeps(self) -> bool:
         # Without -v the command line keeps no transcript, and the service's
         # stops keeping once full: no line is decoded or formatted for it then
-        # (most of a message's lines are transcript lines). Asked line by line.
-        return keeps_lines(self._transcript)
+        # (most of a message's lines are transcript lines). Asked line by line
+        # until it says no, which it never takes back.
+        if self._kept_all:
+            return False
+        if keeps_lines(self._transcript):
+            return True
+        self._kept_all = True
+        return False
 
     def close(self) -> None:
         if self.closed:
