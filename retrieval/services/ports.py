@@ -143,7 +143,14 @@ class DatabaseLedger:
         transaction state; database errors still arrive as Django's. With
         DEBUG, or while a test captures the statements, it goes through
         Django's cursor so that it is logged like any other."""
-        params = [self.mailbox.pk, folder, uidvalidity, uid, message_id[:998], at]
+        params: tuple[int, str, int, str, str, datetime] = (
+            self.mailbox.pk,
+            folder,
+            uidvalidity,
+            uid,
+            message_id[:998],
+            at,
+        )
         db = connections[self._using]
         if db.queries_logged or db.execute_wrappers:
             with db.cursor() as cursor:
