@@ -72,7 +72,11 @@ class _Helper:
                 cwd=REPO,
             )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().split()
+        try:
+            line = self.proc.stdout.readline().split()
+        except BaseException:
+            self.stop()  # a SIGTERM while it starts: nobody else can stop it
+            raise
         if line[:1] != ["READY"]:
             self.stop()
             raise RuntimeError(f"{argv[2]} did not start; see {log}")

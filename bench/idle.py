@@ -152,9 +152,9 @@ def run(args: argparse.Namespace, work: Path) -> Result:
         auth_mechanisms="plain login",
         extra_config=SESSION_LOG_CONFIG + MANY_SESSIONS_CONFIG,
     )
-    dovecot.launch()
     listener = stack = None
     try:
+        dovecot.launch()  # inside: a SIGTERM right after it still stops it
         for user in users:
             dovecot.add_user(user, PASSWORD)
         listener, records = start_listener(work, plan)

@@ -7,12 +7,14 @@ as child processes with the same environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,6 +48,16 @@ class Stack:
         except BaseException:
             self.pg.stop()
             raise
+        try:
+            self._set_up(settings)
+        except BaseException:
+            # A SIGTERM during migrate: the caller never gets the stack to stop.
+            self.redis.stop()
+            self.pg.stop()
+            raise
+
+    def _set_up(self, settings: dict[str, str]) -> None:
+        work = self.work
         self.env = {
             **os.environ,
             "DATABASE_URL": self.pg.url,
@@ -81,6 +93,10 @@ class Stack:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # A group of its own (Celery's pool processes with it): stop()
+                # can kill all of it, and a terminal's ^C or timeout(1) reaches
+                # the harness alone, which stops the service in order.
+                start_new_session=True,
             )
         self.processes.append(process)
         return process
@@ -89,29 +105,52 @@ class Stack:
         return self.spawn(name, "-m", "celery", "-A", "fetchweb", *args)
 
     def end(self, process: subprocess.Popen[bytes]) -> None:
-        """Stop one of the processes (SIGTERM: Celery finishes its tasks)."""
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        """Stop one of the processes between measurements (SIGTERM: Celery
+        finishes its tasks)."""
+        stop_processes([process], grace=120)
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        from django.db import connections
+        """Everything, at once and within STOP_GRACE seconds for the service's
+        processes: the run is over (or interrupted), no task needs finishing."""
+        try:
+            stop_processes(self.processes, grace=STOP_GRACE)
+        finally:
+            from django.db import connections
 
-        connections.close_all()
-        self.redis.stop()
-        self.pg.stop()
+            connections.close_all()
+            self.redis.stop()
+            self.pg.stop()
+
+
+STOP_GRACE = 10.0  # seconds for the service's processes to exit on SIGTERM
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM to each process (a Celery worker's main process then ends its
+    pool in order), one deadline ``grace`` seconds away for all of them, then
+    SIGKILL to every process group: the pool children too, which outlive a main
+    process killed alone.
+
+    Before, each process had 60 s of its own, one after the other, and only the
+    main process was killed: a worker and the IDLE process slow to end held the
+    harness for minutes after a SIGTERM.
+    """
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        _kill_group(process)  # whatever is left of the group
+        process.wait()
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def rss_kb(pid: int) -> tuple[int, int]:
@@ -214,12 +253,35 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-tmp", action="store_true")
 
 
+def stop_on_signals() -> None:
+    """The first SIGTERM or SIGINT unwinds the harness (SystemExit, 143 or 130),
+    so that every ``finally`` stops its servers; later ones while it unwinds
+    are only noted. Raised again, they would abandon the cleanup half-way and
+    leave PostgreSQL, Redis and Dovecot running: the cleanup is bounded
+    (:data:`STOP_GRACE`, then SIGKILL) instead."""
+    stopping: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if stopping:
+            print(
+                f"signal {signum}: already stopping, the servers first",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        stopping.append(signum)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
 def in_workdir(name: str, keep: bool, run: Callable[[Path], T]) -> tuple[T, str]:
     """``run(work)`` in a fresh directory (removed after unless ``keep``);
     returns its result and the load average before it started."""
     # A SIGTERM (timeout, kill PID) unwinds like an error: the servers and the
     # service's processes are stopped, not left behind.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_on_signals()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix=f"fetchweb-bench-{name}-"))
     work.chmod(0o711)  # Dovecot's and fetchmail's users traverse it

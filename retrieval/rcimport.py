@@ -243,12 +243,21 @@ class ImportPlan:
     config: RcConfig
     scope: Scope
     entries: list[Entry]
-    problems: list[str]  # every refusal, FILE:LINE first
+    problems: list[str]  # every refusal, FILE:LINE first, in file order
     globals_said: list[str]  # what becomes of the set statements
+    # Refusals of no entry (an entry that could not be mapped, a second defaults
+    # record), each with the number of entries before it in the file.
+    loose: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
     @property
     def accepted(self) -> list[Entry]:
         return [e for e in self.entries if not e.problems and e.mailbox is not None]
+
+    def refuse(self, entry: Entry, refusal: str) -> None:
+        """A refusal found after the checks (a save's quota), listed at its
+        entry's place: a reader fixes a file from the top down."""
+        entry.problems.append(refusal)
+        self.problems = _in_file_order(self.entries, self.loose)
 
     def fingerprint(self) -> str:
         """What the preview showed: the confirm applies only the same plan. (A
@@ -262,6 +271,19 @@ class ImportPlan:
             ],
         ]
         return hashlib.sha256(json.dumps(shown).encode()).hexdigest()
+
+
+def _in_file_order(entries: list[Entry], loose: list[tuple[int, str]]) -> list[str]:
+    out: list[str] = []
+    pending = iter(sorted(loose, key=lambda item: item[0]))
+    following = next(pending, None)
+    for index, entry in enumerate([*entries, None]):
+        while following is not None and following[0] <= index:
+            out.append(following[1])
+            following = next(pending, None)
+        if entry is not None:
+            out += entry.problems
+    return out
 
 
 def _kept_id(entry: Entry) -> int | None:
@@ -496,7 +518,7 @@ def plan_import(config: RcConfig, scope: Scope, env: Environment) -> ImportPlan:
     so that the matched rows are the ones written.
     """
     entries: list[Entry] = []
-    problems: list[str] = []
+    loose: list[tuple[int, str]] = []
     existing: dict[tuple[Any, ...], list[Mailbox]] = defaultdict(list)
     for mailbox in scope.mailboxes().select_related("owner").order_by("pk"):
         existing[_account_key(_columns_of(mailbox))].append(mailbox)
@@ -506,16 +528,19 @@ def plan_import(config: RcConfig, scope: Scope, env: Environment) -> ImportPlan:
             # A second defaults record, or its users after the first entry:
             # fetchmail polls a server named "defaults", and reads any such
             # entry written back first as the defaults record.
-            problems.append(
-                f'{where}: an entry for a server named "defaults" (a second '
-                "defaults record?): name the real server in a poll entry"
+            loose.append(
+                (
+                    len(entries),
+                    f'{where}: an entry for a server named "defaults" (a second '
+                    "defaults record?): name the real server in a poll entry",
+                )
             )
             continue
         for u in server.users:
             try:
                 row = rcmap.rc_to_row(config.globals, server.options, u, env)
             except rcmap.Unmappable as exc:
-                problems.append(f"{where}: {exc}")
+                loose.append((len(entries), f"{where}: {exc}"))
                 continue
             entry = _entry(where, config, server, u, row, scope, env)
             if not entry.problems:
@@ -524,9 +549,9 @@ def plan_import(config: RcConfig, scope: Scope, env: Environment) -> ImportPlan:
                 entry.mailbox = matches.pop(0) if matches else _new_mailbox(scope)
                 entry.problems += [f"{where}: {p}" for p in _invalid(entry)]
                 entry.password = _password_said(entry)
-            problems += entry.problems
             entries.append(entry)
-    return ImportPlan(config, scope, entries, problems, _globals_said(config))
+    problems = _in_file_order(entries, loose)
+    return ImportPlan(config, scope, entries, problems, _globals_said(config), loose)
 
 
 def _new_mailbox(scope: Scope) -> Mailbox:

@@ -39,6 +39,9 @@ DB_TIMEOUT = 60.0  # seconds for one database call from the loop
 # Sessions being set up at once (resolve, connect, TLS, login, EXAMINE): a start or
 # a network blip with thousands of mailboxes does not open thousands at once.
 MAX_STARTING = 50
+# Stopping: rounds of cancelling the watchers still running, and seconds between.
+CLOSE_ROUNDS = 10
+CLOSE_WAIT = 0.5
 
 
 # --- the database side (run in threads) ------------------------------------------------
@@ -197,10 +200,27 @@ class Supervisor:
         logger.info("mailbox %s: IDLE stopped (changed, disabled or removed)", pk)
 
     async def close(self) -> None:
+        """Stop every watcher; returns once they are done (or, after
+        CLOSE_ROUNDS, gives up on the few that are not, with a warning).
+
+        Cancelled once, a watcher may go on: Python 3.11's ``asyncio.wait_for``
+        returns the result instead of raising CancelledError when what it awaits
+        completed in the same loop iteration as the cancel (a line read, a
+        thread's database call; fixed in 3.12). The watcher then held IDLE again
+        and this waited for it for ever: ``manage.py idle`` ignored SIGTERM until
+        SIGKILL. So whatever is still running is cancelled again each round.
+        """
         for pk in list(self.watches):
             self._stop(pk)
-        if self._stopped:
-            await asyncio.gather(*self._stopped, return_exceptions=True)
+        pending = {task for task in self._stopped if not task.done()}
+        for _ in range(CLOSE_ROUNDS):
+            if not pending:
+                break
+            _, pending = await asyncio.wait(pending, timeout=CLOSE_WAIT)
+            for task in pending:
+                task.cancel()
+        if pending:
+            logger.warning("%d IDLE sessions did not stop when asked", len(pending))
         self._stopped = []
         self._gauge()
 

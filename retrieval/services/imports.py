@@ -2,7 +2,7 @@
 
 ``rcfile_import`` checks the file (retrieval.rcimport.plan_import) and writes
 every entry inside one transaction; an entry whose save is refused (a quota) is
-a refusal like the checks' own, with its FILE:LINE.
+a refusal like the checks' own, with its FILE:LINE, listed in file order.
 """
 
 from __future__ import annotations
@@ -73,12 +73,12 @@ def rcfile_import(
 
     An entry is refused by the checks (retrieval.rcimport.plan_import) or when
     its save is (a quota): either way it is listed in ``plan.problems`` as
-    FILE:LINE: why, and its own writes are undone. Then, unless ``skip_refused``
-    (the pages, whose preview listed them), a refusal refuses the whole file:
-    ImportRefused, nothing stored (the command's contract). ``expected``: the
-    fingerprint of the plan a preview showed; another plan now (the mailboxes
-    changed meanwhile) raises PreviewOutdated and stores nothing. Any other
-    error rolls everything back. ``dry_run`` rolls back at the end. Returns the
+    FILE:LINE: why, in file order, and its own writes are undone. Then, unless
+    ``skip_refused`` (the pages, whose preview listed them), a refusal refuses
+    the whole file: ImportRefused, nothing stored (the command's contract).
+    ``expected``: the fingerprint of the plan a preview showed; another plan now
+    (the mailboxes changed meanwhile) raises PreviewOutdated and stores nothing.
+    Any other error rolls everything back. ``dry_run`` rolls back at the end. Returns the
     plan, its accepted entries' mailboxes saved.
     """
     with transaction.atomic():
@@ -95,9 +95,7 @@ def rcfile_import(
                         esmtp_password=entry.row.esmtp_password or "",
                     )
             except QuotaExceeded as exc:
-                refusal = f"{entry.where}: {exc}"
-                entry.problems.append(refusal)
-                plan.problems.append(refusal)
+                plan.refuse(entry, f"{entry.where}: {exc}")
         if plan.problems and not skip_refused:
             raise ImportRefused(plan)
         if expected is not None and plan.fingerprint() != expected:

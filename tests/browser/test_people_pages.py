@@ -73,10 +73,27 @@ def test_an_invited_person_sets_a_password_and_signs_in(
     expect(invitee.locator("main")).to_contain_text("it has been used already")
     invitee.context.close()
 
+    # Someone invited who has not chosen a password yet: their row offers to
+    # send the invitation again (in the screenshot), and it goes.
+    page.goto(f"{live_server.url}/people/invite/")
+    page.fill("#id_email", "later@one.example")
+    page.fill("#id_full_name", "Not Yet")
+    page.get_by_role("button", name="Send the invitation").click()
+    expect(page.locator(".messages")).to_contain_text("An invitation was mailed")
+
     # Confined: another domain's person is not there, by list or by id.
     page.goto(f"{live_server.url}/people/")
-    expect(rows).to_have_count(3)
+    expect(rows).to_have_count(4)
+    resend = rows.filter(has_text="later@one.example").get_by_role(
+        "button", name="Resend invitation"
+    )
+    expect(resend).to_have_count(1)
+    # Only for them: the others have chosen their password.
+    expect(page.get_by_role("button", name="Resend invitation")).to_have_count(1)
     page.screenshot(path=str(SCREENSHOTS / "people.png"), full_page=True)
+    resend.click()
+    expect(page.locator(".messages")).to_contain_text("mailed again")
+    assert [m.to for m in mail.outbox][-2:] == [["later@one.example"]] * 2
     response = page.goto(f"{live_server.url}/people/{bob.pk}/")
     assert response is not None and response.status == 404
     page.goto(f"{live_server.url}/domains/")

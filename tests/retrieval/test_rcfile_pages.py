@@ -169,6 +169,49 @@ def test_the_command_and_the_pages_refuse_the_same_lines_of_one_file(
     assert list(Mailbox.objects.values_list("username", flat=True)) == ["alice-remote"]
 
 
+def test_a_quota_refusal_is_listed_in_file_order(
+    client: Client, people: dict[str, User], settings: Any, tmp_path: Path
+) -> None:
+    """The quota refuses line 2 when it is saved, after the checks refused line
+    3: the command, the API and the pages still list line 2 first (a reader
+    fixes a file from the top down)."""
+    settings.FETCH_MAX_MAILBOXES_PER_USER = 1
+    alice = people["alice"]
+    text = GOOD + GOOD.replace("alice-remote", "second-ok") + WITH_MDA
+    path = tmp_path / "alice.rc"
+    path.write_text(text)
+    expected = [
+        "2: You have 1 mailbox, the most one person may have here. Delete one "
+        "first, or ask an administrator to raise the limit.",
+        '3: mda "/usr/bin/procmail -d %T": runs a command on this server; only a '
+        "superuser may import it",
+    ]
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "import_fetchmailrc",
+            str(path),
+            owner=alice.email,
+            netrc="/nonexistent",
+            stdout=io.StringIO(),
+        )
+    *by_command, _ = str(refused.value).splitlines()
+    assert [line.replace(f"{path}:", "", 1) for line in by_command] == expected
+
+    api = _as(client, alice).post(
+        reverse("api:rcfile-import"), text, content_type="text/plain"
+    )
+    assert api.status_code == 400
+    by_api = api.json()["fields"]["rcfile"][:-1]
+    assert by_api == [f"fetchmailrc:{line}" for line in expected]
+
+    upload = SimpleUploadedFile("alice.rc", text.encode())
+    preview = client.post(IMPORT, {"rcfile": upload})
+    assert preview.context["plan"].problems == [f"alice.rc:{x}" for x in expected]
+    page = _text(preview).replace("&quot;", '"')
+    assert page.index(expected[0]) < page.index(expected[1])
+    assert not Mailbox.objects.exists()
+
+
 def test_a_superuser_may_import_a_command_for_themselves(
     client: Client, people: dict[str, User]
 ) -> None:
