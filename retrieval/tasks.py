@@ -9,6 +9,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 
+import fetchweb.celery  # noqa: F401  (the app these tasks are queued through)
 from retrieval import services
 
 # The queues (settings.CELERY_TASK_ROUTES -> route_task; bin/run and

@@ -146,12 +146,14 @@ class Transcript(Protocol):
 
     A transcript with a ``keeps`` attribute that is False says it throws every
     line away (the command line without ``-v``): the engine then does not format,
-    decode or check any line for it (see :func:`keeps_lines`).
+    decode or check any line for it (see :func:`keeps_lines`). ``keeps`` may turn
+    False during a poll, once the transcript will keep no more (a bounded one
+    that is full), and never turns True again: the engine reads it line by line.
     """
 
     def record(self, direction: Direction, text: str) -> None: ...
 
 
 def keeps_lines(transcript: Transcript) -> bool:
-    """False only for a transcript known to keep nothing (``keeps = False``)."""
+    """False only for a transcript known to keep nothing more (``keeps`` False)."""
     return getattr(transcript, "keeps", True) is not False

@@ -153,8 +153,19 @@ class RedactingTranscript:
         self._inner = inner
         self._matcher = SecretMatcher(secrets)
         self._in_auth = False
-        # Nothing to check or cut for a transcript that keeps nothing.
-        self.keeps = keeps_lines(inner)
+        self._kept_all = False
+
+    @property
+    def keeps(self) -> bool:
+        """Nothing to check or cut for a transcript that keeps nothing (more):
+        asked each time, since a bounded one stops keeping once it is full
+        (and never starts again)."""
+        if self._kept_all:
+            return False
+        if keeps_lines(self._inner):
+            return True
+        self._kept_all = True
+        return False
 
     def mask(self, text: str) -> str:
         """For report fields that carry server words (greeting, errors, replies):

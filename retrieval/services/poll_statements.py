@@ -11,11 +11,13 @@ it writes around the engine is folded into:
 2. **start**: one of the host's session slots taken and, only with one, the run
    row inserted: one statement (a host's first poll makes its slots first,
    services/hostslots.py);
-3. **finish**: the run recorded, the hour's and the day's counters added
-   (upserts), the mailbox's last-run columns (services/latest_run.py), failure
-   counts and next poll (services/failures.py) set, the lease and the slot
-   given back and the advisory lock let go: one statement, hence one
-   transaction, so a killed worker leaves all of it or none of it.
+3. **finish**: the run recorded with its messages' results (one row each,
+   from arrays: no model instance per message), the hour's and the day's
+   counters added (upserts), the mailbox's last-run columns
+   (services/latest_run.py), failure counts and next poll
+   (services/failures.py) set, the lease and the slot given back and the
+   advisory lock let go: one statement, hence one transaction, so a killed
+   worker leaves all of it or none of it.
 
 Each writes what the portable code (polls, hostslots, stats, latest_run,
 failures) writes with several statements, which SQLite still runs. The
@@ -26,6 +28,7 @@ tests/retrieval/test_scheduler.py (PollCostTests) bounds the count.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -299,8 +302,51 @@ def _domain_counter_sql(*, in_domain: bool) -> str:
     )
 
 
+# A message's result as the finish writes it: these MessageResult fields, in
+# this order (services/polls.py builds them from the report).
+RESULT_FIELDS = (
+    "folder",
+    "uid",
+    "message_id",
+    "size",
+    "recipients",
+    "status",
+    "listener_reply",
+    "deleted",
+)
+ResultRow = tuple[str, str, str, int, list[str], str, str, bool]
+
+
 @cache
-def _finish_sql(mailbox_fields: tuple[str, ...], *, with_slot: bool) -> str:
+def _result_fields() -> tuple[Field[Any, Any], ...]:
+    return tuple(_field(MessageResult, n) for n in RESULT_FIELDS)
+
+
+def _results_sql() -> str:
+    """The run's results from one array per column, in the report's order (ids
+    ascending, as MessageResult is read). JSON goes as text, one per row."""
+    fields = _result_fields()
+    columns = ", ".join(_q(f.column) for f in fields)
+    arrays = ", ".join(
+        f"%s::{'text' if f.get_internal_type() == 'JSONField' else f.db_type(connection)}[]"
+        for f in fields
+    )
+    names = ", ".join(f"c{i}" for i in range(len(fields)))
+    values = ", ".join(
+        f"m.c{i}::jsonb" if f.get_internal_type() == "JSONField" else f"m.c{i}"
+        for i, f in enumerate(fields)
+    )
+    return (
+        f"INSERT INTO {_table(MessageResult)} ({_q('run_id')}, {columns}) "
+        f"SELECT %s, {values} FROM unnest({arrays}) WITH ORDINALITY AS m({names}, n) "
+        "ORDER BY m.n"
+    )
+
+
+@cache
+def _finish_sql(
+    mailbox_fields: tuple[str, ...], *, with_slot: bool, with_results: bool = False
+) -> str:
     runs, mailboxes = _table(PollRun), _table(Mailbox)
     # The mailbox's last finished run, as services/latest_run.py reads it
     # (newest started first, on the pollrun_last_finished index): this statement
@@ -319,6 +365,7 @@ def _finish_sql(mailbox_fields: tuple[str, ...], *, with_slot: bool) -> str:
         if with_slot
         else ""
     )
+    results = f", results AS ({_results_sql()})" if with_results else ""
     return f"""
 WITH run AS (
     UPDATE {runs} SET {_assignments(PollRun, RECORDED_FIELDS)}
@@ -335,7 +382,7 @@ mailbox AS (
         latest_at = (SELECT finished_at FROM latest),
         lease_owner = CASE WHEN lease_owner = %s THEN '' ELSE lease_owner END,
         lease_until = CASE WHEN lease_owner = %s THEN NULL ELSE lease_until END
-    WHERE id = %s){slot}
+    WHERE id = %s){slot}{results}
 SELECT pg_advisory_unlock(%s)"""
 
 
@@ -346,10 +393,12 @@ def finish(
     lease_owner: str,
     advisory_key: int,
     slot: HeldSlot,
+    results: Sequence[ResultRow] = (),
 ) -> None:
-    """Record ``run`` (its fields filled in), count it, set the mailbox's
-    ``mailbox_values`` and last run, give back the lease (only ``lease_owner``'s,
-    never another holder's), the slot and the advisory lock."""
+    """Record ``run`` (its fields filled in) and its messages' ``results``,
+    count it, set the mailbox's ``mailbox_values`` and last run, give back the
+    lease (only ``lease_owner``'s, never another holder's), the slot and the
+    advisory lock."""
     mailbox_id = run.mailbox_id
     moment = run.finished_at or run.started_at
     counts = [
@@ -383,35 +432,14 @@ def finish(
     with_slot = slot.slot_id is not None
     if with_slot:
         params += [slot.slot_id, slot.holder]
+    if results:
+        columns = [list(column) for column in zip(*results, strict=True)]
+        for at, f in enumerate(_result_fields()):
+            if f.get_internal_type() == "JSONField":
+                columns[at] = [json.dumps(value) for value in columns[at]]
+        params += [run.pk, *columns]
     params.append(advisory_key)
+    sql = _finish_sql(fields, with_slot=with_slot, with_results=bool(results))
     with connection.cursor() as cursor:
-        cursor.execute(_finish_sql(fields, with_slot=with_slot), params)
+        cursor.execute(sql, params)
     slot.released = True
-
-
-# --- the messages' results ---------------------------------------------------------
-
-# Rows per INSERT: 9 parameters each, far below PostgreSQL's 65,535.
-_RESULTS_BATCH = 500
-
-
-@cache
-def _result_fields() -> tuple[Field[Any, Any], ...]:
-    return tuple(f for f in MessageResult._meta.concrete_fields if not f.primary_key)
-
-
-def results_insert(results: Sequence[MessageResult]) -> None:
-    """A poll's MessageResult rows, one INSERT per 500 in autocommit: a
-    statement is atomic by itself, where bulk_create wraps its INSERT in BEGIN
-    and COMMIT (three round trips for the usual handful of messages)."""
-    fields = _result_fields()
-    columns = ", ".join(_q(f.column) for f in fields)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    with connection.cursor() as cursor:
-        for start in range(0, len(results), _RESULTS_BATCH):
-            batch = results[start : start + _RESULTS_BATCH]
-            cursor.execute(
-                f"INSERT INTO {_table(MessageResult)} ({columns}) VALUES "
-                + ", ".join([row] * len(batch)),
-                [value for result in batch for value in _prepared(result, fields)],
-            )

@@ -15,7 +15,9 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
-from celery.exceptions import SoftTimeLimitExceeded
+# Celery re-exports it from billiard; celery.exceptions would load most of Celery
+# and kombu into every process that polls (manage.py poll too).
+from billiard.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -405,13 +407,9 @@ def _poll_locked(
             error="fetchweb failed unexpectedly; the administrator can see the log.",
         )
     _fill(run, report, transcript, outcome=outcome)
-    # An empty poll (the usual one) skips bulk_create, which would still open a
-    # transaction (two round trips) to insert nothing.
-    if report.messages:
-        _results_save(run, report, transcript)
     now = timezone.now()
     after = after_poll(mailbox=mailbox, run=run, permanent=report.permanent, now=now)
-    _record(hold, slot, run, after)
+    _record(hold, slot, run, after, _results(report, transcript))
     health_settle(mailbox=mailbox, after=after, now=now)
     if progress is not None:
         progress.clear()  # the run's own record says the rest
@@ -456,11 +454,17 @@ def _fill(
     run.transcript = "\n".join([transcript.text(), *notes]).strip()
 
 
-def _record(hold: _Hold, slot: HeldSlot, run: PollRun, after: AfterPoll) -> None:
-    """Write the run, its counters (services/stats.py), the mailbox's last run
-    (services/latest_run.py), failure counts and next poll (``after``,
-    services/failures.py); on PostgreSQL with the lease, slot and lock given
-    back in the same statement."""
+def _record(
+    hold: _Hold,
+    slot: HeldSlot,
+    run: PollRun,
+    after: AfterPoll,
+    results: list[poll_statements.ResultRow],
+) -> None:
+    """Write the run and its messages' ``results``, its counters
+    (services/stats.py), the mailbox's last run (services/latest_run.py),
+    failure counts and next poll (``after``, services/failures.py); on
+    PostgreSQL in one statement, with the lease, slot and lock given back."""
     if connection.vendor == "postgresql" and hold.advisory_key is not None:
         poll_statements.finish(
             run=run,
@@ -468,36 +472,43 @@ def _record(hold: _Hold, slot: HeldSlot, run: PollRun, after: AfterPoll) -> None
             lease_owner=hold.owner,
             advisory_key=hold.advisory_key,
             slot=slot,
+            results=results,
         )
         hold.released = True
         return
+    # An empty poll (the usual one) skips bulk_create, which would still open a
+    # transaction (two round trips) to insert nothing.
+    if results:
+        MessageResult.objects.bulk_create(
+            MessageResult(
+                run=run, **dict(zip(poll_statements.RESULT_FIELDS, row, strict=True))
+            )
+            for row in results
+        )
     run.save(update_fields=poll_statements.RECORDED_FIELDS)
     run_recorded(run=run)
     latest_run_refresh(mailboxes=[run.mailbox_id])
     Mailbox.objects.filter(pk=run.mailbox_id).update(**after.values)
 
 
-def _results_save(
-    run: PollRun, report: PollReport, transcript: RecordingTranscript
-) -> None:
-    results = [
-        MessageResult(
-            run=run,
-            folder=m.folder,
-            uid=m.uid[:255],
-            message_id=m.message_id[:998],
-            size=m.size,
-            recipients=list(m.recipients),
-            status=str(m.status),
-            listener_reply=transcript.mask(m.listener_reply)[:2000],
-            deleted=m.deleted,
+def _results(
+    report: PollReport, transcript: RecordingTranscript
+) -> list[poll_statements.ResultRow]:
+    """One row per message of the report, as plain values."""
+    mask = transcript.mask
+    return [
+        (
+            m.folder,
+            m.uid[:255],
+            m.message_id[:998],
+            m.size,
+            list(m.recipients),
+            str(m.status),
+            mask(m.listener_reply)[:2000],
+            m.deleted,
         )
         for m in report.messages
     ]
-    if connection.vendor == "postgresql":
-        poll_statements.results_insert(results)
-    else:
-        MessageResult.objects.bulk_create(results)
 
 
 # --- the schedule ------------------------------------------------------------------

@@ -18,6 +18,8 @@ from .conftest import PASSWORD, make_spec, message
 if TYPE_CHECKING:
     import ssl
 
+    from retrieval.engine.ports import Direction
+
 
 def test_the_engine_imports_no_django_or_celery() -> None:
     code = (
@@ -93,6 +95,42 @@ def test_message_bodies_are_not_transcribed(listener: FakeSmtpServer) -> None:
     text = transcript_text(transcript)
     assert "TOP-SECRET-BODY" not in text
     assert "TOP 1: " in text and " octets" in text
+
+
+class _FillingTranscript(ListTranscript):
+    """Keeps ``room`` lines, then says it keeps nothing more (a bounded one)."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.offered = 0
+
+    @property
+    def keeps(self) -> bool:
+        return len(self.lines) < self.room
+
+    def record(self, direction: Direction, text: str) -> None:
+        self.offered += 1
+        if self.keeps:
+            super().record(direction, text)
+
+
+def test_a_transcript_that_fills_up_is_given_no_more_lines(
+    listener: FakeSmtpServer,
+) -> None:
+    """``keeps`` is read line by line: once it turns False (the service's
+    transcript is full), no line is formatted, checked or offered to it, on
+    the mail server's connection and the listener's alike."""
+    with FakePop3Server([message(n) for n in range(1, 6)]) as server:
+        full = _FillingTranscript(room=8)
+        report = poll(make_spec(server, listener), ledger=MemoryLedger(), transcript=full)
+        everything = ListTranscript()
+    with FakePop3Server([message(n) for n in range(1, 6)]) as server:
+        poll(make_spec(server, listener), ledger=MemoryLedger(), transcript=everything)
+    assert report.exit_code is ExitCode.SUCCESS and report.delivered == 5
+    assert len(full.lines) == 8
+    assert full.offered == 8 < len(everything.lines)
+    assert full.lines[1:] == everything.lines[1:8]  # after "connected to" its port
 
 
 def test_line_breaks_in_credentials_stop_the_poll_before_connecting() -> None:

@@ -293,6 +293,44 @@ class GroupCommitTests:
             assert cursor.fetchone()[0] is True
         assert ledger.delivered_uids("INBOX", 7) == {"1"}
 
+    def test_a_mark_outside_debug_is_committed_through_the_drivers_cursor(self):
+        """Not logged (no DEBUG, no capture): the mark goes through the driver's
+        cursor, kept for the poll; it is committed when it returns (another
+        connection reads it), and a mark after Django reconnected takes a
+        cursor on the new connection."""
+        ledger = services.DatabaseLedger(make_mailbox())
+        assert not connection.queries_logged
+        ledger.mark_delivered(MessageKey("INBOX", 7, "1"), "<a@x>")
+        first = ledger._raw_cursor
+        if connection.vendor != "postgresql":
+            assert first is None  # SQLite: the portable path, synchronous
+            return
+        assert first is not None and first.connection is connection.connection
+        assert self._seen_elsewhere() == [("1", "<a@x>", True)]
+        ledger.mark_delivered(MessageKey("INBOX", 7, "2"))
+        assert ledger._raw_cursor is first  # one cursor for the poll
+        connection.close()
+        ledger.mark_delivered(MessageKey("INBOX", 7, "3"))
+        assert ledger._raw_cursor is not first
+        assert ledger._raw_cursor.connection is connection.connection
+        ledger.sync()
+        assert [uid for uid, _, _ in self._seen_elsewhere()] == ["1", "2", "3"]
+        assert ledger.delivered_uids("INBOX", 7) == {"1", "2", "3"}
+
+    @staticmethod
+    def _seen_elsewhere() -> list[tuple[str, str, bool]]:
+        """The ledger's rows as another connection sees them (committed ones)."""
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute(
+                    "SELECT uid, message_id, complete FROM retrieval_seenmessage "
+                    "ORDER BY uid"
+                )
+                return [tuple(row) for row in cursor.fetchall()]
+        finally:
+            other.close()
+
     def test_sync_after_the_last_record_was_forgotten_is_harmless(self):
         ledger = services.DatabaseLedger(make_mailbox())
         ledger.mark_delivered(MessageKey("INBOX", 7, "1"))
@@ -339,6 +377,20 @@ class TranscriptTests:
             transcript.record("S", f"line {i}")
         assert len(transcript.text()) < 150
         assert transcript.text().endswith("(transcript truncated)")
+
+    def test_once_full_it_says_it_keeps_nothing_more_unless_it_echoes(self):
+        """The engine reads ``keeps`` line by line and stops formatting and
+        checking lines for a full transcript (retrieval/engine/ports.py)."""
+        quiet = services.RecordingTranscript(secrets=(), limit=30)
+        echoing = services.RecordingTranscript(secrets=(), limit=30, echo=True)
+        for transcript in (quiet, echoing):
+            assert transcript.keeps
+            transcript.record("S", "line 1")
+            assert transcript.keeps
+            for i in range(5):
+                transcript.record("S", f"line {i}")
+        assert not quiet.keeps and echoing.keeps
+        assert quiet.text().endswith("(transcript truncated)")
 
     def test_once_full_it_keeps_nothing_but_still_echoes_every_line_masked(
         self, capsys

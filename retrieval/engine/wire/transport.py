@@ -93,9 +93,7 @@ class Connection:
         self._buffer = bytearray()
         self._timeout = timeout
         self._transcript = transcript
-        # Without -v the command line keeps no transcript: no line is decoded
-        # or formatted for it (most of a message's lines are transcript lines).
-        self._keeps = keeps_lines(transcript)
+        self._kept_all = False  # the transcript said it keeps nothing more
         self._error = error
         self.peer = peer
         self.side = side
@@ -535,6 +533,19 @@ class Connection:
     def keeps_transcript(self) -> bool:
         """False when nothing recorded here is kept: notes need not be written."""
         return self._keeps
+
+    @property
+    def _keeps(self) -> bool:
+        # Without -v the command line keeps no transcript, and the service's
+        # stops keeping once full: no line is decoded or formatted for it then
+        # (most of a message's lines are transcript lines). Asked line by line
+        # until it says no, which it never takes back.
+        if self._kept_all:
+            return False
+        if keeps_lines(self._transcript):
+            return True
+        self._kept_all = True
+        return False
 
     def close(self) -> None:
         if self.closed:
