@@ -390,6 +390,9 @@ class SmtpSink:
             following[1] if following else [],
         )
         handoff.reached("dot")
+        # The listener checks and stores the message now; the poll reads a
+        # later one from the server meanwhile instead of waiting idle.
+        handoff.awaiting_verdict()
         finals = {r.recipient: r for r in rcpts}
         if listener.lmtp:
             # One reply per accepted recipient, in RCPT order (RFC 2033 4.2).
