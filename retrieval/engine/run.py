@@ -44,6 +44,7 @@ from retrieval.engine.progress import ProgressTicker
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
 from retrieval.engine.spec import DeliveryKind, MailProtocol
+from retrieval.engine.wire.spool import MEMORY_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,6 +61,11 @@ if TYPE_CHECKING:
     )
     from retrieval.engine.spec import MailboxSpec
     from retrieval.engine.wire.spool import MessageSpool
+
+
+# The largest message read while the listener judges the one before it: a
+# spool's in-memory size, a few socket buffers' worth.
+MEANWHILE_BYTES = MEMORY_BYTES
 
 
 def poll(
@@ -412,11 +418,14 @@ class _Poll:
         """Reading the message after next while the listener judges
         ``steps[at]`` (Handoff.meanwhile): the listener's work and ours
         overlap instead of taking turns. Not with ``expunge N``, whose
-        sessions must find nothing in flight at the Nth delete."""
+        sessions must find nothing in flight at the Nth delete, and only for
+        a message declared small: the read falls in the window where a crash
+        costs ``steps[at]`` a second delivery, which a large (or slow)
+        message would keep open long."""
         if self.spec.expunge or at + 1 not in read:
             return None
         later = self._aheadable(sink, steps, at + 2)
-        if later is None:
+        if later is None or not 0 <= later.size <= MEANWHILE_BYTES:
             return None
 
         def read_later() -> None:

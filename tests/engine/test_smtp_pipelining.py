@@ -16,7 +16,7 @@ import pytest
 
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import MessageStatus
-from retrieval.engine.run import poll
+from retrieval.engine.run import MEANWHILE_BYTES, poll
 from retrieval.engine.spec import (
     DeliveryKind,
     DeliverySpec,
@@ -444,6 +444,26 @@ def test_steps_come_in_the_order_that_bounds_a_crash_to_one_duplicate(
         assert steps.index(("dot", uids[n])) < later < steps.index(("replied", uids[n]))
     # Nothing but message 2 is read before message 1's body goes out.
     assert steps.index(("fetched", uids[1])) < steps.index(("data", uids[0]))
+
+
+def test_a_large_message_after_next_waits_for_the_verdict() -> None:
+    """Reading it would keep the window in which a crash duplicates message 1
+    open long: message 3 (over MEANWHILE_BYTES) is read after 1's reply."""
+    steps: list[tuple[str, str]] = []
+    big = message(3, b"x" * 100 + b"\r\n" * (MEANWHILE_BYTES // 2))
+    with (
+        FakePop3Server([message(1), message(2), big]) as server,
+        FakeSmtpServer() as listener,
+    ):
+        report = poll(
+            make_spec(server, listener),
+            ledger=MemoryLedger(),
+            transcript=ListTranscript(),
+            observe=lambda step, uid: steps.append((step, uid)),
+        )
+    assert [m.status for m in report.messages] == [MessageStatus.DELIVERED] * 3
+    assert steps.index(("replied", "uid-1")) < steps.index(("fetched", "uid-3"))
+    assert steps.index(("fetched", "uid-3")) < steps.index(("data", "uid-2"))
 
 
 class _RefusesTheFirst(FakeSmtpServer):
