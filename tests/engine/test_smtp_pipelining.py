@@ -386,8 +386,8 @@ class _JudgesAfterTheServerWasAsked(FakeSmtpServer):
     for message 3 (or gives up well before the client's timeout): proof that
     the client reads ahead while it waits for this verdict."""
 
-    def __init__(self, server: FakePop3Server, **options: object) -> None:
-        super().__init__(**options)
+    def __init__(self, server: FakePop3Server) -> None:
+        super().__init__()
         self.server = server
         self.asked_first: bool | None = None
 
@@ -469,8 +469,8 @@ def test_a_large_message_after_next_waits_for_the_verdict() -> None:
 class _RefusesTheFirst(FakeSmtpServer):
     """Answers the first final dot with ``refusal``, the others with 250."""
 
-    def __init__(self, refusal: str, **options: object) -> None:
-        super().__init__(**options)
+    def __init__(self, refusal: str) -> None:
+        super().__init__()
         self.refusal = refusal
         self.dots = 0
 
