@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import stat
@@ -65,6 +66,9 @@ if TYPE_CHECKING:
 
 FORMAT = "fetchweb-idfile"
 VERSION = 1
+# The journal's compact form, built once (json.dumps with separators builds
+# an encoder per call).
+_JOURNAL_ENCODER = json.JSONEncoder(separators=(",", ":"))
 MAX_BYTES = 256 * 1024 * 1024
 JOURNAL_SUFFIX = ".journal"
 # A journal this long is folded into the file even while the idfile stays open.
@@ -201,7 +205,7 @@ class IdFile:
         if self.path == os.devnull:
             _apply(self._mailboxes, change)
             return
-        line = json.dumps(change, separators=(",", ":")).encode() + b"\n"
+        line = _JOURNAL_ENCODER.encode(change).encode() + b"\n"
         try:
             self._append(line)
         except OSError as exc:
@@ -365,7 +369,16 @@ _DATED = "dated"  # undated UIDs (an older idfile) get a delivery date
 
 
 def _stamp(at: datetime) -> str:
+    """``at`` to the second, in UTC (one journal line per delivery carries it)."""
+    if at.tzinfo is UTC:
+        return _utc_second(int(at.timestamp() // 1))
     return at.astimezone(UTC).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=2)
+def _utc_second(second: int) -> str:
+    # Hundreds of deliveries share a second: formatted once.
+    return datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
 
 
 def _record(

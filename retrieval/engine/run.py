@@ -44,6 +44,7 @@ from retrieval.engine.progress import ProgressTicker
 from retrieval.engine.redact import RedactingTranscript
 from retrieval.engine.report import ExitCode, MessageOutcome, MessageStatus, PollReport
 from retrieval.engine.spec import DeliveryKind, MailProtocol
+from retrieval.engine.wire.spool import MEMORY_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,6 +61,11 @@ if TYPE_CHECKING:
     )
     from retrieval.engine.spec import MailboxSpec
     from retrieval.engine.wire.spool import MessageSpool
+
+
+# The largest message read while the listener judges the one before it: a
+# spool's in-memory size, a few socket buffers' worth.
+MEANWHILE_BYTES = MEMORY_BYTES
 
 
 def poll(
@@ -334,37 +340,99 @@ class _Poll:
         done, total = 0, len(plan.fetch)
         self.progress.messages(done, total, listing.folder)
         steps = plan.in_order(listing)
-        ahead: _Fetched | None = None
+        # Messages read ahead of their turn, by their index in ``steps``.
+        read: dict[int, _Fetched] = {}
         try:
             for at, step in enumerate(steps):
                 if isinstance(step, selection.Untouched):
                     self._untouched(session, listing, step)
                     continue
-                current = (
-                    ahead if ahead is not None else self._fetch(session, listing, step)
-                )
-                ahead = None
-                following = steps[at + 1] if at + 1 < len(steps) else None
+                current = read.pop(at, None) or self._fetch(session, listing, step)
                 try:
-                    # With a sink that sends the next envelope behind a final
-                    # dot, the next message is read before this one is handed
-                    # over (see _Fetched); not past a broken session, though.
-                    if (
-                        isinstance(following, RemoteMessage)
-                        and current.error is None
-                        and self.router is None
-                        and sink.sends_ahead
-                    ):
-                        ahead = self._fetch(session, listing, following)
-                    self._message(session, sink, current, ahead)
+                    then = self._read_ahead(
+                        session, listing, sink, steps, at, read, current
+                    )
+                    self._message(
+                        session,
+                        sink,
+                        current,
+                        then,
+                        read,
+                        self._meanwhile(session, listing, sink, steps, at, read),
+                    )
                 finally:
                     current.close()
                 done += 1
                 self.progress.messages(done, total, listing.folder)
         finally:
-            if ahead is not None:
-                ahead.close()
+            for fetched in read.values():
+                fetched.close()
         self._session_notes(session)
+
+    def _aheadable(
+        self, sink: Sink, steps: list[RemoteMessage | selection.Untouched], at: int
+    ) -> RemoteMessage | None:
+        """``steps[at]`` when it is a message that may be read before its turn:
+        with a sink that sends the next envelope behind a final dot, and
+        without multidrop (whose routing settles per message, in order)."""
+        following = steps[at] if at < len(steps) else None
+        if (
+            isinstance(following, RemoteMessage)
+            and self.router is None
+            and sink.sends_ahead
+        ):
+            return following
+        return None
+
+    def _read_ahead(
+        self,
+        session: MailSession,
+        listing: FolderListing,
+        sink: Sink,
+        steps: list[RemoteMessage | selection.Untouched],
+        at: int,
+        read: dict[int, _Fetched],
+        current: _Fetched,
+    ) -> _Fetched | None:
+        """The message after ``steps[at]``, read now so that its envelope can
+        go out behind this one's final dot (see _Fetched); not past a broken
+        session."""
+        if current.error is not None or _broken(read):
+            return read.get(at + 1)
+        following = self._aheadable(sink, steps, at + 1)
+        if following is None:
+            return None
+        if at + 1 not in read:
+            read[at + 1] = self._fetch(session, listing, following)
+        return read[at + 1]
+
+    def _meanwhile(
+        self,
+        session: MailSession,
+        listing: FolderListing,
+        sink: Sink,
+        steps: list[RemoteMessage | selection.Untouched],
+        at: int,
+        read: dict[int, _Fetched],
+    ) -> Callable[[], None] | None:
+        """Reading the message after next while the listener judges
+        ``steps[at]`` (Handoff.meanwhile): the listener's work and ours
+        overlap instead of taking turns. Not with ``expunge N``, whose
+        sessions must find nothing in flight at the Nth delete, and only for
+        a message declared small: the read falls in the window where a crash
+        costs ``steps[at]`` a second delivery, which a large (or slow)
+        message would keep open long."""
+        if self.spec.expunge or at + 1 not in read:
+            return None
+        later = self._aheadable(sink, steps, at + 2)
+        if later is None or not 0 <= later.size <= MEANWHILE_BYTES:
+            return None
+
+        def read_later() -> None:
+            if at + 2 not in read and not _broken(read):
+                read[at + 2] = self._fetch(session, listing, later)
+
+        return read_later
 
     def _fast_known(self) -> Callable[[str], bool]:
         """fastuidl: POP3's binary search asks the ledger one UID at a time."""
@@ -512,9 +580,13 @@ class _Poll:
         sink: Sink,
         fetched: _Fetched,
         then: _Fetched | None,
+        read: dict[int, _Fetched],
+        meanwhile: Callable[[], None] | None,
     ) -> None:
         """Deliver -> record -> delete, for one fetched message; ``then`` is
-        the next one, already read (its envelope may go out early)."""
+        the next one, already read (its envelope may go out early), ``read``
+        every message read ahead, and ``meanwhile`` reads one more while the
+        listener judges this one."""
         listing, message, result = fetched.listing, fetched.message, fetched.result
         self.report.messages.append(result)
         if fetched.error is not None:
@@ -534,6 +606,7 @@ class _Poll:
                 observe=lambda step: self._step(step, message.uid),
                 postmaster=fetched.postmaster,
                 then=upcoming if isinstance(upcoming, Prepared) else None,
+                meanwhile=meanwhile,
             )
         self._step("replied", message.uid)
         if self.router is not None and fetched.routed is not None:
@@ -551,8 +624,8 @@ class _Poll:
             # no loss and no redelivery; before it, one duplicate at most.
             self._record(listing, message.uid, result, decision, fetched.served)
             self._step("recorded", message.uid)
-        if decision.delete and (then is None or then.error is None):
-            # (A session that broke reading the next message cannot commit a
+        if decision.delete and not _broken(read):
+            # (A session that broke reading a later message cannot commit a
             # delete any more: its error ends the poll at that message's turn.)
             self._delete(session, message, result)
 
@@ -618,15 +691,24 @@ class _Poll:
         self._confirm(confirmed)
 
 
+def _broken(read: dict[int, _Fetched]) -> bool:
+    """A message read ahead found the session broken."""
+    return any(fetched.error is not None for fetched in read.values())
+
+
 @dataclass
 class _Fetched:
     """One message read from the server, waiting for its turn at the sink.
 
     The poll reads message N+1 before it hands message N over when the sink
     can send N+1's envelope behind N's final dot (one round trip a message
-    instead of two). Reading it before N's body goes out, not after, keeps
-    the crash windows where they were: a poll killed while N+1 is read has
-    not yet given N to the listener.
+    instead of two). It reads message N+2 while the listener judges N (after
+    N's final dot, before its reply; see Handoff.meanwhile), so that neither
+    waits for the other. So at most two messages wait in spools, and a poll
+    killed while N+2 is read is in N's window between the final dot and the
+    ledger record: N may be delivered once more by the next poll (the one
+    duplicate a crash may cost), and nothing is lost, since nothing is
+    deleted before its record.
     """
 
     listing: FolderListing

@@ -38,7 +38,7 @@ from tests.support.fake_servers import (
 from .conftest import make_spec, message, without_trace
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 # Short, because a hostile answer that stops mid-line is ended by the timeout.
 TIMEOUT = 0.3
@@ -287,7 +287,7 @@ def test_any_imap_answer_ends_in_a_report(
 
 # -- the parsers alone, where many more examples are cheap -------------------------
 
-PARSERS = [
+PARSERS: list[Callable[[bytes], object]] = [
     parse.literal_size,
     parse.is_body_literal,
     parse.has_nil_body,

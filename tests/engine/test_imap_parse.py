@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retrieval.engine.errors import ParseError
 from retrieval.engine.fetch import imap_parse as parse
@@ -200,3 +202,73 @@ def test_a_hostile_esearch_range_is_expanded_only_up_to_the_limit() -> None:
 def test_it_rejects_bad_esearch_results(line: bytes) -> None:
     with pytest.raises(ParseError):
         parse.esearch_all(line, limit=10)
+
+
+# -- the simple FETCH shapes read by one regular expression (issue 14) --------------
+
+_PIECES = [
+    b"* ",
+    b"* 12 FETCH (",
+    b"* 3 fetch (",
+    b"UID",
+    b"uid",
+    b"RFC822.SIZE",
+    b"BODY[]",
+    b"body[]",
+    b"BODY[HEADER]",
+    b"FLAGS",
+    b" ",
+    b"  ",
+    b"7",
+    b"0",
+    b"99999999999",
+    b"{5}\r\n",
+    b"{12}\n",
+    b"{3+}\r\n",
+    b"{99999999999}\r\n",
+    b"(",
+    b")",
+    b'"a b"',
+    b"NIL",
+    b"\\Seen",
+    b"\r\n",
+    b"\n",
+    b"x",
+]
+
+
+def _outcome(parse_it: object, text: bytes, partial: bool) -> object:
+    try:
+        return parse_it(text, partial=partial)  # type: ignore[operator]
+    except ParseError:
+        return ParseError
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=14),
+    st.booleans(),
+)
+def test_the_fast_fetch_reading_agrees_with_the_tokenizer(
+    pieces: list[bytes], partial: bool
+) -> None:
+    text = b"* 12 FETCH (" + b"".join(pieces)
+    assert _outcome(parse.fetch_pairs, text, partial) == _outcome(
+        parse.tokenized_pairs, text, partial
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "partial"),
+    [
+        (b"* 12 FETCH (UID 34 BODY[] {5678}\r\n", True),
+        (b"* 12 FETCH (UID 34 BODY[] {5678}\r\n)\r\n", False),
+        (b"* 1 FETCH (UID 1 RFC822.SIZE 1234)\r\n", False),
+        (b"* 1 FETCH (BODY[] {5}\r\n UID 9 BODY[] {7}\r\n", True),
+        (b"* 12 fetch (uid 34 body[] {5}\r\n)\n", False),
+    ],
+)
+def test_the_shapes_servers_send_take_the_fast_way(text: bytes, partial: bool) -> None:
+    fast = parse._simple_pairs(text, partial=partial)
+    assert fast is not None
+    assert fast == parse.tokenized_pairs(text, partial=partial)

@@ -16,13 +16,20 @@ import pytest
 
 from retrieval.engine.memory import ListTranscript, MemoryLedger
 from retrieval.engine.report import MessageStatus
-from retrieval.engine.run import poll
-from retrieval.engine.spec import DeliveryKind, DeliverySpec, MultidropSpec
+from retrieval.engine.run import MEANWHILE_BYTES, poll
+from retrieval.engine.spec import (
+    DeliveryKind,
+    DeliverySpec,
+    MailProtocol,
+    MultidropSpec,
+)
 from tests.support.fake_servers import (
     ClientGone,
     FakeClient,
+    FakeImapServer,
     FakePop3Server,
     FakeSmtpServer,
+    wait_for,
 )
 
 from .conftest import make_spec, message
@@ -369,3 +376,166 @@ def test_a_message_the_server_will_not_send_is_reported_in_its_turn() -> None:
         "sender3@example.org",
     ]
     assert server.mailbox[0][0] == "uid-2" and len(server.mailbox) == 1
+
+
+# -- the message after next is read while the listener judges this one -------------
+
+
+class _JudgesAfterTheServerWasAsked(FakeSmtpServer):
+    """Answers the first final dot only once the POP3 server has been asked
+    for message 3 (or gives up well before the client's timeout): proof that
+    the client reads ahead while it waits for this verdict."""
+
+    def __init__(self, server: FakePop3Server) -> None:
+        super().__init__()
+        self.server = server
+        self.asked_first: bool | None = None
+
+    def _fault(self, client: FakeClient, verb: str, tag: str = "") -> bool:
+        if verb == "END" and self.asked_first is None:
+            self.asked_first = wait_for(self._message_3_asked, timeout=1.0)
+        return super()._fault(client, verb, tag)
+
+    def _message_3_asked(self) -> bool:
+        return any(
+            c.split()[:2] in (["RETR", "3"], ["TOP", "3"]) for c in self.server.commands
+        )
+
+
+def test_the_message_after_next_is_asked_for_before_the_verdict_is_read() -> None:
+    server = FakePop3Server([message(n) for n in (1, 2, 3, 4)])
+    with server, _JudgesAfterTheServerWasAsked(server) as listener:
+        report, ledger = deliver(listener, server)
+    assert listener.asked_first is True
+    assert [m.status for m in report.messages] == [MessageStatus.DELIVERED] * 4
+    assert [r.mail_from for r in listener.received] == [
+        f"sender{n}@example.org" for n in (1, 2, 3, 4)
+    ]
+    assert len(ledger.marks) == 4 and server.mailbox == []
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+def test_steps_come_in_the_order_that_bounds_a_crash_to_one_duplicate(
+    protocol: str,
+) -> None:
+    """Message N+2 is read between N's final dot and N's reply, never after
+    N+1's data began: a crash while reading it can cost N's duplicate only."""
+    steps: list[tuple[str, str]] = []
+    bodies = [message(n) for n in (1, 2, 3, 4)]
+    server = FakePop3Server(bodies) if protocol == "pop3" else FakeImapServer(bodies)
+    with server, FakeSmtpServer() as listener:
+        spec = make_spec(
+            server,
+            listener,
+            protocol=MailProtocol.POP3 if protocol == "pop3" else MailProtocol.IMAP,
+        )
+        report = poll(
+            spec,
+            ledger=MemoryLedger(),
+            transcript=ListTranscript(),
+            observe=lambda step, uid: steps.append((step, uid)),
+        )
+    assert [m.status for m in report.messages] == [MessageStatus.DELIVERED] * 4
+    uids = [m.uid for m in report.messages]
+    fetched = [uid for step, uid in steps if step == "fetched"]
+    assert fetched == uids
+    for n in (0, 1):  # messages 3 and 4, read during 1's and 2's verdicts
+        later = steps.index(("fetched", uids[n + 2]))
+        assert steps.index(("dot", uids[n])) < later < steps.index(("replied", uids[n]))
+    # Nothing but message 2 is read before message 1's body goes out.
+    assert steps.index(("fetched", uids[1])) < steps.index(("data", uids[0]))
+
+
+def test_a_large_message_after_next_waits_for_the_verdict() -> None:
+    """Reading it would keep the window in which a crash duplicates message 1
+    open long: message 3 (over MEANWHILE_BYTES) is read after 1's reply."""
+    steps: list[tuple[str, str]] = []
+    big = message(3, b"x" * 100 + b"\r\n" * (MEANWHILE_BYTES // 2))
+    with (
+        FakePop3Server([message(1), message(2), big]) as server,
+        FakeSmtpServer() as listener,
+    ):
+        report = poll(
+            make_spec(server, listener),
+            ledger=MemoryLedger(),
+            transcript=ListTranscript(),
+            observe=lambda step, uid: steps.append((step, uid)),
+        )
+    assert [m.status for m in report.messages] == [MessageStatus.DELIVERED] * 3
+    assert steps.index(("replied", "uid-1")) < steps.index(("fetched", "uid-3"))
+    assert steps.index(("fetched", "uid-3")) < steps.index(("data", "uid-2"))
+
+
+class _RefusesTheFirst(FakeSmtpServer):
+    """Answers the first final dot with ``refusal``, the others with 250."""
+
+    def __init__(self, refusal: str) -> None:
+        super().__init__()
+        self.refusal = refusal
+        self.dots = 0
+
+    def _reply(self, key: str, default: str) -> str:
+        if key == "END":
+            self.dots += 1
+            if self.dots == 1:
+                return self.refusal + "\r\n"
+        return super()._reply(key, default)
+
+
+@pytest.mark.parametrize("refusal", ["451 4.3.0 try later", "554 5.7.1 no"])
+@pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])
+def test_a_message_refused_while_the_next_ones_are_read_is_never_deleted(
+    refusal: str, pipelining: bool
+) -> None:
+    """Messages 2 and 3 are read while the listener judges message 1: its
+    refusal keeps it on the server, no DELE of it is ever sent (also not in
+    a pipelined window with the later RETRs), and the others are delivered."""
+    capabilities = ["USER", "UIDL", "TOP"] + (["PIPELINING"] if pipelining else [])
+    with (
+        _RefusesTheFirst(refusal) as listener,
+        FakePop3Server(
+            [message(n) for n in (1, 2, 3, 4)], capabilities=capabilities
+        ) as server,
+    ):
+        report, ledger = deliver(listener, server)
+    statuses = [m.status for m in report.messages]
+    assert statuses[0] in (MessageStatus.DEFERRED, MessageStatus.REFUSED)
+    assert statuses[1:] == [MessageStatus.DELIVERED] * 3
+    assert not report.messages[0].deleted
+    assert "DELE 1" not in server.commands
+    assert [uid for uid, _ in server.mailbox] == ["uid-1"]
+    assert [uid for _, _, uid in ledger.marks] == ["uid-2", "uid-3", "uid-4"]
+
+
+class _GoneAtMessageThree(FakePop3Server):
+    """Hangs up when asked for message 3: read while message 1 is judged."""
+
+    def _transaction(
+        self, client: FakeClient, verb: str, arg: str, deleted: set[int]
+    ) -> None:
+        if verb in ("RETR", "TOP") and arg.split()[0] == "3":
+            client.close()
+            raise ClientGone
+        super()._transaction(client, verb, arg, deleted)
+
+
+def test_a_server_gone_while_the_message_after_next_is_read() -> None:
+    """Messages 1 and 2 were read already: both reach the listener and the
+    ledger (the next poll deletes them without a second delivery); nothing is
+    deleted by a session that broke, and the error comes at message 3's turn."""
+    with (
+        FakeSmtpServer() as listener,
+        _GoneAtMessageThree([message(n) for n in (1, 2, 3)]) as server,
+    ):
+        report, ledger = deliver(listener, server)
+    assert [r.mail_from for r in listener.received] == [
+        "sender1@example.org",
+        "sender2@example.org",
+    ]
+    assert [m.status for m in report.messages[:2]] == [MessageStatus.DELIVERED] * 2
+    assert not any(m.deleted for m in report.messages)
+    assert len(server.mailbox) == 3 and not any(
+        c.startswith("DELE") for c in server.commands
+    )
+    assert [uid for _, _, uid in ledger.marks] == ["uid-1", "uid-2"]
+    assert "closed the connection" in report.error

@@ -236,6 +236,41 @@ def test_a_killed_poll_loses_nothing(
     assert set(delivered) == everything and dovecot.messages(mailuser.name) == []
 
 
+@pytest.mark.parametrize("protocol", PATHS)
+def test_a_poll_killed_reading_the_message_after_next_loses_nothing(
+    dovecot: Dovecot,
+    mailuser: MailUser,
+    smtp_listener: SmtpListener,
+    tmp_path: Path,
+    protocol: str,
+) -> None:
+    """The third "fetched" comes while the listener judges message 1 (after
+    its final dot, before its reply is read): killed there, message 1 may be
+    delivered again by the next poll, as after a kill at "dot"; never lost."""
+    for n in (1, 2, 3):
+        dovecot.put(mailuser.name, message(n))
+    everything = {f"crash-{n}@example.net" for n in (1, 2, 3)}
+    cfg = config(
+        dovecot, mailuser, smtp_listener.port, protocol, port_of(dovecot, protocol)
+    )
+    cfg["idfile"] = str(tmp_path / "idfile")
+
+    killed = run_driver({**cfg, "crash_at": "fetched", "nth": 3})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    check(
+        "dot",
+        ids([m.data for m in smtp_listener.messages]),
+        ids(dovecot.messages(mailuser.name)),
+        everything,
+    )
+
+    again = run_driver(cfg)
+    assert again.returncode == 0 and again.stdout.startswith("exit 0"), again.stdout
+    delivered = ids([m.data for m in smtp_listener.wait_for(3)])
+    check("dot", delivered, [], everything)
+    assert set(delivered) == everything and dovecot.messages(mailuser.name) == []
+
+
 class Proxy:
     """TCP forwarding to ``target`` on 127.0.0.1 that can cut every connection."""
 

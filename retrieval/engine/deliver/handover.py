@@ -33,6 +33,8 @@ from retrieval.engine.report import MessageStatus
 from retrieval.engine.spec import DeliveryKind
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from retrieval.engine.deliver.policy import BounceOrder
     from retrieval.engine.deliver.sink import DeliveryOutcome, Observe, Sink
     from retrieval.engine.deliver.trace import TraceInfo
@@ -109,9 +111,11 @@ def deliver(
     observe: Observe | None = None,
     postmaster: tuple[str, ...] = (),
     then: Prepared | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> Handed:
     """Steps 3-5 above for a prepared message; ``then`` is the one the poll
-    delivers next, announced to the sink (see ``Sink.deliver``)."""
+    delivers next, announced to the sink, and ``meanwhile`` what the poll
+    does while the listener judges this one (see ``Handoff``)."""
     if isinstance(ready, Handed):
         return ready
     delivery = spec.delivery
@@ -125,7 +129,13 @@ def deliver(
             observe(step)
 
     outcome = sink.deliver(
-        Handoff(message, envelope, watch, then.upcoming if then is not None else None)
+        Handoff(
+            message,
+            envelope,
+            watch,
+            then.upcoming if then is not None else None,
+            meanwhile,
+        )
     )
     if postmaster and "data" not in sent and _everyone_refused(outcome, delivery):
         rerouted = _to_postmaster(

@@ -118,17 +118,30 @@ class Handoff:
     ``sends_ahead`` may send that envelope behind this message's final dot.
     The next hand-off must then be for exactly that message, or it costs the
     listener connection.
+
+    ``meanwhile``, when given, is work of the poll's own (reading a later
+    message from the server) that a sink may do while the listener judges
+    this message: once, after the final dot and before the first reply is
+    read, so that the listener's work and ours overlap. A sink that does not
+    call it leaves that work to the poll, after the verdict.
     """
 
     message: Deliverable
     envelope: Envelope
     observe: Observe | None = None
     then: Upcoming | None = None
+    meanwhile: Callable[[], None] | None = None
 
     def reached(self, step: PollStep) -> None:
         """The sink says how far the message got (see ``observe``)."""
         if self.observe is not None:
             self.observe(step)
+
+    def awaiting_verdict(self) -> None:
+        """The sink says all of the message is sent and it now waits for the
+        listener's answer: the poll's ``meanwhile`` runs here."""
+        if self.meanwhile is not None:
+            self.meanwhile()
 
 
 class Sink(Protocol):

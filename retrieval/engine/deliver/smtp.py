@@ -26,6 +26,7 @@ STARTTLS first (:mod:`retrieval.engine.deliver.listener_auth`).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -89,8 +90,7 @@ class _Listener:
     @property
     def size_limit(self) -> int:
         # An unreadable SIZE (or "SIZE ²") is no known limit, not a crash.
-        value = self.extensions.get("SIZE", "")
-        return wire_number_or_none(value, SIZE) or 0
+        return _size_limit(self.extensions.get("SIZE", ""))
 
 
 class SmtpSink:
@@ -390,6 +390,9 @@ class SmtpSink:
             following[1] if following else [],
         )
         handoff.reached("dot")
+        # The listener checks and stores the message now; the poll reads a
+        # later one from the server meanwhile instead of waiting idle.
+        handoff.awaiting_verdict()
         finals = {r.recipient: r for r in rcpts}
         if listener.lmtp:
             # One reply per accepted recipient, in RCPT order (RFC 2033 4.2).
@@ -578,6 +581,12 @@ def _judged(
     if _unexpected(code, wanted):
         return 0, _why(code, text, step, wanted)
     return reply
+
+
+@functools.lru_cache(maxsize=8)
+def _size_limit(value: str) -> int:
+    """The SIZE extension's value as a limit (asked twice a message)."""
+    return wire_number_or_none(value, SIZE) or 0
 
 
 def split_host_port(entry: str, default_port: int) -> tuple[str, int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
@@ -49,15 +50,26 @@ def received_header(
     info: TraceInfo, recipients: Sequence[str], when: datetime | None = None
 ) -> bytes:
     """The header as CRLF-terminated bytes, for the recipients actually accepted."""
-    moment = when or datetime.now().astimezone()
-    zone = moment.strftime("%Z")
-    stamp = format_datetime(moment) + (f" ({_clean(zone)})" if zone else "")
+    stamp = _stamp(when) if when is not None else _stamp_of_second(int(time.time()))
     if len(recipients) == 1:
         drop = "multi-drop" if info.multidrop else "single-drop"
         last = f"\tfor <{_clean(recipients[0])}> ({drop}); {stamp}"
     else:
         last = f"\t{stamp}"
     return _first_lines(info) + (last + "\r\n").encode("ascii", "replace")
+
+
+def _stamp(moment: datetime) -> str:
+    """``Tue, 25 Nov 2025 13:37:00 +0000 (UTC)``: to the second."""
+    zone = moment.strftime("%Z")
+    return format_datetime(moment) + (f" ({_clean(zone)})" if zone else "")
+
+
+@functools.lru_cache(maxsize=2)
+def _stamp_of_second(second: int) -> str:
+    """The stamp for now, local time: the same for every message delivered in
+    that second, so it is formatted once (a poll delivers hundreds a second)."""
+    return _stamp(datetime.fromtimestamp(second).astimezone())
 
 
 @functools.lru_cache(maxsize=16)

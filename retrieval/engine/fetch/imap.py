@@ -222,16 +222,18 @@ class ImapSession:
             self._track(text)
             untagged.append(text)
 
-    def _track(self, text: bytes) -> None:
-        """Keep the folder's message count current from EXISTS and EXPUNGE."""
+    def _track(self, text: bytes) -> tuple[int, str] | None:
+        """Keep the folder's message count current from EXISTS and EXPUNGE;
+        returns the line's number and word (``* 4 FETCH``), if it has them."""
         numbered = parse.untagged_number(text)
         if numbered is None:
-            return
+            return None
         if numbered[1] == "EXISTS":
             self._arrived = self._arrived or numbered[0] > self._exists
             self._exists = numbered[0]
         elif numbered[1] == "EXPUNGE" and self._exists:
             self._exists -= 1
+        return numbered
 
     def _command(self, *parts: str | bytes, shown: str | None = None) -> Response:
         """Send ``TAG parts...`` and read its response.
@@ -501,7 +503,9 @@ class ImapSession:
                     f"(it said: {response.text})."
                 )
             for line in response.untagged:
-                uid, size = parse.fetch_uid(line), parse.fetch_size(line)
+                attributes = parse.fetch_attributes(line)
+                uid = parse.fetch_uid(line, attributes)
+                size = parse.fetch_size(line, attributes)
                 if uid is not None and size is not None:
                     sizes[uid] = size
         return sizes
@@ -627,23 +631,27 @@ class ImapSession:
             if spool is not None:
                 spool.close()
             raise ProtocolError(f"The server sent a malformed line: {text[:80]!r}")
-        self._track(text)
-        numbered = parse.untagged_number(text)
-        if (
-            numbered is None
-            or numbered[1] != "FETCH"
-            or b"BODY[]" not in parse.fetch_attributes(text)
-        ):
+        numbered = self._track(text)
+        attributes = (
+            parse.fetch_attributes(text)
+            if numbered is not None and numbered[1] == "FETCH"
+            else {}
+        )
+        if b"BODY[]" not in attributes:
             if spool is not None:  # pragma: no cover - BODY[] implies FETCH
                 spool.close()
             return len(text)  # EXISTS, FLAGS updates...: not for our batch
-        self._park_fetch(batch, text, spool)
+        self._park_fetch(batch, text, spool, attributes)
         return 0
 
     def _park_fetch(
-        self, batch: _Batch, text: bytes, spool: MessageSpool | None
+        self,
+        batch: _Batch,
+        text: bytes,
+        spool: MessageSpool | None,
+        attributes: dict[bytes, parse.Token],
     ) -> None:
-        uid = parse.fetch_uid(text)
+        uid = parse.fetch_uid(text, attributes)
         if uid is None and len(batch.uids) == 1:
             uid = next(iter(batch.uids))
         if uid is None or uid not in batch.uids:

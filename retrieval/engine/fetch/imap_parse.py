@@ -25,7 +25,6 @@ _ESEARCH = re.compile(
 )
 
 
-
 @dataclass(frozen=True)
 class Tagged:
     tag: str
@@ -175,16 +174,25 @@ def expand_set(text: str, *, limit: int) -> list[int]:
     return sorted(found)[:limit]
 
 
-def fetch_uid(text: bytes) -> int | None:
-    return _fetch_number(text, b"UID", numbers.UID)
+def fetch_uid(text: bytes, attributes: dict[bytes, Token] | None = None) -> int | None:
+    """The UID of a FETCH response; ``attributes``, when the caller has them
+    already, are ``fetch_attributes(text)``."""
+    return _fetch_number(text, b"UID", numbers.UID, attributes)
 
 
-def fetch_size(text: bytes) -> int | None:
-    return _fetch_number(text, b"RFC822.SIZE", numbers.SIZE)
+def fetch_size(text: bytes, attributes: dict[bytes, Token] | None = None) -> int | None:
+    return _fetch_number(text, b"RFC822.SIZE", numbers.SIZE, attributes)
 
 
-def _fetch_number(text: bytes, name: bytes, bounds: numbers.Bounds) -> int | None:
-    value = fetch_attributes(text).get(name)
+def _fetch_number(
+    text: bytes,
+    name: bytes,
+    bounds: numbers.Bounds,
+    attributes: dict[bytes, Token] | None,
+) -> int | None:
+    if attributes is None:
+        attributes = fetch_attributes(text)
+    value = attributes.get(name)
     if value is None:
         return None
     number = (
@@ -307,6 +315,14 @@ def fetch_pairs(text: bytes, *, partial: bool = False) -> list[tuple[bytes, Toke
     Names are upper-cased. Empty for a line that is not a FETCH response. With
     ``partial`` the text may end after a literal announcement, inside the list.
     """
+    simple = _simple_pairs(text, partial=partial)
+    if simple is not None:
+        return simple
+    return tokenized_pairs(text, partial=partial)
+
+
+def tokenized_pairs(text: bytes, *, partial: bool = False) -> list[tuple[bytes, Token]]:
+    """:func:`fetch_pairs` by the tokenizer, whatever the shape of the text."""
     match = _FETCH_HEAD.match(text)
     if match is None:
         return []
@@ -331,6 +347,43 @@ def fetch_pairs(text: bytes, *, partial: bool = False) -> list[tuple[bytes, Toke
 
 
 _FETCH_HEAD = re.compile(rb"\* [0-9]+ FETCH \(", re.I)
+
+# The shapes every server sends for our own FETCHes, one space apart: a name
+# with a number (UID 7, RFC822.SIZE 2048) or a literal (BODY[] {9}). Read with
+# one regular expression each; anything else goes through the tokenizer, which
+# gives the same pairs for these (tested against it).
+_PAIR = rb"[A-Za-z0-9.]+(?:\[\])? (?:[0-9]+|\{[0-9]+\}\r\n)"
+_SIMPLE_WHOLE = re.compile(
+    rb"\* [0-9]+ FETCH \((" + _PAIR + rb"(?: " + _PAIR + rb")*)\)(?:\r\n|\n)?\Z",
+    re.I,
+)
+_SIMPLE_PARTIAL = re.compile(
+    rb"\* [0-9]+ FETCH \(((?:" + _PAIR + rb" )*[A-Za-z0-9.]+(?:\[\])? "
+    rb"\{[0-9]+\}\r\n)\Z",
+    re.I,
+)
+_SIMPLE_PAIR = re.compile(rb"([A-Za-z0-9.]+(?:\[\])?) (?:([0-9]+)|\{([0-9]+)\}\r\n)")
+
+
+def _simple_pairs(text: bytes, *, partial: bool) -> list[tuple[bytes, Token]] | None:
+    """:func:`fetch_pairs` for the simple shapes above; None for any other."""
+    match = _SIMPLE_WHOLE.match(text)
+    if match is None and partial:
+        match = _SIMPLE_PARTIAL.match(text)
+    if match is None:
+        return None
+    pairs: list[tuple[bytes, Token]] = []
+    end = match.end(1)
+    for pair in _SIMPLE_PAIR.finditer(text, match.start(1), end):
+        name, number, literal = pair.groups()
+        if number is not None:
+            pairs.append((name.upper(), number))
+            continue
+        size = numbers.wire_number_or_none(literal, numbers.SIZE)
+        if size is None:
+            return None  # the tokenizer says why
+        pairs.append((name.upper(), Literal(size, last=pair.end() >= len(text))))
+    return pairs
 
 
 def fetch_attributes(text: bytes) -> dict[bytes, Token]:
