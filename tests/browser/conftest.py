@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API marks an event loop running in the main
+# thread for as long as it is open, and asyncio.run() refuses to start under it;
+# the tests after this package (tests/live, tests/push) run asyncio themselves.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs chromium).")

@@ -64,8 +64,7 @@ def test_the_idle_process_reads_tls_into_small_buffers(dovecot):
         finally:
             writer.close()
 
-    # In a thread of its own: an earlier test of the suite (Playwright's sync
-    # API) may leave an event loop marked running in this one.
+    # In a thread of its own, whatever this thread's event loop is doing.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         size = pool.submit(asyncio.run, buffer_of_a_session()).result()
     assert size == TLS_READ_BUFFER
