@@ -1,7 +1,8 @@
 """An asyncio IMAP client that only waits: log in, EXAMINE one folder, IDLE.
 
 It never fetches or changes anything: on new mail (``* n EXISTS`` growing, or
-``* n RECENT`` above 0) it awaits ``on_new_mail`` and goes on waiting; the poll
+``* n RECENT`` above 0 that does not follow such an EXISTS) it awaits
+``on_new_mail`` once and goes on waiting; the poll
 that the supervisor queues does the work through the engine. It keeps the
 engine's promises: TLS from :func:`retrieval.engine.wire.tls.client_context`
 (verified unless the mailbox says otherwise, pinned fingerprints checked), a
@@ -26,6 +27,7 @@ import itertools
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from retrieval.engine.errors import EngineError
@@ -296,19 +298,45 @@ async def _authenticate(
     return await s.result(tag, answer=answer)
 
 
+@dataclass
+class FolderCount:
+    """What the folder held when last seen, kept by the caller across reconnects."""
+
+    exists: int | None = None  # None: never seen
+    # The last response was an EXISTS that grew: the RECENT a server sends right
+    # after it (Dovecot does) is the same news, not a second message to poll for.
+    announced: bool = False
+
+    def news(self, raw: bytes) -> bool:
+        """Whether this untagged response tells of new mail; keeps the count."""
+        number = imap_parse.untagged_number(raw.rstrip(b"\r\n"))
+        announced, self.announced = self.announced, False
+        if number is None:
+            return False
+        count, word = number
+        before = self.exists or 0
+        if word == "EXISTS":
+            self.exists = count
+            self.announced = count > before
+            return self.announced
+        if word == "EXPUNGE":
+            self.exists = max(before - 1, 0)
+            return False
+        return word == "RECENT" and count > 0 and not announced
+
+
 async def watch(
     spec: MailboxSpec,
     *,
     on_new_mail: NewMail,
     on_idling: Idling,
-    known_exists: list[int],
+    known: FolderCount,
     reissue: float = REISSUE,
 ) -> None:
     """Hold IDLE on the spec's first folder until cancelled or the link fails.
 
-    ``known_exists`` (one int, kept by the caller across reconnects): the
-    folder's message count when last seen; a reconnect that finds more queues a
-    poll too, for the mail that came while the link was down. Raises
+    ``known``: the folder's message count when last seen; a reconnect that finds
+    more queues a poll too, for the mail that came while the link was down. Raises
     IdleUnavailable or IdleDropped; ``on_idling("idling")`` and ``on_idling("connecting")``
     tell when IDLE is held.
     """
@@ -334,11 +362,11 @@ async def watch(
             await _logout(s)
             raise IdleUnavailable("the server does not offer IDLE")
         exists = await _examine(spec, s)
-        if known_exists and exists > known_exists[0]:
+        if known.exists is not None and exists > known.exists:
             await on_new_mail()
-        known_exists[:] = [exists]
+        known.exists, known.announced = exists, False
         while True:
-            await _idle_once(s, reissue, known_exists, on_new_mail, on_idling)
+            await _idle_once(s, reissue, known, on_new_mail, on_idling)
     finally:
         writer.close()
 
@@ -364,7 +392,7 @@ async def _examine(spec: MailboxSpec, s: _Session) -> int:
 async def _idle_once(
     s: _Session,
     reissue: float,
-    known_exists: list[int],
+    known: FolderCount,
     on_new_mail: NewMail,
     on_idling: Idling,
 ) -> None:
@@ -378,7 +406,7 @@ async def _idle_once(
         tagged = imap_parse.parse_tagged(raw.rstrip(b"\r\n"))
         if tagged is not None:
             raise IdleUnavailable("the server refused IDLE")
-        if _new_mail(raw, known_exists):
+        if known.news(raw):
             await on_new_mail()
     on_idling("idling")
     try:
@@ -394,7 +422,7 @@ async def _idle_once(
                 break
             if imap_parse.parse_tagged(raw.rstrip(b"\r\n")) is not None:
                 raise IdleDropped("the server ended IDLE")
-            if _new_mail(raw, known_exists):
+            if known.news(raw):
                 await on_new_mail()
     finally:
         on_idling("connecting")
@@ -403,28 +431,13 @@ async def _idle_once(
     late = [False]
 
     def untagged(raw: bytes) -> None:
-        late[0] = _new_mail(raw, known_exists) or late[0]
+        late[0] = known.news(raw) or late[0]
 
     reply = await s.result(tag, untagged=untagged)
     if reply.status != "OK":
         raise IdleDropped("IDLE did not end with OK")
     if late[0]:
         await on_new_mail()
-
-
-def _new_mail(raw: bytes, known_exists: list[int]) -> bool:
-    number = imap_parse.untagged_number(raw.rstrip(b"\r\n"))
-    if number is None:
-        return False
-    count, word = number
-    before = known_exists[0] if known_exists else 0
-    if word == "EXISTS":
-        known_exists[:] = [count]
-        return count > before
-    if word == "EXPUNGE":
-        known_exists[:] = [max(before - 1, 0)]
-        return False
-    return word == "RECENT" and count > 0
 
 
 async def _logout(s: _Session) -> None:

@@ -26,7 +26,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from retrieval import observability
-from retrieval.push.client import REISSUE, IdleUnavailable, watch
+from retrieval.push.client import REISSUE, FolderCount, IdleUnavailable, watch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -230,7 +230,7 @@ class Supervisor:
     # -- one mailbox
 
     async def _hold(self, pk: int, w: Watch) -> None:
-        known: list[int] = []
+        known = FolderCount()
         delay = self.backoff[0]
         while True:
             w.state, held, slot = "connecting", [False], [True]
@@ -256,7 +256,7 @@ class Supervisor:
                     spec,
                     on_new_mail=partial(self._new_mail, pk),
                     on_idling=idling,
-                    known_exists=known,
+                    known=known,
                     reissue=self.reissue,
                 )
             except IdleUnavailable as exc:

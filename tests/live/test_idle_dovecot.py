@@ -126,6 +126,8 @@ def test_new_mail_is_fetched_by_a_push_poll(
         # Each message by a push poll of its own: a poll never waits in IDLE.
         wait_until(lambda: runs.exclude(outcome="running").count() >= 2)
         assert {r.trigger for r in runs} == {PollRun.Trigger.PUSH}
+        # One poll a message: Dovecot's EXISTS and RECENT for it are one piece of news.
+        assert len(queued) == 2
         # Disabled: dropped within a few reconcile rounds.
         Mailbox.objects.filter(pk=mailbox.pk).update(enabled=False)
         wait_until(lambda: running.state(mailbox.pk) is None)
