@@ -203,13 +203,9 @@ def _poll_database(log: Path) -> dict[str, str]:
     return _poll_db[1]
 
 
-def measure_poll(work: Workspace, timeout: float) -> Measurement:
-    """``manage.py poll ID`` on the run's one mailbox: the whole service path of
-    one poll (lease, advisory lock, PollRun, the ORM ledger on PostgreSQL, the
-    transcript), timed like the engine command, from spawn to exit. The mailbox
-    is imported afresh before each run, outside the timed part."""
-    from bench.tools import spawn
-
+def _import_mailbox(work: Workspace) -> tuple[dict[str, str], str]:
+    """The run's rcfile imported afresh (outside the timed part): the
+    environment of the database and the mailbox's id."""
     env = _poll_database(work.log)
     code = (
         "from django.core.management import call_command; "
@@ -218,7 +214,17 @@ def measure_poll(work: Workspace, timeout: float) -> Measurement:
         f"call_command('import_fetchmailrc', {str(work.rcfile)!r}, owner={OWNER!r}); "
         "print(Mailbox.objects.get().pk)"
     )
-    mailbox_id = _shell(env, code)
+    return env, _shell(env, code)
+
+
+def measure_poll(work: Workspace, timeout: float) -> Measurement:
+    """``manage.py poll ID`` on the run's one mailbox: the whole service path of
+    one poll (lease, advisory lock, PollRun, the ORM ledger on PostgreSQL, the
+    transcript), timed like the engine command, from spawn to exit. The mailbox
+    is imported afresh before each run, outside the timed part."""
+    from bench.tools import spawn
+
+    env, mailbox_id = _import_mailbox(work)
     return spawn(
         [sys.executable, str(REPO / "manage.py"), "poll", "--skip-checks", mailbox_id],
         env=env,
@@ -226,3 +232,13 @@ def measure_poll(work: Workspace, timeout: float) -> Measurement:
         log=work.log,
         timeout=timeout,
     )
+
+
+def measure_worker_poll(work: Workspace, timeout: float) -> Measurement:
+    """The same poll timed inside a process that has started already
+    (:mod:`bench.warm`): the call to ``services.mailbox_poll`` alone, as a
+    Celery worker that has served a poll before runs it."""
+    from bench.tools import spawn_warm
+
+    env, mailbox_id = _import_mailbox(work)
+    return spawn_warm(["poll", mailbox_id], env=env, work=work, timeout=timeout)

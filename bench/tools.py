@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import pwd
 import shlex
@@ -32,6 +33,10 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 FETCHMAIL = "/usr/bin/fetchmail"
@@ -166,6 +171,32 @@ def spawn(
     )
 
 
+def spawn_warm(
+    args: list[str], *, env: dict[str, str], work: Workspace, timeout: float
+) -> Measurement:
+    """``python -m bench.warm ARGS``: the call timed inside the process, without
+    its start-up; the process's own exit status and peak RSS."""
+    out = work.dir / "warm.json"
+    out.unlink(missing_ok=True)
+    whole = spawn(
+        [sys.executable, "-m", "bench.warm", args[0], str(out), *args[1:]],
+        env=env,
+        cwd=work.dir,
+        log=work.log,
+        timeout=timeout,
+    )
+    if whole.timed_out or not out.exists():
+        return dataclasses.replace(whole, exit_code=whole.exit_code or 98)
+    call = json.loads(out.read_text())
+    return dataclasses.replace(
+        whole,
+        wall_s=call["wall_s"],
+        user_s=call["user_s"],
+        sys_s=call["sys_s"],
+        exit_code=whole.exit_code,
+    )
+
+
 def _time_maxrss(path: Path) -> int | None:
     """GNU time's last line is the figure (a line before it may say "Command
     exited with non-zero status N")."""
@@ -288,6 +319,36 @@ class FetchwebPoll(Tool):
         return measure_poll(work, timeout)
 
 
+class FetchwebWarm(Fetchweb):
+    """The engine command's run timed inside its process, without Python's and
+    the imports' start (:mod:`bench.warm`): what :class:`FetchwebWorker` is
+    compared with, like for like."""
+
+    name = "fetchweb-warm"
+    description = "fetchweb engine, the run alone (bench/warm.py engine)"
+    single_only = True
+
+    def measure(self, work: Workspace, timeout: float) -> Measurement:
+        args = self.argv(work)[3:]  # after "{python} -m retrieval.engine"
+        return spawn_warm(
+            ["engine", "--", *args], env=self.env(work), work=work, timeout=timeout
+        )
+
+
+class FetchwebWorker(FetchwebPoll):
+    """The service path timed as a warm worker runs it: ``services.mailbox_poll``
+    alone, Django started before the clock (see
+    :func:`bench.service.measure_worker_poll`)."""
+
+    name = "fetchweb-worker"
+    description = "fetchweb service path in a started process (bench/warm.py poll)"
+
+    def measure(self, work: Workspace, timeout: float) -> Measurement:
+        from bench.service import measure_worker_poll
+
+        return measure_worker_poll(work, timeout)
+
+
 class FetchwebService(Tool):
     """The full service (Celery + PostgreSQL + Redis) for the ``many`` cases; see
     :mod:`bench.service`."""
@@ -316,17 +377,21 @@ ALL_TOOLS = (
     "stdlib",
     "fetchweb-service",
     "fetchweb-poll",
+    "fetchweb-warm",
+    "fetchweb-worker",
     "poplib",
 )
 
 
 def make_tools(names: list[str], fetchweb_cmd: str | None) -> list[Tool]:
-    makers = {
+    makers: dict[str, Callable[[], Tool]] = {
         "fetchmail": Fetchmail,
         "fetchweb": lambda: Fetchweb(fetchweb_cmd),
         "stdlib": Stdlib,
         "fetchweb-service": FetchwebService,
         "fetchweb-poll": FetchwebPoll,
+        "fetchweb-warm": FetchwebWarm,
+        "fetchweb-worker": FetchwebWorker,
         "poplib": Ceiling,
     }
     unknown = [n for n in names if n not in makers]

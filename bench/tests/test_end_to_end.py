@@ -54,3 +54,17 @@ def test_a_lost_message_makes_the_run_invalid(tmp_path, workdir):
     assert code == 1
     assert not run["valid"]
     assert "4 lost" in " ".join(run["problems"])
+
+
+def test_the_engine_timed_inside_its_process_delivers_everything(tmp_path, workdir):
+    """bench/warm.py's figures replace the spawn's: the call alone, less CPU than
+    the whole process (Python's and the imports' start are outside)."""
+    out = tmp_path / "r.jsonl"
+    args = f"--cases pop3,imap {TINY} --tools fetchweb,fetchweb-warm --out {out}"
+    code = main([*args.split(), "--no-docs", "--workdir", str(workdir)])
+    done = runs(out)
+    assert code == 0, [r["problems"] for r in done if not r["valid"]]
+    warm = [r for r in done if r["tool"] == "fetchweb-warm"]
+    assert len(warm) == 2 and all(r["valid"] and r["messages"] == 6 for r in warm)
+    cold = {r["case"]: r for r in done if r["tool"] == "fetchweb"}
+    assert all(r["cpu_s"] < cold[r["case"]]["cpu_s"] for r in warm)
