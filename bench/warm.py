@@ -12,12 +12,15 @@ in this process (the engine command without Python's and the imports' start);
 the database connection open, as in a worker that has served a poll before.
 
 Both write ``{"wall_s", "user_s", "sys_s", "exit_code"}`` for the call alone to
-OUT.json; :mod:`bench.tools` turns that into the run's measurement.
+OUT.json; :mod:`bench.tools` turns that into the run's measurement. With
+``BENCH_WARM_PROFILE=FILE`` in the environment the call runs under cProfile and
+its stats go to FILE (the figures then include the profiler's cost).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -54,8 +57,6 @@ def _engine(args: list[str]) -> Callable[[], int]:
 
 
 def _poll(mailbox_id: int) -> Callable[[], int]:
-    import os
-
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fetchweb.settings")
@@ -88,7 +89,15 @@ def main(argv: list[str]) -> int:
         call = _poll(int(rest[0]))
     else:
         raise SystemExit(f"unknown kind {kind!r}: engine or poll")
-    result = timed(call)
+    profile = os.environ.get("BENCH_WARM_PROFILE")  # a path: cProfile the call
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = timed(lambda: profiler.runcall(call))
+        profiler.dump_stats(profile)
+    else:
+        result = timed(call)
     Path(out).write_text(json.dumps(result))
     return int(result["exit_code"])
 

@@ -360,6 +360,7 @@ def _poll_locked(
     progress = (
         CachedProgress("run", run.pk) if run.trigger in WATCHED_TRIGGERS else None
     )
+    ledger = DatabaseLedger(mailbox)
     try:
         # A poll of the service ends when the mailbox is empty: waiting in IDLE
         # inside it would hold a worker (and the lease) until the time limit. On a
@@ -373,7 +374,7 @@ def _poll_locked(
         )
         report = engine_poll(
             spec,
-            ledger=DatabaseLedger(mailbox),
+            ledger=ledger,
             transcript=transcript,
             clock=clock,
             progress=progress,
@@ -406,6 +407,8 @@ def _poll_locked(
             exit_code=ExitCode.UNDEFINED,
             error="fetchweb failed unexpectedly; the administrator can see the log.",
         )
+    finally:
+        ledger.close()
     _fill(run, report, transcript, outcome=outcome)
     now = timezone.now()
     after = after_poll(mailbox=mailbox, run=run, permanent=report.permanent, now=now)

@@ -18,6 +18,13 @@ from django.utils import timezone
 
 from retrieval.engine.redact import WITHHELD, SecretMatcher
 from retrieval.models import Mailbox, SeenMessage
+from retrieval.services.pipelined import (
+    INT8,
+    TEXT,
+    TIMESTAMPTZ,
+    PipelinedWrites,
+    numbered,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
@@ -29,6 +36,10 @@ if TYPE_CHECKING:
     from retrieval.engine.ports import Direction, MessageKey
 
 MASK = "********"
+# Marks in one poll after which the rest go through a connection of their own,
+# without waiting for each answer (PipelinedWrites): opening it costs about as
+# much as a few round trips, so a poll of a few messages does not.
+PIPELINE_AFTER = 8
 
 
 # --- the engine's ports, on the ORM ----------------------------------------------
@@ -51,6 +62,14 @@ class DatabaseLedger:
     every mark is durable when it returns. It must be a write: a transaction that
     wrote no WAL commits without waiting for the flush (``SELECT 1`` would not do).
 
+    After PIPELINE_AFTER marks in a poll, the rest are sent on a connection of
+    their own without waiting for each answer (see retrieval/services/pipelined.py:
+    sent is written, as far as a killed worker goes); every other method reads
+    the last answer first, so it sees every mark, and ``sync`` commits on that
+    connection, after its marks. A failed mark is then reported one message
+    later: a database failure in the middle of such a poll can deliver two
+    messages again, not one. :meth:`close` ends that connection.
+
     SQLite has no asynchronous commit per transaction: every mark is durable when
     it returns (Django's SQLite runs with ``synchronous = FULL``), and ``sync``
     has nothing left to do.
@@ -69,6 +88,8 @@ class DatabaseLedger:
         # Read with last_uidvalidity for delivered_uids, which the engine asks
         # next: (folder, uidvalidity or None for "the folder has no rows", uids).
         self._ahead: tuple[str, int | None, set[str]] | None = None
+        self._marks = 0
+        self._pipe: PipelinedWrites | None = None
 
     @contextmanager
     def _written(self, key: MessageKey) -> Iterator[None]:
@@ -81,10 +102,29 @@ class DatabaseLedger:
         if self._group_commit:
             self._unsynced = (key.folder, key.uidvalidity or 0, key.uid)
 
+    def _answered(self) -> None:
+        """Every mark sent so far answered (committed, or its error raised)."""
+        if self._pipe is not None:
+            self._pipe.wait()
+
+    def close(self) -> None:
+        """End the poll's own connection for marks, if it opened one."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.close()
+
     def sync(self) -> None:
+        self._answered()
         if self._unsynced is None:
             return
         folder, uidvalidity, uid = self._unsynced
+        if self._pipe is not None:
+            # On the marks' own connection: its commit follows theirs.
+            params = [str(self.mailbox.pk), folder, str(uidvalidity or 0), uid]
+            self._pipe.send(_SYNC_PIPELINED, params, (INT8, TEXT, INT8, TEXT))
+            self._pipe.wait()
+            self._unsynced = None
+            return
         if self._group_commit:
             # The same in one statement and one round trip (not four: BEGIN, SET
             # LOCAL, UPDATE, COMMIT), as _UPSERT_ASYNC does with "off".
@@ -112,6 +152,7 @@ class DatabaseLedger:
         )
 
     def delivered_uids(self, folder: str, uidvalidity: int | None) -> set[str]:
+        self._answered()
         ahead, self._ahead = self._ahead, None
         if (
             ahead is not None
@@ -174,7 +215,24 @@ class DatabaseLedger:
             at,
         )
         db = connections[self._using]
-        if db.queries_logged or db.execute_wrappers:
+        self._marks += 1
+        logged = db.queries_logged or db.execute_wrappers
+        if (
+            self._pipe is None
+            and self._marks > PIPELINE_AFTER
+            and not logged
+            # In a transaction (a test's), the marks belong to it: another
+            # connection would not even see the mailbox's row.
+            and not db.in_atomic_block
+        ):
+            self._pipe = PipelinedWrites(db)
+        if self._pipe is not None:
+            self._pipe.send(
+                _UPSERT_PIPELINED,
+                [str(v) for v in params[:5]] + [at.isoformat()],
+                (INT8, TEXT, INT8, TEXT, TEXT, TIMESTAMPTZ),
+            )
+        elif logged:
             with db.cursor() as cursor:
                 cursor.execute(_UPSERT_ASYNC, params)
         else:
@@ -197,6 +255,7 @@ class DatabaseLedger:
         it is the only writer, and keeps the copy current itself."""
         key = (folder, uidvalidity or 0)
         if key not in self._recipients:
+            self._answered()
             rows = (
                 self._rows(folder, uidvalidity)
                 .exclude(recipients=[])
@@ -208,6 +267,7 @@ class DatabaseLedger:
     def delivery_dates(
         self, folder: str, uidvalidity: int | None, *, now: datetime
     ) -> dict[str, datetime]:
+        self._answered()
         rows = self._rows(folder, uidvalidity).filter(complete=True)
         return dict(rows.values_list("uid", "delivered_at"))
 
@@ -219,6 +279,7 @@ class DatabaseLedger:
     ) -> None:
         folder, uidvalidity, uid = key
         self._ahead = None
+        self._answered()
         with self._written(key):
             row, _ = SeenMessage.objects.select_for_update().get_or_create(
                 mailbox=self.mailbox,
@@ -238,6 +299,7 @@ class DatabaseLedger:
         already served (``delivered_recipients``), at the server's
         UIDVALIDITY, which is this one unless the server renumbered the
         folder. One round trip on every IMAP poll, where there were three."""
+        self._answered()
         with connections[self._using].cursor() as cursor:
             cursor.execute(_LAST_UIDVALIDITY, [self.mailbox.pk, folder] * 2)
             rows = cursor.fetchall()
@@ -266,6 +328,7 @@ class DatabaseLedger:
         self, folder: str, uidvalidity: int | None, present: set[str]
     ) -> None:
         self._ahead = None
+        self._answered()
         if self._group_commit:
             # PostgreSQL: one statement, where the ORM took three (the rows'
             # UIDs, the recipients' rows, the delete): a poll after one that
@@ -312,6 +375,9 @@ _SYNC_POSTGRESQL = (
     "FROM (SELECT set_config('synchronous_commit', 'on', true)) AS durable "
     "WHERE mailbox_id = %s AND folder = %s AND uidvalidity = %s AND uid = %s"
 )
+# The same two on the marks' own connection (libpq's $n placeholders).
+_UPSERT_PIPELINED = numbered(_UPSERT_ASYNC)
+_SYNC_PIPELINED = numbered(_SYNC_POSTGRESQL)
 # The rows of a folder's UIDVALIDITY whose UID the server no longer lists.
 _FORGET_POSTGRESQL = (
     f"DELETE FROM {_SEEN} WHERE mailbox_id = %s AND folder = %s "  # no input
