@@ -54,6 +54,40 @@ def test_it_encodes_every_chunking_the_same() -> None:
         assert encode([body[i : i + size] for i in range(0, len(body), size)]) == whole
 
 
+def data_reference(data: bytes) -> bytes:
+    """DATA as RFC 5321 4.5.2 says, line by line: every line ended by CRLF
+    (a CR before an LF belongs to the line end), a leading dot doubled, the
+    last line ended too, then the final dot."""
+    lines = data.split(b"\n")
+    last = lines.pop()  # after the final LF: "" when the data ends with one
+    lines = [line.removesuffix(b"\r") for line in lines] + ([last] if last else [])
+    return (
+        b"".join(
+            (b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines
+        )
+        + b".\r\n"
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b".", b"..", b"\r", b"\n", b"\r\n", b"a", b"\xe9"])),
+    st.lists(st.integers(min_value=1, max_value=9), min_size=1),
+)
+def test_it_encodes_like_line_by_line_stuffing(
+    pieces: list[bytes], sizes: list[int]
+) -> None:
+    """Bare LFs, dots and CRs anywhere, the chunks cut anywhere."""
+    data = b"".join(pieces)
+    chunks, at = [], 0
+    for n, size in enumerate(sizes * (len(data) + 1)):
+        if at >= len(data) and n:
+            break
+        chunks.append(data[at : at + size])
+        at += size
+    assert encode(chunks) == data_reference(data)
+
+
 def test_it_writes_unix_line_endings_for_an_mda() -> None:
     encoder = UnixLineEncoder()
     out = encoder.feed(b"a\r") + encoder.feed(b"\nb\r\n.c") + encoder.finish()
