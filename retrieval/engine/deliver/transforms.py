@@ -631,18 +631,13 @@ def _all_qualified(field: bytes) -> bool:
     an item at every comma) must show one before any ``>``, not counting the
     byte right after the comma, which the walk passes over.
     """
-    if b'"' in field or b"(" in field or b")" in field:
-        return False
-    for number, item in enumerate(field.partition(b":")[2].split(b",")):
-        if number:
-            item = item[1:]
-        hosts = [at for at in (item.find(b"@"), item.find(b"!")) if at >= 0]
-        if not hosts:
-            return False
-        close = item.find(b">")
-        if 0 <= close < min(hosts):
-            return False
-    return True
+    return _QUALIFIED.fullmatch(field) is not None
+
+
+# The name, then items between commas, each (past the byte after its comma)
+# with an "@" or "!" before any ">"; no quote or parenthesis anywhere.
+_HOSTED = rb'[^@!>,"()]*[@!][^,"()]*'
+_QUALIFIED = re.compile(rb'[^:"()]*:' + _HOSTED + rb'(?:,[^,"()]' + _HOSTED + rb")*")
 
 
 def _field_end(buf: bytearray, i: int) -> bool:
