@@ -131,13 +131,20 @@ class OutgoingMessage:
     def __init__(self, spool: MessageSpool, edits: Edits, *, pass8bits: bool = False):
         self.spool = spool
         self.edits = edits
-        declared_plan = mime_plan(spool.header_block)
-        self._plan = declared_plan if edits.mimedecode else MimePlan()
-        declared = declared_plan.declares_8bit
+        plan = mime_plan(spool.header_block) if edits.mimedecode else None
+        self._plan = plan if plan is not None else MimePlan()
         decodes = bool(self._plan.decode_body or self._plan.boundary)
-        # BODY=8BITMIME is declared for 8-bit bytes, a declared 8bit/binary
-        # body, a body that decoding will make 8-bit, or on request.
-        self.needs_8bit = spool.has_8bit or pass8bits or declared or decodes
+        # BODY=8BITMIME is declared for 8-bit bytes, a body that decoding will
+        # make 8-bit, on request, or for a declared 8bit/binary body: the MIME
+        # fields are read for that only when nothing before decided.
+        self.needs_8bit = (
+            spool.has_8bit
+            or pass8bits
+            or decodes
+            or (
+                plan if plan is not None else mime_plan(spool.header_block)
+            ).declares_8bit
+        )
         self._offset: int | None = None  # see _trace_at
         self._offset_known = False
 
