@@ -30,17 +30,21 @@ def is_valid_address(address: str) -> bool:
 
 class _Lines:
     """A header block cut into lines once, with where each field name first
-    starts a line: every lookup of one message's header shares the work."""
+    starts a line, and the first line that is neither a field nor a
+    continuation: every lookup of one message's header shares the work."""
 
-    __slots__ = ("first", "lines")
+    __slots__ = ("bad", "first", "lines")
 
     def __init__(self, header_block: bytes) -> None:
         self.lines = header_block.splitlines()
         self.first: dict[bytes, int] = {}
+        self.bad: bytes | None = None
         for at, line in enumerate(self.lines):
             field, colon, _ = line.partition(b":")
             if colon:
                 self.first.setdefault(field.strip().lower(), at)
+            elif self.bad is None and line and line[:1] not in (b" ", b"\t"):
+                self.bad = line[:200]
 
 
 @functools.lru_cache(maxsize=8)
@@ -183,12 +187,7 @@ def bad_header_line(header_block: bytes) -> bytes | None:
 
     fetchmail refuses such messages unless ``bad-header accept`` is set.
     """
-    for line in _lines(header_block).lines:
-        if not line or line[:1] in (b" ", b"\t"):
-            continue
-        if b":" not in line:
-            return line[:200]
-    return None
+    return _lines(header_block).bad
 
 
 def message_id(header_block: bytes) -> str:
