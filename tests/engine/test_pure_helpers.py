@@ -204,6 +204,31 @@ def test_it_spools_a_message_without_header() -> None:
         assert spool.header_block == b""
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"A: b", b"\r", b"\n", b"\r\n", b" c", b"x" * 7])),
+    st.lists(st.integers(min_value=1, max_value=9), min_size=1),
+)
+def test_the_header_is_the_same_however_the_message_is_written(
+    pieces: list[bytes], sizes: list[int]
+) -> None:
+    """Up to the first blank line (CRLF or LF), whatever the writes' sizes."""
+    raw = b"".join(pieces)
+    ends = [at for at in (raw.find(b"\n\r\n"), raw.find(b"\n\n")) if at >= 0]
+    if raw.startswith((b"\r\n", b"\n")):
+        header, complete = b"", True
+    else:
+        header, complete = (raw[: min(ends) + 1], True) if ends else (raw, False)
+    with MessageSpool(max_bytes=0) as spool:
+        at = 0
+        for size in sizes * (len(raw) + 1):
+            if at >= len(raw):
+                break
+            spool.write(raw[at : at + size])
+            at += size
+        assert (spool.header_block, spool.header_complete) == (header, complete)
+
+
 def test_it_refuses_a_message_over_the_cap() -> None:
     with MessageSpool(max_bytes=10) as spool, pytest.raises(MessageTooLarge):
         spool.write(b"x" * 11)
