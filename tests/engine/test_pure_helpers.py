@@ -19,7 +19,11 @@ from retrieval.engine.deliver.trace import TraceInfo, received_header
 from retrieval.engine.errors import MessageTooLarge
 from retrieval.engine.memory import ListTranscript
 from retrieval.engine.redact import WITHHELD, RedactingTranscript
-from retrieval.engine.wire.encoding import SmtpDataEncoder, UnixLineEncoder
+from retrieval.engine.wire.encoding import (
+    MANY_DOTS,
+    SmtpDataEncoder,
+    UnixLineEncoder,
+)
 from retrieval.engine.wire.spool import MessageSpool
 
 WHEN = datetime(2025, 11, 25, 13, 37, tzinfo=UTC)
@@ -86,6 +90,15 @@ def test_it_encodes_like_line_by_line_stuffing(
         chunks.append(data[at : at + size])
         at += size
     assert encode(chunks) == data_reference(data)
+
+
+@pytest.mark.parametrize("tail", [b"", b"bare\nLF\r\n", b".\n"])
+@pytest.mark.parametrize("dots", [MANY_DOTS - 1, MANY_DOTS, MANY_DOTS + 1, 1000])
+def test_many_dotted_lines_in_one_chunk_are_stuffed_alike(
+    dots: int, tail: bytes
+) -> None:
+    data = b"a\r\n" + b".x\r\n" * dots + tail
+    assert encode([data]) == data_reference(data)
 
 
 def test_it_writes_unix_line_endings_for_an_mda() -> None:

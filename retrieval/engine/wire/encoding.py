@@ -20,6 +20,7 @@ _BARE_LF = re.compile(rb"\n(?<!\r\n)")
 # regular expression scanning for LF costs half of what counting LFs, counting
 # CRLFs and searching for "\n." did, the bulk of the engine's work per byte.
 _DATA_EDIT = re.compile(rb"\n(?:(?<!\r\n)|\.)")
+MANY_DOTS = 32  # dotted lines in a chunk stuffed from their matches, at most
 
 
 class _HeldCr:
@@ -91,6 +92,12 @@ def _stuffed(chunk: bytes) -> bytes:
     for found in _DATA_EDIT.finditer(chunk):
         if found.end() - found.start() == 1:
             return _crlf(chunk).replace(b"\n.", b"\n..")  # a bare LF: the slow way
+        if len(lines) == MANY_DOTS:
+            # So many that a match each would cost more than scanning again
+            # in C (a message of dotted lines must not cost a Python step each).
+            if _BARE_LF.search(chunk, found.start()):
+                return _crlf(chunk).replace(b"\n.", b"\n..")
+            return chunk.replace(b"\n.", b"\n..")
         lines.append(chunk[start : found.start() + 1])
         start = found.start() + 1
     if not lines:
