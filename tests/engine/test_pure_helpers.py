@@ -19,7 +19,11 @@ from retrieval.engine.deliver.trace import TraceInfo, received_header
 from retrieval.engine.errors import MessageTooLarge
 from retrieval.engine.memory import ListTranscript
 from retrieval.engine.redact import WITHHELD, RedactingTranscript
-from retrieval.engine.wire.encoding import SmtpDataEncoder, UnixLineEncoder
+from retrieval.engine.wire.encoding import (
+    MANY_DOTS,
+    SmtpDataEncoder,
+    UnixLineEncoder,
+)
 from retrieval.engine.wire.spool import MessageSpool
 
 WHEN = datetime(2025, 11, 25, 13, 37, tzinfo=UTC)
@@ -52,6 +56,49 @@ def test_it_encodes_every_chunking_the_same() -> None:
     whole = encode([body])
     for size in range(1, len(body)):
         assert encode([body[i : i + size] for i in range(0, len(body), size)]) == whole
+
+
+def data_reference(data: bytes) -> bytes:
+    """DATA as RFC 5321 4.5.2 says, line by line: every line ended by CRLF
+    (a CR before an LF belongs to the line end), a leading dot doubled, the
+    last line ended too, then the final dot."""
+    lines = data.split(b"\n")
+    last = lines.pop()  # after the final LF: "" when the data ends with one
+    lines = [line.removesuffix(b"\r") for line in lines] + ([last] if last else [])
+    return (
+        b"".join(
+            (b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines
+        )
+        + b".\r\n"
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b".", b"..", b"\r", b"\n", b"\r\n", b"a", b"\xe9"])),
+    st.lists(st.integers(min_value=1, max_value=9), min_size=1),
+)
+def test_it_encodes_like_line_by_line_stuffing(
+    pieces: list[bytes], sizes: list[int]
+) -> None:
+    """Bare LFs, dots and CRs anywhere, the chunks cut anywhere."""
+    data = b"".join(pieces)
+    chunks, at = [], 0
+    for n, size in enumerate(sizes * (len(data) + 1)):
+        if at >= len(data) and n:
+            break
+        chunks.append(data[at : at + size])
+        at += size
+    assert encode(chunks) == data_reference(data)
+
+
+@pytest.mark.parametrize("tail", [b"", b"bare\nLF\r\n", b".\n"])
+@pytest.mark.parametrize("dots", [MANY_DOTS - 1, MANY_DOTS, MANY_DOTS + 1, 1000])
+def test_many_dotted_lines_in_one_chunk_are_stuffed_alike(
+    dots: int, tail: bytes
+) -> None:
+    data = b"a\r\n" + b".x\r\n" * dots + tail
+    assert encode([data]) == data_reference(data)
 
 
 def test_it_writes_unix_line_endings_for_an_mda() -> None:
@@ -168,6 +215,31 @@ def test_it_spools_a_message_without_header() -> None:
     with MessageSpool(max_bytes=0) as spool:
         spool.write(b"\r\njust a body\r\n")
         assert spool.header_block == b""
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"A: b", b"\r", b"\n", b"\r\n", b" c", b"x" * 7])),
+    st.lists(st.integers(min_value=1, max_value=9), min_size=1),
+)
+def test_the_header_is_the_same_however_the_message_is_written(
+    pieces: list[bytes], sizes: list[int]
+) -> None:
+    """Up to the first blank line (CRLF or LF), whatever the writes' sizes."""
+    raw = b"".join(pieces)
+    ends = [at for at in (raw.find(b"\n\r\n"), raw.find(b"\n\n")) if at >= 0]
+    if raw.startswith((b"\r\n", b"\n")):
+        header, complete = b"", True
+    else:
+        header, complete = (raw[: min(ends) + 1], True) if ends else (raw, False)
+    with MessageSpool(max_bytes=0) as spool:
+        at = 0
+        for size in sizes * (len(raw) + 1):
+            if at >= len(raw):
+                break
+            spool.write(raw[at : at + size])
+            at += size
+        assert (spool.header_block, spool.header_complete) == (header, complete)
 
 
 def test_it_refuses_a_message_over_the_cap() -> None:

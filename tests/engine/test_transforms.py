@@ -250,7 +250,7 @@ def test_the_date_in_trace_is_fetchmails() -> None:
     assert stamp.endswith(b"\tThu, 02 Jan 2025 03:04:05 +0000 (UTC)\r\n")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     st.lists(
         st.sampled_from(
@@ -269,6 +269,12 @@ def test_the_date_in_trace_is_fetchmails() -> None:
                 b"Cc: <c@d>, e@f\r\n",
                 b"To: x@y,\r\n",
                 b" z\r\n",
+                b"\x0bReceived: v\r\n",
+                b"RECEIVED: w\r\n",
+                b"reply-TO : bob\r\n",
+                b"\x0cFrom: a@b\r\n",
+                b"Resent-To:q\n",
+                b"Receivedx: no\r\n",
             ]
         ),
         max_size=12,

@@ -30,17 +30,21 @@ def is_valid_address(address: str) -> bool:
 
 class _Lines:
     """A header block cut into lines once, with where each field name first
-    starts a line: every lookup of one message's header shares the work."""
+    starts a line, and the first line that is neither a field nor a
+    continuation: every lookup of one message's header shares the work."""
 
-    __slots__ = ("first", "lines")
+    __slots__ = ("bad", "first", "lines")
 
     def __init__(self, header_block: bytes) -> None:
         self.lines = header_block.splitlines()
         self.first: dict[bytes, int] = {}
+        self.bad: bytes | None = None
         for at, line in enumerate(self.lines):
             field, colon, _ = line.partition(b":")
             if colon:
                 self.first.setdefault(field.strip().lower(), at)
+            elif self.bad is None and line and line[:1] not in (b" ", b"\t"):
+                self.bad = line[:200]
 
 
 @functools.lru_cache(maxsize=8)
@@ -78,7 +82,7 @@ def return_path(header_block: bytes) -> str:
     value = header_value(header_block, "Return-Path")
     if not value:
         return ""
-    match = re.search(r"<([^<>]*)>", value)
+    match = _ANGLE.search(value)
     address = (match.group(1) if match else value).strip()
     # Source routes ("<@a,@b:user@c>") are obsolete: keep the mailbox only.
     if address.startswith("@") and ":" in address:
@@ -105,7 +109,18 @@ def first_address(value: str) -> str:
     Comments are dropped; a ``<...>`` route address wins over the display name
     around it; otherwise the first item of the list, whitespace removed.
     """
-    text = re.sub(r"\([^()]*\)", " ", value[:4096])
+    text = value[:4096]
+    if "(" in text:
+        text = _COMMENT.sub(" ", text)
+    first = _first_item(text) if '"' in text or "," in text else text
+    match = _ANGLE.search(first)
+    if match:
+        return match.group(1).strip()
+    return "".join(first.split())
+
+
+def _first_item(text: str) -> str:
+    """``text`` up to its first comma outside quotes and angle brackets."""
     item: list[str] = []
     quoted = angle = False
     for ch in text:
@@ -118,11 +133,11 @@ def first_address(value: str) -> str:
         elif ch == "," and not (quoted or angle):
             break
         item.append(ch)
-    first = "".join(item)
-    match = re.search(r"<([^<>]*)>", first)
-    if match:
-        return match.group(1).strip()
-    return "".join(first.split())
+    return "".join(item)
+
+
+_COMMENT = re.compile(r"\([^()]*\)")
+_ANGLE = re.compile(r"<([^<>]*)>")
 
 
 def domain_literal(host: str) -> str:
@@ -172,15 +187,13 @@ def bad_header_line(header_block: bytes) -> bytes | None:
 
     fetchmail refuses such messages unless ``bad-header accept`` is set.
     """
-    for line in _lines(header_block).lines:
-        if not line or line[:1] in (b" ", b"\t"):
-            continue
-        if b":" not in line:
-            return line[:200]
-    return None
+    return _lines(header_block).bad
 
 
 def message_id(header_block: bytes) -> str:
     value = header_value(header_block, "Message-ID") or ""
     # Bounded and printable: it ends up in the ledger and on the dashboard.
-    return "".join(ch for ch in value[:250] if " " < ch < "\x7f")
+    return _NOT_VISIBLE.sub("", value[:250])
+
+
+_NOT_VISIBLE = re.compile(r"[^!-~]")  # all but printable ASCII, space included

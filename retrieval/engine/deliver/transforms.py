@@ -131,13 +131,20 @@ class OutgoingMessage:
     def __init__(self, spool: MessageSpool, edits: Edits, *, pass8bits: bool = False):
         self.spool = spool
         self.edits = edits
-        declared_plan = mime_plan(spool.header_block)
-        self._plan = declared_plan if edits.mimedecode else MimePlan()
-        declared = declared_plan.declares_8bit
+        plan = mime_plan(spool.header_block) if edits.mimedecode else None
+        self._plan = plan if plan is not None else MimePlan()
         decodes = bool(self._plan.decode_body or self._plan.boundary)
-        # BODY=8BITMIME is declared for 8-bit bytes, a declared 8bit/binary
-        # body, a body that decoding will make 8-bit, or on request.
-        self.needs_8bit = spool.has_8bit or pass8bits or declared or decodes
+        # BODY=8BITMIME is declared for 8-bit bytes, a body that decoding will
+        # make 8-bit, on request, or for a declared 8bit/binary body: the MIME
+        # fields are read for that only when nothing before decided.
+        self.needs_8bit = (
+            spool.has_8bit
+            or pass8bits
+            or decodes
+            or (
+                plan if plan is not None else mime_plan(spool.header_block)
+            ).declares_8bit
+        )
         self._offset: int | None = None  # see _trace_at
         self._offset_known = False
 
@@ -631,18 +638,13 @@ def _all_qualified(field: bytes) -> bool:
     an item at every comma) must show one before any ``>``, not counting the
     byte right after the comma, which the walk passes over.
     """
-    if b'"' in field or b"(" in field or b")" in field:
-        return False
-    for number, item in enumerate(field.partition(b":")[2].split(b",")):
-        if number:
-            item = item[1:]
-        hosts = [at for at in (item.find(b"@"), item.find(b"!")) if at >= 0]
-        if not hosts:
-            return False
-        close = item.find(b">")
-        if 0 <= close < min(hosts):
-            return False
-    return True
+    return _QUALIFIED.fullmatch(field) is not None
+
+
+# The name, then items between commas, each (past the byte after its comma)
+# with an "@" or "!" before any ">"; no quote or parenthesis anywhere.
+_HOSTED = rb'[^@!>,"()]*[@!][^,"()]*'
+_QUALIFIED = re.compile(rb'[^:"()]*:' + _HOSTED + rb'(?:,[^,"()]' + _HOSTED + rb")*")
 
 
 def _field_end(buf: bytearray, i: int) -> bool:

@@ -54,17 +54,23 @@ class MessageSpool:
     def _capture_header(self, data: bytes) -> None:
         if self._header_done:
             return
-        self._header += data[: MAX_HEADER_CAPTURE + 2 - len(self._header)]
+        kept = len(self._header)
+        room = MAX_HEADER_CAPTURE + 2 - kept
+        self._header += data if len(data) <= room else data[:room]
         if self._header.startswith((b"\r\n", b"\n")):
             # The message opens with the blank line: it has no header at all.
             self._header.clear()
             self._header_done = self.header_complete = True
             return
-        ends = [
-            at
-            for at in (self._header.find(b"\n\r\n"), self._header.find(b"\n\n"))
-            if at >= 0
-        ]
+        # The blank line, searched for from where it may start (it may
+        # straddle two writes), and an LF-only one only before a CRLF one:
+        # a CRLF message has none, and its whole first chunk would be read.
+        start = max(0, kept - 2)
+        crlf = self._header.find(b"\n\r\n", start)
+        lf = self._header.find(
+            b"\n\n", start, crlf + 1 if crlf >= 0 else len(self._header)
+        )
+        ends = [at for at in (crlf, lf) if at >= 0]
         if ends:
             del self._header[min(ends) + 1 :]  # keep the last field's own LF
             self._header_done = self.header_complete = True
