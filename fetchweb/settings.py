@@ -146,6 +146,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 # so a restart within those 2 s can fail one task per worker.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=300)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Behind a pooler in transaction mode (PgBouncer's pool_mode = transaction) each
+# transaction may reach another server connection: Django then must not use
+# server-side cursors, and the ledger does not prepare its statements
+# (retrieval/services/pipelined.py) but sends them whole each time.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
+    "DATABASE_TRANSACTION_POOLING", default=False
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"

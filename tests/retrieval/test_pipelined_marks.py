@@ -98,3 +98,31 @@ def test_inside_a_transaction_the_marks_stay_in_it(monkeypatch):
         assert ledger.delivered_uids("INBOX", 7) == {"1", "2", "3"}
         transaction.set_rollback(True)
     assert not SeenMessage.objects.filter(mailbox=mailbox).exists()
+
+
+def test_behind_a_transaction_pooler_nothing_is_prepared(monkeypatch):
+    """DATABASE_TRANSACTION_POOLING (Django's DISABLE_SERVER_SIDE_CURSORS): a
+    statement prepared on one server connection is unknown to the next."""
+    monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
+    monkeypatch.setattr(ports, "PIPELINE_AFTER", 0)
+    mailbox = make_mailbox()
+    ledger = services.DatabaseLedger(mailbox)
+    for uid in ("1", "2", "3"):
+        ledger.mark_delivered(MessageKey("INBOX", 7, uid))
+    ledger.sync()
+    prepared = ledger._pipe._conn.execute("SELECT count(*) FROM pg_prepared_statements")
+    assert prepared.fetchone()[0] == 0
+    ledger.close()
+    rows = SeenMessage.objects.filter(mailbox=mailbox)
+    assert sorted(rows.values_list("uid", flat=True)) == ["1", "2", "3"]
+
+
+def test_otherwise_the_marks_are_prepared_once(monkeypatch):
+    monkeypatch.setattr(ports, "PIPELINE_AFTER", 0)
+    ledger = services.DatabaseLedger(make_mailbox())
+    for uid in ("1", "2", "3"):
+        ledger.mark_delivered(MessageKey("INBOX", 7, uid))
+    ledger.sync()
+    prepared = ledger._pipe._conn.execute("SELECT count(*) FROM pg_prepared_statements")
+    assert prepared.fetchone()[0] == 2  # the mark and the sync
+    ledger.close()
