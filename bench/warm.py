@@ -45,12 +45,16 @@ def timed(call: Callable[[], int]) -> dict[str, float | int]:
     }
 
 
-def _engine(args: list[str]) -> Callable[[], int]:
-    # What the command imports on its way to the first connection.
+def _import_engine() -> None:
+    """What a run imports on its way to the first connection."""
     import retrieval.engine.deliver.smtp
     import retrieval.engine.fetch.imap
     import retrieval.engine.fetch.pop3
     import retrieval.engine.run  # noqa: F401
+
+
+def _engine(args: list[str]) -> Callable[[], int]:
+    _import_engine()
     from retrieval.cli.main import main
 
     return lambda: main(args)
@@ -64,14 +68,12 @@ def _poll(mailbox_id: int) -> Callable[[], int]:
     django.setup()
     from django.db import connection
 
-    import retrieval.engine.deliver.smtp
-    import retrieval.engine.fetch.imap
-    import retrieval.engine.fetch.pop3
     import retrieval.services.polls
     import retrieval.tasks  # noqa: F401 - a worker has loaded its tasks
     from retrieval.models import PollRun
     from retrieval.services import mailbox_poll
 
+    _import_engine()
     connection.ensure_connection()
 
     def call() -> int:

@@ -13,7 +13,7 @@ from retrieval import services
 from retrieval.engine.ports import MessageKey
 from retrieval.models import SeenMessage
 from retrieval.services import ports
-from tests.factories import make_mailbox
+from tests.factories import make_mailbox, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,3 +126,33 @@ def test_otherwise_the_marks_are_prepared_once(monkeypatch):
     prepared = ledger._pipe._conn.execute("SELECT count(*) FROM pg_prepared_statements")
     assert prepared.fetchone()[0] == 2  # the mark and the sync
     ledger.close()
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["poll-ends", "poll-raises"])
+def test_the_poll_ends_the_marks_connection(monkeypatch, fails):
+    """services.mailbox_poll closes the ledger's own connection whatever the
+    engine did, and the marks sent on it are there. (After a clean return the
+    connection would also go with the ledger object; after an exception, whose
+    traceback keeps the ledger alive, only the poll's close ends it.)"""
+    from retrieval.engine.report import ExitCode, PollReport
+
+    mailbox = make_mailbox(make_user(superuser=True))  # its host need not resolve
+    pids: list[int] = []
+
+    def engine_poll(spec, *, ledger, **_options):
+        for uid in range(1, ports.PIPELINE_AFTER + 4):
+            ledger.mark_delivered(MessageKey("INBOX", 7, str(uid)))
+        pids.append(ledger._pipe._conn.info.backend_pid)
+        if fails:
+            raise RuntimeError("a bug in the engine")
+        ledger.sync()
+        return PollReport(exit_code=ExitCode.SUCCESS)
+
+    monkeypatch.setattr(services.polls, "engine_poll", engine_poll)
+    summary = services.mailbox_poll(mailbox_id=mailbox.pk)
+
+    assert summary.outcome == ("error" if fails else "success"), summary.error
+
+    assert pids and _ends(pids[0])
+    rows = SeenMessage.objects.filter(mailbox=mailbox)
+    assert rows.count() == ports.PIPELINE_AFTER + 3
