@@ -78,6 +78,27 @@ service anvil {
 }
 """
 
+# The same limits with Dovecot's default login mode (a login process per
+# connection, proxying its TLS for the session's lifetime): what sessions kept
+# open between polls need (bench.throughput --keep-sessions) without making
+# every login cheaper than the other passes measured.
+MANY_SESSIONS_CONFIG_LIMITS = """
+default_client_limit = 5000
+default_vsz_limit = 1G
+service imap {
+  process_limit = 2500
+}
+service imap-login {
+  process_limit = 2500
+}
+service auth {
+  client_limit = 5000
+}
+service anvil {
+  client_limit = 5000
+}
+"""
+
 
 @dataclass
 class Result:

@@ -22,6 +22,14 @@ Phases, each on the same N accounts (Dovecot, implicit TLS, PLAIN login):
 3. **One pass over N mailboxes holding 1-3 new messages each**: the same, the
    mailboxes refilled before each tool; every message must reach the bench
    listener (which checks it against its source).
+With ``--keep-sessions SECONDS --shards N`` the service keeps each mailbox's
+IMAP session open between polls (FETCH_KEEP_SESSIONS, no host cap) and runs N
+one-process workers, one per shard queue (FETCH_POLL_SHARDS), in place of the
+one worker with ``--workers`` pool processes; the workers and beat then stay up
+across the passes, and a first pass over the N mailboxes (every one logging
+in) comes before the measured ones, which find their sessions kept. Dovecot's
+limits are raised for that many sessions at once (its login mode unchanged).
+
 4. **Lateness**: the service alone, every mailbox at ``--interval`` seconds
    (first polls spread over one interval), for ``--lateness-minutes``; for each
    two consecutive polls of a mailbox, gap / interval (the target: every gap
@@ -46,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cpu_parts, sections
+from bench.idle import MANY_SESSIONS_CONFIG_LIMITS
 from bench.job import Job
 from bench.stack import (
     Stack,
@@ -85,6 +94,7 @@ class Figures:
     lateness_polls: int = 0
     lateness_mailboxes: int = 0  # mailboxes with at least one poll in the window
     lateness_cpu: dict[str, float] = field(default_factory=dict)  # seconds per part
+    first_pass: Pass | None = None  # --keep-sessions: the pass that logs in
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -139,7 +149,30 @@ def _fetchmail_pass(
     )
 
 
-def _service_pass(stack: Stack, args: argparse.Namespace, records: Path) -> Pass:
+def _service_start(stack: Stack, args: argparse.Namespace) -> list[Any]:
+    """Workers and beat, up and given time to start (their start-up is not the
+    service's speed)."""
+    processes = _workers(stack, args)
+    processes.append(_beat(stack))
+    time.sleep(args.warmup)
+    return processes
+
+
+def _beat(stack: Stack) -> Any:
+    return stack.celery(
+        "beat", "beat", "--loglevel", "warning", "--schedule", str(stack.work / "beat")
+    )
+
+
+def _service_pass(
+    stack: Stack,
+    args: argparse.Namespace,
+    records: Path,
+    running: list[Any] | None = None,
+) -> Pass:
+    """Every mailbox falls due at once and the clock runs until each has a
+    finished run; on the workers and beat ``running``, or on ones started for
+    this pass and stopped after it."""
     from django.db.models import Max
     from django.utils import timezone
 
@@ -148,13 +181,7 @@ def _service_pass(stack: Stack, args: argparse.Namespace, records: Path) -> Pass
     n = Mailbox.objects.count()
     first = PollRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     before = len(_records(records))
-    # Workers and beat up first (their start-up is not the service's speed),
-    # then every mailbox falls due at once and the clock runs.
-    worker = _worker(stack, args)
-    beat = stack.celery(
-        "beat", "beat", "--loglevel", "warning", "--schedule", str(stack.work / "beat")
-    )
-    time.sleep(args.warmup)
+    processes = running if running is not None else _service_start(stack, args)
     started = timezone.now()
     cpu_before = cpu_parts.snapshot()
     Mailbox.objects.update(next_poll_at=started)
@@ -167,8 +194,9 @@ def _service_pass(stack: Stack, args: argparse.Namespace, records: Path) -> Pass
         time.sleep(0.5)
     cpu = cpu_parts.between(cpu_before, cpu_parts.snapshot())
     last = runs.aggregate(last=Max("finished_at"))["last"] or timezone.now()
-    stack.end(beat)
-    stack.end(worker)
+    if running is None:
+        for process in reversed(processes):
+            stack.end(process)
     Mailbox.objects.update(next_poll_at=timezone.now() + timedelta(days=1))
     # Polls per minute count mailboxes, as for fetchmail's one pass; a second
     # poll of a mailbox within the pass adds nothing (its CPU is in ``cpu``).
@@ -181,19 +209,50 @@ def _service_pass(stack: Stack, args: argparse.Namespace, records: Path) -> Pass
     )
 
 
-def _worker(stack: Stack, args: argparse.Namespace) -> Any:
-    return stack.celery(
-        "worker",
-        "worker",
-        "--queues",
-        "polls,celery",
-        "--concurrency",
-        str(args.workers),
-        "--loglevel",
-        "warning",
-        "--without-gossip",
-        "--without-mingle",
-    )
+def _workers(stack: Stack, args: argparse.Namespace) -> list[Any]:
+    """One worker with ``--workers`` pool processes; or, with ``--shards``, one
+    of a single process per shard queue beside one for beat's own tasks."""
+    quiet = ("--loglevel", "warning", "--without-gossip", "--without-mingle")
+    if not args.shards:
+        return [
+            stack.celery(
+                "worker",
+                "worker",
+                "--queues",
+                "polls,celery",
+                "--concurrency",
+                str(args.workers),
+                *quiet,
+            )
+        ]
+    workers = [
+        stack.celery(
+            "worker",
+            "worker",
+            "--queues",
+            "celery",
+            "--concurrency",
+            "1",
+            "--hostname",
+            "beat-tasks@bench",
+            *quiet,
+        )
+    ]
+    for shard in range(args.shards):
+        workers.append(
+            stack.celery(
+                f"worker-{shard}",
+                "worker",
+                "--queues",
+                f"polls.{shard}",
+                "--concurrency",
+                "1",
+                "--hostname",
+                f"polls-{shard}@bench",
+                *quiet,
+            )
+        )
+    return workers
 
 
 def _cost_per_poll(polls: int, profile: Path | None = None) -> tuple[float, float, int]:
@@ -245,14 +304,12 @@ def _lateness(stack: Stack, args: argparse.Namespace, figures: Figures) -> None:
     # Never polled: the dispatcher spreads their first polls over one interval.
     Mailbox.objects.update(next_poll_at=None)
     cpu_before = cpu_parts.snapshot()
-    worker = _worker(stack, args)
-    beat = stack.celery(
-        "beat", "beat", "--loglevel", "warning", "--schedule", str(stack.work / "beat")
-    )
+    processes = _workers(stack, args)
+    processes.append(_beat(stack))
     time.sleep(60 * args.lateness_minutes)
     figures.lateness_cpu = dict(cpu_parts.between(cpu_before, cpu_parts.snapshot()))
-    stack.end(beat)
-    stack.end(worker)
+    for process in reversed(processes):
+        stack.end(process)
     Mailbox.objects.update(next_poll_at=timezone.now() + timedelta(days=1))
     starts: dict[int, list[Any]] = defaultdict(list)
     for mailbox_id, at in PollRun.objects.filter(pk__gt=first).values_list(
@@ -278,7 +335,10 @@ def run(args: argparse.Namespace, work: Path) -> Figures:
         u: [bench_message(n, u, "tp") for n in range(rng.randint(1, 3))] for u in users
     }
     dovecot = Dovecot(
-        work / "dovecot", label="bench-service", auth_mechanisms="plain login"
+        work / "dovecot",
+        label="bench-service",
+        auth_mechanisms="plain login",
+        extra_config=MANY_SESSIONS_CONFIG_LIMITS if args.keep_sessions else "",
     )
     listener = stack = None
     figures = Figures(mailboxes=len(users))
@@ -289,7 +349,17 @@ def run(args: argparse.Namespace, work: Path) -> Figures:
         listener, records = start_listener(
             work, [m for msgs in fill.values() for m in msgs]
         )
-        stack = Stack(work / "service", FETCH_DISPATCH_INTERVAL="1")
+        kept = (
+            {
+                "FETCH_KEEP_SESSIONS": str(args.keep_sessions),
+                "FETCH_KEEP_SESSIONS_MAX": str(args.mailboxes),
+                "FETCH_MAX_SESSIONS_PER_HOST": "0",
+                "FETCH_POLL_SHARDS": str(args.shards),
+            }
+            if args.keep_sessions
+            else {}
+        )
+        stack = Stack(work / "service", FETCH_DISPATCH_INTERVAL="1", **kept)
         add_mailboxes(
             stack,
             dovecot,
@@ -318,15 +388,24 @@ def run(args: argparse.Namespace, work: Path) -> Figures:
                 for _, raw in msgs:
                     dovecot.put(user, raw)
 
+        running = None
+        if args.keep_sessions:
+            running = _service_start(stack, args)
+            first = _service_pass(stack, args, records, running)
+            figures.first_pass = first
+            print(f"first pass, logging in: {first}", flush=True)
         for phase, full in (("empty", False), ("1-3 new messages", True)):
             if full:
                 refill()
             fetchmail = _fetchmail_pass(work, dovecot, users, listener.port, records)
             if full:
                 refill()
-            service = _service_pass(stack, args, records)
+            service = _service_pass(stack, args, records, running)
             figures.passes[phase] = [fetchmail, service]
             print(f"{phase}: {fetchmail} / {service}", flush=True)
+        if running is not None:
+            for process in reversed(running):
+                stack.end(process)
         if args.lateness_minutes > 0:
             _lateness(stack, args, figures)
     finally:
@@ -484,6 +563,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=int, default=60)
     parser.add_argument("--lateness-minutes", type=float, default=2.0)
     parser.add_argument("--cost-polls", type=int, default=200)
+    parser.add_argument(
+        "--keep-sessions",
+        type=int,
+        default=0,
+        help="FETCH_KEEP_SESSIONS for the service (seconds; 0: log out each poll)",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        help="FETCH_POLL_SHARDS: one single-process worker per shard queue",
+    )
     parser.add_argument(
         "--cost-only",
         action="store_true",

@@ -47,6 +47,15 @@ def _metrics_of_a_dead_child(pid: int | None = None, **kwargs: object) -> None:
     observability.process_dead(pid or os.getpid())
 
 
+@worker_process_shutdown.connect
+def _kept_sessions_logged_out(**kwargs: object) -> None:
+    """A pool process that ends says goodbye on the IMAP sessions it kept open
+    (FETCH_KEEP_SESSIONS) rather than leaving them to the server's timeout."""
+    from retrieval.services.kept import kept_sessions_close
+
+    kept_sessions_close()
+
+
 @worker_init.connect
 def _metrics_fresh_start(**kwargs: object) -> None:
     """The files of a previous run of this worker would add to its counters and

@@ -125,3 +125,33 @@ def staff_without_superuser(
             id="fetchweb.W001",
         )
     ]
+
+
+@register()
+def kept_sessions_unused(app_configs: Any = None, **kwargs: Any) -> list[CheckWarning]:
+    """FETCH_KEEP_SESSIONS asked for, in a configuration where it does nothing
+    or little (retrieval/services/kept.py)."""
+    if settings.FETCH_KEEP_SESSIONS <= 0:
+        return []
+    if settings.FETCH_MAX_SESSIONS_PER_HOST:
+        return [
+            CheckWarning(
+                "FETCH_KEEP_SESSIONS is set but no session is kept while "
+                "FETCH_MAX_SESSIONS_PER_HOST limits the sessions open to a host: "
+                "a kept session would stay open outside that count.",
+                hint="Set FETCH_MAX_SESSIONS_PER_HOST=0 to keep sessions, or "
+                "FETCH_KEEP_SESSIONS=0.",
+                id="fetchweb.W002",
+            )
+        ]
+    if settings.FETCH_POLL_SHARDS <= 0:
+        return [
+            CheckWarning(
+                "FETCH_KEEP_SESSIONS is set without FETCH_POLL_SHARDS: a mailbox's "
+                "next poll reaches the process that kept its session only by chance.",
+                hint="Set FETCH_POLL_SHARDS (bin/run then starts one single-process "
+                "worker per shard).",
+                id="fetchweb.W003",
+            )
+        ]
+    return []

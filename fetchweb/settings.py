@@ -314,6 +314,16 @@ FETCH_TRANSCRIPT_MAX_CHARS = env.int("FETCH_TRANSCRIPT_MAX_CHARS", default=200_0
 # poll that finds none free is postponed by FETCH_HOST_BUSY_DELAY seconds.
 FETCH_MAX_SESSIONS_PER_HOST = env.int("FETCH_MAX_SESSIONS_PER_HOST", default=10)
 FETCH_HOST_BUSY_DELAY = env.int("FETCH_HOST_BUSY_DELAY", default=30)
+# Keep an IMAP mailbox's session logged in for up to this many idle seconds after
+# a clean poll, for the next poll in the same worker process (0: log out after
+# every poll); at most FETCH_KEEP_SESSIONS_MAX a process. Only without the host
+# cap above (FETCH_MAX_SESSIONS_PER_HOST=0): a kept session stays open at the
+# server. FETCH_POLL_SHARDS > 0 sends each mailbox's scheduled polls to queue
+# "polls.<id modulo N>", so that they reach the same one-process worker of that
+# shard (bin/run starts one per shard); see retrieval/services/kept.py.
+FETCH_KEEP_SESSIONS = env.int("FETCH_KEEP_SESSIONS", default=0)
+FETCH_KEEP_SESSIONS_MAX = env.int("FETCH_KEEP_SESSIONS_MAX", default=1000)
+FETCH_POLL_SHARDS = env.int("FETCH_POLL_SHARDS", default=0)
 # Mailboxes claimed per statement by the dispatcher, and statements per tick.
 FETCH_DISPATCH_BATCH = env.int("FETCH_DISPATCH_BATCH", default=500)
 FETCH_DISPATCH_MAX_BATCHES = env.int("FETCH_DISPATCH_MAX_BATCHES", default=20)

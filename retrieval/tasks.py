@@ -19,6 +19,8 @@ from retrieval import services
 #   runs no scheduled polls: a person watching the page does not wait behind a
 #   long poll, and a tarpit server holds a worker slot, never a web worker;
 # * PUSH_QUEUE: polls started by new mail (IDLE).
+# With FETCH_POLL_SHARDS = N, scheduled polls go to "polls.0" .. "polls.N-1"
+# instead (poll_shard_queue), each served by a worker of one process.
 # Beat's own tasks (dispatch, cleanup) and alerts stay on Celery's default queue.
 POLLS_QUEUE = "polls"
 INTERACTIVE_QUEUE = "interactive"
@@ -42,8 +44,22 @@ def route_task(
         trigger = (kwargs or {}).get("trigger")
         if trigger is None and args is not None and len(args) > 1:
             trigger = args[1]
-        return {"queue": _POLL_QUEUES.get(str(trigger), POLLS_QUEUE)}
+        queue = _POLL_QUEUES.get(str(trigger), POLLS_QUEUE)
+        if queue == POLLS_QUEUE and settings.FETCH_POLL_SHARDS > 0:
+            mailbox_id = (kwargs or {}).get("mailbox_id")
+            if mailbox_id is None and args:
+                mailbox_id = args[0]
+            if mailbox_id is not None:
+                queue = poll_shard_queue(int(mailbox_id), settings.FETCH_POLL_SHARDS)
+        return {"queue": queue}
     return None
+
+
+def poll_shard_queue(mailbox_id: int, shards: int) -> str:
+    """The queue of a mailbox's scheduled polls with FETCH_POLL_SHARDS set: the
+    same worker process each time, so that a session kept open by its last poll
+    (FETCH_KEEP_SESSIONS) is there for the next."""
+    return f"{POLLS_QUEUE}.{mailbox_id % shards}"
 
 
 @shared_task(

@@ -32,6 +32,7 @@ from retrieval.engine.errors import (
 )
 from retrieval.engine.fetch import idle, selection
 from retrieval.engine.fetch.etrn import etrn
+from retrieval.engine.fetch.imap import ImapSession
 from retrieval.engine.fetch.session import (
     FolderListing,
     MailSession,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
     from retrieval.engine.deliver.multidrop import Routed
     from retrieval.engine.deliver.policy import Decision
+    from retrieval.engine.fetch.kept import KeptSessions
     from retrieval.engine.ports import (
         Ledger,
         PollStep,
@@ -77,6 +79,7 @@ def poll(
     stop: Callable[[], bool] | None = None,
     clock: Callable[[], datetime] = utc_now,
     progress: Progress | None = None,
+    kept: KeptSessions | None = None,
 ) -> PollReport:
     """Run one poll and describe it; see the module docstring for the contract.
 
@@ -87,6 +90,9 @@ def poll(
     asked about once a second while waiting (see :mod:`retrieval.engine.fetch.idle`).
     ``clock`` (aware UTC times) dates deliveries in the ledger and decides the
     age of kept messages (``delete_after_days``); tests move it.
+    ``kept``: IMAP sessions kept open between polls (``fetch/kept.py``): this
+    poll uses the account's one if there is one, and leaves its session there
+    when it ends cleanly.
     """
     report = PollReport(properties=spec.properties)
     wire = RedactingTranscript(transcript, spec.secrets())
@@ -114,6 +120,7 @@ def poll(
                     stop,
                     clock,
                     ProgressTicker(progress),
+                    kept,
                 )
                 job.run()
         except EngineError as exc:
@@ -201,8 +208,10 @@ class _Poll:
         stop: Callable[[], bool] | None = None,
         clock: Callable[[], datetime] = utc_now,
         progress: ProgressTicker | None = None,
+        kept: KeptSessions | None = None,
     ) -> None:
         self.spec = spec
+        self.kept = kept
         self.progress = progress or ProgressTicker(None)
         self.ledger = ledger
         # Checked once: a runtime Protocol check walks the class every time.
@@ -241,6 +250,7 @@ class _Poll:
             on_greeting=greeted,
             make_durable=self._sync,
             on_step=self.progress.step,
+            kept=self.kept,
         )
         sink: Sink | None = None
         try:
@@ -255,7 +265,7 @@ class _Poll:
             session.abort()
             raise
         else:
-            self._finish(session)
+            self._finish(session, keep=True)
         finally:
             if sink is not None:
                 sink.close()
@@ -275,10 +285,18 @@ class _Poll:
             message=self.spec.message,
         )
 
-    def _finish(self, session: MailSession) -> None:
+    def _finish(self, session: MailSession, *, keep: bool = False) -> None:
+        """Commit the deletes and log out; or, after a clean poll with sessions
+        kept between polls, leave an IMAP session there for the next one."""
         self.progress.step("logging_out")
         try:
             self._confirm(session.close_folder())
+            kept = self.kept if keep else None
+            key = kept.key(self.spec) if kept is not None else None
+            if kept is not None and key and isinstance(session, ImapSession):
+                self._session_notes(session)
+                kept.give(key, session)
+                return
             self._confirm(session.logout())
         except EngineError as exc:
             self.report.notes.append(f"Ending the session failed: {exc}")

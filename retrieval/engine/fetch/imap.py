@@ -57,6 +57,7 @@ from retrieval.engine.wire.spool import MessageSpool, filling
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import MailboxSpec
     from retrieval.engine.wire.transport import Budget, Connection
 
@@ -117,6 +118,10 @@ class ImapSession:
         self._parked: dict[int, MessageSpool | str] = {}
         self._exists = 0  # messages in the selected folder, as last announced
         self._arrived = False  # EXISTS grew since the folder was listed
+        # For a session kept between polls (kept.py): when it logged in, and
+        # how many polls it served.
+        self.opened_at = time.time()
+        self.polls = 1
 
     # -- primitives -----------------------------------------------------------
 
@@ -759,6 +764,21 @@ class ImapSession:
     def abort(self) -> None:
         self._discard_parked()
         self._conn.close()
+
+    # -- kept between polls (kept.py) ------------------------------------------------------
+
+    def noop(self) -> bool:
+        """Is the session still there? (NOOP answered OK)"""
+        return self._command("NOOP").ok
+
+    def note(self, text: str) -> None:
+        self._conn.note(text)
+
+    def rebind(self, transcript: Transcript) -> None:
+        """The next poll's transcript, notes and group commit."""
+        self._conn.rebind(transcript)
+        self.notes = []
+        self.make_durable = nothing_to_sync
 
     # -- waiting for new mail --------------------------------------------------------------
 

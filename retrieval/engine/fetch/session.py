@@ -23,6 +23,7 @@ from retrieval.engine.wire.tunnel import connect_server
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from retrieval.engine.fetch.kept import KeptSessions
     from retrieval.engine.ports import ProgressStep, Transcript
     from retrieval.engine.spec import MailboxSpec
     from retrieval.engine.wire.spool import MessageSpool
@@ -123,6 +124,7 @@ def open_session(
     on_greeting: Callable[[str], None] | None = None,
     make_durable: Callable[[], None] | None = None,
     on_step: Callable[[ProgressStep], None] | None = None,
+    kept: KeptSessions | None = None,
 ) -> MailSession:
     """Connect, secure and log in; raises an EngineError subclass on any fault.
 
@@ -142,6 +144,10 @@ def open_session(
 
     A POP3 session keeps the means to do all this again: ``expunge N`` ends the
     session with QUIT every N deletions and logs in anew.
+
+    ``kept``: an IMAP session of the same account kept from an earlier poll is
+    used instead, when one is there and still answers (``kept.py``); the caller
+    gives it back after a clean end.
     """
     # Imported here: each protocol module imports this one for the dataclasses.
     from retrieval.engine.fetch.imap import ImapSession
@@ -157,6 +163,14 @@ def open_session(
     _check_line_safe(spec.username, "user name")
     for folder in spec.folders:
         _check_line_safe(folder, f"folder name {folder!r}")
+    if kept is not None and (key := kept.key(spec)) is not None:
+        reused = kept.take(key, transcript)
+        if reused is not None:
+            if on_greeting is not None:
+                on_greeting(reused.greeting)
+            reused.make_durable = make_durable or nothing_to_sync
+            (on_step or _untold)("logged_in")
+            return reused
     mode = server.tls.mode
     context = client_context(server.tls) if mode is not TlsMode.NONE else None
     if context is not None and server.tls.fingerprint:

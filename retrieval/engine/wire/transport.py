@@ -529,6 +529,11 @@ class Connection:
     def note(self, text: str) -> None:
         self._transcript.record("*", text)
 
+    def rebind(self, transcript: Transcript) -> None:
+        """Record into ``transcript`` from now on: a kept session's next poll."""
+        self._transcript = transcript
+        self._kept_all = False
+
     @property
     def keeps_transcript(self) -> bool:
         """False when nothing recorded here is kept: notes need not be written."""

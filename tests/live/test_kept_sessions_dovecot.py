@@ -1,0 +1,73 @@
+"""Sessions kept between polls against the real Dovecot: the next poll of the
+mailbox skips the login and still delivers, deletes and records as usual."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from retrieval import services
+from retrieval.models import PollRun
+from retrieval.services.kept import kept_sessions, kept_sessions_close
+from tests.factories import make_mailbox, make_user
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db]
+
+
+def _message(n: int) -> bytes:
+    return (
+        f"From: sender{n}@example.net\r\nTo: alice@example.org\r\n"
+        f"Subject: kept {n}\r\nMessage-ID: <k{n}@example.net>\r\n\r\nbody {n}\r\n"
+    ).encode()
+
+
+def _logins(dovecot, user: str) -> int:
+    return len(re.findall(rf"imap-login: Info: Login: user=<{user}>", dovecot.log_text()))
+
+
+@pytest.fixture
+def keeping(settings):
+    settings.FETCH_KEEP_SESSIONS = 300
+    settings.FETCH_MAX_SESSIONS_PER_HOST = 0
+    yield
+    kept_sessions_close()
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["delete", "keep"])
+def test_the_next_poll_reuses_the_session(
+    dovecot, mailuser, smtp_listener, keeping, keep
+):
+    owner = make_user("root@example.org", superuser=True)
+    mailbox = make_mailbox(
+        owner,
+        password=mailuser.password,
+        protocol="imap",
+        host=dovecot.host,
+        port=dovecot.imaps_port,
+        tls_mode="implicit",
+        ca_file=dovecot.ca_file,
+        username=mailuser.name,
+        delivery_host="127.0.0.1",
+        delivery_port=smtp_listener.port,
+        recipient="alice@example.org",
+        timeout=10,
+        keep=keep,
+    )
+    dovecot.put(mailuser.name, _message(1))
+    first = PollRun.objects.get(pk=services.mailbox_poll(mailbox_id=mailbox.pk).run_id)
+    dovecot.put(mailuser.name, _message(2))
+    second = PollRun.objects.get(pk=services.mailbox_poll(mailbox_id=mailbox.pk).run_id)
+    third = PollRun.objects.get(pk=services.mailbox_poll(mailbox_id=mailbox.pk).run_id)
+
+    assert (first.outcome, second.outcome) == ("success", "success"), second.error
+    assert third.outcome == "nomail", third.error
+    assert first.delivered == second.delivered == 1
+    assert [m.data.count(b"Message-ID: <k") for m in smtp_listener.messages] == [1, 1]
+    assert len(dovecot.messages(mailuser.name)) == (2 if keep else 0)
+    assert _logins(dovecot, mailuser.name) == 1
+    assert "reusing the session logged in at" in second.transcript
+    assert "(poll 3 on it)" in third.transcript
+    assert second.greeting == first.greeting != ""
+    assert mailuser.password not in second.transcript
+    assert len(kept_sessions()) == 1
