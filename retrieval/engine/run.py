@@ -294,6 +294,7 @@ class _Poll:
             kept = self.kept if keep else None
             key = kept.key(self.spec) if kept is not None else None
             if kept is not None and key and isinstance(session, ImapSession):
+                session.unselect()
                 self._session_notes(session)
                 kept.give(key, session)
                 return

@@ -112,6 +112,24 @@ class ReuseTests:
         assert outcomes[0] == outcomes[1]
         assert outcomes[0][0]  # something was delivered
 
+    def test_the_folder_is_left_before_the_session_idles_where_the_server_can(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        kept = KeptSessions(300)
+        caps = ["IMAP4rev1", "AUTH=PLAIN", "UIDPLUS", "UNSELECT"]
+        with FakeImapServer([message(1)], capabilities=caps) as server:
+            spec = imap_spec(server, listener)
+            run(spec, kept)
+            assert verbs(server)[-1] == "UNSELECT"
+            arrive(server, message(2))
+            report, _ = run(spec, kept)
+            kept.close_all()
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert server.connections == 1 and server.messages == []
+        # Without UNSELECT the folder stays selected: CLOSE would expunge
+        # messages other clients marked deleted.
+        assert "CLOSE" not in verbs(server)
+
     def test_a_session_the_server_dropped_is_replaced_before_anything_is_sent(
         self, listener: FakeSmtpServer
     ) -> None:

@@ -642,6 +642,9 @@ class FakeImapServer(_Scripted):
                 client.send(f"{tag} BAD no folder selected\r\n")
             elif verb == "IDLE":
                 self._idle(client, ok)
+            elif verb == "UNSELECT" and "UNSELECT" in self.capabilities:
+                selected = False
+                client.send(ok)
             else:
                 self._selected(client, tag, verb, arg, ok)
 

@@ -767,6 +767,16 @@ class ImapSession:
 
     # -- kept between polls (kept.py) ------------------------------------------------------
 
+    def unselect(self) -> None:
+        """Leave the folder before the session idles between polls, where the
+        server allows it without expunging (RFC 3691): a session that holds a
+        folder selected can make another client's SELECT read-only on some
+        servers. CLOSE would expunge other clients' deleted messages too."""
+        if "UNSELECT" in self.capabilities:
+            response = self._command("UNSELECT")
+            if not response.ok:
+                raise ProtocolError(f"UNSELECT was refused: {response.text}")
+
     def noop(self) -> bool:
         """Is the session still there? (NOOP answered OK)"""
         return self._command("NOOP").ok
