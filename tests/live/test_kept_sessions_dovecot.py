@@ -10,7 +10,8 @@ import pytest
 from retrieval import services
 from retrieval.models import PollRun
 from retrieval.services.kept import kept_sessions, kept_sessions_close
-from tests.factories import make_mailbox, make_user
+from tests.factories import make_user
+from tests.live.test_service_dovecot import _mailbox
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db]
 
@@ -39,21 +40,7 @@ def test_the_next_poll_reuses_the_session(
     dovecot, mailuser, smtp_listener, keeping, keep
 ):
     owner = make_user("root@example.org", superuser=True)
-    mailbox = make_mailbox(
-        owner,
-        password=mailuser.password,
-        protocol="imap",
-        host=dovecot.host,
-        port=dovecot.imaps_port,
-        tls_mode="implicit",
-        ca_file=dovecot.ca_file,
-        username=mailuser.name,
-        delivery_host="127.0.0.1",
-        delivery_port=smtp_listener.port,
-        recipient="alice@example.org",
-        timeout=10,
-        keep=keep,
-    )
+    mailbox = _mailbox(dovecot, mailuser, smtp_listener, owner, keep=keep)
     dovecot.put(mailuser.name, _message(1))
     first = PollRun.objects.get(pk=services.mailbox_poll(mailbox_id=mailbox.pk).run_id)
     dovecot.put(mailuser.name, _message(2))
@@ -71,3 +58,20 @@ def test_the_next_poll_reuses_the_session(
     assert second.greeting == first.greeting != ""
     assert mailuser.password not in second.transcript
     assert len(kept_sessions()) == 1
+
+
+def test_a_session_the_server_ended_is_replaced_and_nothing_is_lost(
+    dovecot, mailuser, smtp_listener, keeping
+):
+    owner = make_user("root@example.org", superuser=True)
+    mailbox = _mailbox(dovecot, mailuser, smtp_listener, owner)
+    services.mailbox_poll(mailbox_id=mailbox.pk)
+    dovecot.doveadm("kick", mailuser.name)  # what a restart or autologout does
+    dovecot.put(mailuser.name, _message(3))
+    run = PollRun.objects.get(pk=services.mailbox_poll(mailbox_id=mailbox.pk).run_id)
+
+    assert run.outcome == "success", run.error
+    assert run.delivered == run.deleted == 1
+    assert "the kept session is gone; connecting anew" in run.transcript
+    assert dovecot.messages(mailuser.name) == []
+    assert _logins(dovecot, mailuser.name) == 2
