@@ -292,11 +292,11 @@ class _Poll:
         try:
             self._confirm(session.close_folder())
             kept = self.kept if keep else None
-            key = kept.key(self.spec) if kept is not None else None
-            if kept is not None and key and isinstance(session, ImapSession):
-                session.unselect()
-                self._session_notes(session)
-                kept.give(key, session)
+            imap = session if isinstance(session, ImapSession) else None
+            if kept is not None and imap is not None and imap.kept_as is not None:
+                imap.unselect()
+                self._session_notes(imap)
+                kept.give(imap.kept_as, imap)
                 return
             self._confirm(session.logout())
         except EngineError as exc:

@@ -122,6 +122,8 @@ class ImapSession:
         # how many polls it served.
         self.opened_at = time.time()
         self.polls = 1
+        # Its account's key in the kept sessions, when it may be kept.
+        self.kept_as: str | None = None
 
     # -- primitives -----------------------------------------------------------
 

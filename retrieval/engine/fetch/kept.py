@@ -102,11 +102,9 @@ class KeptSessions:
     def take(self, key: str, transcript: Transcript) -> ImapSession | None:
         """The idle session of this account, checked alive, now recording into
         ``transcript``; None when there is none (the caller logs in)."""
+        self.sweep()
         with self._lock:
-            expired = self._expired()
             kept = self._idle.pop(key, None)
-        for old in expired:
-            old.session.logout()
         if kept is None:
             return None
         session = kept.session

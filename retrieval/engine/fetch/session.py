@@ -163,7 +163,8 @@ def open_session(
     _check_line_safe(spec.username, "user name")
     for folder in spec.folders:
         _check_line_safe(folder, f"folder name {folder!r}")
-    if kept is not None and (key := kept.key(spec)) is not None:
+    key = kept.key(spec) if kept is not None else None
+    if kept is not None and key is not None:
         reused = kept.take(key, transcript)
         if reused is not None:
             if on_greeting is not None:
@@ -217,7 +218,10 @@ def open_session(
             conn.close()
             raise
 
-    return connect(on_greeting, on_step or _untold)
+    session = connect(on_greeting, on_step or _untold)
+    if isinstance(session, ImapSession):
+        session.kept_as = key
+    return session
 
 
 def _untold(step: ProgressStep) -> None:
