@@ -25,6 +25,7 @@ And from the listener: every Message-ID arrived exactly once.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import smtplib
@@ -47,6 +48,7 @@ from tests.support.dovecot_sessions import overlapping, sessions
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+    from typing import Any
 
 pytestmark = [
     pytest.mark.live,
@@ -117,10 +119,125 @@ def _message_id(data: bytes) -> str:
     return ""
 
 
+# Each host's workers: (node, queues, concurrency).
+WORKERS = [
+    ("w1@hostA", "polls,push,interactive,celery", 2),
+    ("w2@hostB", "polls,push,interactive,celery", 2),
+]
+
+
 def test_two_workers_and_two_idle_processes_never_poll_one_mailbox_twice(
     logged_dovecot, smtp_listener, redis_url, tmp_path
 ):
     dovecot = logged_dovecot
+    users, sent = _race(dovecot, smtp_listener, redis_url, tmp_path, WORKERS, {})
+    logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
+    received = Counter(_message_id(m.data) for m in smtp_listener.messages)
+    assert set(received) == set(sent), _tail(logs)
+    twice = {mid: n for mid, n in received.items() if n > 1}
+    assert not twice, f"delivered more than once: {twice}"
+    assert not any(dovecot.messages(u.name) for u in users)
+
+    found = [s for s in sessions(dovecot.log_text()) if s.user.startswith("racer")]
+    polls = [s for s in found if s.method == POLL_METHOD]
+    watchers = [s for s in found if s.method == IDLE_METHOD]
+    assert {s.method for s in found} == {POLL_METHOD, IDLE_METHOD}
+    # The invariant: no two poll sessions of one mailbox at the same moment.
+    clashes = overlapping(polls)
+    assert not clashes, "\n".join(
+        f"{a.user}: {a.session} {a.start}-{a.end} and {b.session} {b.start}-{b.end}"
+        for a, b in clashes
+    )
+    # Every poll session ended (logged out) before the processes stopped.
+    assert all(s.end is not None for s in polls)
+
+    # The race was on: each mailbox was polled many times, by both workers, with
+    # polls queued while another held it (skipped); and both IDLE processes held
+    # every mailbox at the same time (two watcher sessions overlapping per user).
+    per_user = Counter(s.user for s in polls)
+    assert set(per_user) == {u.name for u in users}
+    assert min(per_user.values()) >= 3, per_user
+    for node in ("w1", "w2"):
+        assert "succeeded" in logs[f"{node}.log"], _tail(logs)
+    skipped = sum(log.count(": skipped") for log in logs.values())
+    assert skipped > 0, "no poll ever found its mailbox held by another"
+    watched = {a.user for a, _ in overlapping(watchers)}
+    assert watched == {u.name for u in users}, watched
+    triggers = set(PollRun.objects.values_list("trigger", flat=True))
+    assert {PollRun.Trigger.SCHEDULE, PollRun.Trigger.PUSH} <= triggers
+
+
+# Sessions kept between polls (FETCH_KEEP_SESSIONS): on each host a worker per
+# shard queue (FETCH_POLL_SHARDS=2), beside one for push, "Poll now" and beat.
+KEPT_WORKERS = [
+    ("w1@hostA", "push,interactive,celery", 2),
+    ("w1s0@hostA", "polls.0", 1),
+    ("w1s1@hostA", "polls.1", 1),
+    ("w2@hostB", "push,interactive,celery", 2),
+    ("w2s0@hostB", "polls.0", 1),
+    ("w2s1@hostB", "polls.1", 1),
+]
+KEPT_SETTINGS = {
+    "FETCH_KEEP_SESSIONS": "300",
+    "FETCH_MAX_SESSIONS_PER_HOST": "0",
+    "FETCH_POLL_SHARDS": "2",
+}
+
+
+def test_with_sessions_kept_between_polls_each_message_arrives_once(
+    logged_dovecot, smtp_listener, redis_url, tmp_path
+):
+    """The same race with sessions kept. A kept session idles logged in while
+    a push poll or the other host's shard worker polls the mailbox, so here
+    Dovecot's sessions of one user do overlap by design: the invariant that
+    polls never overlap is read from the run rows (each written under the
+    lease), and the mail from the listener and the mailboxes."""
+    dovecot = logged_dovecot
+    users, sent = _race(
+        dovecot, smtp_listener, redis_url, tmp_path, KEPT_WORKERS, KEPT_SETTINGS
+    )
+    logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
+    received = Counter(_message_id(m.data) for m in smtp_listener.messages)
+    assert set(received) == set(sent), _tail(logs)
+    twice = {mid: n for mid, n in received.items() if n > 1}
+    assert not twice, f"delivered more than once: {twice}"
+    assert not any(dovecot.messages(u.name) for u in users)
+
+    runs = list(
+        PollRun.objects.exclude(finished_at=None)
+        .order_by("mailbox_id", "started_at")
+        .values_list("mailbox_id", "started_at", "finished_at")
+    )
+    for (box, _, ended), (next_box, began, _) in itertools.pairwise(runs):
+        assert box != next_box or ended <= began, (box, ended, began)
+
+    # Sessions were kept and found again, so there were fewer logins than polls,
+    # and the shard workers of both hosts polled.
+    reused = PollRun.objects.filter(transcript__contains="reusing the session")
+    assert reused.exists()
+    logins = [
+        s
+        for s in sessions(dovecot.log_text())
+        if s.user.startswith("racer") and s.method == POLL_METHOD
+    ]
+    assert len(logins) < len(runs), (len(logins), len(runs))
+    for node in ("w1s0", "w1s1", "w2s0", "w2s1"):
+        assert "succeeded" in logs[f"{node}.log"], _tail(logs)
+
+
+def _race(
+    dovecot: Dovecot,
+    smtp_listener: Any,
+    redis_url: str,
+    tmp_path: Path,
+    workers: list[tuple[str, str, int]],
+    settings_env: dict[str, str],
+) -> tuple[list[MailUser], list[str]]:
+    """Mailboxes with IDLE on, the ``workers``, beat, two IDLE processes holding
+    every mailbox and the hostile dispatcher, all started; then MESSAGES
+    delivered by LMTP at random mailboxes, and everything stopped once they
+    have arrived (or WAIT has passed). Returns the users and the Message-IDs
+    sent; the workers' logs are in ``tmp_path``."""
     owner = make_user(superuser=True)
     users, boxes = [], []
     for n in range(MAILBOXES):
@@ -153,21 +270,22 @@ def test_two_workers_and_two_idle_processes_never_poll_one_mailbox_twice(
         "DJANGO_SETTINGS_MODULE": "fetchweb.settings",
         "FETCH_DISPATCH_INTERVAL": "1",
         "FETCH_IDLE_RECONCILE_SECONDS": "1",
+        **settings_env,
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     processes = []
     try:
-        for node in ("w1@hostA", "w2@hostB"):
+        for node, queues, concurrency in workers:
             processes.append(
                 _celery(
                     [
                         "worker",
                         "--queues",
-                        "polls,push,interactive,celery",
+                        queues,
                         "--pool",
                         "prefork",
                         "--concurrency",
-                        "2",
+                        str(concurrency),
                         "--loglevel",
                         "info",
                         "--without-gossip",
@@ -227,41 +345,7 @@ def test_two_workers_and_two_idle_processes_never_poll_one_mailbox_twice(
         time.sleep(3)  # polls queued before the dispatcher stopped find nothing
     finally:
         _stop(processes)
-
-    logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
-    received = Counter(_message_id(m.data) for m in smtp_listener.messages)
-    assert set(received) == set(sent), _tail(logs)
-    twice = {mid: n for mid, n in received.items() if n > 1}
-    assert not twice, f"delivered more than once: {twice}"
-    assert not any(dovecot.messages(u.name) for u in users)
-
-    found = [s for s in sessions(dovecot.log_text()) if s.user.startswith("racer")]
-    polls = [s for s in found if s.method == POLL_METHOD]
-    watchers = [s for s in found if s.method == IDLE_METHOD]
-    assert {s.method for s in found} == {POLL_METHOD, IDLE_METHOD}
-    # The invariant: no two poll sessions of one mailbox at the same moment.
-    clashes = overlapping(polls)
-    assert not clashes, "\n".join(
-        f"{a.user}: {a.session} {a.start}-{a.end} and {b.session} {b.start}-{b.end}"
-        for a, b in clashes
-    )
-    # Every poll session ended (logged out) before the processes stopped.
-    assert all(s.end is not None for s in polls)
-
-    # The race was on: each mailbox was polled many times, by both workers, with
-    # polls queued while another held it (skipped); and both IDLE processes held
-    # every mailbox at the same time (two watcher sessions overlapping per user).
-    per_user = Counter(s.user for s in polls)
-    assert set(per_user) == {u.name for u in users}
-    assert min(per_user.values()) >= 3, per_user
-    for node in ("w1", "w2"):
-        assert "succeeded" in logs[f"{node}.log"], _tail(logs)
-    skipped = sum(log.count(": skipped") for log in logs.values())
-    assert skipped > 0, "no poll ever found its mailbox held by another"
-    watched = {a.user for a, _ in overlapping(watchers)}
-    assert watched == {u.name for u in users}, watched
-    triggers = set(PollRun.objects.values_list("trigger", flat=True))
-    assert {PollRun.Trigger.SCHEDULE, PollRun.Trigger.PUSH} <= triggers
+    return users, sent
 
 
 def _ready(dovecot: Dovecot, users: list[MailUser]) -> bool:
