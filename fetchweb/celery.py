@@ -73,7 +73,7 @@ _last_task_ended = float("-inf")
 
 
 @task_prerun.connect
-def _database_connections_fresh_enough(**kwargs: object) -> None:
+def database_connections_fresh_enough(**kwargs: object) -> None:
     """What Django does before each request, before each task: a connection past
     CONN_MAX_AGE, failing its health check or left unusable is closed here, and
     the next query opens a new one (settings.CELERY_DB_REUSE_MAX).
@@ -82,7 +82,8 @@ def _database_connections_fresh_enough(**kwargs: object) -> None:
     while the database restarted. A busy worker's tasks follow each other
     within milliseconds: for a connection used that recently it is skipped.
     Should the database go away in that moment, the task fails, and Django
-    checks (and replaces) the connection before the next one."""
+    checks (and replaces) the connection before the next one. A task that runs
+    several polls (tasks.poll_mailboxes) calls this between them."""
     from django.db import close_old_connections, connections
 
     close_old_connections()
@@ -93,6 +94,6 @@ def _database_connections_fresh_enough(**kwargs: object) -> None:
 
 
 @task_postrun.connect
-def _task_ended(**kwargs: object) -> None:
+def task_ended(**kwargs: object) -> None:
     global _last_task_ended
     _last_task_ended = time.monotonic()

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 
-import fetchweb.celery  # noqa: F401  (the app these tasks are queued through)
+import fetchweb.celery  # the app these tasks are queued through
 from retrieval import services
+from retrieval.poll_limits import poll_time_limits
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
 
 # The queues (settings.CELERY_TASK_ROUTES -> route_task; bin/run and
 # docker-compose.yml start the workers that consume them):
@@ -20,7 +27,8 @@ from retrieval import services
 #   long poll, and a tarpit server holds a worker slot, never a web worker;
 # * PUSH_QUEUE: polls started by new mail (IDLE).
 # With FETCH_POLL_SHARDS = N, scheduled polls go to "polls.0" .. "polls.N-1"
-# instead (poll_shard_queue), each served by a worker of one process.
+# instead (poll_shard_queue), each served by a worker of one process, a batch of
+# a shard's mailboxes per task (poll_mailboxes).
 # Beat's own tasks (dispatch, cleanup) and alerts stay on Celery's default queue.
 POLLS_QUEUE = "polls"
 INTERACTIVE_QUEUE = "interactive"
@@ -40,6 +48,11 @@ def route_task(
     """Celery router: the queue of a task, by name and (for polls) trigger."""
     if name == "retrieval.tasks.probe_connection":
         return {"queue": INTERACTIVE_QUEUE}
+    if name == "retrieval.tasks.poll_mailboxes":
+        ids = (kwargs or {}).get("mailbox_ids") or (args[0] if args else None)
+        if ids and settings.FETCH_POLL_SHARDS > 0:
+            return {"queue": poll_shard_queue(int(ids[0]), settings.FETCH_POLL_SHARDS)}
+        return {"queue": POLLS_QUEUE}
     if name == "retrieval.tasks.poll_mailbox":
         trigger = (kwargs or {}).get("trigger")
         if trigger is None and args is not None and len(args) > 1:
@@ -71,14 +84,55 @@ def poll_mailbox(mailbox_id: int, trigger: str = "schedule") -> str:
     return str(services.mailbox_poll(mailbox_id=mailbox_id, trigger=trigger))
 
 
+# Mailboxes per poll_mailboxes task at most: one Celery message (and its
+# broker round trips, its hand-over to the pool) for this many polls, while a
+# worker that dies mid-batch leaves few waiting for their next poll time.
+SHARD_BATCH = 50
+
+
+@shared_task(acks_late=True)
+def poll_mailboxes(mailbox_ids: list[int]) -> int:
+    """Scheduled polls of mailboxes of one shard (FETCH_POLL_SHARDS), one after
+    the other, each with the poll task's own time limits (retrieval/poll_limits.py).
+    A poll that fails unexpectedly is logged and the next one runs."""
+    for at, mailbox_id in enumerate(mailbox_ids):
+        if at:
+            # What task_prerun does before a task (fetchweb/celery.py).
+            fetchweb.celery.database_connections_fresh_enough()
+        try:
+            with poll_time_limits(settings.FETCH_SOFT_LIMIT, settings.FETCH_HARD_LIMIT):
+                services.mailbox_poll(mailbox_id=mailbox_id)
+        except Exception:
+            logger.exception("scheduled poll of mailbox %s failed", mailbox_id)
+        fetchweb.celery.task_ended()
+    return len(mailbox_ids)
+
+
+def shard_batches(mailbox_ids: list[int], shards: int) -> Iterator[list[int]]:
+    """``mailbox_ids`` by shard (id modulo ``shards``), in their order, in
+    batches of at most SHARD_BATCH."""
+    by_shard: dict[int, list[int]] = {}
+    for mailbox_id in mailbox_ids:
+        by_shard.setdefault(mailbox_id % shards, []).append(mailbox_id)
+    for ids in by_shard.values():
+        for start in range(0, len(ids), SHARD_BATCH):
+            yield ids[start : start + SHARD_BATCH]
+
+
 @shared_task
 def dispatch_due_polls() -> int:
     """Run by beat every few seconds: close the runs of lost workers, then queue
-    one poll per mailbox that is due (claimed in batches, one statement each)."""
+    the polls of the mailboxes that are due (claimed in batches, one statement
+    each): a task per mailbox, or with FETCH_POLL_SHARDS one per shard batch."""
     services.runs_close_lost()
     due = services.mailboxes_dispatch()
-    for mailbox_id in due:
-        transaction.on_commit(partial(poll_mailbox.delay, mailbox_id))
+    shards = settings.FETCH_POLL_SHARDS
+    if shards > 0:
+        for batch in shard_batches(due, shards):
+            transaction.on_commit(partial(poll_mailboxes.delay, batch))
+    else:
+        for mailbox_id in due:
+            transaction.on_commit(partial(poll_mailbox.delay, mailbox_id))
     return len(due)
 
 

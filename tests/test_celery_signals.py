@@ -18,8 +18,8 @@ def _used() -> None:
 def test_a_connection_used_by_the_task_just_ended_skips_the_health_check():
     """Back-to-back tasks: no "SELECT 1" round trip before each one."""
     _used()
-    worker._task_ended()
-    worker._database_connections_fresh_enough()
+    worker.task_ended()
+    worker.database_connections_fresh_enough()
     assert connection.connection is not None
     assert connection.health_check_done is True
 
@@ -27,9 +27,9 @@ def test_a_connection_used_by_the_task_just_ended_skips_the_health_check():
 def test_an_idle_connection_is_checked(monkeypatch):
     """The check is for a connection that sat idle while the database restarted."""
     _used()
-    worker._task_ended()
+    worker.task_ended()
     monkeypatch.setattr(worker, "_last_task_ended", float("-inf"))
-    worker._database_connections_fresh_enough()
+    worker.database_connections_fresh_enough()
     assert connection.health_check_done is False  # checked at its next query
     _used()
     assert connection.health_check_done is True
@@ -37,7 +37,7 @@ def test_an_idle_connection_is_checked(monkeypatch):
 
 def test_after_a_database_error_the_connection_is_checked(monkeypatch):
     _used()
-    worker._task_ended()
+    worker.task_ended()
     connection.errors_occurred = True
     checked = []
     real = connection.is_usable
@@ -47,5 +47,5 @@ def test_after_a_database_error_the_connection_is_checked(monkeypatch):
         return real()
 
     monkeypatch.setattr(connection, "is_usable", is_usable)
-    worker._database_connections_fresh_enough()
+    worker.database_connections_fresh_enough()
     assert checked == [1] and connection.errors_occurred is False
