@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -88,15 +89,24 @@ def poll_mailbox(mailbox_id: int, trigger: str = "schedule") -> str:
 # broker round trips, its hand-over to the pool) for this many polls, while a
 # worker that dies mid-batch leaves few waiting for their next poll time.
 SHARD_BATCH = 50
+# A batch still running after this many seconds queues the rest of its mailboxes
+# as a new task and ends: a worker asked to stop waits for the task in hand, not
+# for fifty slow polls.
+SHARD_BATCH_SECONDS = 10.0
 
 
 @shared_task(acks_late=True)
 def poll_mailboxes(mailbox_ids: list[int]) -> int:
     """Scheduled polls of mailboxes of one shard (FETCH_POLL_SHARDS), one after
     the other, each with the poll task's own time limits (retrieval/poll_limits.py).
-    A poll that fails unexpectedly is logged and the next one runs."""
+    A poll that fails unexpectedly is logged and the next one runs. Returns the
+    polls run; after SHARD_BATCH_SECONDS the rest go back to the shard's queue."""
+    deadline = time.monotonic() + SHARD_BATCH_SECONDS
     for at, mailbox_id in enumerate(mailbox_ids):
         if at:
+            if time.monotonic() > deadline:
+                poll_mailboxes.delay(mailbox_ids[at:])
+                return at
             # What task_prerun does before a task (fetchweb/celery.py).
             fetchweb.celery.database_connections_fresh_enough()
         try:

@@ -116,6 +116,22 @@ class BatchTests:
         assert f"scheduled poll of mailbox {boxes[0].pk} failed" in caplog.text
         assert [m.runs.count() for m in boxes] == [0, 1, 1]
 
+    def test_a_batch_past_its_time_queues_the_rest_and_ends(self, monkeypatch):
+        """A worker asked to stop waits for the task in hand: a long batch hands
+        its remaining mailboxes back to the shard's queue instead."""
+        monkeypatch.setattr(tasks, "SHARD_BATCH_SECONDS", 0.0)
+        monkeypatch.setattr(
+            services.polls,
+            "engine_poll",
+            lambda *a, **k: PollReport(exit_code=ExitCode.NOMAIL),
+        )
+        queued: list[list[int]] = []
+        monkeypatch.setattr(tasks.poll_mailboxes, "delay", queued.append)
+        boxes = _mailboxes(3)
+        assert tasks.poll_mailboxes([m.pk for m in boxes]) == 1
+        assert queued == [[boxes[1].pk, boxes[2].pk]]
+        assert [m.runs.count() for m in boxes] == [1, 0, 0]
+
     def test_a_slow_poll_hits_its_own_soft_limit_and_the_next_one_runs(
         self, settings, monkeypatch
     ):
