@@ -427,7 +427,8 @@ def section(figures: Figures, args: argparse.Namespace, load: str) -> str:
     if args.keep_sessions:
         title = "## Whole service with sessions kept between polls (issue 14)"
         workers = (
-            f"{args.shards} workers of one process each, one per shard queue "
+            f"{args.shards} workers of one process each, one per shard queue, "
+            "a task per batch of up to 50 of a shard's due mailboxes "
             f"(FETCH_POLL_SHARDS={args.shards}, FETCH_KEEP_SESSIONS="
             f"{args.keep_sessions}, FETCH_MAX_SESSIONS_PER_HOST=0)"
         )
