@@ -4,7 +4,7 @@ options, mimedecode, and that all of it streams in bounded memory."""
 from __future__ import annotations
 
 import tracemalloc
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 from unittest import mock
 
 import pytest
@@ -196,14 +196,14 @@ def test_every_chunking_gives_the_same_bytes(pieces: list[bytes], size: int) -> 
     )
     # One clock for both runs: the trace's date would otherwise differ when they
     # straddle a second (and a folded date line hid it from a substring swap).
-    with mock.patch.object(trace, "datetime", _NoonClock):
+    with _noon():
         assert out(raw, edits, chunk=size) == out(raw, edits)
 
 
-class _NoonClock(datetime):
-    @classmethod
-    def now(cls, tz: tzinfo | None = None) -> _NoonClock:
-        return cls(2026, 12, 4, 12, 0, tzinfo=UTC)
+def _noon() -> mock._patch[object]:
+    """The trace's clock stopped: every stamp of "now" is one moment's."""
+    noon = trace._stamp(datetime(2026, 12, 4, 12, 0, tzinfo=UTC))
+    return mock.patch.object(trace, "_stamp_of_second", lambda second: noon)
 
 
 def test_editing_streams_in_bounded_memory() -> None:
@@ -292,7 +292,7 @@ def test_unedited_messages_skip_the_editor_with_the_same_bytes(
     through the editor)."""
     raw = b"".join(fields) + blank + b"body\r\n.dot\r\n"
     edits = Edits(TRACE if traced else None, rewrite_host="h" if rewrite else "")
-    with mock.patch.object(trace, "datetime", _NoonClock):
+    with _noon():
         shortcut = out(raw, edits)
         stamp = trace.received_header(TRACE, ["joe@example.org"]) if traced else b""
     editor = _Editor(edits, MimePlan(), stamp)
