@@ -349,17 +349,14 @@ def run(args: argparse.Namespace, work: Path) -> Figures:
         listener, records = start_listener(
             work, [m for msgs in fill.values() for m in msgs]
         )
-        kept = (
-            {
+        service_env = {"FETCH_POLL_SHARDS": str(args.shards)}
+        if args.keep_sessions:
+            service_env |= {
                 "FETCH_KEEP_SESSIONS": str(args.keep_sessions),
                 "FETCH_KEEP_SESSIONS_MAX": str(args.mailboxes),
                 "FETCH_MAX_SESSIONS_PER_HOST": "0",
-                "FETCH_POLL_SHARDS": str(args.shards),
             }
-            if args.keep_sessions
-            else {}
-        )
-        stack = Stack(work / "service", FETCH_DISPATCH_INTERVAL="1", **kept)
+        stack = Stack(work / "service", FETCH_DISPATCH_INTERVAL="1", **service_env)
         add_mailboxes(
             stack,
             dovecot,
@@ -524,16 +521,25 @@ def lateness_section(figures: Figures, args: argparse.Namespace, load: str) -> s
     labels = [f"<= {edges[0]}"]
     labels += [f"{lo}-{hi}" for lo, hi in itertools.pairwise(edges)]
     labels.append(f"> {edges[-1]}")
+    if args.shards:
+        workers = (
+            f"{args.shards} workers of one process, one per shard queue, a task "
+            "per batch of up to 50 of a shard's due mailboxes"
+        )
+        option = f"--shards {args.shards}"
+    else:
+        workers = f"one worker process with {args.workers} pool processes"
+        option = f"--workers {args.workers}"
     lines = [
         "## Lateness at the issue's size: every mailbox at its interval (issue 14)",
         "",
         f"{figures.mailboxes} IMAP mailboxes on Dovecot (implicit TLS, PLAIN), "
         f"each due every {args.interval} s, for {args.lateness_minutes:g} minutes; "
-        f"Celery: one worker process with {args.workers} pool processes + beat "
+        f"Celery: {workers} + beat "
         "(dispatch every 1 s), private PostgreSQL and Redis, all on this machine's "
         "two cores; first polls spread over one interval by the dispatcher. "
         "Reproduce with `.venv/bin/python -m bench.throughput --lateness-only "
-        f"--mailboxes {args.mailboxes} --workers {args.workers} --interval "
+        f"--mailboxes {args.mailboxes} {option} --interval "
         f"{args.interval} --lateness-minutes {args.lateness_minutes:g}`. Load "
         f"average at start: {load}.",
         "",
