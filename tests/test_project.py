@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -76,6 +77,48 @@ class SettingsCheckTests:
         else:
             result = _manage("check", "--deploy", env=env)
             assert "fetchweb.E002" in result.stderr
+
+
+def _database_options(**env: str) -> dict[str, object]:
+    """settings.DATABASES["default"]["OPTIONS"] as a fresh process reads them."""
+    ours = {"DATABASE_URL", "DATABASE_TRANSACTION_POOLING"}
+    clean = {k: v for k, v in os.environ.items() if k not in ours}
+    code = (
+        "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'fetchweb.settings'; "
+        "import json; from django.conf import settings; "
+        "print(json.dumps(settings.DATABASES['default'].get('OPTIONS', {})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    options: dict[str, object] = json.loads(result.stdout)
+    return options
+
+
+class DatabaseOptionsTests:
+    POSTGRES = "postgres://fetchweb@127.0.0.1:5432/fetchweb"
+
+    def test_postgresql_binds_parameters_apart_and_prepares_statements(self):
+        options = _database_options(DATABASE_URL=self.POSTGRES)
+        assert options["server_side_binding"] is True
+        assert options["prepare_threshold"] == 5
+
+    def test_behind_a_transaction_pooler_nothing_is_prepared(self):
+        options = _database_options(
+            DATABASE_URL=self.POSTGRES, DATABASE_TRANSACTION_POOLING="true"
+        )
+        assert options["prepare_threshold"] is None
+
+    def test_sqlite_is_left_as_it_was(self):
+        options = _database_options()
+        assert "server_side_binding" not in options
+        assert "prepare_threshold" not in options
 
 
 class ComposeTests:

@@ -131,12 +131,7 @@ def test_two_workers_and_two_idle_processes_never_poll_one_mailbox_twice(
 ):
     dovecot = logged_dovecot
     users, sent = _race(dovecot, smtp_listener, redis_url, tmp_path, WORKERS, {})
-    logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
-    received = Counter(_message_id(m.data) for m in smtp_listener.messages)
-    assert set(received) == set(sent), _tail(logs)
-    twice = {mid: n for mid, n in received.items() if n > 1}
-    assert not twice, f"delivered more than once: {twice}"
-    assert not any(dovecot.messages(u.name) for u in users)
+    logs = _each_message_once(dovecot, smtp_listener, users, sent, tmp_path)
 
     found = _settled_sessions(dovecot)
     polls = [s for s in found if s.method == POLL_METHOD]
@@ -197,12 +192,7 @@ def test_with_sessions_kept_between_polls_each_message_arrives_once(
     users, sent = _race(
         dovecot, smtp_listener, redis_url, tmp_path, KEPT_WORKERS, KEPT_SETTINGS
     )
-    logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
-    received = Counter(_message_id(m.data) for m in smtp_listener.messages)
-    assert set(received) == set(sent), _tail(logs)
-    twice = {mid: n for mid, n in received.items() if n > 1}
-    assert not twice, f"delivered more than once: {twice}"
-    assert not any(dovecot.messages(u.name) for u in users)
+    logs = _each_message_once(dovecot, smtp_listener, users, sent, tmp_path)
 
     runs = list(
         PollRun.objects.exclude(finished_at=None)
@@ -347,6 +337,24 @@ def _race(
     finally:
         _stop(processes)
     return users, sent
+
+
+def _each_message_once(
+    dovecot: Dovecot,
+    smtp_listener: Any,
+    users: list[MailUser],
+    sent: list[str],
+    logs: Path,
+) -> dict[str, str]:
+    """Every message sent reached the listener exactly once and the mailboxes
+    are empty; returns the processes' logs (by file name) for messages."""
+    texts = {p.name: p.read_text(errors="replace") for p in logs.glob("*.log")}
+    received = Counter(_message_id(m.data) for m in smtp_listener.messages)
+    assert set(received) == set(sent), _tail(texts)
+    twice = {mid: n for mid, n in received.items() if n > 1}
+    assert not twice, f"delivered more than once: {twice}"
+    assert not any(dovecot.messages(u.name) for u in users)
+    return texts
 
 
 def _settled_sessions(dovecot: Dovecot) -> list[Any]:
