@@ -49,8 +49,9 @@ def _metrics_of_a_dead_child(pid: int | None = None, **kwargs: object) -> None:
 
 @worker_process_shutdown.connect
 def _kept_sessions_logged_out(**kwargs: object) -> None:
-    """A pool process that ends says goodbye on the IMAP sessions it kept open
-    (FETCH_KEEP_SESSIONS) rather than leaving them to the server's timeout."""
+    """A pool process that ends says goodbye on the IMAP sessions and listener
+    connections it kept open (FETCH_KEEP_SESSIONS) rather than leaving them to
+    the far end's timeout."""
     from retrieval.services.kept import kept_sessions_close
 
     kept_sessions_close()

@@ -332,7 +332,9 @@ FETCH_HOST_BUSY_DELAY = env.int("FETCH_HOST_BUSY_DELAY", default=30)
 # cap above (FETCH_MAX_SESSIONS_PER_HOST=0): a kept session stays open at the
 # server. FETCH_POLL_SHARDS > 0 sends each mailbox's scheduled polls to queue
 # "polls.<id modulo N>", so that they reach the same one-process worker of that
-# shard (bin/run starts one per shard); see retrieval/services/kept.py.
+# shard (bin/run starts one per shard). The connection to the local listener is
+# kept as long (with the cap too), for the next poll in the process delivering the
+# same way; see retrieval/services/kept.py.
 FETCH_KEEP_SESSIONS = env.int("FETCH_KEEP_SESSIONS", default=0)
 FETCH_KEEP_SESSIONS_MAX = env.int("FETCH_KEEP_SESSIONS_MAX", default=1000)
 FETCH_POLL_SHARDS = env.int("FETCH_POLL_SHARDS", default=0)

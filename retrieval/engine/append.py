@@ -193,7 +193,7 @@ class AppendSink:
             )
         return response
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = False) -> None:
         session, self._session = self._session, None
         if session is not None:
             session.logout()

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
+    from retrieval.engine.deliver.kept_listeners import KeptListeners
     from retrieval.engine.deliver.multidrop import Routed
     from retrieval.engine.deliver.policy import Decision
     from retrieval.engine.fetch.kept import KeptSessions
@@ -80,6 +81,7 @@ def poll(
     clock: Callable[[], datetime] = utc_now,
     progress: Progress | None = None,
     kept: KeptSessions | None = None,
+    listeners: KeptListeners | None = None,
 ) -> PollReport:
     """Run one poll and describe it; see the module docstring for the contract.
 
@@ -92,7 +94,8 @@ def poll(
     age of kept messages (``delete_after_days``); tests move it.
     ``kept``: IMAP sessions kept open between polls (``fetch/kept.py``): this
     poll uses the account's one if there is one, and leaves its session there
-    when it ends cleanly.
+    when it ends cleanly. ``listeners``: the same for the connection to the
+    local listener (``deliver/kept_listeners.py``).
     """
     report = PollReport(properties=spec.properties)
     wire = RedactingTranscript(transcript, spec.secrets())
@@ -121,6 +124,7 @@ def poll(
                     clock,
                     ProgressTicker(progress),
                     kept,
+                    listeners,
                 )
                 job.run()
         except EngineError as exc:
@@ -209,9 +213,11 @@ class _Poll:
         clock: Callable[[], datetime] = utc_now,
         progress: ProgressTicker | None = None,
         kept: KeptSessions | None = None,
+        listeners: KeptListeners | None = None,
     ) -> None:
         self.spec = spec
         self.kept = kept
+        self.listeners = listeners
         self.progress = progress or ProgressTicker(None)
         self.ledger = ledger
         # Checked once: a runtime Protocol check walks the class every time.
@@ -253,6 +259,7 @@ class _Poll:
             kept=self.kept,
         )
         sink: Sink | None = None
+        clean = False
         try:
             sink = self._open_sink()
             for folder in self.spec.folders or ("INBOX",):
@@ -266,9 +273,10 @@ class _Poll:
             raise
         else:
             self._finish(session, keep=True)
+            clean = True
         finally:
             if sink is not None:
-                sink.close()
+                sink.close(keep=clean)
 
     def _open_sink(self) -> Sink:
         delivery = self.spec.delivery
@@ -283,6 +291,7 @@ class _Poll:
             # set invisible: the listener is told the mail server sent it.
             helo=self.spec.server.host if delivery.invisible else self.local_name,
             message=self.spec.message,
+            kept=self.listeners,
         )
 
     def _finish(self, session: MailSession, *, keep: bool = False) -> None:

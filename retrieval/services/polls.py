@@ -38,7 +38,7 @@ from retrieval.services.failures import (
     jittered,
 )
 from retrieval.services.hostslots import HeldSlot, host_slot_take
-from retrieval.services.kept import kept_sessions
+from retrieval.services.kept import kept_listeners, kept_sessions
 from retrieval.services.latest_run import latest_run_refresh
 from retrieval.services.ports import DatabaseLedger, RecordingTranscript
 from retrieval.services.progress import CachedProgress
@@ -380,6 +380,7 @@ def _poll_locked(
             clock=clock,
             progress=progress,
             kept=kept_sessions(),
+            listeners=kept_listeners(),
         )
     except SpecError as exc:
         transcript = RecordingTranscript(secrets=secrets, limit=1000)

@@ -1,17 +1,20 @@
 """Sessions kept between polls against the real Dovecot: the next poll of the
-mailbox skips the login and still delivers, deletes and records as usual."""
+mailbox skips the login and still delivers, deletes and records as usual; the
+polls share one connection to the listener (here Dovecot's LMTP)."""
 
 from __future__ import annotations
 
 import re
+import secrets
 
 import pytest
 
 from retrieval import services
 from retrieval.models import PollRun
-from retrieval.services.kept import kept_sessions, kept_sessions_close
-from tests.factories import make_user
+from retrieval.services.kept import kept_listeners, kept_sessions, kept_sessions_close
+from tests.factories import make_mailbox, make_user
 from tests.live.test_service_dovecot import _mailbox
+from tests.support.dovecot import MailUser
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db]
 
@@ -24,7 +27,9 @@ def _message(n: int) -> bytes:
 
 
 def _logins(dovecot, user: str) -> int:
-    return len(re.findall(rf"imap-login: Info: Login: user=<{user}>", dovecot.log_text()))
+    return len(
+        re.findall(rf"imap-login: Info: Login: user=<{user}>", dovecot.log_text())
+    )
 
 
 @pytest.fixture
@@ -75,3 +80,56 @@ def test_a_session_the_server_ended_is_replaced_and_nothing_is_lost(
     assert "the kept session is gone; connecting anew" in run.transcript
     assert dovecot.messages(mailuser.name) == []
     assert _logins(dovecot, mailuser.name) == 2
+
+
+def _lmtp_sessions(dovecot) -> int:
+    return len(re.findall(r"lmtp\(\d+\): Info: Connect from", dovecot.log_text()))
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_polls_of_two_mailboxes_share_one_connection_to_dovecots_lmtp(
+    dovecot, keeping, protocol
+):
+    """The listener connection is kept too (deliver/kept_listeners.py): polls
+    of two accounts delivering into Dovecot's LMTP open it once."""
+    owner = make_user("root@example.org", superuser=True)
+    inbox = MailUser(f"inbox{secrets.token_hex(4)}", secrets.token_urlsafe(12))
+    dovecot.add_user(inbox.name, inbox.password)
+    sources = []
+    for _ in range(2):
+        user = MailUser(f"user{secrets.token_hex(5)}", secrets.token_urlsafe(12))
+        dovecot.add_user(user.name, user.password)
+        sources.append(user)
+    mailboxes = [
+        make_mailbox(
+            owner,
+            password=user.password,
+            protocol=protocol,
+            host=dovecot.host,
+            port=dovecot.imaps_port if protocol == "imap" else dovecot.pop3s_port,
+            tls_mode="implicit",
+            ca_file=dovecot.ca_file,
+            username=user.name,
+            delivery_kind="lmtp",
+            delivery_host=dovecot.host,
+            delivery_port=dovecot.lmtp_port,
+            recipient=inbox.address,
+            timeout=10,
+        )
+        for user in sources
+    ]
+    before = _lmtp_sessions(dovecot)
+    runs = []
+    for n, (user, mailbox) in enumerate([*zip(sources, mailboxes, strict=True)] * 2):
+        dovecot.put(user.name, _message(10 + n))
+        outcome = services.mailbox_poll(mailbox_id=mailbox.pk)
+        runs.append(PollRun.objects.get(pk=outcome.run_id))
+
+    assert [r.outcome for r in runs] == ["success"] * 4, [r.error for r in runs]
+    assert [r.delivered for r in runs] == [1] * 4
+    delivered = dovecot.messages(inbox.name)
+    assert sorted(m.count(b"Message-ID: <k1") for m in delivered) == [1] * 4
+    assert [dovecot.messages(u.name) for u in sources] == [[], []]
+    assert _lmtp_sessions(dovecot) - before == 1
+    assert "reusing the LMTP connection opened at" in runs[3].transcript
+    assert len(kept_listeners()) == 1

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from fetchweb import celery as celery_app
+from retrieval.engine.deliver.kept_listeners import KeptListeners
 from retrieval.engine.fetch.kept import KeptSessions
 from retrieval.services import kept as kept_module
-from retrieval.services.kept import kept_sessions, kept_sessions_close
+from retrieval.services.kept import kept_listeners, kept_sessions, kept_sessions_close
 from retrieval.tasks import route_task
 
 POLL = "retrieval.tasks.poll_mailbox"
@@ -61,6 +62,44 @@ class SettingTests:
         celery_app._kept_sessions_logged_out(pid=123, exitcode=0)
         assert closed == [True]
         assert kept_module._kept is None
+
+
+class ListenerSettingTests:
+    def test_off_by_default(self, settings):
+        settings.FETCH_KEEP_SESSIONS = 0
+        assert kept_listeners() is None
+
+    def test_on_with_the_host_cap_too(self, settings):
+        """The cap counts sessions at remote servers; the listener is ours."""
+        settings.FETCH_KEEP_SESSIONS = 300
+        settings.FETCH_MAX_SESSIONS_PER_HOST = 10
+        settings.FETCH_KEEP_SESSIONS_MAX = 7
+        listeners = kept_listeners()
+        assert isinstance(listeners, KeptListeners)
+        assert (listeners.idle_seconds, listeners.max_connections) == (300, 7)
+        assert kept_listeners() is listeners  # one per process
+        assert kept_sessions() is None
+
+    def test_changed_settings_replace_the_pool(self, settings, monkeypatch):
+        settings.FETCH_KEEP_SESSIONS = 300
+        first = kept_listeners()
+        closed = []
+        monkeypatch.setattr(first, "close_all", lambda: closed.append(True))
+        settings.FETCH_KEEP_SESSIONS = 60
+        second = kept_listeners()
+        assert second is not first and second.idle_seconds == 60
+        assert closed == [True]
+
+    def test_a_pool_process_that_ends_closes_its_connections(
+        self, settings, monkeypatch
+    ):
+        settings.FETCH_KEEP_SESSIONS = 300
+        listeners = kept_listeners()
+        closed = []
+        monkeypatch.setattr(listeners, "close_all", lambda: closed.append(True))
+        celery_app._kept_sessions_logged_out(pid=123, exitcode=0)
+        assert closed == [True]
+        assert kept_module._listeners is None
 
 
 class ShardQueueTests:

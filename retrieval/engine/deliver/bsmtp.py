@@ -138,7 +138,7 @@ class BsmtpSink:
             os.fsync(fd)
         return size
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = False) -> None:
         pass  # each message opens and closes the file
 
 

@@ -191,7 +191,7 @@ class MdaSink:
             f"The delivery program refused the message (status {status}){detail}.",
         )
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = False) -> None:
         pass  # nothing stays open between messages
 
 

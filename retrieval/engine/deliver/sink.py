@@ -18,6 +18,7 @@ from retrieval.engine.spec import DeliveryKind
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
+    from retrieval.engine.deliver.kept_listeners import KeptListeners
     from retrieval.engine.ports import PollStep, Transcript
     from retrieval.engine.spec import DeliverySpec, MessageOptions
 
@@ -157,7 +158,10 @@ class Sink(Protocol):
         """Hand over ``handoff.message``; ListenerUnavailable if nothing answers."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, *, keep: bool = False) -> None:
+        """``keep``: the poll ended cleanly, so a connection may stay open for
+        the next poll where connections are kept (``kept_listeners.py``)."""
+        ...
 
 
 def open_sink(
@@ -167,8 +171,10 @@ def open_sink(
     batch_limit: int = 0,
     helo: str = "",
     message: MessageOptions | None = None,
+    kept: KeptListeners | None = None,
 ) -> Sink:
-    """The sink for ``delivery``; ``helo`` is the name we give in EHLO/LHLO."""
+    """The sink for ``delivery``; ``helo`` is the name we give in EHLO/LHLO;
+    ``kept``: listener connections kept between polls."""
     from retrieval.engine.deliver.bsmtp import BsmtpSink
     from retrieval.engine.deliver.mda import MdaSink
     from retrieval.engine.deliver.smtp import SmtpSink
@@ -188,4 +194,5 @@ def open_sink(
         lmtp=delivery.kind is DeliveryKind.LMTP,
         batch_limit=batch_limit,
         helo=helo,
+        kept=kept,
     )

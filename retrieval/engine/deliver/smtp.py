@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from typing import TYPE_CHECKING
 
 from retrieval.engine.deliver import listener_auth
@@ -53,6 +54,7 @@ from retrieval.engine.wire.transport import Connection
 from retrieval.engine.wire.tunnel import open_tunnel
 
 if TYPE_CHECKING:
+    from retrieval.engine.deliver.kept_listeners import KeptListeners
     from retrieval.engine.deliver.sink import Deliverable, Handoff, Upcoming
     from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import DeliverySpec
@@ -82,6 +84,7 @@ class _Listener:
         self.local = local  # on this host: see listener_auth
         self.extensions: dict[str, str] = {}
         self.transactions = 0
+        self.opened_at = time.time()  # shown when a later poll reuses it
 
     @property
     def name(self) -> str:
@@ -104,6 +107,7 @@ class SmtpSink:
         lmtp: bool,
         batch_limit: int = 0,
         helo: str = "",
+        kept: KeptListeners | None = None,
     ) -> None:
         self._delivery = delivery
         self._batch_limit = batch_limit  # fetchmail's batchlimit
@@ -113,6 +117,11 @@ class SmtpSink:
         self._listener: _Listener | None = None
         # The next message, whose envelope went out behind the last final dot.
         self._ahead: Upcoming | None = None
+        # Connections kept between polls (kept_listeners.py), and this one's key.
+        self._kept = kept
+        self._kept_key = (
+            kept.key(delivery, lmtp=lmtp, helo=self._helo) if kept is not None else None
+        )
 
     # -- connection ------------------------------------------------------------
 
@@ -254,6 +263,8 @@ class SmtpSink:
             # for its body: only hanging up cancels that (see _no_body).
             self._drop()
             ahead, listener = None, None
+        if listener is None:
+            listener = self._listener = self._kept_listener()
         if listener is not None and self._batch_full(listener):
             self.close()
             listener = None
@@ -269,6 +280,12 @@ class SmtpSink:
             return self._attempt(listener, handoff)
         except StaleConnection as exc:
             return self._failed(envelope, str(exc))
+
+    def _kept_listener(self) -> _Listener | None:
+        """A connection an earlier poll left open for polls like this one."""
+        if self._kept is None or self._kept_key is None:
+            return None
+        return self._kept.take(self._kept_key, self._transcript)
 
     def _attempt(
         self, listener: _Listener, handoff: Handoff, *, sent: bool = False
@@ -522,13 +539,24 @@ class SmtpSink:
             return recipient
         return f"{recipient}@{listener.domain}"
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = False) -> None:
+        """QUIT; or, with ``keep`` (the poll ended cleanly, every reply read)
+        and connections kept between polls, leave it open for the next poll."""
         if self._ahead is not None:
             # A listener that took an early DATA reads a QUIT as body text.
             self._drop()
             return
         listener, self._listener = self._listener, None
         if listener is None:
+            return
+        if (
+            keep
+            and self._kept is not None
+            and self._kept_key is not None
+            and listener.transactions
+            and not self._batch_full(listener)
+        ):
+            self._kept.give(self._kept_key, listener)
             return
         try:
             self._command(listener.conn, "QUIT")

@@ -16,48 +16,25 @@ password logs in anew) after a NOOP that the server answers OK; one that died
 meanwhile (the server's autologout, a restart) is closed and the poll
 connects as usual, before anything of its own is sent. Idle sessions older
 than ``idle_seconds`` are logged out, as is the least recently used one when
-``max_sessions`` are kept.
-
-Thread-safe; a session is out of the pool while a poll uses it, so no two
-polls share one.
+``max_sessions`` are kept (``wire/idle_pool.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from retrieval.engine.errors import EngineError
 from retrieval.engine.spec import MailProtocol
+from retrieval.engine.wire.idle_pool import NOWHERE, IdlePool
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from retrieval.engine.fetch.imap import ImapSession
-    from retrieval.engine.ports import Direction, Transcript
+    from retrieval.engine.ports import Transcript
     from retrieval.engine.spec import MailboxSpec
-
-
-class _Nowhere:
-    """The transcript of a session between polls: nobody reads it."""
-
-    keeps = False
-
-    def record(self, direction: Direction, text: str) -> None:
-        pass
-
-
-_NOWHERE = _Nowhere()
-
-
-@dataclass
-class _Kept:
-    session: ImapSession
-    idle_since: float  # monotonic
 
 
 class KeptSessions:
@@ -72,12 +49,12 @@ class KeptSessions:
     ) -> None:
         self.idle_seconds = idle_seconds
         self.max_sessions = max_sessions
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._idle: OrderedDict[str, _Kept] = OrderedDict()
+        self._pool: IdlePool[ImapSession] = IdlePool(
+            idle_seconds, max_sessions, close=_goodbye, clock=clock
+        )
 
     def __len__(self) -> int:
-        return len(self._idle)
+        return len(self._pool)
 
     @staticmethod
     def key(spec: MailboxSpec) -> str | None:
@@ -102,12 +79,9 @@ class KeptSessions:
     def take(self, key: str, transcript: Transcript) -> ImapSession | None:
         """The idle session of this account, checked alive, now recording into
         ``transcript``; None when there is none (the caller logs in)."""
-        self.sweep()
-        with self._lock:
-            kept = self._idle.pop(key, None)
-        if kept is None:
+        session = self._pool.take(key)
+        if session is None:
             return None
-        session = kept.session
         session.rebind(transcript)
         opened = time.strftime("%H:%M:%S", time.gmtime(session.opened_at))
         session.polls += 1
@@ -127,38 +101,17 @@ class KeptSessions:
     def give(self, key: str, session: ImapSession) -> None:
         """Keep ``session`` (its poll ended cleanly, folder closed) for the next
         poll of the account."""
-        session.rebind(_NOWHERE)  # its goodbye, later, belongs to no poll
-        with self._lock:
-            replaced = self._idle.pop(key, None)
-            self._idle[key] = _Kept(session, self._clock())
-            evicted = [replaced] if replaced else []
-            while len(self._idle) > max(self.max_sessions, 0):
-                evicted.append(self._idle.popitem(last=False)[1])
-        for old in evicted:
-            old.session.logout()
+        session.rebind(NOWHERE)  # its goodbye, later, belongs to no poll
+        self._pool.give(key, session)
 
     def sweep(self) -> int:
         """Log out the sessions idle too long; returns how many."""
-        with self._lock:
-            expired = self._expired()
-        for old in expired:
-            old.session.logout()
-        return len(expired)
+        return self._pool.sweep()
 
     def close_all(self) -> None:
         """Log out every idle session (the process is ending)."""
-        with self._lock:
-            kept = list(self._idle.values())
-            self._idle.clear()
-        for old in kept:
-            old.session.logout()
+        self._pool.close_all()
 
-    def _expired(self) -> list[_Kept]:
-        limit = self._clock() - self.idle_seconds
-        expired = []
-        while self._idle:
-            key, kept = next(iter(self._idle.items()))
-            if kept.idle_since > limit:
-                break
-            expired.append(self._idle.pop(key))
-        return expired
+
+def _goodbye(session: ImapSession) -> None:
+    session.logout()
