@@ -1,7 +1,7 @@
 """CPU per poll of the worker's code path, against a real Dovecot (issue 14).
 
 ``python -m bench.poll_cpu [--mailboxes 50] [--rounds 10] [--messages 0]
-[--modes task,apply,celery] [--profile FILE] [--log-level WARNING]
+[--modes task,apply,celery,batch] [--profile FILE] [--log-level WARNING]
 [--login high-security|performance] [--worker-profile FILE]``
 
 N IMAP mailboxes on the test suite's Dovecot (implicit TLS, PLAIN login, as
@@ -22,6 +22,8 @@ bench listener, which checks them). Modes, each timed separately:
   one process, so its CPU is one figure) consumes the polls this process
   queues with ``delay``; the worker's CPU per poll from /proc, its Redis
   traffic included, the harness's publishing not.
+* ``batch``: the same worker given ``poll_mailboxes`` tasks of up to 50
+  mailboxes each, as the dispatcher queues them with ``FETCH_POLL_SHARDS``.
 
 Besides this process's CPU, every mode reports the CPU PostgreSQL, Dovecot and
 Redis spent over the same polls (``bench/cpu_parts.py``: each process with its
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 PASSWORD = "bench-poll-cpu-secret"
-MODES = ("task", "apply", "celery")
+MODES = ("task", "apply", "celery", "batch")
 _PARTS = ("postgres", "dovecot", "redis", "celery workers")
 # Dovecot's login processes in "performance mode": long-lived, one of them. The
 # default ("high-security", as bench.throughput runs it) starts a login process
@@ -217,12 +219,22 @@ def _in_process(
     return figure
 
 
-def _celery(rig: Rig) -> Figure:
-    """The worker's round trip: queue every mailbox's poll, wait for its run."""
+def _celery(rig: Rig, mode: str = "celery") -> Figure:
+    """The worker's round trip: queue every mailbox's poll (``batch``: a
+    ``poll_mailboxes`` task per 50, as shard batches go), wait for its run."""
     from retrieval.models import PollRun
-    from retrieval.tasks import poll_mailbox
+    from retrieval.tasks import SHARD_BATCH, poll_mailbox, poll_mailboxes
 
-    figure = Figure("celery")
+    figure = Figure(mode)
+
+    def queue(ids: list[int]) -> None:
+        if mode == "batch":
+            for at in range(0, len(ids), SHARD_BATCH):
+                poll_mailboxes.delay(ids[at : at + SHARD_BATCH])
+        else:
+            for pk in ids:
+                poll_mailbox.delay(pk)
+
     stack = rig.stack
     assert stack is not None
     # --worker-profile: the worker under cProfile (written when it stops).
@@ -248,14 +260,14 @@ def _celery(rig: Rig) -> Figure:
     try:
         first = _last_run()
         # The worker's start-up is not a poll's cost: one round first, untimed.
-        _celery_round(rig, poll_mailbox, PollRun, first)
+        _celery_round(rig, queue, PollRun, first)
         first = _last_run()
         for _ in range(rig.args.rounds):
             rig.refill()
             mark = _last_run()
             before = cpu_parts.snapshot()
             wall = time.perf_counter()
-            _celery_round(rig, poll_mailbox, PollRun, mark)
+            _celery_round(rig, queue, PollRun, mark)
             figure.wall_s += time.perf_counter() - wall
             spent = cpu_parts.between(before, cpu_parts.snapshot())
             figure.cpu_s += spent.get("celery workers", 0.0)
@@ -268,11 +280,12 @@ def _celery(rig: Rig) -> Figure:
     return figure
 
 
-def _celery_round(rig: Rig, task: object, runs: object, after: int) -> None:
+def _celery_round(
+    rig: Rig, queue: Callable[[list[int]], None], runs: object, after: int
+) -> None:
     from retrieval.models import PollRun
 
-    for pk in rig.ids:
-        task.delay(pk)  # type: ignore[attr-defined]
+    queue(rig.ids)
     finished = PollRun.objects.filter(pk__gt=after).exclude(outcome="running")
     deadline = time.monotonic() + 600
     while finished.count() < len(rig.ids):
@@ -312,7 +325,7 @@ def run(args: argparse.Namespace, work: Path) -> list[Figure]:
                     rig, mode, lambda pk: tasks.poll_mailbox.apply(args=(pk,)), None
                 )
             else:
-                figure = _celery(rig)
+                figure = _celery(rig, mode)
             print(figure.line(), flush=True)
             figures.append(figure)
         delivered = (

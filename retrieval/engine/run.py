@@ -299,14 +299,14 @@ class _Poll:
         kept between polls, leave an IMAP session there for the next one."""
         self.progress.step("logging_out")
         try:
-            self._confirm(session.close_folder())
             kept = self.kept if keep else None
             imap = session if isinstance(session, ImapSession) else None
             if kept is not None and imap is not None and imap.kept_as is not None:
-                imap.unselect()
+                self._confirm(imap.close_and_leave())
                 self._session_notes(imap)
                 kept.give(imap.kept_as, imap)
                 return
+            self._confirm(session.close_folder())
             self._confirm(session.logout())
         except EngineError as exc:
             self.report.notes.append(f"Ending the session failed: {exc}")

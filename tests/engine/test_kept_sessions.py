@@ -70,7 +70,8 @@ class ReuseTests:
         assert server.messages == []
         text = transcript.text()
         assert "reusing the session logged in at" in text and "(poll 2 on it)" in text
-        assert "NOOP" in text
+        # The server said nothing while it idled: no NOOP, straight to work.
+        assert "NOOP" not in text
         # The report still shows the server's greeting.
         assert second.greeting == first.greeting != ""
 
@@ -130,13 +131,19 @@ class ReuseTests:
         # messages other clients marked deleted.
         assert "CLOSE" not in verbs(server)
 
-    def test_a_session_the_server_dropped_is_replaced_before_anything_is_sent(
-        self, listener: FakeSmtpServer
+    @pytest.mark.parametrize(
+        "goodbye",
+        [b"", b"* BYE Disconnected for inactivity\r\n"],
+        ids=["hang-up", "bye"],
+    )
+    def test_a_session_the_server_ended_is_replaced_before_anything_is_sent(
+        self, listener: FakeSmtpServer, goodbye: bytes
     ) -> None:
         kept = KeptSessions(300)
-        with FakeImapServer([message(1)], drop_on="NOOP") as server:
+        with FakeImapServer([message(1)]) as server:
             spec = imap_spec(server, listener)
             run(spec, kept)
+            server.tell_clients(goodbye, hang_up=True)  # autologout, a restart
             arrive(server, message(2))
             report, transcript = run(spec, kept)
             assert len(kept) == 1  # the new one, kept in turn
@@ -145,8 +152,25 @@ class ReuseTests:
         assert server.connections == 2
         assert len(listener.received) == 2
         assert "the kept session is gone; connecting anew" in transcript.text()
+        assert server.messages == []
 
-    def test_a_session_refusing_noop_is_closed_and_replaced(
+    def test_news_sent_while_idle_are_read_with_noop_and_the_session_used(
+        self, listener: FakeSmtpServer
+    ) -> None:
+        kept = KeptSessions(300)
+        with FakeImapServer([message(1)]) as server:
+            spec = imap_spec(server, listener)
+            run(spec, kept)
+            arrive(server, message(2))
+            server.tell_clients(b"* 1 EXISTS\r\n")
+            report, transcript = run(spec, kept)
+            kept.close_all()
+        assert report.exit_code is ExitCode.SUCCESS, report.error
+        assert server.connections == 1
+        assert len(listener.received) == 2
+        assert "NOOP" in transcript.text()
+
+    def test_a_session_that_spoke_and_refuses_noop_is_closed_and_replaced(
         self, listener: FakeSmtpServer
     ) -> None:
         kept = KeptSessions(300)
@@ -155,6 +179,7 @@ class ReuseTests:
         ) as server:
             spec = imap_spec(server, listener)
             run(spec, kept)
+            server.tell_clients(b"* OK [ALERT] maintenance soon\r\n")
             report, _ = run(spec, kept)
             kept.close_all()
         assert report.exit_code is ExitCode.NOMAIL, report.error

@@ -133,6 +133,7 @@ class FakeServer:
         self.errors: list[BaseException] = []
         self.connections = 0
         self.turns = 0  # round trips, over all connections (see FakeClient)
+        self.clients: list[FakeClient] = []  # connected now
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -175,6 +176,7 @@ class FakeServer:
 
     def _serve(self, sock: socket.socket) -> None:
         client = FakeClient(sock, self._turn)
+        self.clients.append(client)
         try:
             if self.implicit_tls is not None:
                 client.start_tls(self.implicit_tls)
@@ -184,7 +186,19 @@ class FakeServer:
         except BaseException as exc:  # reported to the test through .errors
             self.errors.append(exc)
         finally:
+            self.clients.remove(client)
             client.close()
+
+    def tell_clients(self, data: bytes, *, hang_up: bool = False) -> None:
+        """Send ``data`` to every connected client out of turn (news, a BYE),
+        then, with ``hang_up``, end each connection as a server does."""
+        for client in list(self.clients):
+            with contextlib.suppress(OSError):
+                if data:
+                    client.send(data)
+                if hang_up:
+                    # shutdown() also wakes the thread blocked reading it.
+                    client.sock.shutdown(socket.SHUT_RDWR)
 
     def _turn(self) -> None:
         self.turns += 1

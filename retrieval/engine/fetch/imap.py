@@ -276,6 +276,23 @@ class ImapSession:
         self._conn.send_line(head, shown=label)
         return self._read_until(tag)
 
+    def _pipelined(self, *commands: str) -> list[Response]:
+        """Send plain commands in one write and read their responses in order.
+
+        Only for commands whose untagged lines cannot be mistaken for another's
+        (results that carry their tag, or none): each untagged line is kept
+        with the response being read when it arrives.
+        """
+        self._finish_batch()
+        tags = [self._next_tag() for _ in commands]
+        self._conn.send_lines(
+            [
+                (f"{tag} {command}", None)
+                for tag, command in zip(tags, commands, strict=True)
+            ]
+        )
+        return [self._read_until(tag) for tag in tags]
+
     def _await_continuation(self, tag: str) -> Response | None:
         """None once the server asks for the literal; its answer when it refuses
         the command before (a login, or an APPEND over quota)."""
@@ -470,23 +487,55 @@ class ImapSession:
 
     def uid_search(self, criteria: str) -> list[int]:
         """UIDs matching ``criteria``; ESEARCH's compact form where offered."""
-        extended = bool({"ESEARCH", "IMAP4REV2"} & self.capabilities)
-        command = f"UID SEARCH {'RETURN (ALL) ' if extended else ''}{criteria}"
-        response = self._command(command)
+        return self.uid_searches(criteria)[0]
+
+    def uid_searches(self, *criteria: str) -> list[list[int]]:
+        """UIDs matching each of ``criteria``. With ESEARCH (RFC 4731) every
+        result names its command's tag, so the searches go out in one write;
+        without it, one after the other: a bare SEARCH result names none."""
+        if not {"ESEARCH", "IMAP4REV2"} & self.capabilities:
+            return [
+                self._search_result(self._command(f"UID SEARCH {c}")) for c in criteria
+            ]
+        responses = self._pipelined(*(f"UID SEARCH RETURN (ALL) {c}" for c in criteria))
+        # A server working on both at once may send one's result while the
+        # other's is read: a result naming its tag counts wherever it came.
+        return [
+            self._search_result(
+                response,
+                [
+                    line
+                    for other in responses
+                    if other is not response
+                    for line in other.untagged
+                ],
+            )
+            for response in responses
+        ]
+
+    @staticmethod
+    def _search_result(response: Response, others: Sequence[bytes] = ()) -> list[int]:
+        """The UIDs of ``response``'s SEARCH or ESEARCH result: among its own
+        untagged lines, or an ESEARCH result naming its tag among ``others``
+        (the lines that came with other commands of the same write)."""
         if not response.ok:
             raise ServerError(
                 f"The server could not list the folder (it said: {response.text})."
             )
         uids: list[int] = []
-        for line in response.untagged:
+        for line, own in [
+            *((line, True) for line in response.untagged),
+            *((line, False) for line in others),
+        ]:
             try:
-                found = parse.search_results(line)
+                found = parse.search_results(line) if own else None
                 if found is None:
                     extended_result = parse.esearch_all(
                         line, limit=MAX_MESSAGES_PER_FOLDER + 1
                     )
                     if extended_result is not None:
-                        if extended_result[0] not in ("", response.tag):
+                        tag = extended_result[0]
+                        if tag != response.tag and (tag or not own):
                             continue  # another command's result
                         found = extended_result[1]
             except ParseError as exc:
@@ -532,13 +581,13 @@ class ImapSession:
             return listing
         # Messages another client flagged \Deleted are on their way out; like
         # fetchmail, leave them alone rather than deliver mail someone deleted.
-        uids = self.uid_search("NOT DELETED")
         # Seen (read) messages are "old" unless fetchall (fetchmail's rule).
-        unseen = (
-            set(uids)
-            if self._spec.fetchall
-            else set(self.uid_search("UNSEEN NOT DELETED"))
-        )
+        if self._spec.fetchall:
+            uids = self.uid_search("NOT DELETED")
+            unseen = set(uids)
+        else:
+            uids, unseen_uids = self.uid_searches("NOT DELETED", "UNSEEN NOT DELETED")
+            unseen = set(unseen_uids)
         if len(uids) > MAX_MESSAGES_PER_FOLDER:
             listing.notes.append(
                 f"Only the first {MAX_MESSAGES_PER_FOLDER} messages are handled."
@@ -701,23 +750,58 @@ class ImapSession:
 
     def uid_store_deleted(self, uids: list[int]) -> None:
         for batch in _batches(uids, COMMAND_BATCH):
-            response = self._command(
-                f"UID STORE {parse.sequence_set(batch)} +FLAGS.SILENT (\\Deleted)"
-            )
-            if not response.ok:
-                raise ServerError(
-                    "The server refused to mark messages for deletion "
-                    f"(it said: {response.text})."
+            self._check_store(
+                self._command(
+                    f"UID STORE {parse.sequence_set(batch)} +FLAGS.SILENT (\\Deleted)"
                 )
+            )
+
+    @staticmethod
+    def _check_store(response: Response) -> None:
+        if not response.ok:
+            raise ServerError(
+                "The server refused to mark messages for deletion "
+                f"(it said: {response.text})."
+            )
 
     def expunge(self, uids: list[int]) -> bool:
         """Remove ``uids``; UID EXPUNGE spares other clients' \\Deleted messages."""
-        if not {"UIDPLUS", "IMAP4REV2"} & self.capabilities:
+        if not self._uid_expunge:
             return self._command("EXPUNGE").ok
         return all(
             self._command(f"UID EXPUNGE {parse.sequence_set(batch)}").ok
             for batch in _batches(uids, COMMAND_BATCH)
         )
+
+    @property
+    def _uid_expunge(self) -> bool:
+        return bool({"UIDPLUS", "IMAP4REV2"} & self.capabilities)
+
+    def _store_and_expunge(self, uids: list[int], *, leave: bool) -> bool:
+        """With UID EXPUNGE: flag and remove ``uids`` a batch at a time, each
+        pair in one write (and UNSELECT after the last with ``leave``).
+
+        Safe to send together: UID EXPUNGE removes only the given UIDs that
+        are flagged, so after a STORE the server refused it removes nothing
+        of ours that was not deleted by someone already. Returns whether every
+        EXPUNGE succeeded.
+        """
+        expunged = True
+        batches = _batches(uids, COMMAND_BATCH)
+        for n, batch in enumerate(batches, start=1):
+            uid_set = parse.sequence_set(batch)
+            commands = [
+                f"UID STORE {uid_set} +FLAGS.SILENT (\\Deleted)",
+                f"UID EXPUNGE {uid_set}",
+            ]
+            if leave and n == len(batches):
+                commands.append("UNSELECT")
+            store, expunge, *left = self._pipelined(*commands)
+            self._check_store(store)
+            expunged = expunged and expunge.ok
+            for response in left:
+                self._check_unselect(response)
+        return expunged
 
     def delete(self, message: RemoteMessage) -> list[str]:
         # Flags are set in batches when the deletes are committed: one command
@@ -732,15 +816,27 @@ class ImapSession:
             return self._flush_deletes()
         return []
 
-    def _flush_deletes(self) -> list[str]:
+    def _flush_deletes(self, *, leave: bool = False) -> list[str]:
+        """Flag and expunge the pending deletes; ``leave``: UNSELECT too, in
+        the same write where the server offers UID EXPUNGE and UNSELECT."""
         if not self._pending_deletes:
+            if leave:
+                self.unselect()
             return []
         pending, self._pending_deletes = self._pending_deletes, []
         # Once flagged, any EXPUNGE (ours, CLOSE, another client's) removes
         # them: their records must be durable before the flags go out.
         self.make_durable()
-        self.uid_store_deleted(pending)
-        if self.expunge(pending):
+        if self._uid_expunge:
+            expunged = self._store_and_expunge(
+                pending, leave=leave and "UNSELECT" in self.capabilities
+            )
+        else:
+            self.uid_store_deleted(pending)
+            expunged = self.expunge(pending)
+            if leave:
+                self.unselect()
+        if expunged:
             return [str(uid) for uid in pending]
         self._conn.note("EXPUNGE refused; the messages stay flagged for next time")
         return []
@@ -749,6 +845,14 @@ class ImapSession:
         self._finish_batch()
         self._discard_parked()
         return self._flush_deletes()
+
+    def close_and_leave(self) -> list[str]:
+        """close_folder, then leave the folder as :meth:`unselect` does (the
+        session is kept between polls), in as few round trips as the server
+        allows."""
+        self._finish_batch()
+        self._discard_parked()
+        return self._flush_deletes(leave=True)
 
     def logout(self) -> list[str]:
         try:
@@ -775,13 +879,21 @@ class ImapSession:
         folder selected can make another client's SELECT read-only on some
         servers. CLOSE would expunge other clients' deleted messages too."""
         if "UNSELECT" in self.capabilities:
-            response = self._command("UNSELECT")
-            if not response.ok:
-                raise ProtocolError(f"UNSELECT was refused: {response.text}")
+            self._check_unselect(self._command("UNSELECT"))
+
+    @staticmethod
+    def _check_unselect(response: Response) -> None:
+        if not response.ok:
+            raise ProtocolError(f"UNSELECT was refused: {response.text}")
 
     def noop(self) -> bool:
         """Is the session still there? (NOOP answered OK)"""
         return self._command("NOOP").ok
+
+    def quiet(self) -> bool:
+        """Nothing came from the server since the last response (no BYE, no
+        hang-up, no news); TransportError when it closed the connection."""
+        return not self._conn.wait_for_data(0)
 
     def note(self, text: str) -> None:
         self._conn.note(text)

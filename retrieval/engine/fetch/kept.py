@@ -12,9 +12,13 @@ A session is kept only after a poll that ended cleanly (folders closed, so
 nothing is pending), and only for a spec whose session nothing else wraps
 (no plugin, no pre/postconnect, no link checks, no IDLE). It is handed out
 again to the same account (server settings, user and password, so a changed
-password logs in anew) after a NOOP that the server answers OK; one that died
-meanwhile (the server's autologout, a restart) is closed and the poll
-connects as usual, before anything of its own is sent. Idle sessions older
+password logs in anew) as it is when the server sent nothing while it idled,
+and after a NOOP answered OK when it did (news, or a BYE before hanging up);
+one that died meanwhile (the server's autologout, a restart: its BYE or its
+hang-up is waiting) is closed and the poll connects as usual, before anything
+of its own is sent. A connection the network cut without a word from either
+end (no hang-up arrives) fails that poll at its first command, within the
+timeout; the next poll connects anew. Idle sessions older
 than ``idle_seconds`` are logged out, as is the least recently used one when
 ``max_sessions`` are kept (``wire/idle_pool.py``).
 """
@@ -89,7 +93,9 @@ class KeptSessions:
             f"reusing the session logged in at {opened} UTC (poll {session.polls} on it)"
         )
         try:
-            alive = session.noop()
+            # Nothing from the server while it idled (no BYE, no hang-up): used
+            # as it is. Anything else is read by a NOOP, which must answer OK.
+            alive = session.quiet() or session.noop()
         except EngineError:
             alive = False
         if not alive:
