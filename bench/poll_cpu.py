@@ -139,11 +139,12 @@ class Rig:
             raise
 
     def _plan_fills(self) -> list[dict[str, list[bytes]]]:
-        """Per round (warm-up included), per user, the messages to put."""
+        """Per round (the two warm-up rounds included), per user, the
+        messages to put."""
         rounds: list[dict[str, list[bytes]]] = []
         if self.args.messages <= 0:
             return rounds
-        for _ in range(1 + self.args.rounds * len(self.args.modes)):
+        for _ in range(2 + self.args.rounds * len(self.args.modes)):
             fill = {}
             for user in self.users:
                 msgs = []
@@ -295,7 +296,7 @@ def _celery_round(
 
 
 def _show_statements(rig: Rig, call: Callable[[int], object]) -> None:
-    """The SQL statements of one poll of an empty mailbox."""
+    """The SQL statements of one poll (of the first mailbox, as it is now)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -316,6 +317,11 @@ def run(args: argparse.Namespace, work: Path) -> list[Figure]:
         for pk in rig.ids:
             tasks.poll_mailbox(pk)
         _show_statements(rig, tasks.poll_mailbox)
+        if args.messages:
+            rig.refill()  # the first round's mail: one poll of it shown, all polled
+            _show_statements(rig, tasks.poll_mailbox)
+            for pk in rig.ids[1:]:
+                tasks.poll_mailbox(pk)
         figures = []
         for mode in args.modes:
             if mode == "task":

@@ -213,21 +213,16 @@ def _service_pass(
 def _timeline(runs: Any, started: datetime, shards: int) -> None:
     """Where a pass's time went (printed, not in the docs): the first poll's
     start after the mailboxes fell due, and when each shard's last poll ended."""
-    from django.db.models import Max, Min
-
-    first = runs.aggregate(first=Min("started_at"))["first"]
-    if first is None:
+    rows = list(runs.values_list("mailbox_id", "started_at", "finished_at"))
+    if not rows:
         return
-    ends = []
-    for shard in range(max(shards, 1)):
-        mine = (
-            runs
-            if shards <= 0
-            else runs.extra(where=[f"mailbox_id % {shards} = {shard}"])
-        )
-        end = mine.aggregate(last=Max("finished_at"))["last"]
-        if end is not None:
-            ends.append(f"{(end - started).total_seconds():.2f}")
+    first = min(begun for _, begun, _ in rows)
+    last_of: dict[int, datetime] = {}
+    for mailbox_id, _, end in rows:
+        shard = mailbox_id % shards if shards > 0 else 0
+        if end is not None and (shard not in last_of or end > last_of[shard]):
+            last_of[shard] = end
+    ends = [f"{(last_of[k] - started).total_seconds():.2f}" for k in sorted(last_of)]
     print(
         f"timeline: first poll began {(first - started).total_seconds():.2f} s after "
         f"the mailboxes fell due; last poll of each shard ended at {', '.join(ends)} s",

@@ -85,6 +85,9 @@ class DatabaseLedger:
         # _mark_asynchronously).
         self._raw_cursor: Any = None
         self._recipients: dict[tuple[str, int], dict[str, set[str]]] = {}
+        # Folders last_uidvalidity found without a single row: none of their
+        # messages was served to anyone yet, at any UIDVALIDITY.
+        self._unserved: set[str] = set()
         # Read with last_uidvalidity for delivered_uids, which the engine asks
         # next: (folder, uidvalidity or None for "the folder has no rows", uids).
         self._ahead: tuple[str, int | None, set[str]] | None = None
@@ -254,6 +257,8 @@ class DatabaseLedger:
         not one per message): this poll holds the mailbox's lease and lock, so
         it is the only writer, and keeps the copy current itself."""
         key = (folder, uidvalidity or 0)
+        if key not in self._recipients and folder in self._unserved:
+            self._recipients[key] = {}  # nothing to read: kept current from here
         if key not in self._recipients:
             self._answered()
             rows = (
@@ -305,6 +310,7 @@ class DatabaseLedger:
             rows = cursor.fetchall()
         if not rows:
             self._ahead = (folder, None, set())  # no rows: nothing delivered
+            self._unserved.add(folder)
             return None
         latest = rows[0][0]
         delivered: set[str] = set()

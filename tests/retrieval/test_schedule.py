@@ -201,7 +201,17 @@ class LedgerTests:
         with CaptureQueriesContext(connection) as queries:
             assert ledger.last_uidvalidity("INBOX") is None
             assert ledger.delivered_uids("INBOX", 12) == set()
+            # Nor was any message served to a recipient (the first mail of a
+            # mailbox whose last poll pruned the ledger): nothing more to read.
+            assert ledger.delivered_recipients(MessageKey("INBOX", 12, "1")) == set()
         assert len(queries) == 1
+        # What this poll serves is kept current from there.
+        ledger.mark_recipients_delivered(MessageKey("INBOX", 12, "1"), ["a@x"])
+        assert ledger.delivered_recipients(MessageKey("INBOX", 12, "1")) == {"a@x"}
+        # Another folder was not asked about: read as before.
+        with CaptureQueriesContext(connection) as other:
+            assert ledger.delivered_recipients(MessageKey("Sent", 12, "1")) == set()
+        assert len(other) == 1
 
     def test_forgetting_what_the_server_no_longer_has(self):
         """Only the rows of that folder and UIDVALIDITY whose UID is not listed;
