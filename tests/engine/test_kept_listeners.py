@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,6 +23,9 @@ from tests.support.fake_servers import (
 )
 
 from .conftest import make_spec, message, without_trace
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Clock:
@@ -198,42 +201,39 @@ class ReuseTests:
         assert delivered(listener) == [message(1), message(2), message(3)]
 
 
+def second_poll_connects_anew(
+    listener: FakeSmtpServer,
+    listeners: KeptListeners,
+    meanwhile: Callable[[], None] = lambda: None,
+) -> str:
+    """Two polls of a message each, ``meanwhile`` between them: the second
+    opens a new connection and delivers its message once; its transcript."""
+    with FakeImapServer([message(1)]) as server:
+        spec = imap(server, listener)
+        run(spec, listeners)
+        arrive(server, message(2))
+        meanwhile()
+        report, text = run(spec, listeners)
+        listeners.close_all()
+    assert report.exit_code is ExitCode.SUCCESS, report.error
+    assert [m.status for m in report.messages] == [MessageStatus.DELIVERED]
+    assert listener.connections == 2
+    assert delivered(listener) == [message(1), message(2)]
+    assert server.messages == []
+    return text
+
+
 class StaleTests:
     def test_a_connection_the_listener_closed_is_replaced_before_sending(
         self,
     ) -> None:
-        listeners = KeptListeners(300)
-        with (
-            FakeSmtpServer(drop_on="RSET") as listener,
-            FakeImapServer([message(1)]) as server,
-        ):
-            spec = imap(server, listener)
-            run(spec, listeners)
-            arrive(server, message(2))
-            report, _ = run(spec, listeners)
-            listeners.close_all()
-        assert report.exit_code is ExitCode.SUCCESS, report.error
-        assert [m.status for m in report.messages] == [MessageStatus.DELIVERED]
-        assert listener.connections == 2
-        assert delivered(listener) == [message(1), message(2)]
-        assert server.messages == []
+        with FakeSmtpServer(drop_on="RSET") as listener:
+            second_poll_connects_anew(listener, KeptListeners(300))
 
     def test_a_listener_that_said_goodbye_while_idle_is_replaced(self) -> None:
-        listeners = KeptListeners(300)
-        with (
-            FakeSmtpServer(
-                overrides={"RSET": b"421 4.4.2 fake.local idle too long\r\n"}
-            ) as listener,
-            FakeImapServer([message(1)]) as server,
-        ):
-            spec = imap(server, listener)
-            run(spec, listeners)
-            arrive(server, message(2))
-            report, _ = run(spec, listeners)
-            listeners.close_all()
-        assert report.exit_code is ExitCode.SUCCESS, report.error
-        assert listener.connections == 2
-        assert delivered(listener) == [message(1), message(2)]
+        goodbye = b"421 4.4.2 fake.local idle too long\r\n"
+        with FakeSmtpServer(overrides={"RSET": goodbye}) as listener:
+            second_poll_connects_anew(listener, KeptListeners(300))
 
     @pytest.mark.parametrize(
         "stray",
@@ -245,39 +245,24 @@ class StaleTests:
     ) -> None:
         """A reply waiting unread when the connection is taken would be read
         as the next command's: the connection is closed unused."""
-        listeners = KeptListeners(300)
-        with (
-            FakeSmtpServer(replies={"END": f"250 2.0.0 queued\r\n{stray}"}) as listener,
-            FakeImapServer([message(1)]) as server,
-        ):
-            spec = imap(server, listener)
-            run(spec, listeners)
-            arrive(server, message(2))
-            listener.replies.clear()
-            report, text = run(spec, listeners)
-            listeners.close_all()
-        assert report.exit_code is ExitCode.SUCCESS, report.error
-        assert [m.status for m in report.messages] == [MessageStatus.DELIVERED]
+        with FakeSmtpServer(
+            replies={"END": f"250 2.0.0 queued\r\n{stray}"}
+        ) as listener:
+            text = second_poll_connects_anew(
+                listener, KeptListeners(300), listener.replies.clear
+            )
         assert "closed or spoke out of turn; connecting anew" in text
-        assert listener.connections == 2
-        assert delivered(listener) == [message(1), message(2)]
         assert listener.rsets == 0  # the stale connection was sent nothing
 
     def test_an_idle_connection_past_its_time_is_closed(
         self, listener: FakeSmtpServer
     ) -> None:
         clock = Clock()
-        listeners = KeptListeners(60, clock=clock)
-        with FakeImapServer([message(1)]) as server:
-            spec = imap(server, listener)
-            run(spec, listeners)
+
+        def later() -> None:
             clock.now += 61
-            arrive(server, message(2))
-            report, _ = run(spec, listeners)
-            listeners.close_all()
-        assert report.exit_code is ExitCode.SUCCESS, report.error
-        assert listener.connections == 2
-        assert delivered(listener) == [message(1), message(2)]
+
+        second_poll_connects_anew(listener, KeptListeners(60, clock=clock), later)
 
 
 class NotKeptTests:
