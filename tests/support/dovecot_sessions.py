@@ -52,8 +52,14 @@ def _moment(text: str) -> datetime:
 
 
 def sessions(log: str) -> list[Session]:
-    """Every logged-in session of the log, in the order of their logins."""
+    """Every logged-in session of the log, in the order of their logins.
+
+    The login is logged by the login process and the end by the session's own,
+    so a session over within a fraction of a millisecond may have its end
+    written first: ends are matched by session id wherever they stand, and an
+    end stamped before its login counts as at the login."""
     found: dict[str, Session] = {}
+    ends: dict[str, datetime] = {}
     for line in log.splitlines():
         if (login := _LOGIN.match(line)) is not None:
             found[login["session"]] = Session(
@@ -63,8 +69,11 @@ def sessions(log: str) -> list[Session]:
                 session=login["session"],
                 start=_moment(login["at"]),
             )
-        elif (end := _END.match(line)) is not None and end["session"] in found:
-            found[end["session"]].end = _moment(end["at"])
+        elif (end := _END.match(line)) is not None:
+            ends[end["session"]] = _moment(end["at"])
+    for session_id, session in found.items():
+        if session_id in ends:
+            session.end = max(ends[session_id], session.start)
     return sorted(found.values(), key=lambda s: s.start)
 
 
