@@ -163,9 +163,17 @@ _TOKEN = re.compile(
 )
 
 
+# fetchmail's visbuf() prints a byte >= 0x80 as "\0x" and up to two bytes of
+# its memory (see differential._high_prefix). A stray quote there would end the
+# string: one followed by a hex digit is read as "?", since the dump's own closing
+# quote is followed by a comma, colon, bracket or space. The lookbehind keeps an
+# escaped backslash before "0x" as it is.
+_MISPRINTED = re.compile(rb'(?<!\\)((?:\\\\)*)\\0x"(?=[0-9a-fA-F])')
+
+
 def parse_dump(out: bytes) -> dict[str, Any]:
     start = out.index(b"fetchmailrc = ") + len(b"fetchmailrc = ")
-    text = _ENTRY_COMMENT.sub(b"", out[start:])
+    text = _MISPRINTED.sub(rb"\1\\0x?", _ENTRY_COMMENT.sub(b"", out[start:]))
     tokens: list[tuple[str, Any]] = []
     pos = 0
     end = text.index(b"# End of initializer")
