@@ -496,3 +496,35 @@ def test_rcfile_multidrop_options_become_the_spec() -> None:
     assert default.multidrop is not None
     assert default.multidrop.envelope == "Received"
     assert not default.multidrop.dns  # fetchmail's default-on DNS is opt-in here
+
+
+def test_polls_on_a_kept_listener_connection_route_as_polls_that_connect(
+    smtp_listener: SmtpListener,
+) -> None:
+    """Multidrop through a listener connection kept between polls
+    (deliver/kept_listeners.py): each message's own envelope on the one
+    connection, the same recipients as when every poll connects."""
+    from retrieval.engine.deliver.kept_listeners import KeptListeners
+
+    def two_polls(listeners: KeptListeners | None) -> tuple[list[list[str]], int]:
+        """The recipients of each message of two polls, and the connections."""
+        before = len(smtp_listener.messages), smtp_listener.connections
+        for n, line in ((1, "X-Original-To: alice@client.example"), (2, "")):
+            lines = [line] if line else ["To: bob@client.example"]
+            with FakePop3Server([msg(n, *lines)]) as pop:
+                spec = multidrop_spec(pop, smtp_listener, envelope="X-Original-To")
+                report = poll(
+                    spec,
+                    ledger=MemoryLedger(),
+                    transcript=ListTranscript(),
+                    listeners=listeners,
+                )
+                assert report.exit_code is ExitCode.SUCCESS, report.error
+        routed = [m.rcpt_tos for m in smtp_listener.messages[before[0] :]]
+        return routed, smtp_listener.connections - before[1]
+
+    listeners = KeptListeners(300)
+    expected = [["alice@client.example"], ["robert@client.example"]]
+    assert two_polls(None) == (expected, 2)
+    assert two_polls(listeners) == (expected, 1)
+    listeners.close_all()
