@@ -223,7 +223,6 @@ def _in_process(
 def _celery(rig: Rig, mode: str = "celery") -> Figure:
     """The worker's round trip: queue every mailbox's poll (``batch``: a
     ``poll_mailboxes`` task per 50, as shard batches go), wait for its run."""
-    from retrieval.models import PollRun
     from retrieval.tasks import SHARD_BATCH, poll_mailbox, poll_mailboxes
 
     figure = Figure(mode)
@@ -261,14 +260,14 @@ def _celery(rig: Rig, mode: str = "celery") -> Figure:
     try:
         first = _last_run()
         # The worker's start-up is not a poll's cost: one round first, untimed.
-        _celery_round(rig, queue, PollRun, first)
+        _celery_round(rig, queue, first)
         first = _last_run()
         for _ in range(rig.args.rounds):
             rig.refill()
             mark = _last_run()
             before = cpu_parts.snapshot()
             wall = time.perf_counter()
-            _celery_round(rig, queue, PollRun, mark)
+            _celery_round(rig, queue, mark)
             figure.wall_s += time.perf_counter() - wall
             spent = cpu_parts.between(before, cpu_parts.snapshot())
             figure.cpu_s += spent.get("celery workers", 0.0)
@@ -281,9 +280,7 @@ def _celery(rig: Rig, mode: str = "celery") -> Figure:
     return figure
 
 
-def _celery_round(
-    rig: Rig, queue: Callable[[list[int]], None], runs: object, after: int
-) -> None:
+def _celery_round(rig: Rig, queue: Callable[[list[int]], None], after: int) -> None:
     from retrieval.models import PollRun
 
     queue(rig.ids)
